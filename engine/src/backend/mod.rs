@@ -1,0 +1,120 @@
+//! Device selection. Condenser runs on the first wgpu adapter (Vulkan, Metal, DX12; Mesa's
+//! lavapipe on GPU-less machines) and falls back to burn's pure-Rust CPU backend `flex` when no
+//! adapter exists. The kernel extension trait of the design lands here with the kernels issue.
+
+use burn::prelude::{Device, DeviceKind};
+
+/// Which backend the user asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendChoice {
+    /// First wgpu adapter; `flex` when none exists.
+    #[default]
+    Auto,
+    /// wgpu, failing if there is no adapter.
+    Wgpu,
+    /// burn's CPU backend `flex`.
+    Cpu,
+}
+
+impl std::str::FromStr for BackendChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "wgpu" => Ok(Self::Wgpu),
+            "cpu" | "flex" => Ok(Self::Cpu),
+            other => Err(format!("unknown backend {other:?}: expected auto, wgpu or cpu")),
+        }
+    }
+}
+
+/// What a resolved device is, for logs and reports.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DeviceInfo {
+    /// `wgpu` or `cpu`.
+    pub backend: &'static str,
+    /// Adapter name (e.g. "llvmpipe (LLVM 15.0.6, 256 bits)") or "flex".
+    pub name: String,
+}
+
+/// One adapter wgpu can see.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AdapterSummary {
+    pub name: String,
+    pub api: String,
+    pub device_type: String,
+    pub driver: String,
+    pub max_storage_buffer_binding_size: u64,
+    pub max_compute_workgroup_size_x: u32,
+    pub max_compute_invocations_per_workgroup: u32,
+    pub max_compute_workgroup_storage_size: u32,
+    pub shader_f16: bool,
+    pub subgroups: bool,
+}
+
+/// Lists every adapter of every native graphics API wgpu was built with.
+pub fn adapters() -> Vec<AdapterSummary> {
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+        backends: wgpu::Backends::all(),
+        ..wgpu::InstanceDescriptor::new_without_display_handle()
+    });
+    pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()))
+        .iter()
+        .map(|a| {
+            let info = a.get_info();
+            let limits = a.limits();
+            let features = a.features();
+            AdapterSummary {
+                name: info.name,
+                api: format!("{:?}", info.backend),
+                device_type: format!("{:?}", info.device_type),
+                driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
+                max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size as u64,
+                max_compute_workgroup_size_x: limits.max_compute_workgroup_size_x,
+                max_compute_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
+                max_compute_workgroup_storage_size: limits.max_compute_workgroup_storage_size,
+                shader_f16: features.contains(wgpu::Features::SHADER_F16),
+                subgroups: features.contains(wgpu::Features::SUBGROUP),
+            }
+        })
+        .collect()
+}
+
+/// Resolves the user's choice to a device (without autodiff). `Auto` picks wgpu's default
+/// adapter when any exists and logs one line when it falls back to the CPU.
+pub fn select(choice: BackendChoice) -> crate::Result<(Device, DeviceInfo)> {
+    let cpu = || {
+        (
+            Device::flex(),
+            DeviceInfo {
+                backend: "cpu",
+                name: "flex".into(),
+            },
+        )
+    };
+    match choice {
+        BackendChoice::Cpu => Ok(cpu()),
+        BackendChoice::Auto | BackendChoice::Wgpu => {
+            let found = adapters();
+            let Some(first) = found.first() else {
+                if choice == BackendChoice::Wgpu {
+                    return Err(crate::Error::Device(
+                        "--backend wgpu asked for, but wgpu finds no adapter (install a Vulkan \
+                         driver, e.g. Debian's mesa-vulkan-drivers for lavapipe)"
+                            .into(),
+                    ));
+                }
+                log::warn!("no wgpu adapter found: running on burn's CPU backend (flex)");
+                return Ok(cpu());
+            };
+            Ok((
+                Device::wgpu(DeviceKind::DefaultDevice),
+                DeviceInfo {
+                    backend: "wgpu",
+                    name: format!("{} ({})", first.name, first.api),
+                },
+            ))
+        }
+    }
+}

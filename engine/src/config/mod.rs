@@ -1,0 +1,10 @@
+//! Typed configuration: model shapes and TOML recipes. Unknown keys are rejected everywhere
+//! (`deny_unknown_fields`), and errors name the file, the key and the position.
+
+mod model;
+mod recipe;
+
+pub use model::{LlmConfig, MllmConfig, ProjectorConfig, VisionConfig};
+pub use recipe::{
+    DataKind, FreezePolicy, FreezeSpec, InitSpec, Recipe, StageFreeze, StageSpec, load_recipe, parse_recipe,
+};

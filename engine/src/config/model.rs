@@ -1,0 +1,142 @@
+//! Model shapes. Teacher and student are the same [`MllmConfig`] type with different numbers.
+
+use serde::{Deserialize, Serialize};
+
+/// ViT vision encoder (CLIP/SigLIP-style, pre-norm).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VisionConfig {
+    /// Square input size in pixels.
+    pub image_size: usize,
+    /// Square patch size in pixels; `image_size` must be a multiple.
+    pub patch_size: usize,
+    pub hidden: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub mlp_hidden: usize,
+    /// Per-channel normalisation applied after scaling pixels to [0, 1].
+    #[serde(default = "default_mean")]
+    pub mean: [f32; 3],
+    #[serde(default = "default_std")]
+    pub std: [f32; 3],
+    /// Drop the CLS token from the features handed to the projector (LLaVA does).
+    #[serde(default = "yes")]
+    pub drop_cls: bool,
+    #[serde(default = "default_ln_eps")]
+    pub layer_norm_eps: f64,
+}
+
+fn default_mean() -> [f32; 3] {
+    [0.5, 0.5, 0.5]
+}
+fn default_std() -> [f32; 3] {
+    [0.5, 0.5, 0.5]
+}
+fn yes() -> bool {
+    true
+}
+fn default_ln_eps() -> f64 {
+    1e-5
+}
+fn default_rms_eps() -> f64 {
+    1e-6
+}
+fn default_rope_theta() -> f64 {
+    10_000.0
+}
+
+impl VisionConfig {
+    /// Patches per side.
+    pub fn grid(&self) -> usize {
+        self.image_size / self.patch_size
+    }
+    /// Number of patch tokens.
+    pub fn num_patches(&self) -> usize {
+        self.grid() * self.grid()
+    }
+    /// Tokens handed to the projector (patches, plus CLS unless dropped).
+    pub fn num_visual_tokens(&self) -> usize {
+        self.num_patches() + usize::from(!self.drop_cls)
+    }
+}
+
+/// mlp2x_gelu projector: `Linear(C, D) -> GELU -> Linear(D, D)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ProjectorConfig {
+    #[default]
+    Mlp2xGelu,
+}
+
+/// Llama/Qwen2-style decoder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlmConfig {
+    pub vocab_size: usize,
+    pub hidden: usize,
+    pub layers: usize,
+    pub heads: usize,
+    /// Key/value heads (GQA); must divide `heads`.
+    pub kv_heads: usize,
+    pub intermediate: usize,
+    #[serde(default = "default_rope_theta")]
+    pub rope_theta: f64,
+    #[serde(default = "default_rms_eps")]
+    pub rms_eps: f64,
+    /// Share the input embedding with the output head.
+    #[serde(default)]
+    pub tie_embeddings: bool,
+    /// Bias on q/k/v projections (Qwen2 has it, Llama does not).
+    #[serde(default)]
+    pub qkv_bias: bool,
+    /// Longest sequence RoPE tables are built for.
+    #[serde(default = "default_max_pos")]
+    pub max_positions: usize,
+}
+
+fn default_max_pos() -> usize {
+    512
+}
+
+impl LlmConfig {
+    pub fn head_dim(&self) -> usize {
+        self.hidden / self.heads
+    }
+}
+
+/// A whole multimodal model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MllmConfig {
+    pub vision: VisionConfig,
+    #[serde(default)]
+    pub projector: ProjectorConfig,
+    pub llm: LlmConfig,
+}
+
+impl MllmConfig {
+    /// Checks the shape constraints a config must meet before a model is built.
+    pub fn validate(&self) -> Result<(), String> {
+        let v = &self.vision;
+        if v.patch_size == 0 || v.image_size % v.patch_size != 0 {
+            return Err(format!(
+                "vision.image_size {} is not a multiple of vision.patch_size {}",
+                v.image_size, v.patch_size
+            ));
+        }
+        if v.heads == 0 || v.hidden % v.heads != 0 {
+            return Err(format!("vision.hidden {} is not divisible by vision.heads {}", v.hidden, v.heads));
+        }
+        let l = &self.llm;
+        if l.heads == 0 || l.hidden % l.heads != 0 {
+            return Err(format!("llm.hidden {} is not divisible by llm.heads {}", l.hidden, l.heads));
+        }
+        if l.kv_heads == 0 || l.heads % l.kv_heads != 0 {
+            return Err(format!("llm.heads {} is not a multiple of llm.kv_heads {}", l.heads, l.kv_heads));
+        }
+        if l.head_dim() % 2 != 0 {
+            return Err(format!("llm head dim {} must be even for RoPE", l.head_dim()));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,262 @@
+//! TOML recipes: a run is an ordered list of stages over one model. A recipe is resolved (every
+//! default filled in) and saved with the run, so the run can be reproduced from its folder alone.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::MllmConfig;
+use crate::{Error, Result};
+
+/// A whole recipe.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recipe {
+    /// Run name: the run folder is `runs/<name>/`.
+    pub name: String,
+    /// One seed for initialisation and data order.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// Dataset folder in LLaVA layout (`tokenizer.json`, `captions.json`, `train.json`,
+    /// `val.json`, `test.json`, `images/`). Relative paths are taken from the working directory.
+    pub data: PathBuf,
+    /// The model to build.
+    pub model: MllmConfig,
+    /// Where initial weights come from.
+    #[serde(default)]
+    pub init: InitSpec,
+    /// Require `<image>` in every conversation (a multimodal recipe does).
+    #[serde(default = "yes")]
+    pub require_image: bool,
+    /// Stages, run in order.
+    #[serde(rename = "stage")]
+    pub stages: Vec<StageSpec>,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_seed() -> u64 {
+    42
+}
+
+/// Initial weights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct InitSpec {
+    /// Take the vision encoder from this run (`runs/<run>/checkpoints/final`) or checkpoint
+    /// folder; the shared, pre-trained encoder of the papers.
+    #[serde(default)]
+    pub vision_from: Option<String>,
+}
+
+/// What a stage trains on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataKind {
+    /// `captions.json`: image-caption pairs (pre-training).
+    Caption,
+    /// `train.json`: multi-turn instruction conversations.
+    Instruct,
+}
+
+impl DataKind {
+    /// File name of the split this data kind reads for training.
+    pub fn train_file(self) -> &'static str {
+        match self {
+            DataKind::Caption => "captions.json",
+            DataKind::Instruct => "train.json",
+        }
+    }
+}
+
+/// Per-module tuning policy (TinyLLaVA): frozen, fully trained, or trained from layer k on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum FreezeSpec {
+    Named(FreezePolicy),
+    Partial { from_layer: usize },
+}
+
+/// Named freeze policies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FreezePolicy {
+    Frozen,
+    Full,
+}
+
+impl FreezeSpec {
+    /// Is anything in this module trained?
+    pub fn trains(self) -> bool {
+        !matches!(self, FreezeSpec::Named(FreezePolicy::Frozen))
+    }
+    /// Does layer `i` train?
+    pub fn trains_layer(self, i: usize) -> bool {
+        match self {
+            FreezeSpec::Named(FreezePolicy::Frozen) => false,
+            FreezeSpec::Named(FreezePolicy::Full) => true,
+            FreezeSpec::Partial { from_layer } => i >= from_layer,
+        }
+    }
+    /// Do the parts outside the layer stack (embeddings, final norms, heads) train?
+    /// Under a partial policy they stay frozen, as in TinyLLaVA's partially-tune.
+    pub fn trains_non_layer(self) -> bool {
+        matches!(self, FreezeSpec::Named(FreezePolicy::Full))
+    }
+}
+
+/// The freeze policy of each module in a stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageFreeze {
+    pub vision: FreezeSpec,
+    pub projector: FreezeSpec,
+    pub llm: FreezeSpec,
+}
+
+/// One training stage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageSpec {
+    pub name: String,
+    pub data: DataKind,
+    /// Passes over the stage's data (fractions allowed).
+    #[serde(default = "one")]
+    pub epochs: f64,
+    pub batch_size: usize,
+    pub lr: f64,
+    /// Fraction of the stage's steps spent in linear warmup.
+    #[serde(default = "default_warmup")]
+    pub warmup: f64,
+    /// Floor of the cosine decay, as a fraction of `lr`.
+    #[serde(default)]
+    pub min_lr_ratio: f64,
+    #[serde(default)]
+    pub weight_decay: f64,
+    /// Global gradient-norm clip (0 disables).
+    #[serde(default = "one")]
+    pub grad_clip: f64,
+    /// Checkpoint every N steps (0: only at the stage end).
+    #[serde(default)]
+    pub checkpoint_every: usize,
+    pub freeze: StageFreeze,
+}
+
+fn one() -> f64 {
+    1.0
+}
+fn default_warmup() -> f64 {
+    0.03
+}
+
+/// Parses a recipe from TOML text. `path` is only used in error messages.
+pub fn parse_recipe(text: &str, path: &Path) -> Result<Recipe> {
+    let recipe: Recipe = toml::from_str(text).map_err(|e| Error::Recipe {
+        path: path.to_path_buf(),
+        message: e.to_string().trim_end().to_string(),
+    })?;
+    recipe.validate(path)?;
+    Ok(recipe)
+}
+
+/// Loads and validates a recipe file.
+pub fn load_recipe(path: impl AsRef<Path>) -> Result<Recipe> {
+    let path = path.as_ref();
+    parse_recipe(&crate::error::read_to_string(path)?, path)
+}
+
+impl Recipe {
+    fn validate(&self, path: &Path) -> Result<()> {
+        let bad = |message: String| Error::Recipe {
+            path: path.to_path_buf(),
+            message,
+        };
+        self.model.validate().map_err(|m| bad(format!("[model]: {m}")))?;
+        if self.stages.is_empty() {
+            return Err(bad("no [[stage]] given: a recipe needs at least one".into()));
+        }
+        if self.name.is_empty() || self.name.contains(['/', '\\']) || self.name.starts_with('.') {
+            return Err(bad(format!("name {:?} is not usable as a folder name", self.name)));
+        }
+        for (i, s) in self.stages.iter().enumerate() {
+            let at = format!("[[stage]] #{} ({:?})", i + 1, s.name);
+            if s.batch_size == 0 {
+                return Err(bad(format!("{at}: batch_size must be at least 1")));
+            }
+            if !(s.epochs > 0.0) {
+                return Err(bad(format!("{at}: epochs must be positive")));
+            }
+            if !(s.lr > 0.0) {
+                return Err(bad(format!("{at}: lr must be positive")));
+            }
+            if !(0.0..1.0).contains(&s.warmup) {
+                return Err(bad(format!("{at}: warmup must be in [0, 1)")));
+            }
+            if !(s.freeze.vision.trains() || s.freeze.projector.trains() || s.freeze.llm.trains()) {
+                return Err(bad(format!("{at}: every module is frozen, nothing would train")));
+            }
+        }
+        Ok(())
+    }
+
+    /// The resolved recipe as TOML (every default written out).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("a recipe always serialises")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+name = "t"
+data = "d"
+[model.vision]
+image_size = 32
+patch_size = 8
+hidden = 32
+layers = 1
+heads = 2
+mlp_hidden = 64
+[model.llm]
+vocab_size = 64
+hidden = 32
+layers = 1
+heads = 2
+kv_heads = 1
+intermediate = 64
+[[stage]]
+name = "pt"
+data = "caption"
+batch_size = 4
+lr = 1e-3
+freeze = { vision = "frozen", projector = "full", llm = { from_layer = 1 } }
+"#;
+
+    #[test]
+    fn parses_and_resolves_defaults() {
+        let r = parse_recipe(GOOD, Path::new("x.toml")).unwrap();
+        assert_eq!(r.stages[0].freeze.llm, FreezeSpec::Partial { from_layer: 1 });
+        assert_eq!(r.stages[0].grad_clip, 1.0);
+        let again = parse_recipe(&r.to_toml(), Path::new("y.toml")).unwrap();
+        assert_eq!(again, r);
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_file() {
+        let text = GOOD.replace("lr = 1e-3", "lr = 1e-3\nlearning_rate = 3");
+        let err = parse_recipe(&text, Path::new("recipes/x.toml")).unwrap_err().to_string();
+        assert!(err.contains("recipes/x.toml"), "{err}");
+        assert!(err.contains("learning_rate"), "{err}");
+        assert!(err.contains("line"), "{err}");
+    }
+
+    #[test]
+    fn rejects_bad_shapes() {
+        let text = GOOD.replace("patch_size = 8", "patch_size = 7");
+        let err = parse_recipe(&text, Path::new("x.toml")).unwrap_err().to_string();
+        assert!(err.contains("patch_size"), "{err}");
+    }
+}

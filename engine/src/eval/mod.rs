@@ -1,0 +1,173 @@
+//! Evaluation on held-out questions: greedy answers scored by exact match (overall and per
+//! question type) and POPE metrics (accuracy, precision, recall, F1, yes-ratio) for each
+//! negative-sampling strategy of the existence questions.
+
+pub mod report;
+
+use std::collections::BTreeMap;
+
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::data::{Dataset, Padding, QuestionType, TextTokenizer, encode_prompt, host_batch, normalise_answer};
+use crate::model::{GenerateOptions, Mllm, Sampling, Visual};
+
+/// Accuracy of one question type.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TypeScore {
+    pub questions: usize,
+    pub correct: usize,
+    pub accuracy: f64,
+}
+
+/// POPE metrics for one negative-sampling strategy ("yes" is the positive class).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PopeScore {
+    pub questions: usize,
+    pub accuracy: f64,
+    pub precision: f64,
+    pub recall: f64,
+    pub f1: f64,
+    pub yes_ratio: f64,
+}
+
+/// One scored answer (a few are kept in the report as examples).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    pub id: String,
+    pub question: String,
+    pub expected: String,
+    pub answer: String,
+    pub correct: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EvalResult {
+    pub questions: usize,
+    pub correct: usize,
+    pub accuracy: f64,
+    pub by_type: BTreeMap<String, TypeScore>,
+    pub pope: BTreeMap<String, PopeScore>,
+    pub samples: Vec<Sample>,
+}
+
+/// Answers every record's last question (earlier turns are given as context) and scores it.
+pub fn evaluate(model: &Mllm, tok: &TextTokenizer, data: &Dataset, batch_size: usize, limit: Option<usize>) -> EvalResult {
+    let device = model.vision.class_embedding.val().device();
+    let nv = model.config.vision.num_visual_tokens();
+    let s = model.config.vision.image_size;
+    let n = limit.map_or(data.len(), |l| l.min(data.len()));
+    let opts = GenerateOptions { max_new_tokens: 8, sampling: Sampling::Greedy, stop: vec![tok.special.end], seed: 0 };
+    let mut scored: Vec<(Option<QuestionType>, Sample)> = Vec::with_capacity(n);
+    for start in (0..n).step_by(batch_size.max(1)) {
+        let idx: Vec<usize> = (start..(start + batch_size).min(n)).collect();
+        let prompts: Vec<_> = idx
+            .iter()
+            .map(|&i| {
+                let turns = &data.records[i].conversations;
+                encode_prompt(tok, &turns[..turns.len() - 1], nv).expect("records were encoded when loaded")
+            })
+            .collect();
+        let refs: Vec<_> = prompts.iter().collect();
+        let hb = host_batch(&refs, nv, tok.special.pad, Padding::Left);
+        let mut px = Vec::with_capacity(idx.len() * data.image_len);
+        for &i in &idx {
+            match data.image_of[i] {
+                Some(k) => px.extend_from_slice(&data.images[k * data.image_len..(k + 1) * data.image_len]),
+                None => px.extend(std::iter::repeat_n(0.0, 3 * s * s)),
+            }
+        }
+        let images = Tensor::<4>::from_data(TensorData::new(px, [idx.len(), 3, s, s]), &device);
+        let batch = hb.to_device(Visual::Pixels(images), &device);
+        let outs = model.generate(&batch, &opts);
+        for (&i, out) in idx.iter().zip(outs) {
+            let r = &data.records[i];
+            let turns = &r.conversations;
+            let expected = normalise_answer(&turns[turns.len() - 1].value);
+            let answer = normalise_answer(&tok.decode(&out));
+            let qtype = r.question_types.as_ref().and_then(|t| t.last().copied());
+            scored.push((
+                qtype,
+                Sample {
+                    id: r.id.clone(),
+                    question: turns[turns.len() - 2].value.replace("<image>", "").trim().to_string(),
+                    correct: answer == expected,
+                    expected,
+                    answer,
+                },
+            ));
+        }
+    }
+    score(scored)
+}
+
+/// Aggregates scored answers.
+pub fn score(scored: Vec<(Option<QuestionType>, Sample)>) -> EvalResult {
+    let mut r = EvalResult { questions: scored.len(), ..Default::default() };
+    let mut pope_counts: BTreeMap<String, [usize; 4]> = BTreeMap::new(); // tp fp tn fn
+    for (t, s) in &scored {
+        r.correct += usize::from(s.correct);
+        if let Some(t) = t {
+            let e = r.by_type.entry(t.name().to_string()).or_default();
+            e.questions += 1;
+            e.correct += usize::from(s.correct);
+            if let QuestionType::Exist(sampling) = t {
+                let c = pope_counts.entry(sampling.name().to_string()).or_default();
+                let (gold, pred) = (s.expected == "yes", s.answer == "yes");
+                let k = match (gold, pred) {
+                    (true, true) => 0,
+                    (false, true) => 1,
+                    (false, false) => 2,
+                    (true, false) => 3,
+                };
+                c[k] += 1;
+            }
+        }
+    }
+    r.accuracy = ratio(r.correct, r.questions);
+    for v in r.by_type.values_mut() {
+        v.accuracy = ratio(v.correct, v.questions);
+    }
+    for (k, [tp, fp, tn, fn_]) in pope_counts {
+        let n = tp + fp + tn + fn_;
+        let precision = ratio(tp, tp + fp);
+        let recall = ratio(tp, tp + fn_);
+        let f1 = if precision + recall > 0.0 { 2.0 * precision * recall / (precision + recall) } else { 0.0 };
+        r.pope.insert(
+            k,
+            PopeScore { questions: n, accuracy: ratio(tp + tn, n), precision, recall, f1, yes_ratio: ratio(tp + fp, n) },
+        );
+    }
+    r.samples = scored.into_iter().map(|x| x.1).take(24).collect();
+    r
+}
+
+fn ratio(a: usize, b: usize) -> f64 {
+    if b == 0 { 0.0 } else { a as f64 / b as f64 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::NegativeSampling;
+
+    fn s(expected: &str, answer: &str) -> Sample {
+        Sample { id: String::new(), question: String::new(), expected: expected.into(), answer: answer.into(), correct: expected == answer }
+    }
+
+    #[test]
+    fn pope_metrics_match_hand_counts() {
+        let e = Some(QuestionType::Exist(NegativeSampling::Popular));
+        // tp=2, fp=1, tn=1, fn=0
+        let r = score(vec![(e, s("yes", "yes")), (e, s("yes", "yes")), (e, s("no", "yes")), (e, s("no", "no")), (Some(QuestionType::Count), s("two", "three"))]);
+        let p = &r.pope["popular"];
+        assert_eq!(p.questions, 4);
+        assert!((p.precision - 2.0 / 3.0).abs() < 1e-12);
+        assert!((p.recall - 1.0).abs() < 1e-12);
+        assert!((p.f1 - 0.8).abs() < 1e-12);
+        assert!((p.yes_ratio - 0.75).abs() < 1e-12);
+        assert!((p.accuracy - 0.75).abs() < 1e-12);
+        assert_eq!(r.by_type["count"].correct, 0);
+        assert!((r.accuracy - 0.6).abs() < 1e-12);
+    }
+}

@@ -1,0 +1,77 @@
+//! Reports, generated from results (never edited by hand): `report.md` + `report.json` in a run
+//! folder, and the side-by-side comparison of several runs.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::EvalResult;
+use crate::Result;
+use crate::backend::DeviceInfo;
+use crate::config::Recipe;
+use crate::data::QuestionType;
+use crate::model::ParamCounts;
+
+#[derive(Serialize)]
+struct RunReport<'a> {
+    run: &'a str,
+    device: &'a DeviceInfo,
+    params: &'a ParamCounts,
+    eval: &'a EvalResult,
+}
+
+/// Writes `report.json` and `report.md` for one run.
+pub fn write_run_report(dir: &Path, recipe: &Recipe, device: &DeviceInfo, params: &ParamCounts, eval: &EvalResult) -> Result<()> {
+    let json = serde_json::to_string_pretty(&RunReport { run: &recipe.name, device, params, eval }).expect("serialisable");
+    let mut md = String::new();
+    let _ = writeln!(md, "# Run `{}`\n", recipe.name);
+    let _ = writeln!(md, "Device: {} ({}). Model: {params}.\n", device.backend, device.name);
+    let _ = writeln!(md, "Held-out exact-match accuracy: **{:.1}%** over {} questions.\n", 100.0 * eval.accuracy, eval.questions);
+    md.push_str(&comparison(&[(recipe.name.as_str(), eval)]));
+    md.push_str("\n## Examples\n\n| question | expected | answer |\n|---|---|---|\n");
+    for s in eval.samples.iter().take(12) {
+        let _ = writeln!(md, "| {} | {} | {}{} |", s.question, s.expected, s.answer, if s.correct { "" } else { " ✗" });
+    }
+    crate::error::write_atomic(dir.join("report.md"), md.as_bytes())?;
+    crate::error::write_atomic(dir.join("report.json"), json.as_bytes())
+}
+
+/// Markdown tables comparing runs: accuracy overall and per type, then POPE per sampling.
+pub fn comparison(runs: &[(&str, &EvalResult)]) -> String {
+    let mut md = String::new();
+    md.push_str("| model | overall |");
+    for t in QuestionType::ALL {
+        let _ = write!(md, " {} |", t.name());
+    }
+    md.push_str("\n|---|---|");
+    md.push_str(&"---|".repeat(QuestionType::ALL.len()));
+    md.push('\n');
+    for (name, r) in runs {
+        let _ = write!(md, "| {name} | {:.1} |", 100.0 * r.accuracy);
+        for t in QuestionType::ALL {
+            match r.by_type.get(t.name()) {
+                Some(s) => {
+                    let _ = write!(md, " {:.1} |", 100.0 * s.accuracy);
+                }
+                None => md.push_str(" - |"),
+            }
+        }
+        md.push('\n');
+    }
+    md.push_str("\nPOPE (existence questions; yes = positive):\n\n| model | sampling | accuracy | precision | recall | F1 | yes-ratio |\n|---|---|---|---|---|---|---|\n");
+    for (name, r) in runs {
+        for (k, p) in &r.pope {
+            let _ = writeln!(
+                md,
+                "| {name} | {k} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
+                100.0 * p.accuracy,
+                100.0 * p.precision,
+                100.0 * p.recall,
+                100.0 * p.f1,
+                100.0 * p.yes_ratio
+            );
+        }
+    }
+    md
+}

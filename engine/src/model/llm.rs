@@ -1,0 +1,201 @@
+//! Llama/Qwen2-style decoder: token embedding, pre-norm blocks (RMSNorm, RoPE attention with
+//! grouped-query heads, SwiGLU feed-forward), final RMSNorm and a tied or untied head.
+//! The model takes input *embeddings* so that the multimodal wrapper can splice in visual
+//! tokens; [`Llm::embed`] maps token ids.
+
+use burn::module::Param;
+use burn::nn::{Embedding, Linear, RmsNorm, RmsNormConfig};
+use burn::prelude::*;
+use burn::tensor::activation::silu;
+
+use super::attention::attention_reference;
+use super::init::{Rng, embedding, linear, normal_tensor, INIT_STD};
+use super::rope::Rope;
+use crate::config::LlmConfig;
+
+#[derive(Module, Debug)]
+pub struct Attention {
+    pub q_proj: Linear,
+    pub k_proj: Linear,
+    pub v_proj: Linear,
+    pub o_proj: Linear,
+    #[module(skip)]
+    heads: usize,
+    #[module(skip)]
+    kv_heads: usize,
+}
+
+#[derive(Module, Debug)]
+pub struct Mlp {
+    pub gate_proj: Linear,
+    pub up_proj: Linear,
+    pub down_proj: Linear,
+}
+
+#[derive(Module, Debug)]
+pub struct DecoderLayer {
+    pub input_layernorm: RmsNorm,
+    pub self_attn: Attention,
+    pub post_attention_layernorm: RmsNorm,
+    pub mlp: Mlp,
+}
+
+/// The decoder.
+#[derive(Module, Debug)]
+pub struct Llm {
+    pub embed_tokens: Embedding,
+    pub layers: Vec<DecoderLayer>,
+    pub norm: RmsNorm,
+    /// `None` when the head is tied to `embed_tokens`.
+    pub lm_head: Option<Param<Tensor<2>>>,
+    #[module(skip)]
+    pub config: LlmConfig,
+    #[module(skip)]
+    rope: Rope,
+}
+
+/// Per-layer cached keys and values `[B, Hkv, T, d]` for incremental decoding.
+#[derive(Debug, Clone, Default)]
+pub struct KvCache {
+    layers: Vec<Option<(Tensor<4>, Tensor<4>)>>,
+}
+
+impl KvCache {
+    /// Number of cached positions.
+    pub fn len(&self) -> usize {
+        self.layers
+            .first()
+            .and_then(|l| l.as_ref())
+            .map_or(0, |(k, _)| k.dims()[2])
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Attention {
+    fn forward(
+        &self,
+        x: Tensor<3>,
+        rope: &Rope,
+        pos: Tensor<2, Int>,
+        bias: Tensor<4>,
+        cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>,
+    ) -> Tensor<3> {
+        let [b, t, _] = x.dims();
+        let split = |y: Tensor<3>, h: usize| {
+            let d = y.dims()[2] / h;
+            y.reshape([b, t, h, d]).swap_dims(1, 2)
+        };
+        let q = rope.apply(split(self.q_proj.forward(x.clone()), self.heads), pos.clone());
+        let mut k = rope.apply(split(self.k_proj.forward(x.clone()), self.kv_heads), pos);
+        let mut v = split(self.v_proj.forward(x), self.kv_heads);
+        if let Some(slot) = cache {
+            if let Some((pk, pv)) = slot.take() {
+                k = Tensor::cat(vec![pk, k], 2);
+                v = Tensor::cat(vec![pv, v], 2);
+            }
+            *slot = Some((k.clone(), v.clone()));
+        }
+        let out = attention_reference(q, k, v, bias);
+        let [_, h, _, d] = out.dims();
+        self.o_proj.forward(out.swap_dims(1, 2).reshape([b, t, h * d]))
+    }
+}
+
+impl Mlp {
+    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        self.down_proj
+            .forward(silu(self.gate_proj.forward(x.clone())) * self.up_proj.forward(x))
+    }
+}
+
+impl Llm {
+    /// Builds a decoder with seeded N(0, 0.02) weights.
+    pub fn new(config: &LlmConfig, rng: &mut Rng, device: &Device) -> Self {
+        let c = config;
+        let hd = c.head_dim();
+        let norm = || RmsNormConfig::new(c.hidden).with_epsilon(c.rms_eps).init(device);
+        let layers = (0..c.layers)
+            .map(|_| DecoderLayer {
+                input_layernorm: norm(),
+                self_attn: Attention {
+                    q_proj: linear(rng, c.hidden, c.heads * hd, c.qkv_bias, device),
+                    k_proj: linear(rng, c.hidden, c.kv_heads * hd, c.qkv_bias, device),
+                    v_proj: linear(rng, c.hidden, c.kv_heads * hd, c.qkv_bias, device),
+                    o_proj: linear(rng, c.heads * hd, c.hidden, false, device),
+                    heads: c.heads,
+                    kv_heads: c.kv_heads,
+                },
+                post_attention_layernorm: norm(),
+                mlp: Mlp {
+                    gate_proj: linear(rng, c.hidden, c.intermediate, false, device),
+                    up_proj: linear(rng, c.hidden, c.intermediate, false, device),
+                    down_proj: linear(rng, c.intermediate, c.hidden, false, device),
+                },
+            })
+            .collect();
+        let embed_tokens = embedding(rng, c.vocab_size, c.hidden, device);
+        let lm_head = (!c.tie_embeddings).then(|| {
+            Param::from_tensor(normal_tensor(rng, [c.hidden, c.vocab_size], INIT_STD, device))
+        });
+        Llm {
+            embed_tokens,
+            layers,
+            norm: norm(),
+            lm_head,
+            config: c.clone(),
+            rope: Rope::new(hd, c.max_positions, c.rope_theta, device),
+        }
+    }
+
+    /// Token ids `[B, T]` to embeddings `[B, T, D]`.
+    pub fn embed(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+        self.embed_tokens.forward(ids)
+    }
+
+    /// Runs the decoder stack on embeddings `[B, T, D]` and returns the final-norm hidden
+    /// states `[B, T, D]`. `pos [B, T]` are RoPE positions; `bias` is the additive attention
+    /// bias broadcastable to `[B, 1, T, Tcache + T]`.
+    pub fn hidden(
+        &self,
+        x: Tensor<3>,
+        pos: Tensor<2, Int>,
+        bias: Tensor<4>,
+        mut cache: Option<&mut KvCache>,
+    ) -> Tensor<3> {
+        if let Some(c) = cache.as_deref_mut() {
+            c.layers.resize(self.layers.len(), None);
+        }
+        let mut h = x;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let slot = cache.as_deref_mut().map(|c| &mut c.layers[i]);
+            let a = layer.self_attn.forward(
+                layer.input_layernorm.forward(h.clone()),
+                &self.rope,
+                pos.clone(),
+                bias.clone(),
+                slot,
+            );
+            h = h + a;
+            h = h.clone() + layer.mlp.forward(layer.post_attention_layernorm.forward(h));
+        }
+        self.norm.forward(h)
+    }
+
+    /// Hidden states `[B, T, D]` to logits `[B, T, V]`.
+    pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
+        let [b, t, d] = hidden.dims();
+        let w = match &self.lm_head {
+            Some(w) => w.val(),
+            None => self.embed_tokens.weight.val().transpose(),
+        };
+        let v = w.dims()[1];
+        hidden.reshape([b * t, d]).matmul(w).reshape([b, t, v])
+    }
+
+    /// Longest sequence the RoPE tables cover.
+    pub fn max_positions(&self) -> usize {
+        self.rope.max_positions()
+    }
+}

@@ -1,0 +1,21 @@
+//! The multimodal model: [`VisionEncoder`] (ViT) -> [`Projector`] (mlp2x_gelu) -> [`Llm`]
+//! (Llama/Qwen2-style decoder), joined by [`Mllm`]. Teacher and student are two instances of
+//! the same types with different configs.
+
+mod attention;
+mod generate;
+mod init;
+mod llm;
+mod mllm;
+mod projector;
+mod rope;
+mod vision;
+
+pub use attention::{attention_reference, causal_bias, padding_bias};
+pub use generate::{GenerateOptions, Sampling};
+pub use init::Rng;
+pub use llm::{KvCache, Llm};
+pub use mllm::{Mllm, MllmBatch, ParamCounts, Visual, masked_cross_entropy};
+pub use projector::Projector;
+pub use rope::Rope;
+pub use vision::VisionEncoder;

@@ -1,0 +1,135 @@
+//! ViT vision encoder in the CLIP/SigLIP layout: patch embedding (a strided convolution
+//! written as a linear map over unfolded patches), learned positions, a CLS token, pre-norm
+//! transformer blocks and a final LayerNorm. Optionally drops CLS from the output (LLaVA).
+
+use burn::module::Param;
+use burn::nn::{LayerNorm, LayerNormConfig, Linear};
+use burn::prelude::*;
+use burn::tensor::activation::gelu;
+
+use super::attention::attention_reference;
+use super::init::{Rng, linear, normal_tensor, INIT_STD};
+use crate::config::VisionConfig;
+
+#[derive(Module, Debug)]
+pub struct VisionAttention {
+    pub q_proj: Linear,
+    pub k_proj: Linear,
+    pub v_proj: Linear,
+    pub out_proj: Linear,
+    #[module(skip)]
+    heads: usize,
+}
+
+#[derive(Module, Debug)]
+pub struct VisionMlp {
+    pub fc1: Linear,
+    pub fc2: Linear,
+}
+
+#[derive(Module, Debug)]
+pub struct VisionLayer {
+    pub layer_norm1: LayerNorm,
+    pub self_attn: VisionAttention,
+    pub layer_norm2: LayerNorm,
+    pub mlp: VisionMlp,
+}
+
+/// The encoder.
+#[derive(Module, Debug)]
+pub struct VisionEncoder {
+    pub patch_embedding: Linear,
+    pub class_embedding: Param<Tensor<3>>,
+    pub position_embedding: Param<Tensor<3>>,
+    pub layers: Vec<VisionLayer>,
+    pub post_layernorm: LayerNorm,
+    #[module(skip)]
+    pub config: VisionConfig,
+}
+
+impl VisionAttention {
+    fn forward(&self, x: Tensor<3>, bias: Tensor<4>) -> Tensor<3> {
+        let [b, t, c] = x.dims();
+        let h = self.heads;
+        let split = |y: Tensor<3>| y.reshape([b, t, h, c / h]).swap_dims(1, 2);
+        let q = split(self.q_proj.forward(x.clone()));
+        let k = split(self.k_proj.forward(x.clone()));
+        let v = split(self.v_proj.forward(x));
+        let o = attention_reference(q, k, v, bias);
+        self.out_proj.forward(o.swap_dims(1, 2).reshape([b, t, c]))
+    }
+}
+
+impl VisionEncoder {
+    pub fn new(config: &VisionConfig, rng: &mut Rng, device: &Device) -> Self {
+        let c = config;
+        let ln = || LayerNormConfig::new(c.hidden).with_epsilon(c.layer_norm_eps).init(device);
+        let patch_dim = 3 * c.patch_size * c.patch_size;
+        let n = c.num_patches() + 1;
+        let layers = (0..c.layers)
+            .map(|_| VisionLayer {
+                layer_norm1: ln(),
+                self_attn: VisionAttention {
+                    q_proj: linear(rng, c.hidden, c.hidden, true, device),
+                    k_proj: linear(rng, c.hidden, c.hidden, true, device),
+                    v_proj: linear(rng, c.hidden, c.hidden, true, device),
+                    out_proj: linear(rng, c.hidden, c.hidden, true, device),
+                    heads: c.heads,
+                },
+                layer_norm2: ln(),
+                mlp: VisionMlp {
+                    fc1: linear(rng, c.hidden, c.mlp_hidden, true, device),
+                    fc2: linear(rng, c.mlp_hidden, c.hidden, true, device),
+                },
+            })
+            .collect();
+        VisionEncoder {
+            patch_embedding: linear(rng, patch_dim, c.hidden, true, device),
+            class_embedding: Param::from_tensor(
+                normal_tensor(rng, [1, c.hidden], INIT_STD, device).reshape([1, 1, c.hidden]),
+            ),
+            position_embedding: Param::from_tensor(
+                normal_tensor(rng, [n, c.hidden], INIT_STD, device).reshape([1, n, c.hidden]),
+            ),
+            layers,
+            post_layernorm: ln(),
+            config: c.clone(),
+        }
+    }
+
+    /// Cuts normalised images `[B, 3, H, W]` into flattened patches `[B, N, 3*p*p]`
+    /// (channel-major inside a patch, as a conv kernel `[C_out, 3, p, p]` is laid out).
+    pub fn patchify(&self, images: Tensor<4>) -> Tensor<3> {
+        let [b, ch, hgt, wid] = images.dims();
+        let p = self.config.patch_size;
+        let (gh, gw) = (hgt / p, wid / p);
+        images
+            .reshape([b * ch * gh, p, gw, p])
+            .swap_dims(1, 2) // [b*ch*gh, gw, p, p]
+            .reshape([b, ch, gh * gw, p * p])
+            .swap_dims(1, 2) // [b, n, ch, p*p]
+            .reshape([b, gh * gw, ch * p * p])
+    }
+
+    /// Images `[B, 3, H, W]` (normalised) to visual features `[B, Nv, C]`.
+    pub fn forward(&self, images: Tensor<4>) -> Tensor<3> {
+        let b = images.dims()[0];
+        let c = self.config.hidden;
+        let patches = self.patch_embedding.forward(self.patchify(images));
+        let cls = self.class_embedding.val().expand([b, 1, c]);
+        let mut x = Tensor::cat(vec![cls, patches], 1) + self.position_embedding.val();
+        let n = x.dims()[1];
+        let bias = Tensor::<4>::zeros([1, 1, 1, n], &x.device());
+        for layer in &self.layers {
+            x = x.clone() + layer.self_attn.forward(layer.layer_norm1.forward(x), bias.clone());
+            let y = layer.mlp.fc2.forward(gelu(layer.mlp.fc1.forward(layer.layer_norm2.forward(x.clone()))));
+            x = x + y;
+        }
+        let x = self.post_layernorm.forward(x);
+        if self.config.drop_cls {
+            x.narrow(1, 1, n - 1)
+        } else {
+            x
+        }
+    }
+}

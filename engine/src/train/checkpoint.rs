@@ -1,0 +1,128 @@
+//! Checkpoints: model weights (burnpack), optimiser state (burnpack) and the training position
+//! (`state.json`), written into a temporary folder that is renamed into place, so a checkpoint
+//! folder either exists whole or not at all. `checkpoints/latest` names the newest one.
+
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::optim::ModuleOptimizer;
+use burn::store::ModuleRecord;
+use serde::{Deserialize, Serialize};
+
+use crate::model::Mllm;
+use crate::{Error, Result};
+
+pub const MODEL_FILE: &str = "model.bpk";
+pub const OPTIM_FILE: &str = "optim.bpk";
+pub const STATE_FILE: &str = "state.json";
+pub const CONFIG_FILE: &str = "config.json";
+pub const LATEST: &str = "latest";
+pub const FINAL: &str = "final";
+
+/// Where training stands: enough to continue exactly.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainState {
+    /// Stage being trained (index into the recipe's stages).
+    pub stage: usize,
+    /// Optimiser steps done in that stage; the data order is a pure function of (seed, stage,
+    /// epoch), so this is also the data position.
+    pub step: usize,
+    pub global_step: usize,
+    /// True when `stage` is finished (checkpoint written at a stage end).
+    pub stage_done: bool,
+}
+
+/// Writes a checkpoint folder atomically and points `latest` at it.
+pub fn save(dir: &Path, name: &str, model: &Mllm, optim: Option<&ModuleOptimizer>, state: &TrainState) -> Result<PathBuf> {
+    let target = dir.join(name);
+    let tmp = dir.join(format!(".{name}.tmp"));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    let ck = |e: burn::store::RecordError, p: &Path| Error::Checkpoint { path: p.into(), message: e.to_string() };
+    let mp = tmp.join(MODEL_FILE);
+    model.clone().into_record().save(&mp).map_err(|e| ck(e, &mp))?;
+    if let Some(o) = optim {
+        let op = tmp.join(OPTIM_FILE);
+        o.save(&op).map_err(|e| ck(e, &op))?;
+    }
+    let cp = tmp.join(CONFIG_FILE);
+    std::fs::write(&cp, serde_json::to_string_pretty(&model.config).expect("serialisable")).map_err(|e| Error::io(&cp, e))?;
+    let sp = tmp.join(STATE_FILE);
+    std::fs::write(&sp, serde_json::to_string_pretty(state).expect("serialisable")).map_err(|e| Error::io(&sp, e))?;
+    if target.exists() {
+        std::fs::remove_dir_all(&target).map_err(|e| Error::io(&target, e))?;
+    }
+    std::fs::rename(&tmp, &target).map_err(|e| Error::io(&target, e))?;
+    crate::error::write_atomic(dir.join(LATEST), name.as_bytes())?;
+    Ok(target)
+}
+
+/// The newest checkpoint folder of a run, if any.
+pub fn latest(dir: &Path) -> Option<PathBuf> {
+    let name = std::fs::read_to_string(dir.join(LATEST)).ok()?;
+    let p = dir.join(name.trim());
+    p.join(STATE_FILE).exists().then_some(p)
+}
+
+pub fn load_state(ckpt: &Path) -> Result<TrainState> {
+    let p = ckpt.join(STATE_FILE);
+    let text = crate::error::read_to_string(&p)?;
+    serde_json::from_str(&text).map_err(|e| Error::json(&p, e))
+}
+
+/// Loads weights into `model`, checking every parameter is present with the right shape.
+pub fn load_model(ckpt: &Path, model: Mllm) -> Result<Mllm> {
+    let p = ckpt.join(MODEL_FILE);
+    let record = read_record(&p)?;
+    model.try_load_record(record).map_err(|e| Error::Checkpoint {
+        path: p.clone(),
+        message: format!("does not fit this model: {e}"),
+    })
+}
+
+/// Reads a model record file.
+pub fn read_record(p: &Path) -> Result<ModuleRecord> {
+    if !p.exists() {
+        return Err(Error::Checkpoint { path: p.into(), message: "checkpoint file not found".into() });
+    }
+    ModuleRecord::load(p).map_err(|e| Error::Checkpoint { path: p.into(), message: format!("cannot read: {e}") })
+}
+
+/// The model config a checkpoint was written with.
+pub fn load_config(ckpt: &Path) -> Result<crate::config::MllmConfig> {
+    let p = ckpt.join(CONFIG_FILE);
+    let text = crate::error::read_to_string(&p)?;
+    serde_json::from_str(&text).map_err(|e| Error::json(&p, e))
+}
+
+/// Builds the model a checkpoint holds and loads its weights.
+pub fn load_full(ckpt: &Path, device: &burn::prelude::Device) -> Result<Mllm> {
+    let config = load_config(ckpt)?;
+    load_model(ckpt, Mllm::new(&config, 0, device))
+}
+
+/// Replaces `model`'s vision encoder with the one in `ckpt` (the shared, frozen encoder of the
+/// papers). The encoder shapes must agree.
+pub fn load_vision(ckpt: &Path, model: Mllm) -> Result<Mllm> {
+    let source = load_config(ckpt)?;
+    if source.vision != model.config.vision {
+        return Err(Error::Checkpoint {
+            path: ckpt.join(CONFIG_FILE),
+            message: format!(
+                "its vision encoder {:?} differs from the recipe's {:?}",
+                source.vision, model.config.vision
+            ),
+        });
+    }
+    let device = model.vision.class_embedding.val().device();
+    let donor = load_full(ckpt, &device)?;
+    Ok(Mllm { vision: donor.vision, ..model })
+}
+
+/// Loads optimiser state.
+pub fn load_optim(ckpt: &Path, optim: ModuleOptimizer) -> Result<ModuleOptimizer> {
+    let p = ckpt.join(OPTIM_FILE);
+    optim.load(&p).map_err(|e| Error::Checkpoint { path: p.clone(), message: format!("cannot read optimiser state: {e}") })
+}

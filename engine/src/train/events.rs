@@ -1,0 +1,70 @@
+//! Run events: one JSON object per line in `events.jsonl` (append-only), and the same values
+//! handed to an [`Observer`] so faces can draw progress without computing anything themselves.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::{Error, Result};
+
+/// Something that happened in a run.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    RunStart { run: String, device: String, resumed_from: Option<String> },
+    ModelBuilt { params: usize, vision: usize, projector: usize, llm: usize },
+    StageStart { stage: usize, name: String, steps: usize, trainable: usize, examples: usize },
+    Step {
+        stage: usize,
+        name: String,
+        step: usize,
+        steps: usize,
+        global_step: usize,
+        loss: f32,
+        lr: f64,
+        grad_norm: f32,
+        tokens_per_s: f64,
+        elapsed_s: f64,
+    },
+    Checkpoint { path: String, global_step: usize },
+    StageEnd { stage: usize, name: String, mean_loss: f32, seconds: f64 },
+    Eval { split: String, accuracy: f64, questions: usize },
+    RunEnd { seconds: f64 },
+}
+
+/// Receives events as they happen (progress bars, GUI channels).
+pub trait Observer {
+    fn on_event(&mut self, event: &Event);
+}
+
+/// Ignores everything.
+pub struct Silent;
+impl Observer for Silent {
+    fn on_event(&mut self, _: &Event) {}
+}
+
+/// Appends events to `events.jsonl` and forwards them to an observer.
+pub struct EventLog<'a> {
+    path: PathBuf,
+    file: std::fs::File,
+    observer: &'a mut dyn Observer,
+}
+
+impl<'a> EventLog<'a> {
+    pub fn open(path: &Path, observer: &'a mut dyn Observer) -> Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| Error::io(path, e))?;
+        Ok(EventLog { path: path.into(), file, observer })
+    }
+
+    pub fn emit(&mut self, event: Event) -> Result<()> {
+        let line = serde_json::to_string(&event).expect("events serialise");
+        writeln!(self.file, "{line}").map_err(|e| Error::io(&self.path, e))?;
+        self.observer.on_event(&event);
+        Ok(())
+    }
+}

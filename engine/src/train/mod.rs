@@ -1,0 +1,13 @@
+//! Training: the stage loop over a recipe, AdamW with warmup + cosine, global-norm clipping,
+//! per-module freeze policy, atomic checkpoints with exact resume, and the event log.
+
+pub mod checkpoint;
+pub mod clip;
+pub mod events;
+pub mod freeze;
+mod order;
+mod pipeline;
+pub mod schedule;
+
+pub use events::{Event, EventLog, Observer, Silent};
+pub use pipeline::{RunOptions, RunOutcome, run_recipe};

@@ -1,0 +1,340 @@
+//! The one data flow of the design: recipe -> ordered stages -> for each stage: data -> forward
+//! -> loss -> backward -> clip -> AdamW -> events, checkpoints every N steps and at each stage
+//! end -> final checkpoint -> evaluation -> report.
+//!
+//! Every input (recipe, tokenizer, data, images, initial checkpoints) is checked before the run
+//! folder is touched, so bad input never leaves a folder that could pass for a result.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
+use burn::prelude::*;
+
+use super::checkpoint::{self, TrainState};
+use super::events::{Event, EventLog, Observer};
+use super::order::Order;
+use super::{clip, freeze, schedule};
+use crate::backend::DeviceInfo;
+use crate::config::{DataKind, Recipe};
+use crate::data::{Dataset, HostBatch, Padding, TextTokenizer, host_batch};
+use crate::eval::{self, EvalResult};
+use crate::model::{Mllm, Visual};
+use crate::{Error, Result};
+
+/// How to run a recipe.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Parent of run folders (`runs/`).
+    pub runs_dir: PathBuf,
+    /// Continue from the newest checkpoint when the run folder has one.
+    pub resume: bool,
+    /// Replace an existing run folder instead of refusing.
+    pub overwrite: bool,
+    /// Stop (as if killed) right after this many optimiser steps, with a checkpoint written.
+    pub stop_after_steps: Option<usize>,
+    /// Evaluate on the data's `test.json` at the end.
+    pub eval: bool,
+    /// Cap on evaluated questions (all when `None`).
+    pub eval_limit: Option<usize>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            runs_dir: PathBuf::from("runs"),
+            resume: true,
+            overwrite: false,
+            stop_after_steps: None,
+            eval: true,
+            eval_limit: None,
+        }
+    }
+}
+
+/// What a run produced.
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    pub run_dir: PathBuf,
+    /// False when stopped early by `stop_after_steps`.
+    pub finished: bool,
+    pub final_checkpoint: Option<PathBuf>,
+    pub eval: Option<EvalResult>,
+    pub model: Option<Mllm>,
+}
+
+/// Everything a run needs, loaded and checked up front.
+struct Inputs {
+    tokenizer: TextTokenizer,
+    data: BTreeMap<DataKindKey, Dataset>,
+    vision_ckpt: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct DataKindKey(u8);
+impl From<DataKind> for DataKindKey {
+    fn from(k: DataKind) -> Self {
+        DataKindKey(k as u8)
+    }
+}
+
+/// Resolves `init.vision_from`: a run name (its final checkpoint) or a checkpoint folder.
+pub fn resolve_checkpoint(spec: &str, runs_dir: &Path) -> Result<PathBuf> {
+    let as_path = PathBuf::from(spec);
+    let candidates = [
+        runs_dir.join(spec).join("checkpoints").join(checkpoint::FINAL),
+        as_path.clone(),
+    ];
+    candidates
+        .into_iter()
+        .find(|p| p.join(checkpoint::MODEL_FILE).exists())
+        .ok_or_else(|| Error::Checkpoint {
+            path: as_path,
+            message: format!(
+                "no checkpoint found: expected a finished run `{}` or a checkpoint folder holding {}",
+                runs_dir.join(spec).display(),
+                checkpoint::MODEL_FILE
+            ),
+        })
+}
+
+fn load_inputs(recipe: &Recipe, opts: &RunOptions) -> Result<Inputs> {
+    let tokenizer = TextTokenizer::load(&recipe.data.join("tokenizer.json"))?;
+    tokenizer.check_fits(recipe.model.llm.vocab_size)?;
+    let mut data = BTreeMap::new();
+    for s in &recipe.stages {
+        let key = DataKindKey::from(s.data);
+        if !data.contains_key(&key) {
+            let ds = Dataset::load(
+                &recipe.data,
+                s.data.train_file(),
+                &tokenizer,
+                &recipe.model.vision,
+                recipe.model.llm.max_positions,
+                recipe.require_image,
+            )?;
+            if ds.is_empty() {
+                return Err(Error::Record {
+                    path: ds.path.clone(),
+                    index: 0,
+                    id: String::new(),
+                    message: "no records: a stage needs data".into(),
+                });
+            }
+            data.insert(key, ds);
+        }
+    }
+    let vision_ckpt = match &recipe.init.vision_from {
+        None => None,
+        Some(spec) => {
+            let p = resolve_checkpoint(spec, &opts.runs_dir)?;
+            let cfg = checkpoint::load_config(&p)?;
+            if cfg.vision != recipe.model.vision {
+                return Err(Error::Checkpoint {
+                    path: p,
+                    message: "its vision encoder has another shape than the recipe's [model.vision]".into(),
+                });
+            }
+            Some(p)
+        }
+    };
+    Ok(Inputs { tokenizer, data, vision_ckpt })
+}
+
+/// Runs (or resumes) a recipe.
+pub fn run_recipe(recipe: &Recipe, device: &Device, info: &DeviceInfo, opts: &RunOptions, observer: &mut dyn Observer) -> Result<RunOutcome> {
+    let inputs = load_inputs(recipe, opts)?;
+    let run_dir = opts.runs_dir.join(&recipe.name);
+    let ck_dir = run_dir.join("checkpoints");
+    let recipe_text = recipe.to_toml();
+
+    // decide between a fresh start and a resume before writing anything
+    let mut resume_from = None;
+    if run_dir.exists() {
+        let saved = std::fs::read_to_string(run_dir.join("recipe.toml")).ok();
+        let latest = checkpoint::latest(&ck_dir);
+        if opts.overwrite || (latest.is_none() && !run_dir.join("report.json").exists()) {
+            std::fs::remove_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, e))?;
+        } else if !opts.resume {
+            return Err(Error::Invalid(format!(
+                "{} already exists: resume it, choose another name, or overwrite it",
+                run_dir.display()
+            )));
+        } else if saved.as_deref() != Some(recipe_text.as_str()) {
+            return Err(Error::Invalid(format!(
+                "{} was started with a different recipe ({}): refusing to resume it with this one",
+                run_dir.display(),
+                run_dir.join("recipe.toml").display()
+            )));
+        } else {
+            resume_from = latest;
+        }
+    }
+    std::fs::create_dir_all(&ck_dir).map_err(|e| Error::io(&ck_dir, e))?;
+    crate::error::write_atomic(run_dir.join("recipe.toml"), recipe_text.as_bytes())?;
+    let mut log = EventLog::open(&run_dir.join("events.jsonl"), observer)?;
+    let started = Instant::now();
+    log.emit(Event::RunStart {
+        run: recipe.name.clone(),
+        device: format!("{} ({})", info.backend, info.name),
+        resumed_from: resume_from.as_ref().map(|p| p.display().to_string()),
+    })?;
+
+    let ad = device.clone().autodiff();
+    let mut model = Mllm::new(&recipe.model, recipe.seed, &ad);
+    let mut state = TrainState { stage: 0, step: 0, global_step: 0, stage_done: false };
+    let counts = model.param_counts();
+    log.emit(Event::ModelBuilt { params: counts.total(), vision: counts.vision, projector: counts.projector, llm: counts.llm })?;
+    if let Some(ck) = &resume_from {
+        model = checkpoint::load_model(ck, model)?;
+        state = checkpoint::load_state(ck)?;
+    } else if let Some(v) = &inputs.vision_ckpt {
+        model = checkpoint::load_vision(v, model)?;
+    }
+
+    let already_done = resume_from.is_some() && state.stage_done && state.stage + 1 == recipe.stages.len();
+    let first_stage = if state.stage_done { state.stage + 1 } else { state.stage };
+    for si in first_stage..recipe.stages.len() {
+        let spec = &recipe.stages[si];
+        let start_step = if si == state.stage && !state.stage_done { state.step } else { 0 };
+        let data = &inputs.data[&DataKindKey::from(spec.data)];
+        model = freeze::apply(model, &spec.freeze);
+        let trainable = freeze::trainable_count(&model);
+        let steps = ((spec.epochs * data.len() as f64) / spec.batch_size as f64).ceil().max(1.0) as usize;
+        log.emit(Event::StageStart { stage: si, name: spec.name.clone(), steps, trainable, examples: data.len() })?;
+
+        let mut optim: ModuleOptimizer = AdamWConfig::new()
+            .with_weight_decay(spec.weight_decay as f32)
+            .with_epsilon(1e-8)
+            .init();
+        if start_step > 0 {
+            let ck = resume_from.as_ref().expect("mid-stage state comes from a checkpoint");
+            optim = checkpoint::load_optim(ck, optim)?;
+        }
+
+        let visual = VisualSource::new(&model, data, !spec.freeze.vision.trains(), &ad);
+        let mut order = Order::new(recipe.seed, si, data.len());
+        let stage_start = Instant::now();
+        let mut loss_sum = 0.0f64;
+        let mut loss_n = 0usize;
+        for step in start_step..steps {
+            let t0 = Instant::now();
+            let idx = order.batch(step, spec.batch_size);
+            let examples: Vec<_> = idx.iter().map(|&i| &data.encoded[i]).collect();
+            let hb = host_batch(&examples, recipe.model.vision.num_visual_tokens(), inputs.tokenizer.special.pad, Padding::Right);
+            let batch = hb.to_device(visual.for_batch(data, &idx, &ad), &ad);
+            let loss = model.loss(&batch);
+            let loss_value: f32 = loss.clone().into_scalar::<f32>();
+            if !loss_value.is_finite() {
+                return Err(Error::Invalid(format!(
+                    "stage {:?} step {step}: loss is {loss_value}; lower the learning rate",
+                    spec.name
+                )));
+            }
+            let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+            let grad_norm = clip::clip_global_norm(&model, &mut grads, spec.grad_clip);
+            let lr = schedule::lr_at(step, steps, spec.lr, spec.warmup, spec.min_lr_ratio);
+            model = optim.step(lr, model, grads);
+            state = TrainState { stage: si, step: step + 1, global_step: state.global_step + 1, stage_done: false };
+            loss_sum += loss_value as f64;
+            loss_n += 1;
+            let secs = t0.elapsed().as_secs_f64();
+            log.emit(Event::Step {
+                stage: si,
+                name: spec.name.clone(),
+                step: step + 1,
+                steps,
+                global_step: state.global_step,
+                loss: loss_value,
+                lr,
+                grad_norm,
+                tokens_per_s: tokens(&hb) as f64 / secs.max(1e-9),
+                elapsed_s: started.elapsed().as_secs_f64(),
+            })?;
+            let stop_now = opts.stop_after_steps == Some(state.global_step);
+            let periodic = spec.checkpoint_every > 0 && (step + 1) % spec.checkpoint_every == 0;
+            if (periodic || stop_now) && step + 1 < steps {
+                let p = checkpoint::save(&ck_dir, &format!("step-{:06}", state.global_step), &model, Some(&optim), &state)?;
+                log.emit(Event::Checkpoint { path: p.display().to_string(), global_step: state.global_step })?;
+            }
+            if stop_now && step + 1 < steps {
+                return Ok(RunOutcome { run_dir, finished: false, final_checkpoint: None, eval: None, model: Some(model) });
+            }
+        }
+        state.stage_done = true;
+        let p = checkpoint::save(&ck_dir, &format!("stage-{si}-{}", sanitize(&spec.name)), &model, None, &state)?;
+        log.emit(Event::Checkpoint { path: p.display().to_string(), global_step: state.global_step })?;
+        log.emit(Event::StageEnd {
+            stage: si,
+            name: spec.name.clone(),
+            mean_loss: (loss_sum / loss_n.max(1) as f64) as f32,
+            seconds: stage_start.elapsed().as_secs_f64(),
+        })?;
+        if opts.stop_after_steps == Some(state.global_step) && si + 1 < recipe.stages.len() {
+            return Ok(RunOutcome { run_dir, finished: false, final_checkpoint: None, eval: None, model: Some(model) });
+        }
+    }
+    let _ = already_done;
+    let final_ck = checkpoint::save(&ck_dir, checkpoint::FINAL, &model, None, &state)?;
+
+    let eval = if opts.eval && recipe.data.join("test.json").exists() {
+        let test = Dataset::load(&recipe.data, "test.json", &inputs.tokenizer, &recipe.model.vision, recipe.model.llm.max_positions, recipe.require_image)?;
+        let inference = model.valid();
+        let result = eval::evaluate(&inference, &inputs.tokenizer, &test, 64, opts.eval_limit);
+        log.emit(Event::Eval { split: "test".into(), accuracy: result.accuracy, questions: result.questions })?;
+        eval::report::write_run_report(&run_dir, recipe, info, &model.param_counts(), &result)?;
+        Some(result)
+    } else {
+        None
+    };
+    log.emit(Event::RunEnd { seconds: started.elapsed().as_secs_f64() })?;
+    Ok(RunOutcome { run_dir, finished: true, final_checkpoint: Some(final_ck), eval, model: Some(model) })
+}
+
+fn tokens(hb: &HostBatch) -> usize {
+    hb.attention_mask.iter().filter(|m| **m > 0.0).count()
+}
+
+fn sanitize(s: &str) -> String {
+    s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
+}
+
+/// Where a stage's visual input comes from. With a frozen encoder its features never change, so
+/// they are computed once per stage (without autodiff) and looked up per batch; otherwise the
+/// pixels go through the encoder every step.
+enum VisualSource {
+    Features(Tensor<3>),
+    Pixels(Tensor<4>),
+}
+
+impl VisualSource {
+    fn new(model: &Mllm, data: &Dataset, frozen: bool, device: &Device) -> Self {
+        let s = model.config.vision.image_size;
+        let n = data.num_images().max(1);
+        let images = if data.num_images() == 0 {
+            Tensor::<4>::zeros([1, 3, s, s], device)
+        } else {
+            Tensor::<4>::from_data(TensorData::new(data.images.clone(), [n, 3, s, s]), device)
+        };
+        if !frozen {
+            return VisualSource::Pixels(images);
+        }
+        let vision = model.vision.valid();
+        let inner = images.inner();
+        let chunks: Vec<Tensor<3>> = (0..n)
+            .step_by(256)
+            .map(|start| vision.forward(inner.clone().narrow(0, start, 256.min(n - start))))
+            .collect();
+        VisualSource::Features(Tensor::cat(chunks, 0).autodiff())
+    }
+
+    fn for_batch(&self, data: &Dataset, idx: &[usize], device: &Device) -> Visual {
+        let rows: Vec<i64> = idx.iter().map(|&i| data.image_of[i].unwrap_or(0) as i64).collect();
+        let sel = Tensor::<1, Int>::from_data(TensorData::new(rows, [idx.len()]), device);
+        match self {
+            VisualSource::Features(f) => Visual::Features(f.clone().select(0, sel)),
+            VisualSource::Pixels(p) => Visual::Pixels(p.clone().select(0, sel)),
+        }
+    }
+}
