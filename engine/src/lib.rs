@@ -15,3 +15,5 @@ pub mod model;
 pub mod train;
 
 pub use error::{Error, Result};
+/// The burn version the engine is built on, for the faces.
+pub use burn;

@@ -173,6 +173,9 @@ pub fn run_recipe(recipe: &Recipe, device: &Device, info: &DeviceInfo, opts: &Ru
     }
     std::fs::create_dir_all(&ck_dir).map_err(|e| Error::io(&ck_dir, e))?;
     crate::error::write_atomic(run_dir.join("recipe.toml"), recipe_text.as_bytes())?;
+    // the run folder is self-contained: chat/eval find the tokenizer beside the checkpoints
+    let tok_copy = run_dir.join("tokenizer.json");
+    std::fs::copy(&inputs.tokenizer.path, &tok_copy).map_err(|e| Error::io(&tok_copy, e))?;
     let mut log = EventLog::open(&run_dir.join("events.jsonl"), observer)?;
     let started = Instant::now();
     log.emit(Event::RunStart {

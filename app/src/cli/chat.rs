@@ -1,0 +1,58 @@
+//! `condenser chat`: one question about one image.
+
+use std::path::PathBuf;
+
+use condenser_engine::burn::prelude::*;
+use condenser_engine::data::image::load_image;
+use condenser_engine::data::{Padding, Turn, encode_prompt, host_batch};
+use condenser_engine::model::{GenerateOptions, Sampling, Visual};
+use condenser_engine::train::checkpoint;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Checkpoint folder (e.g. runs/shapes-teacher/checkpoints/final).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Image file (PNG); resized to the encoder's input size.
+    #[arg(long)]
+    pub image: PathBuf,
+    /// The question, e.g. "how many objects are there ?".
+    #[arg(long)]
+    pub prompt: String,
+    /// Tokenizer (default: the run folder's copy).
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// Sampling temperature; 0 means greedy.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    /// Nucleus mass kept when sampling.
+    #[arg(long, default_value_t = 0.9)]
+    pub top_p: f32,
+    #[arg(long, default_value_t = 32)]
+    pub max_tokens: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[command(flatten)]
+    pub device: super::DeviceArgs,
+}
+
+pub fn main(args: Args) -> anyhow::Result<()> {
+    let (device, _) = args.device.device()?;
+    let model = checkpoint::load_full(&args.checkpoint, &device)?;
+    let tok = super::eval::tokenizer_for(&args.checkpoint, args.tokenizer, None)?;
+    tok.check_fits(model.config.llm.vocab_size)?;
+    let cfg = &model.config.vision;
+    let pixels = load_image(&args.image, cfg)?;
+    let prompt = if args.prompt.contains("<image>") { args.prompt.clone() } else { format!("<image>\n{}", args.prompt) };
+    let enc = encode_prompt(&tok, &[Turn::human(prompt)], cfg.num_visual_tokens())?;
+    let hb = host_batch(&[&enc], cfg.num_visual_tokens(), tok.special.pad, Padding::Left);
+    let s = cfg.image_size;
+    let images = Tensor::<4>::from_data(TensorData::new(pixels, [1, 3, s, s]), &device);
+    let sampling = if args.temperature > 0.0 { Sampling::TopP { temperature: args.temperature, top_p: args.top_p } } else { Sampling::Greedy };
+    let out = model.generate(
+        &hb.to_device(Visual::Pixels(images), &device),
+        &GenerateOptions { max_new_tokens: args.max_tokens, sampling, stop: vec![tok.special.end], seed: args.seed },
+    );
+    println!("{}", tok.decode(&out[0]));
+    Ok(())
+}

@@ -1,0 +1,81 @@
+//! Command-line interface: one subcommand per file.
+
+mod chat;
+mod demo;
+mod eval;
+mod info;
+mod progress;
+mod recipes;
+mod run;
+mod shapes;
+
+use clap::{Parser, Subcommand};
+use condenser_engine::backend::{self, BackendChoice, DeviceInfo};
+use condenser_engine::burn;
+
+/// Condenser: distil large multimodal LLMs into small ones, on any GPU wgpu reaches.
+///
+/// Start with `condenser demo`: it generates the built-in Shapes world, pre-trains a shared
+/// vision encoder, trains a teacher and a baseline student, evaluates both on held-out
+/// questions and prints the comparison. Every run lives in `runs/<name>/` (resolved recipe,
+/// events.jsonl, checkpoints, report) and resumes where it stopped if interrupted.
+#[derive(Parser, Debug)]
+#[command(name = "condenser", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// List GPU adapters (API, limits, features) and the device Condenser would use.
+    Info(info::Args),
+    /// Generate the Shapes world (PNG images + LLaVA JSON + tokenizer.json).
+    Shapes(shapes::Args),
+    /// Run a TOML recipe (stages, checkpoints, evaluation, report).
+    Run(run::Args),
+    /// Evaluate a checkpoint on a LLaVA-format split.
+    Eval(eval::Args),
+    /// Ask a trained model about an image.
+    Chat(chat::Args),
+    /// The main job: Shapes world -> vision encoder -> teacher -> baseline student -> comparison.
+    Demo(demo::Args),
+}
+
+/// Options shared by commands that compute.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DeviceArgs {
+    /// Compute backend: `auto` (first wgpu adapter, else the CPU), `wgpu`, or `cpu` (burn flex).
+    #[arg(long, default_value = "auto", value_parser = parse_backend)]
+    pub backend: BackendChoice,
+}
+
+fn parse_backend(s: &str) -> Result<BackendChoice, String> {
+    s.parse()
+}
+
+impl DeviceArgs {
+    pub fn device(&self) -> anyhow::Result<(burn::prelude::Device, DeviceInfo)> {
+        if self.backend == BackendChoice::Cpu {
+            // state loaded outside a module (optimiser records) lands on burn's default device
+            // first; make that the CPU too, so no GPU is touched when the user asked for none
+            // SAFETY: called once at start-up, before any other thread exists.
+            unsafe { std::env::set_var("BURN_DEVICE", "flex") };
+        }
+        let (device, info) = backend::select(self.backend)?;
+        log::info!("device: {} ({})", info.backend, info.name);
+        Ok((device, info))
+    }
+}
+
+pub fn run() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Info(a) => info::main(a),
+        Command::Shapes(a) => shapes::main(a),
+        Command::Run(a) => run::main(a),
+        Command::Eval(a) => eval::main(a),
+        Command::Chat(a) => chat::main(a),
+        Command::Demo(a) => demo::main(a),
+    }
+}

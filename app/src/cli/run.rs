@@ -1,0 +1,73 @@
+//! `condenser run <recipe>`: run a recipe; resumes an interrupted run of the same recipe.
+
+use std::path::PathBuf;
+
+use condenser_engine::config::load_recipe;
+use condenser_engine::train::{RunOptions, run_recipe};
+
+use super::progress::Bars;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Recipe file (TOML). See assets/recipes/ for examples.
+    pub recipe: PathBuf,
+    #[command(flatten)]
+    pub device: super::DeviceArgs,
+    /// Parent folder of run folders.
+    #[arg(long, default_value = "runs")]
+    pub runs_dir: PathBuf,
+    /// Override the recipe's data folder.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Override the run name (the folder under --runs-dir).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Override the recipe's seed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Continue from the newest checkpoint of an existing run folder (the default is to refuse
+    /// to touch an existing run).
+    #[arg(long, conflicts_with = "fresh")]
+    pub resume: bool,
+    /// Delete an existing run folder of the same name and start over.
+    #[arg(long)]
+    pub fresh: bool,
+    /// Skip the final evaluation on the data's test.json.
+    #[arg(long)]
+    pub no_eval: bool,
+    /// Stop after this many optimiser steps, with a checkpoint written (as if killed).
+    #[arg(long, hide = true)]
+    pub stop_after: Option<usize>,
+}
+
+pub fn main(args: Args) -> anyhow::Result<()> {
+    let mut recipe = load_recipe(&args.recipe)?;
+    if let Some(d) = args.data {
+        recipe.data = d;
+    }
+    if let Some(n) = args.name {
+        recipe.name = n;
+    }
+    if let Some(s) = args.seed {
+        recipe.seed = s;
+    }
+    let (device, info) = args.device.device()?;
+    let opts = RunOptions {
+        runs_dir: args.runs_dir,
+        resume: args.resume,
+        overwrite: args.fresh,
+        stop_after_steps: args.stop_after,
+        eval: !args.no_eval,
+        eval_limit: None,
+    };
+    let out = run_recipe(&recipe, &device, &info, &opts, &mut Bars::default())?;
+    if out.finished {
+        println!("run folder: {}", out.run_dir.display());
+        if let Some(e) = out.eval {
+            println!("held-out exact match: {:.1}% over {} questions (report: {})", 100.0 * e.accuracy, e.questions, out.run_dir.join("report.md").display());
+        }
+    } else {
+        println!("stopped early; continue with --resume ({})", out.run_dir.display());
+    }
+    Ok(())
+}
