@@ -31,12 +31,12 @@ pub fn attention_reference(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Tenso
 
 /// Additive causal bias `[1, 1, tq, tk]` for queries at positions `tk - tq .. tk`.
 pub fn causal_bias(tq: usize, tk: usize, device: &Device) -> Tensor<4> {
-    let offset = tk as i64 - tq as i64;
-    // true above the shifted diagonal = future keys
-    let future = Tensor::<2, Bool>::triu_mask([tq, tk], offset + 1, device);
-    Tensor::<2>::zeros([tq, tk], device)
-        .mask_fill(future, MASKED)
-        .reshape([1, 1, tq, tk])
+    // query i sits at absolute position tk - tq + i and may see keys 0 ..= that position
+    let offset = tk - tq;
+    let bias: Vec<f32> = (0..tq)
+        .flat_map(|i| (0..tk).map(move |j| if j > offset + i { MASKED } else { 0.0 }))
+        .collect();
+    Tensor::from_data(TensorData::new(bias, [1, 1, tq, tk]), device)
 }
 
 /// Additive key-padding bias `[B, 1, 1, Tk]` from a `[B, Tk]` 0/1 mask (1 = real token).

@@ -2,7 +2,7 @@
 //! (Llama/Qwen2-style decoder), joined by [`Mllm`]. Teacher and student are two instances of
 //! the same types with different configs.
 
-mod attention;
+pub(crate) mod attention;
 mod generate;
 mod init;
 mod llm;
@@ -19,3 +19,6 @@ pub use mllm::{Mllm, MllmBatch, ParamCounts, Visual, masked_cross_entropy};
 pub use projector::Projector;
 pub use rope::Rope;
 pub use vision::VisionEncoder;
+
+#[cfg(test)]
+pub(crate) mod tests;
