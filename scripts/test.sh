@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The test suite on a fresh machine: set-up (lavapipe, so wgpu tests run on a real Vulkan
+# device), then every test of the workspace. A wgpu test that finds no adapter fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+cargo test --workspace
