@@ -6,10 +6,12 @@ mod cli;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn,condenser=info,condenser_engine=info"))
-        .format_timestamp(None)
-        .format_target(false)
-        .init();
+    env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or("warn,condenser=info,condenser_engine=info"),
+    )
+    .format_timestamp(None)
+    .format_target(false)
+    .init();
     match cli::run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

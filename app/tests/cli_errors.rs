@@ -21,13 +21,28 @@ fn scratch(name: &str) -> PathBuf {
 
 fn world(dir: &Path) -> PathBuf {
     let data = dir.join("data");
-    generate(&data, &WorldConfig { train_images: 16, val_images: 2, test_images: 2, ..WorldConfig::default() }).unwrap();
+    generate(
+        &data,
+        &WorldConfig {
+            train_images: 16,
+            val_images: 2,
+            test_images: 2,
+            ..WorldConfig::default()
+        },
+    )
+    .unwrap();
     data
 }
 
 fn smoke_recipe(dir: &Path, data: &Path, edit: impl Fn(String) -> String) -> PathBuf {
-    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/recipes/smoke.toml")).unwrap();
-    let text = text.replace("data = \"data/smoke\"", &format!("data = {:?}", data.display().to_string()));
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/recipes/smoke.toml"),
+    )
+    .unwrap();
+    let text = text.replace(
+        "data = \"data/smoke\"",
+        &format!("data = {:?}", data.display().to_string()),
+    );
     let p = dir.join("recipe.toml");
     std::fs::write(&p, edit(text)).unwrap();
     p
@@ -36,15 +51,30 @@ fn smoke_recipe(dir: &Path, data: &Path, edit: impl Fn(String) -> String) -> Pat
 /// Runs `condenser run` and checks the failure contract; returns stderr.
 fn run_fails(dir: &Path, recipe: &Path, extra: &[&str]) -> String {
     let out = bin()
-        .args(["run", recipe.to_str().unwrap(), "--backend", "cpu", "--runs-dir"])
+        .args([
+            "run",
+            recipe.to_str().unwrap(),
+            "--backend",
+            "cpu",
+            "--runs-dir",
+        ])
         .arg(dir.join("runs"))
         .args(extra)
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(!out.status.success(), "expected failure, got success: {err}");
-    assert!(!err.contains("panicked"), "panic instead of an error: {err}");
-    assert!(!dir.join("runs/smoke").exists(), "a run folder was left behind: {err}");
+    assert!(
+        !out.status.success(),
+        "expected failure, got success: {err}"
+    );
+    assert!(
+        !err.contains("panicked"),
+        "panic instead of an error: {err}"
+    );
+    assert!(
+        !dir.join("runs/smoke").exists(),
+        "a run folder was left behind: {err}"
+    );
     err
 }
 
@@ -52,7 +82,11 @@ fn run_fails(dir: &Path, recipe: &Path, extra: &[&str]) -> String {
 fn malformed_json_names_file_line_and_column() {
     let dir = scratch("bad-json");
     let data = world(&dir);
-    std::fs::write(data.join("train.json"), "[{\"id\": \"x\", \"conversations\": [}]").unwrap();
+    std::fs::write(
+        data.join("train.json"),
+        "[{\"id\": \"x\", \"conversations\": [}]",
+    )
+    .unwrap();
     let r = smoke_recipe(&dir, &data, |t| t);
     let err = run_fails(&dir, &r, &[]);
     assert!(err.contains("train.json:1:"), "{err}");
@@ -64,7 +98,10 @@ fn missing_image_is_named() {
     let data = world(&dir);
     std::fs::remove_file(data.join("images/train_00003.png")).unwrap();
     let err = run_fails(&dir, &smoke_recipe(&dir, &data, |t| t), &[]);
-    assert!(err.contains("train_00003.png") && err.contains("not found"), "{err}");
+    assert!(
+        err.contains("train_00003.png") && err.contains("not found"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -73,7 +110,10 @@ fn undecodable_image_is_named() {
     let data = world(&dir);
     std::fs::write(data.join("images/train_00002.png"), b"not a png at all").unwrap();
     let err = run_fails(&dir, &smoke_recipe(&dir, &data, |t| t), &[]);
-    assert!(err.contains("train_00002.png") && err.contains("cannot decode"), "{err}");
+    assert!(
+        err.contains("train_00002.png") && err.contains("cannot decode"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -81,28 +121,43 @@ fn conversation_without_image_placeholder_is_rejected() {
     let dir = scratch("no-placeholder");
     let data = world(&dir);
     let p = data.join("train.json");
-    let text = std::fs::read_to_string(&p).unwrap().replacen("<image>\\n", "", 1);
+    let text = std::fs::read_to_string(&p)
+        .unwrap()
+        .replacen("<image>\\n", "", 1);
     std::fs::write(&p, text).unwrap();
     let err = run_fails(&dir, &smoke_recipe(&dir, &data, |t| t), &[]);
-    assert!(err.contains("train.json") && err.contains("record 0") && err.contains("<image>"), "{err}");
+    assert!(
+        err.contains("train.json") && err.contains("record 0") && err.contains("<image>"),
+        "{err}"
+    );
 }
 
 #[test]
 fn tokenizer_larger_than_model_vocabulary_is_rejected() {
     let dir = scratch("tokenizer-vocab");
     let data = world(&dir);
-    let r = smoke_recipe(&dir, &data, |t| t.replace("vocab_size = 64", "vocab_size = 40"));
+    let r = smoke_recipe(&dir, &data, |t| {
+        t.replace("vocab_size = 64", "vocab_size = 40")
+    });
     let err = run_fails(&dir, &r, &[]);
-    assert!(err.contains("tokenizer.json") && err.contains("vocabulary is 40"), "{err}");
+    assert!(
+        err.contains("tokenizer.json") && err.contains("vocabulary is 40"),
+        "{err}"
+    );
 }
 
 #[test]
 fn unknown_recipe_key_names_key_and_file() {
     let dir = scratch("unknown-key");
     let data = world(&dir);
-    let r = smoke_recipe(&dir, &data, |t| t.replacen("lr = 1e-3", "lr = 1e-3\nlearning_rate = 1", 1));
+    let r = smoke_recipe(&dir, &data, |t| {
+        t.replacen("lr = 1e-3", "lr = 1e-3\nlearning_rate = 1", 1)
+    });
     let err = run_fails(&dir, &r, &[]);
-    assert!(err.contains("recipe.toml") && err.contains("learning_rate"), "{err}");
+    assert!(
+        err.contains("recipe.toml") && err.contains("learning_rate"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -110,12 +165,38 @@ fn checkpoint_of_another_shape_is_rejected() {
     let dir = scratch("ckpt-shape");
     let data = world(&dir);
     // a finished run whose vision encoder is wider than the next recipe's
-    let wide = smoke_recipe(&dir, &data, |t| t.replace("name = \"smoke\"", "name = \"wide\"").replacen("hidden = 32", "hidden = 48", 1));
-    let ok = bin().args(["run", wide.to_str().unwrap(), "--backend", "cpu", "--no-eval", "--runs-dir"]).arg(dir.join("runs")).output().unwrap();
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
-    let r = smoke_recipe(&dir, &data, |t| t.replace("[model.vision]", "[init]\nvision_from = \"wide\"\n\n[model.vision]"));
+    let wide = smoke_recipe(&dir, &data, |t| {
+        t.replace("name = \"smoke\"", "name = \"wide\"")
+            .replacen("hidden = 32", "hidden = 48", 1)
+    });
+    let ok = bin()
+        .args([
+            "run",
+            wide.to_str().unwrap(),
+            "--backend",
+            "cpu",
+            "--no-eval",
+            "--runs-dir",
+        ])
+        .arg(dir.join("runs"))
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let r = smoke_recipe(&dir, &data, |t| {
+        t.replace(
+            "[model.vision]",
+            "[init]\nvision_from = \"wide\"\n\n[model.vision]",
+        )
+    });
     let err = run_fails(&dir, &r, &[]);
-    assert!(err.contains("checkpoints/final") && err.contains("shape"), "{err}");
+    assert!(
+        err.contains("checkpoints/final") && err.contains("shape"),
+        "{err}"
+    );
     // and loading a checkpoint into a model of another shape through eval fails cleanly too
     let out = bin()
         .args(["eval", "--backend", "cpu", "--checkpoint"])
@@ -124,12 +205,28 @@ fn checkpoint_of_another_shape_is_rejected() {
         .arg(&data)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let cfg = dir.join("runs/wide/checkpoints/final/config.json");
-    let text = std::fs::read_to_string(&cfg).unwrap().replacen("\"hidden\": 48", "\"hidden\": 40", 1);
+    let text =
+        std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replacen("\"hidden\": 48", "\"hidden\": 40", 1);
     std::fs::write(&cfg, text).unwrap();
-    let out = bin().args(["eval", "--backend", "cpu", "--checkpoint"]).arg(dir.join("runs/wide/checkpoints/final")).arg("--data").arg(&data).output().unwrap();
+    let out = bin()
+        .args(["eval", "--backend", "cpu", "--checkpoint"])
+        .arg(dir.join("runs/wide/checkpoints/final"))
+        .arg("--data")
+        .arg(&data)
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && !err.contains("panicked"), "{err}");
-    assert!(err.contains("model.bpk") && err.contains("shape mismatch"), "{err}");
+    assert!(
+        err.contains("model.bpk") && err.contains("shape mismatch"),
+        "{err}"
+    );
 }

@@ -6,10 +6,19 @@ use std::path::Path;
 
 fn main() {
     let device = Device::flex();
-    let model = checkpoint::load_full(Path::new("runs/shapes-teacher/checkpoints/final"), &device).unwrap();
+    let model =
+        checkpoint::load_full(Path::new("runs/shapes-teacher/checkpoints/final"), &device).unwrap();
     let tok = TextTokenizer::load(Path::new("data/shapes/tokenizer.json")).unwrap();
     let nv = model.config.vision.num_visual_tokens();
-    let ds = Dataset::load(Path::new("data/shapes"), "test.json", &tok, &model.config.vision, 512, true).unwrap();
+    let ds = Dataset::load(
+        Path::new("data/shapes"),
+        "test.json",
+        &tok,
+        &model.config.vision,
+        512,
+        true,
+    )
+    .unwrap();
     let s = 32;
     for i in 0..3 {
         let e = &ds.encoded[i];
@@ -19,7 +28,12 @@ fn main() {
         let hb = host_batch(&[e], nv, tok.special.pad, Padding::Right);
         let b = hb.to_device(Visual::Pixels(img.clone()), &device);
         let logits = model.logits(&b);
-        let am: Vec<i64> = logits.argmax(2).into_data().convert::<i64>().try_to_vec::<i64>().unwrap();
+        let am: Vec<i64> = logits
+            .argmax(2)
+            .into_data()
+            .convert::<i64>()
+            .try_to_vec::<i64>()
+            .unwrap();
         println!("ids     {:?}", &e.ids[nv..]);
         println!("argmax  {:?}", &am[nv..]);
         let turns = &ds.records[i].conversations;
@@ -27,10 +41,23 @@ fn main() {
         let hb = host_batch(&[&p], nv, tok.special.pad, Padding::Left);
         let b = hb.to_device(Visual::Pixels(img), &device);
         println!("prompt ids {:?}", &p.ids[nv..]);
-        let am: Vec<i64> = model.logits(&b).argmax(2).into_data().convert::<i64>().try_to_vec::<i64>().unwrap();
+        let am: Vec<i64> = model
+            .logits(&b)
+            .argmax(2)
+            .into_data()
+            .convert::<i64>()
+            .try_to_vec::<i64>()
+            .unwrap();
         println!("prompt argmax {:?}", &am[nv..]);
         let mut cache = KvCache::default();
         let l = model.prefill(&b, &mut cache);
-        println!("prefill argmax {:?}", l.argmax(1).into_data().convert::<i64>().try_to_vec::<i64>().unwrap());
+        println!(
+            "prefill argmax {:?}",
+            l.argmax(1)
+                .into_data()
+                .convert::<i64>()
+                .try_to_vec::<i64>()
+                .unwrap()
+        );
     }
 }

@@ -14,6 +14,6 @@ pub mod eval;
 pub mod model;
 pub mod train;
 
-pub use error::{Error, Result};
 /// The burn version the engine is built on, for the faces.
 pub use burn;
+pub use error::{Error, Result};

@@ -7,7 +7,10 @@ use condenser_engine::data::shapes::{WorldConfig, generate};
 
 /// Repository root (the workspace).
 pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
 }
 
 /// A fresh scratch folder under target/.
@@ -21,7 +24,12 @@ pub fn scratch(name: &str) -> PathBuf {
 /// A tiny Shapes world in `dir/data`.
 pub fn tiny_world(dir: &Path) -> PathBuf {
     let data = dir.join("data");
-    let cfg = WorldConfig { train_images: 48, val_images: 4, test_images: 6, ..WorldConfig::default() };
+    let cfg = WorldConfig {
+        train_images: 48,
+        val_images: 4,
+        test_images: 6,
+        ..WorldConfig::default()
+    };
     generate(&data, &cfg).expect("world generation");
     data
 }

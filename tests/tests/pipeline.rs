@@ -18,7 +18,12 @@ fn weights(m: &Mllm) -> Vec<(String, Vec<f32>)> {
             self.1.pop();
         }
         fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
-            let v = p.val().into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+            let v = p
+                .val()
+                .into_data()
+                .convert::<f32>()
+                .try_to_vec::<f32>()
+                .unwrap();
             self.0.push((self.1.join("."), v));
         }
     }
@@ -33,20 +38,41 @@ fn smoke_run_writes_a_complete_run_folder() {
     let data = tiny_world(&dir);
     let recipe = smoke_recipe(&data);
     let (device, info) = select(BackendChoice::Cpu).unwrap();
-    let opts = RunOptions { runs_dir: dir.join("runs"), ..RunOptions::default() };
+    let opts = RunOptions {
+        runs_dir: dir.join("runs"),
+        ..RunOptions::default()
+    };
     let out = run_recipe(&recipe, &device, &info, &opts, &mut Silent).unwrap();
     assert!(out.finished);
     let run = dir.join("runs/smoke");
-    for f in ["recipe.toml", "events.jsonl", "report.md", "report.json", "tokenizer.json", "checkpoints/final/model.bpk", "checkpoints/final/config.json"] {
+    for f in [
+        "recipe.toml",
+        "events.jsonl",
+        "report.md",
+        "report.json",
+        "tokenizer.json",
+        "checkpoints/final/model.bpk",
+        "checkpoints/final/config.json",
+    ] {
         assert!(run.join(f).exists(), "missing {f}");
     }
     // the saved recipe is the resolved one and parses back to the same recipe
     let saved = condenser_engine::config::load_recipe(run.join("recipe.toml")).unwrap();
     assert_eq!(saved, recipe);
     let events = std::fs::read_to_string(run.join("events.jsonl")).unwrap();
-    assert!(events.lines().all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()));
+    assert!(
+        events
+            .lines()
+            .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok())
+    );
     assert!(events.contains("\"type\":\"run_end\""));
-    assert_eq!(out.eval.unwrap().questions, std::fs::read_to_string(data.join("test.json")).unwrap().matches("\"id\"").count());
+    assert_eq!(
+        out.eval.unwrap().questions,
+        std::fs::read_to_string(data.join("test.json"))
+            .unwrap()
+            .matches("\"id\"")
+            .count()
+    );
 }
 
 #[test]
@@ -55,23 +81,43 @@ fn killed_and_resumed_run_ends_with_the_same_weights() {
     let data = tiny_world(&dir);
     let recipe = smoke_recipe(&data);
     let (device, info) = select(BackendChoice::Cpu).unwrap();
-    let straight = RunOptions { runs_dir: dir.join("a"), eval: false, ..RunOptions::default() };
+    let straight = RunOptions {
+        runs_dir: dir.join("a"),
+        eval: false,
+        ..RunOptions::default()
+    };
     let a = run_recipe(&recipe, &device, &info, &straight, &mut Silent).unwrap();
     // stop mid-stage (step 5 is inside the second stage: 3 + 3 + 3 steps) and resume
     let runs_b = dir.join("b");
-    let first = RunOptions { runs_dir: runs_b.clone(), eval: false, stop_after_steps: Some(5), ..RunOptions::default() };
+    let first = RunOptions {
+        runs_dir: runs_b.clone(),
+        eval: false,
+        stop_after_steps: Some(5),
+        ..RunOptions::default()
+    };
     let b1 = run_recipe(&recipe, &device, &info, &first, &mut Silent).unwrap();
     assert!(!b1.finished);
     assert!(checkpoint::latest(&runs_b.join("smoke/checkpoints")).is_some());
     drop(b1);
-    let second = RunOptions { runs_dir: runs_b, eval: false, ..RunOptions::default() };
+    let second = RunOptions {
+        runs_dir: runs_b,
+        eval: false,
+        ..RunOptions::default()
+    };
     let b2 = run_recipe(&recipe, &device, &info, &second, &mut Silent).unwrap();
     assert!(b2.finished);
-    let (wa, wb) = (weights(a.model.as_ref().unwrap()), weights(b2.model.as_ref().unwrap()));
+    let (wa, wb) = (
+        weights(a.model.as_ref().unwrap()),
+        weights(b2.model.as_ref().unwrap()),
+    );
     assert_eq!(wa.len(), wb.len());
     for ((na, va), (nb, vb)) in wa.iter().zip(&wb) {
         assert_eq!(na, nb);
-        let d = va.iter().zip(vb).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+        let d = va
+            .iter()
+            .zip(vb)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max);
         assert!(d <= 1e-6, "{na}: resumed weights differ by {d}");
     }
 }
@@ -99,7 +145,11 @@ fn wgpu_and_cpu_agree_on_the_first_losses() {
         if choice == BackendChoice::Wgpu {
             assert_eq!(info.backend, "wgpu");
         }
-        let opts = RunOptions { runs_dir: dir.join(sub), eval: false, ..RunOptions::default() };
+        let opts = RunOptions {
+            runs_dir: dir.join(sub),
+            eval: false,
+            ..RunOptions::default()
+        };
         let mut l = Losses(Vec::new());
         run_recipe(&recipe, &device, &info, &opts, &mut l).unwrap();
         l.0
@@ -110,6 +160,10 @@ fn wgpu_and_cpu_agree_on_the_first_losses() {
     assert!(cpu.len() >= 3);
     for (i, (c, g)) in cpu.iter().zip(&gpu).enumerate() {
         let rel = (c - g).abs() / c.abs().max(1e-6);
-        assert!(rel < 2e-3, "step {}: cpu {c} vs wgpu {g} (rel {rel})", i + 1);
+        assert!(
+            rel < 2e-3,
+            "step {}: cpu {c} vs wgpu {g} (rel {rel})",
+            i + 1
+        );
     }
 }

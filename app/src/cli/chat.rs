@@ -43,15 +43,36 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     tok.check_fits(model.config.llm.vocab_size)?;
     let cfg = &model.config.vision;
     let pixels = load_image(&args.image, cfg)?;
-    let prompt = if args.prompt.contains("<image>") { args.prompt.clone() } else { format!("<image>\n{}", args.prompt) };
+    let prompt = if args.prompt.contains("<image>") {
+        args.prompt.clone()
+    } else {
+        format!("<image>\n{}", args.prompt)
+    };
     let enc = encode_prompt(&tok, &[Turn::human(prompt)], cfg.num_visual_tokens())?;
-    let hb = host_batch(&[&enc], cfg.num_visual_tokens(), tok.special.pad, Padding::Left);
+    let hb = host_batch(
+        &[&enc],
+        cfg.num_visual_tokens(),
+        tok.special.pad,
+        Padding::Left,
+    );
     let s = cfg.image_size;
     let images = Tensor::<4>::from_data(TensorData::new(pixels, [1, 3, s, s]), &device);
-    let sampling = if args.temperature > 0.0 { Sampling::TopP { temperature: args.temperature, top_p: args.top_p } } else { Sampling::Greedy };
+    let sampling = if args.temperature > 0.0 {
+        Sampling::TopP {
+            temperature: args.temperature,
+            top_p: args.top_p,
+        }
+    } else {
+        Sampling::Greedy
+    };
     let out = model.generate(
         &hb.to_device(Visual::Pixels(images), &device),
-        &GenerateOptions { max_new_tokens: args.max_tokens, sampling, stop: vec![tok.special.end], seed: args.seed },
+        &GenerateOptions {
+            max_new_tokens: args.max_tokens,
+            sampling,
+            stop: vec![tok.special.end],
+            seed: args.seed,
+        },
     );
     println!("{}", tok.decode(&out[0]));
     Ok(())

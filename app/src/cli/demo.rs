@@ -36,15 +36,29 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     let world = args.world.config();
     if args.fresh || !is_generated(&args.data, &world) {
         let s = generate(&args.data, &world)?;
-        eprintln!("generated the Shapes world in {}: {} images, {} test questions", s.root.display(), s.images, s.test_questions);
+        eprintln!(
+            "generated the Shapes world in {}: {} images, {} test questions",
+            s.root.display(),
+            s.images,
+            s.test_questions
+        );
     }
     let (device, info) = args.device.device()?;
     let mut results: Vec<(String, EvalResult)> = Vec::new();
-    for (i, source) in [recipes::VISION, recipes::TEACHER, recipes::STUDENT].into_iter().enumerate() {
+    for (i, source) in [recipes::VISION, recipes::TEACHER, recipes::STUDENT]
+        .into_iter()
+        .enumerate()
+    {
         let mut recipe = recipes::load(source)?;
         recipe.data = args.data.clone();
         let done = args.runs_dir.join(&recipe.name).join("report.json");
-        let reuse = !args.fresh && i == 0 && args.runs_dir.join(&recipe.name).join("checkpoints/final/model.bpk").exists();
+        let reuse = !args.fresh
+            && i == 0
+            && args
+                .runs_dir
+                .join(&recipe.name)
+                .join("checkpoints/final/model.bpk")
+                .exists();
         let opts = RunOptions {
             runs_dir: args.runs_dir.clone(),
             resume: true,
@@ -53,11 +67,18 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             ..RunOptions::default()
         };
         if reuse || (!args.fresh && done.exists() && i > 0) {
-            eprintln!("[{}] already finished, reusing {}", recipe.name, args.runs_dir.join(&recipe.name).display());
+            eprintln!(
+                "[{}] already finished, reusing {}",
+                recipe.name,
+                args.runs_dir.join(&recipe.name).display()
+            );
             if i > 0 {
                 let text = std::fs::read_to_string(&done)?;
                 let v: serde_json::Value = serde_json::from_str(&text)?;
-                results.push((recipe.name.clone(), serde_json::from_value(v["eval"].clone())?));
+                results.push((
+                    recipe.name.clone(),
+                    serde_json::from_value(v["eval"].clone())?,
+                ));
             }
             continue;
         }
@@ -75,6 +96,10 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     );
     condenser_engine::error::write_atomic(args.runs_dir.join("comparison.md"), md.as_bytes())?;
     println!("{md}");
-    println!("total time: {:.1} min (comparison: {})", started.elapsed().as_secs_f64() / 60.0, args.runs_dir.join("comparison.md").display());
+    println!(
+        "total time: {:.1} min (comparison: {})",
+        started.elapsed().as_secs_f64() / 60.0,
+        args.runs_dir.join("comparison.md").display()
+    );
     Ok(())
 }

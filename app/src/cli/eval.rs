@@ -33,8 +33,15 @@ pub struct Args {
 }
 
 /// The tokenizer of a checkpoint: the explicit one, the run folder's copy, or the data's.
-pub fn tokenizer_for(checkpoint: &std::path::Path, explicit: Option<PathBuf>, data: Option<&std::path::Path>) -> anyhow::Result<TextTokenizer> {
-    let run_copy = checkpoint.parent().and_then(|p| p.parent()).map(|r| r.join("tokenizer.json"));
+pub fn tokenizer_for(
+    checkpoint: &std::path::Path,
+    explicit: Option<PathBuf>,
+    data: Option<&std::path::Path>,
+) -> anyhow::Result<TextTokenizer> {
+    let run_copy = checkpoint
+        .parent()
+        .and_then(|p| p.parent())
+        .map(|r| r.join("tokenizer.json"));
     let path = explicit
         .or(run_copy.filter(|p| p.exists()))
         .or(data.map(|d| d.join("tokenizer.json")))
@@ -47,10 +54,24 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     let model = checkpoint::load_full(&args.checkpoint, &device)?;
     let tok = tokenizer_for(&args.checkpoint, args.tokenizer, Some(&args.data))?;
     tok.check_fits(model.config.llm.vocab_size)?;
-    let data = Dataset::load(&args.data, &args.split, &tok, &model.config.vision, model.config.llm.max_positions, false)?;
+    let data = Dataset::load(
+        &args.data,
+        &args.split,
+        &tok,
+        &model.config.vision,
+        model.config.llm.max_positions,
+        false,
+    )?;
     let r = evaluate(&model, &tok, &data, args.batch_size, args.limit);
-    println!("{}", report::comparison(&[(&args.checkpoint.display().to_string(), &r)]));
-    println!("exact match: {:.1}% over {} questions", 100.0 * r.accuracy, r.questions);
+    println!(
+        "{}",
+        report::comparison(&[(&args.checkpoint.display().to_string(), &r)])
+    );
+    println!(
+        "exact match: {:.1}% over {} questions",
+        100.0 * r.accuracy,
+        r.questions
+    );
     if let Some(p) = args.json {
         condenser_engine::error::write_atomic(&p, serde_json::to_string_pretty(&r)?.as_bytes())?;
     }

@@ -16,7 +16,10 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     }
     for (i, a) in adapters.iter().enumerate() {
         println!("adapter {i}: {}", a.name);
-        println!("  api: {}   type: {}   driver: {}", a.api, a.device_type, a.driver);
+        println!(
+            "  api: {}   type: {}   driver: {}",
+            a.api, a.device_type, a.driver
+        );
         println!(
             "  limits: storage buffer {} MiB, workgroup x {} / {} invocations, shared memory {} KiB",
             a.max_storage_buffer_binding_size >> 20,
@@ -24,9 +27,15 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             a.max_compute_invocations_per_workgroup,
             a.max_compute_workgroup_storage_size >> 10
         );
-        println!("  features: shader-f16 {}, subgroups {}", a.shader_f16, a.subgroups);
+        println!(
+            "  features: shader-f16 {}, subgroups {}",
+            a.shader_f16, a.subgroups
+        );
     }
     let (_, info) = args.device.device()?;
-    println!("selected ({:?}): {} ({})", args.device.backend, info.backend, info.name);
+    println!(
+        "selected ({:?}): {} ({})",
+        args.device.backend, info.backend, info.name
+    );
     Ok(())
 }

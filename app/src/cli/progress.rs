@@ -12,41 +12,89 @@ pub struct Bars {
 impl Observer for Bars {
     fn on_event(&mut self, e: &Event) {
         match e {
-            Event::RunStart { run, device, resumed_from } => {
+            Event::RunStart {
+                run,
+                device,
+                resumed_from,
+            } => {
                 self.run = run.clone();
                 match resumed_from {
                     Some(p) => eprintln!("[{run}] resuming from {p} on {device}"),
                     None => eprintln!("[{run}] starting on {device}"),
                 }
             }
-            Event::ModelBuilt { params, vision, projector, llm } => {
-                eprintln!("[{}] model: {params} params (vision {vision}, projector {projector}, llm {llm})", self.run);
+            Event::ModelBuilt {
+                params,
+                vision,
+                projector,
+                llm,
+            } => {
+                eprintln!(
+                    "[{}] model: {params} params (vision {vision}, projector {projector}, llm {llm})",
+                    self.run
+                );
             }
-            Event::StageStart { stage, name, steps, trainable, examples } => {
+            Event::StageStart {
+                stage,
+                name,
+                steps,
+                trainable,
+                examples,
+            } => {
                 let bar = ProgressBar::new(*steps as u64);
                 bar.set_style(
-                    ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {elapsed_precise} ETA {eta_precise} {msg}")
-                        .expect("valid template")
-                        .progress_chars("=> "),
+                    ProgressStyle::with_template(
+                        "{prefix} [{bar:30}] {pos}/{len} {elapsed_precise} ETA {eta_precise} {msg}",
+                    )
+                    .expect("valid template")
+                    .progress_chars("=> "),
                 );
                 bar.set_prefix(format!("[{}] stage {} {name}", self.run, stage + 1));
-                eprintln!("[{}] stage {} {name}: {steps} steps over {examples} examples, {trainable} trainable params", self.run, stage + 1);
+                eprintln!(
+                    "[{}] stage {} {name}: {steps} steps over {examples} examples, {trainable} trainable params",
+                    self.run,
+                    stage + 1
+                );
                 self.bar = Some(bar);
             }
-            Event::Step { step, loss, lr, tokens_per_s, .. } => {
+            Event::Step {
+                step,
+                loss,
+                lr,
+                tokens_per_s,
+                ..
+            } => {
                 if let Some(b) = &self.bar {
                     b.set_position(*step as u64);
-                    b.set_message(format!("loss {loss:.4} lr {lr:.2e} {tokens_per_s:.0} tok/s"));
+                    b.set_message(format!(
+                        "loss {loss:.4} lr {lr:.2e} {tokens_per_s:.0} tok/s"
+                    ));
                 }
             }
-            Event::StageEnd { name, mean_loss, seconds, .. } => {
+            Event::StageEnd {
+                name,
+                mean_loss,
+                seconds,
+                ..
+            } => {
                 if let Some(b) = self.bar.take() {
                     b.finish_and_clear();
                 }
-                eprintln!("[{}] stage {name} done in {seconds:.1}s, mean loss {mean_loss:.4}", self.run);
+                eprintln!(
+                    "[{}] stage {name} done in {seconds:.1}s, mean loss {mean_loss:.4}",
+                    self.run
+                );
             }
-            Event::Eval { split, accuracy, questions } => {
-                eprintln!("[{}] {split}: {:.1}% exact match over {questions} questions", self.run, 100.0 * accuracy);
+            Event::Eval {
+                split,
+                accuracy,
+                questions,
+            } => {
+                eprintln!(
+                    "[{}] {split}: {:.1}% exact match over {questions} questions",
+                    self.run,
+                    100.0 * accuracy
+                );
             }
             Event::RunEnd { seconds } => eprintln!("[{}] finished in {seconds:.1}s", self.run),
             Event::Checkpoint { .. } => {}

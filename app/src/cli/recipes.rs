@@ -5,9 +5,18 @@ use std::path::Path;
 
 use condenser_engine::config::{Recipe, parse_recipe};
 
-pub const VISION: (&str, &str) = ("assets/recipes/shapes-vision.toml", include_str!("../../../assets/recipes/shapes-vision.toml"));
-pub const TEACHER: (&str, &str) = ("assets/recipes/shapes-teacher.toml", include_str!("../../../assets/recipes/shapes-teacher.toml"));
-pub const STUDENT: (&str, &str) = ("assets/recipes/shapes-student.toml", include_str!("../../../assets/recipes/shapes-student.toml"));
+pub const VISION: (&str, &str) = (
+    "assets/recipes/shapes-vision.toml",
+    include_str!("../../../assets/recipes/shapes-vision.toml"),
+);
+pub const TEACHER: (&str, &str) = (
+    "assets/recipes/shapes-teacher.toml",
+    include_str!("../../../assets/recipes/shapes-teacher.toml"),
+);
+pub const STUDENT: (&str, &str) = (
+    "assets/recipes/shapes-student.toml",
+    include_str!("../../../assets/recipes/shapes-student.toml"),
+);
 
 pub fn load((path, text): (&str, &str)) -> anyhow::Result<Recipe> {
     Ok(parse_recipe(text, Path::new(path))?)

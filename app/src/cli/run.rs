@@ -64,10 +64,18 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     if out.finished {
         println!("run folder: {}", out.run_dir.display());
         if let Some(e) = out.eval {
-            println!("held-out exact match: {:.1}% over {} questions (report: {})", 100.0 * e.accuracy, e.questions, out.run_dir.join("report.md").display());
+            println!(
+                "held-out exact match: {:.1}% over {} questions (report: {})",
+                100.0 * e.accuracy,
+                e.questions,
+                out.run_dir.join("report.md").display()
+            );
         }
     } else {
-        println!("stopped early; continue with --resume ({})", out.run_dir.display());
+        println!(
+            "stopped early; continue with --resume ({})",
+            out.run_dir.display()
+        );
     }
     Ok(())
 }

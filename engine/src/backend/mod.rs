@@ -24,7 +24,9 @@ impl std::str::FromStr for BackendChoice {
             "auto" => Ok(Self::Auto),
             "wgpu" => Ok(Self::Wgpu),
             "cpu" | "flex" => Ok(Self::Cpu),
-            other => Err(format!("unknown backend {other:?}: expected auto, wgpu or cpu")),
+            other => Err(format!(
+                "unknown backend {other:?}: expected auto, wgpu or cpu"
+            )),
         }
     }
 }
@@ -70,8 +72,10 @@ pub fn adapters() -> Vec<AdapterSummary> {
                 name: info.name,
                 api: format!("{:?}", info.backend),
                 device_type: format!("{:?}", info.device_type),
-                driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
-                max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size as u64,
+                driver: format!("{} {}", info.driver, info.driver_info)
+                    .trim()
+                    .to_string(),
+                max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size,
                 max_compute_workgroup_size_x: limits.max_compute_workgroup_size_x,
                 max_compute_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
                 max_compute_workgroup_storage_size: limits.max_compute_workgroup_storage_size,

@@ -118,24 +118,36 @@ impl MllmConfig {
     /// Checks the shape constraints a config must meet before a model is built.
     pub fn validate(&self) -> Result<(), String> {
         let v = &self.vision;
-        if v.patch_size == 0 || v.image_size % v.patch_size != 0 {
+        if v.patch_size == 0 || !v.image_size.is_multiple_of(v.patch_size) {
             return Err(format!(
                 "vision.image_size {} is not a multiple of vision.patch_size {}",
                 v.image_size, v.patch_size
             ));
         }
-        if v.heads == 0 || v.hidden % v.heads != 0 {
-            return Err(format!("vision.hidden {} is not divisible by vision.heads {}", v.hidden, v.heads));
+        if v.heads == 0 || !v.hidden.is_multiple_of(v.heads) {
+            return Err(format!(
+                "vision.hidden {} is not divisible by vision.heads {}",
+                v.hidden, v.heads
+            ));
         }
         let l = &self.llm;
-        if l.heads == 0 || l.hidden % l.heads != 0 {
-            return Err(format!("llm.hidden {} is not divisible by llm.heads {}", l.hidden, l.heads));
+        if l.heads == 0 || !l.hidden.is_multiple_of(l.heads) {
+            return Err(format!(
+                "llm.hidden {} is not divisible by llm.heads {}",
+                l.hidden, l.heads
+            ));
         }
-        if l.kv_heads == 0 || l.heads % l.kv_heads != 0 {
-            return Err(format!("llm.heads {} is not a multiple of llm.kv_heads {}", l.heads, l.kv_heads));
+        if l.kv_heads == 0 || !l.heads.is_multiple_of(l.kv_heads) {
+            return Err(format!(
+                "llm.heads {} is not a multiple of llm.kv_heads {}",
+                l.heads, l.kv_heads
+            ));
         }
-        if l.head_dim() % 2 != 0 {
-            return Err(format!("llm head dim {} must be even for RoPE", l.head_dim()));
+        if !l.head_dim().is_multiple_of(2) {
+            return Err(format!(
+                "llm head dim {} must be even for RoPE",
+                l.head_dim()
+            ));
         }
         Ok(())
     }

@@ -172,29 +172,36 @@ impl Recipe {
             path: path.to_path_buf(),
             message,
         };
-        self.model.validate().map_err(|m| bad(format!("[model]: {m}")))?;
+        self.model
+            .validate()
+            .map_err(|m| bad(format!("[model]: {m}")))?;
         if self.stages.is_empty() {
             return Err(bad("no [[stage]] given: a recipe needs at least one".into()));
         }
         if self.name.is_empty() || self.name.contains(['/', '\\']) || self.name.starts_with('.') {
-            return Err(bad(format!("name {:?} is not usable as a folder name", self.name)));
+            return Err(bad(format!(
+                "name {:?} is not usable as a folder name",
+                self.name
+            )));
         }
         for (i, s) in self.stages.iter().enumerate() {
             let at = format!("[[stage]] #{} ({:?})", i + 1, s.name);
             if s.batch_size == 0 {
                 return Err(bad(format!("{at}: batch_size must be at least 1")));
             }
-            if !(s.epochs > 0.0) {
+            if !s.epochs.is_finite() || s.epochs <= 0.0 {
                 return Err(bad(format!("{at}: epochs must be positive")));
             }
-            if !(s.lr > 0.0) {
+            if !s.lr.is_finite() || s.lr <= 0.0 {
                 return Err(bad(format!("{at}: lr must be positive")));
             }
             if !(0.0..1.0).contains(&s.warmup) {
                 return Err(bad(format!("{at}: warmup must be in [0, 1)")));
             }
             if !(s.freeze.vision.trains() || s.freeze.projector.trains() || s.freeze.llm.trains()) {
-                return Err(bad(format!("{at}: every module is frozen, nothing would train")));
+                return Err(bad(format!(
+                    "{at}: every module is frozen, nothing would train"
+                )));
             }
         }
         Ok(())
@@ -238,7 +245,10 @@ freeze = { vision = "frozen", projector = "full", llm = { from_layer = 1 } }
     #[test]
     fn parses_and_resolves_defaults() {
         let r = parse_recipe(GOOD, Path::new("x.toml")).unwrap();
-        assert_eq!(r.stages[0].freeze.llm, FreezeSpec::Partial { from_layer: 1 });
+        assert_eq!(
+            r.stages[0].freeze.llm,
+            FreezeSpec::Partial { from_layer: 1 }
+        );
         assert_eq!(r.stages[0].grad_clip, 1.0);
         let again = parse_recipe(&r.to_toml(), Path::new("y.toml")).unwrap();
         assert_eq!(again, r);
@@ -247,7 +257,9 @@ freeze = { vision = "frozen", projector = "full", llm = { from_layer = 1 } }
     #[test]
     fn unknown_key_names_key_and_file() {
         let text = GOOD.replace("lr = 1e-3", "lr = 1e-3\nlearning_rate = 3");
-        let err = parse_recipe(&text, Path::new("recipes/x.toml")).unwrap_err().to_string();
+        let err = parse_recipe(&text, Path::new("recipes/x.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("recipes/x.toml"), "{err}");
         assert!(err.contains("learning_rate"), "{err}");
         assert!(err.contains("line"), "{err}");
@@ -256,7 +268,9 @@ freeze = { vision = "frozen", projector = "full", llm = { from_layer = 1 } }
     #[test]
     fn rejects_bad_shapes() {
         let text = GOOD.replace("patch_size = 8", "patch_size = 7");
-        let err = parse_recipe(&text, Path::new("x.toml")).unwrap_err().to_string();
+        let err = parse_recipe(&text, Path::new("x.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("patch_size"), "{err}");
     }
 }

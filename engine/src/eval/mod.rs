@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::data::{Dataset, Padding, QuestionType, TextTokenizer, encode_prompt, host_batch, normalise_answer};
+use crate::data::{
+    Dataset, Padding, QuestionType, TextTokenizer, encode_prompt, host_batch, normalise_answer,
+};
 use crate::model::{GenerateOptions, Mllm, Sampling, Visual};
 
 /// Accuracy of one question type.
@@ -52,12 +54,23 @@ pub struct EvalResult {
 }
 
 /// Answers every record's last question (earlier turns are given as context) and scores it.
-pub fn evaluate(model: &Mllm, tok: &TextTokenizer, data: &Dataset, batch_size: usize, limit: Option<usize>) -> EvalResult {
+pub fn evaluate(
+    model: &Mllm,
+    tok: &TextTokenizer,
+    data: &Dataset,
+    batch_size: usize,
+    limit: Option<usize>,
+) -> EvalResult {
     let device = model.vision.class_embedding.val().device();
     let nv = model.config.vision.num_visual_tokens();
     let s = model.config.vision.image_size;
     let n = limit.map_or(data.len(), |l| l.min(data.len()));
-    let opts = GenerateOptions { max_new_tokens: 8, sampling: Sampling::Greedy, stop: vec![tok.special.end], seed: 0 };
+    let opts = GenerateOptions {
+        max_new_tokens: 8,
+        sampling: Sampling::Greedy,
+        stop: vec![tok.special.end],
+        seed: 0,
+    };
     let mut scored: Vec<(Option<QuestionType>, Sample)> = Vec::with_capacity(n);
     for start in (0..n).step_by(batch_size.max(1)) {
         let idx: Vec<usize> = (start..(start + batch_size).min(n)).collect();
@@ -65,7 +78,8 @@ pub fn evaluate(model: &Mllm, tok: &TextTokenizer, data: &Dataset, batch_size: u
             .iter()
             .map(|&i| {
                 let turns = &data.records[i].conversations;
-                encode_prompt(tok, &turns[..turns.len() - 1], nv).expect("records were encoded when loaded")
+                encode_prompt(tok, &turns[..turns.len() - 1], nv)
+                    .expect("records were encoded when loaded")
             })
             .collect();
         let refs: Vec<_> = prompts.iter().collect();
@@ -73,7 +87,9 @@ pub fn evaluate(model: &Mllm, tok: &TextTokenizer, data: &Dataset, batch_size: u
         let mut px = Vec::with_capacity(idx.len() * data.image_len);
         for &i in &idx {
             match data.image_of[i] {
-                Some(k) => px.extend_from_slice(&data.images[k * data.image_len..(k + 1) * data.image_len]),
+                Some(k) => {
+                    px.extend_from_slice(&data.images[k * data.image_len..(k + 1) * data.image_len])
+                }
                 None => px.extend(std::iter::repeat_n(0.0, 3 * s * s)),
             }
         }
@@ -90,7 +106,11 @@ pub fn evaluate(model: &Mllm, tok: &TextTokenizer, data: &Dataset, batch_size: u
                 qtype,
                 Sample {
                     id: r.id.clone(),
-                    question: turns[turns.len() - 2].value.replace("<image>", "").trim().to_string(),
+                    question: turns[turns.len() - 2]
+                        .value
+                        .replace("<image>", "")
+                        .trim()
+                        .to_string(),
                     correct: answer == expected,
                     expected,
                     answer,
@@ -103,7 +123,10 @@ pub fn evaluate(model: &Mllm, tok: &TextTokenizer, data: &Dataset, batch_size: u
 
 /// Aggregates scored answers.
 pub fn score(scored: Vec<(Option<QuestionType>, Sample)>) -> EvalResult {
-    let mut r = EvalResult { questions: scored.len(), ..Default::default() };
+    let mut r = EvalResult {
+        questions: scored.len(),
+        ..Default::default()
+    };
     let mut pope_counts: BTreeMap<String, [usize; 4]> = BTreeMap::new(); // tp fp tn fn
     for (t, s) in &scored {
         r.correct += usize::from(s.correct);
@@ -132,10 +155,21 @@ pub fn score(scored: Vec<(Option<QuestionType>, Sample)>) -> EvalResult {
         let n = tp + fp + tn + fn_;
         let precision = ratio(tp, tp + fp);
         let recall = ratio(tp, tp + fn_);
-        let f1 = if precision + recall > 0.0 { 2.0 * precision * recall / (precision + recall) } else { 0.0 };
+        let f1 = if precision + recall > 0.0 {
+            2.0 * precision * recall / (precision + recall)
+        } else {
+            0.0
+        };
         r.pope.insert(
             k,
-            PopeScore { questions: n, accuracy: ratio(tp + tn, n), precision, recall, f1, yes_ratio: ratio(tp + fp, n) },
+            PopeScore {
+                questions: n,
+                accuracy: ratio(tp + tn, n),
+                precision,
+                recall,
+                f1,
+                yes_ratio: ratio(tp + fp, n),
+            },
         );
     }
     r.samples = scored.into_iter().map(|x| x.1).take(24).collect();
@@ -152,14 +186,26 @@ mod tests {
     use crate::data::NegativeSampling;
 
     fn s(expected: &str, answer: &str) -> Sample {
-        Sample { id: String::new(), question: String::new(), expected: expected.into(), answer: answer.into(), correct: expected == answer }
+        Sample {
+            id: String::new(),
+            question: String::new(),
+            expected: expected.into(),
+            answer: answer.into(),
+            correct: expected == answer,
+        }
     }
 
     #[test]
     fn pope_metrics_match_hand_counts() {
         let e = Some(QuestionType::Exist(NegativeSampling::Popular));
         // tp=2, fp=1, tn=1, fn=0
-        let r = score(vec![(e, s("yes", "yes")), (e, s("yes", "yes")), (e, s("no", "yes")), (e, s("no", "no")), (Some(QuestionType::Count), s("two", "three"))]);
+        let r = score(vec![
+            (e, s("yes", "yes")),
+            (e, s("yes", "yes")),
+            (e, s("no", "yes")),
+            (e, s("no", "no")),
+            (Some(QuestionType::Count), s("two", "three")),
+        ]);
         let p = &r.pope["popular"];
         assert_eq!(p.questions, 4);
         assert!((p.precision - 2.0 / 3.0).abs() < 1e-12);

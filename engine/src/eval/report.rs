@@ -22,16 +22,44 @@ struct RunReport<'a> {
 }
 
 /// Writes `report.json` and `report.md` for one run.
-pub fn write_run_report(dir: &Path, recipe: &Recipe, device: &DeviceInfo, params: &ParamCounts, eval: &EvalResult) -> Result<()> {
-    let json = serde_json::to_string_pretty(&RunReport { run: &recipe.name, device, params, eval }).expect("serialisable");
+pub fn write_run_report(
+    dir: &Path,
+    recipe: &Recipe,
+    device: &DeviceInfo,
+    params: &ParamCounts,
+    eval: &EvalResult,
+) -> Result<()> {
+    let json = serde_json::to_string_pretty(&RunReport {
+        run: &recipe.name,
+        device,
+        params,
+        eval,
+    })
+    .expect("serialisable");
     let mut md = String::new();
     let _ = writeln!(md, "# Run `{}`\n", recipe.name);
-    let _ = writeln!(md, "Device: {} ({}). Model: {params}.\n", device.backend, device.name);
-    let _ = writeln!(md, "Held-out exact-match accuracy: **{:.1}%** over {} questions.\n", 100.0 * eval.accuracy, eval.questions);
+    let _ = writeln!(
+        md,
+        "Device: {} ({}). Model: {params}.\n",
+        device.backend, device.name
+    );
+    let _ = writeln!(
+        md,
+        "Held-out exact-match accuracy: **{:.1}%** over {} questions.\n",
+        100.0 * eval.accuracy,
+        eval.questions
+    );
     md.push_str(&comparison(&[(recipe.name.as_str(), eval)]));
     md.push_str("\n## Examples\n\n| question | expected | answer |\n|---|---|---|\n");
     for s in eval.samples.iter().take(12) {
-        let _ = writeln!(md, "| {} | {} | {}{} |", s.question, s.expected, s.answer, if s.correct { "" } else { " ✗" });
+        let _ = writeln!(
+            md,
+            "| {} | {} | {}{} |",
+            s.question,
+            s.expected,
+            s.answer,
+            if s.correct { "" } else { " ✗" }
+        );
     }
     crate::error::write_atomic(dir.join("report.md"), md.as_bytes())?;
     crate::error::write_atomic(dir.join("report.json"), json.as_bytes())

@@ -25,7 +25,10 @@ pub fn attention_reference(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Tenso
         };
         (expand(k), expand(v))
     };
-    let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(1.0 / (d as f64).sqrt()) + bias;
+    let scores = q
+        .matmul(k.swap_dims(2, 3))
+        .mul_scalar(1.0 / (d as f64).sqrt())
+        + bias;
     softmax(scores, 3).matmul(v)
 }
 

@@ -13,7 +13,10 @@ use super::mllm::{Mllm, MllmBatch};
 pub enum Sampling {
     Greedy,
     /// Nucleus sampling at a temperature.
-    TopP { temperature: f32, top_p: f32 },
+    TopP {
+        temperature: f32,
+        top_p: f32,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -49,7 +52,11 @@ impl Mllm {
         let mut out = vec![Vec::new(); b];
         let mut done = vec![false; b];
         for step in 0..opts.max_new_tokens {
-            let host: Vec<f32> = logits.into_data().convert::<f32>().try_to_vec::<f32>().unwrap_or_default();
+            let host: Vec<f32> = logits
+                .into_data()
+                .convert::<f32>()
+                .try_to_vec::<f32>()
+                .unwrap_or_default();
             let mut ids = Vec::with_capacity(b);
             for row in 0..b {
                 let id = pick(&host[row * v..(row + 1) * v], opts.sampling, &mut rng);
@@ -65,14 +72,20 @@ impl Mllm {
             if done.iter().all(|d| *d) || step + 1 == opts.max_new_tokens {
                 break;
             }
-            if next_pos.iter().any(|p| *p as usize >= self.llm.max_positions()) {
+            if next_pos
+                .iter()
+                .any(|p| *p as usize >= self.llm.max_positions())
+            {
                 break;
             }
             let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [b, 1]), &device);
-            let pos = Tensor::<2, Int>::from_data(TensorData::new(next_pos.clone(), [b, 1]), &device);
+            let pos =
+                Tensor::<2, Int>::from_data(TensorData::new(next_pos.clone(), [b, 1]), &device);
             mask = Tensor::cat(vec![mask, Tensor::ones([b, 1], &device)], 1);
             let x = self.llm.embed(ids);
-            let h = self.llm.hidden(x, pos, padding_bias(mask.clone()), Some(&mut cache));
+            let h = self
+                .llm
+                .hidden(x, pos, padding_bias(mask.clone()), Some(&mut cache));
             logits = self.llm.logits(h).reshape([b, v]);
             next_pos.iter_mut().for_each(|p| *p += 1);
         }
@@ -138,13 +151,19 @@ mod tests {
         assert_eq!(pick(&[0.1, 3.0, 2.0], Sampling::Greedy, &mut rng), 1);
         // top_p small: only the best token survives
         for _ in 0..50 {
-            let s = Sampling::TopP { temperature: 1.0, top_p: 0.1 };
+            let s = Sampling::TopP {
+                temperature: 1.0,
+                top_p: 0.1,
+            };
             assert_eq!(pick(&[0.0, 5.0, 4.9], s, &mut rng), 1);
         }
         // top_p 1: all tokens reachable
         let mut seen = [false; 3];
         for _ in 0..300 {
-            let s = Sampling::TopP { temperature: 1.0, top_p: 1.0 };
+            let s = Sampling::TopP {
+                temperature: 1.0,
+                top_p: 1.0,
+            };
             seen[pick(&[0.0, 0.0, 0.0], s, &mut rng) as usize] = true;
         }
         assert!(seen.iter().all(|s| *s));

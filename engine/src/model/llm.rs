@@ -9,7 +9,7 @@ use burn::prelude::*;
 use burn::tensor::activation::silu;
 
 use super::attention::attention_reference;
-use super::init::{Rng, embedding, linear, normal_tensor, INIT_STD};
+use super::init::{INIT_STD, Rng, embedding, linear, normal_tensor};
 use super::rope::Rope;
 use crate::config::LlmConfig;
 
@@ -87,7 +87,10 @@ impl Attention {
             let d = y.dims()[2] / h;
             y.reshape([b, t, h, d]).swap_dims(1, 2)
         };
-        let q = rope.apply(split(self.q_proj.forward(x.clone()), self.heads), pos.clone());
+        let q = rope.apply(
+            split(self.q_proj.forward(x.clone()), self.heads),
+            pos.clone(),
+        );
         let mut k = rope.apply(split(self.k_proj.forward(x.clone()), self.kv_heads), pos);
         let mut v = split(self.v_proj.forward(x), self.kv_heads);
         if let Some(slot) = cache {
@@ -99,7 +102,8 @@ impl Attention {
         }
         let out = attention_reference(q, k, v, bias);
         let [_, h, _, d] = out.dims();
-        self.o_proj.forward(out.swap_dims(1, 2).reshape([b, t, h * d]))
+        self.o_proj
+            .forward(out.swap_dims(1, 2).reshape([b, t, h * d]))
     }
 }
 
@@ -115,7 +119,11 @@ impl Llm {
     pub fn new(config: &LlmConfig, rng: &mut Rng, device: &Device) -> Self {
         let c = config;
         let hd = c.head_dim();
-        let norm = || RmsNormConfig::new(c.hidden).with_epsilon(c.rms_eps).init(device);
+        let norm = || {
+            RmsNormConfig::new(c.hidden)
+                .with_epsilon(c.rms_eps)
+                .init(device)
+        };
         let layers = (0..c.layers)
             .map(|_| DecoderLayer {
                 input_layernorm: norm(),
@@ -137,7 +145,12 @@ impl Llm {
             .collect();
         let embed_tokens = embedding(rng, c.vocab_size, c.hidden, device);
         let lm_head = (!c.tie_embeddings).then(|| {
-            Param::from_tensor(normal_tensor(rng, [c.hidden, c.vocab_size], INIT_STD, device))
+            Param::from_tensor(normal_tensor(
+                rng,
+                [c.hidden, c.vocab_size],
+                INIT_STD,
+                device,
+            ))
         });
         Llm {
             embed_tokens,

@@ -91,7 +91,12 @@ impl Mllm {
         let rng = Rng::new(seed);
         Mllm {
             vision: VisionEncoder::new(&config.vision, &mut rng.fork(1), device),
-            projector: Projector::new(config.vision.hidden, config.llm.hidden, &mut rng.fork(2), device),
+            projector: Projector::new(
+                config.vision.hidden,
+                config.llm.hidden,
+                &mut rng.fork(2),
+                device,
+            ),
             llm: Llm::new(&config.llm, &mut rng.fork(3), device),
             config: config.clone(),
         }
@@ -140,7 +145,11 @@ impl Mllm {
 
     /// Autoregressive cross-entropy over the counted (assistant) tokens, averaged over them.
     pub fn loss(&self, batch: &MllmBatch) -> Tensor<1> {
-        masked_cross_entropy(self.logits(batch), batch.targets.clone(), batch.loss_mask.clone())
+        masked_cross_entropy(
+            self.logits(batch),
+            batch.targets.clone(),
+            batch.loss_mask.clone(),
+        )
     }
 
     /// Runs the prompt through the model and fills `cache`; returns the last position's
@@ -149,7 +158,9 @@ impl Mllm {
         let x = self.input_embeddings(batch);
         let [b, t, _] = x.dims();
         let bias = padding_bias(batch.attention_mask.clone()) + causal_bias(t, t, &x.device());
-        let h = self.llm.hidden(x, batch.positions.clone(), bias, Some(cache));
+        let h = self
+            .llm
+            .hidden(x, batch.positions.clone(), bias, Some(cache));
         let last = h.narrow(1, t - 1, 1);
         let v = self.config.llm.vocab_size;
         self.llm.logits(last).reshape([b, v])
@@ -158,7 +169,11 @@ impl Mllm {
 
 /// Mean token cross-entropy over positions where `mask` is 1 (`logits [B, T, V]`,
 /// `targets [B, T]`, `mask [B, T]`). Returns a `[1]` tensor; 0 when nothing is counted.
-pub fn masked_cross_entropy(logits: Tensor<3>, targets: Tensor<2, Int>, mask: Tensor<2>) -> Tensor<1> {
+pub fn masked_cross_entropy(
+    logits: Tensor<3>,
+    targets: Tensor<2, Int>,
+    mask: Tensor<2>,
+) -> Tensor<1> {
     let [b, t, _] = logits.dims();
     let logp = log_softmax(logits, 2);
     let picked = logp.gather(2, targets.reshape([b, t, 1])).reshape([b, t]);

@@ -38,7 +38,11 @@ impl Rope {
     pub fn apply(&self, x: Tensor<4>, pos: Tensor<2, Int>) -> Tensor<4> {
         let [b, h, t, d] = x.dims();
         let flat = pos.reshape([b * t]);
-        let cos = self.cos.clone().select(0, flat.clone()).reshape([b, 1, t, d]);
+        let cos = self
+            .cos
+            .clone()
+            .select(0, flat.clone())
+            .reshape([b, 1, t, d]);
         let sin = self.sin.clone().select(0, flat).reshape([b, 1, t, d]);
         let x1 = x.clone().narrow(3, 0, d / 2);
         let x2 = x.clone().narrow(3, d / 2, d / 2);

@@ -39,16 +39,24 @@ pub(crate) fn tiny_config() -> MllmConfig {
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 data")
+    t.into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .expect("f32 data")
 }
 
 fn image(device: &Device, b: usize) -> Tensor<4> {
     let n = b * 3 * 16 * 16;
-    let v: Vec<f32> = (0..n).map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0).collect();
+    let v: Vec<f32> = (0..n)
+        .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
+        .collect();
     Tensor::from_data(TensorData::new(v, [b, 3, 16, 16]), device)
 }
 
@@ -56,7 +64,11 @@ fn example(ids: &[u32]) -> Encoded {
     // bos user IMG IMG IMG IMG then text
     let mut all = vec![1, 2, 3, 3, 3, 3];
     all.extend_from_slice(ids);
-    Encoded { assistant: vec![true; all.len()], ids: all, image_start: Some(2) }
+    Encoded {
+        assistant: vec![true; all.len()],
+        ids: all,
+        image_start: Some(2),
+    }
 }
 
 #[test]
@@ -66,12 +78,22 @@ fn prefix_logits_do_not_see_later_tokens() {
     let nv = 4;
     let long = example(&[7, 8, 9, 10, 11]);
     let short = example(&[7, 8]);
-    let l_long = model.logits(&host_batch(&[&long], nv, 0, Padding::Right).to_device(Visual::Pixels(image(&device, 1)), &device));
-    let l_short = model.logits(&host_batch(&[&short], nv, 0, Padding::Right).to_device(Visual::Pixels(image(&device, 1)), &device));
+    let l_long = model.logits(
+        &host_batch(&[&long], nv, 0, Padding::Right)
+            .to_device(Visual::Pixels(image(&device, 1)), &device),
+    );
+    let l_short = model.logits(
+        &host_batch(&[&short], nv, 0, Padding::Right)
+            .to_device(Visual::Pixels(image(&device, 1)), &device),
+    );
     let t = short.ids.len();
     let a = host(l_long.narrow(1, 0, t));
     let b = host(l_short);
-    assert!(max_abs_diff(&a, &b) < 1e-5, "causal leak: {}", max_abs_diff(&a, &b));
+    assert!(
+        max_abs_diff(&a, &b) < 1e-5,
+        "causal leak: {}",
+        max_abs_diff(&a, &b)
+    );
 }
 
 #[test]
@@ -82,7 +104,12 @@ fn kv_cached_decoding_matches_full_forward() {
     let full = example(&[7, 8, 9]);
     let prompt = example(&[7, 8]);
     let img = image(&device, 1);
-    let want = host(model.logits(&host_batch(&[&full], nv, 0, Padding::Right).to_device(Visual::Pixels(img.clone()), &device)));
+    let want = host(
+        model.logits(
+            &host_batch(&[&full], nv, 0, Padding::Right)
+                .to_device(Visual::Pixels(img.clone()), &device),
+        ),
+    );
     let v = 32;
     let t = full.ids.len();
     let mut cache = KvCache::default();
@@ -93,7 +120,9 @@ fn kv_cached_decoding_matches_full_forward() {
     let ids = Tensor::<2, Int>::from_data(TensorData::new(vec![9i64], [1, 1]), &device);
     let pos = Tensor::<2, Int>::from_data(TensorData::new(vec![(t - 1) as i64], [1, 1]), &device);
     let bias = Tensor::<4>::zeros([1, 1, 1, t], &device);
-    let h = model.llm.hidden(model.llm.embed(ids), pos, bias, Some(&mut cache));
+    let h = model
+        .llm
+        .hidden(model.llm.embed(ids), pos, bias, Some(&mut cache));
     let step = host(model.llm.logits(h));
     assert!(max_abs_diff(&step, &want[(t - 1) * v..t * v]) < 1e-5);
     assert_eq!(cache.len(), t);
@@ -106,14 +135,20 @@ fn left_padding_does_not_change_a_rows_logits() {
     let nv = 4;
     let a = example(&[7, 8, 9, 10]);
     let b = example(&[7]);
-    let alone = host(model.prefill(
-        &host_batch(&[&b], nv, 0, Padding::Left).to_device(Visual::Pixels(image(&device, 1)), &device),
-        &mut KvCache::default(),
-    ));
-    let both = host(model.prefill(
-        &host_batch(&[&a, &b], nv, 0, Padding::Left).to_device(Visual::Pixels(image(&device, 2)), &device),
-        &mut KvCache::default(),
-    ));
+    let alone = host(
+        model.prefill(
+            &host_batch(&[&b], nv, 0, Padding::Left)
+                .to_device(Visual::Pixels(image(&device, 1)), &device),
+            &mut KvCache::default(),
+        ),
+    );
+    let both = host(
+        model.prefill(
+            &host_batch(&[&a, &b], nv, 0, Padding::Left)
+                .to_device(Visual::Pixels(image(&device, 2)), &device),
+            &mut KvCache::default(),
+        ),
+    );
     // second row of the batch used the second image; recompute alone with that image
     let img2 = image(&device, 2).narrow(0, 1, 1);
     let alone2 = host(model.prefill(
@@ -136,7 +171,12 @@ fn grouped_query_attention_equals_repeated_heads() {
     let k = mk(&mut rng, 2);
     let v = mk(&mut rng, 2);
     let bias = causal_bias(5, 5, &device);
-    let gqa = host(attention_reference(q.clone(), k.clone(), v.clone(), bias.clone()));
+    let gqa = host(attention_reference(
+        q.clone(),
+        k.clone(),
+        v.clone(),
+        bias.clone(),
+    ));
     // heads 0,1 use kv head 0; heads 2,3 use kv head 1
     let rep = |t: Tensor<4>| {
         let h0 = t.clone().narrow(1, 0, 1);

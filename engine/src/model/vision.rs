@@ -8,7 +8,7 @@ use burn::prelude::*;
 use burn::tensor::activation::gelu;
 
 use super::attention::attention_reference;
-use super::init::{Rng, linear, normal_tensor, INIT_STD};
+use super::init::{INIT_STD, Rng, linear, normal_tensor};
 use crate::config::VisionConfig;
 
 #[derive(Module, Debug)]
@@ -63,7 +63,11 @@ impl VisionAttention {
 impl VisionEncoder {
     pub fn new(config: &VisionConfig, rng: &mut Rng, device: &Device) -> Self {
         let c = config;
-        let ln = || LayerNormConfig::new(c.hidden).with_epsilon(c.layer_norm_eps).init(device);
+        let ln = || {
+            LayerNormConfig::new(c.hidden)
+                .with_epsilon(c.layer_norm_eps)
+                .init(device)
+        };
         let patch_dim = 3 * c.patch_size * c.patch_size;
         let n = c.num_patches() + 1;
         let layers = (0..c.layers)
@@ -121,8 +125,13 @@ impl VisionEncoder {
         let n = x.dims()[1];
         let bias = Tensor::<4>::zeros([1, 1, 1, n], &x.device());
         for layer in &self.layers {
-            x = x.clone() + layer.self_attn.forward(layer.layer_norm1.forward(x), bias.clone());
-            let y = layer.mlp.fc2.forward(gelu(layer.mlp.fc1.forward(layer.layer_norm2.forward(x.clone()))));
+            x = x.clone()
+                + layer
+                    .self_attn
+                    .forward(layer.layer_norm1.forward(x), bias.clone());
+            let y = layer.mlp.fc2.forward(gelu(
+                layer.mlp.fc1.forward(layer.layer_norm2.forward(x.clone())),
+            ));
             x = x + y;
         }
         let x = self.post_layernorm.forward(x);

@@ -33,24 +33,45 @@ pub struct TrainState {
 }
 
 /// Writes a checkpoint folder atomically and points `latest` at it.
-pub fn save(dir: &Path, name: &str, model: &Mllm, optim: Option<&ModuleOptimizer>, state: &TrainState) -> Result<PathBuf> {
+pub fn save(
+    dir: &Path,
+    name: &str,
+    model: &Mllm,
+    optim: Option<&ModuleOptimizer>,
+    state: &TrainState,
+) -> Result<PathBuf> {
     let target = dir.join(name);
     let tmp = dir.join(format!(".{name}.tmp"));
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
     }
     std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    let ck = |e: burn::store::RecordError, p: &Path| Error::Checkpoint { path: p.into(), message: e.to_string() };
+    let ck = |e: burn::store::RecordError, p: &Path| Error::Checkpoint {
+        path: p.into(),
+        message: e.to_string(),
+    };
     let mp = tmp.join(MODEL_FILE);
-    model.clone().into_record().save(&mp).map_err(|e| ck(e, &mp))?;
+    model
+        .clone()
+        .into_record()
+        .save(&mp)
+        .map_err(|e| ck(e, &mp))?;
     if let Some(o) = optim {
         let op = tmp.join(OPTIM_FILE);
         o.save(&op).map_err(|e| ck(e, &op))?;
     }
     let cp = tmp.join(CONFIG_FILE);
-    std::fs::write(&cp, serde_json::to_string_pretty(&model.config).expect("serialisable")).map_err(|e| Error::io(&cp, e))?;
+    std::fs::write(
+        &cp,
+        serde_json::to_string_pretty(&model.config).expect("serialisable"),
+    )
+    .map_err(|e| Error::io(&cp, e))?;
     let sp = tmp.join(STATE_FILE);
-    std::fs::write(&sp, serde_json::to_string_pretty(state).expect("serialisable")).map_err(|e| Error::io(&sp, e))?;
+    std::fs::write(
+        &sp,
+        serde_json::to_string_pretty(state).expect("serialisable"),
+    )
+    .map_err(|e| Error::io(&sp, e))?;
     if target.exists() {
         std::fs::remove_dir_all(&target).map_err(|e| Error::io(&target, e))?;
     }
@@ -76,18 +97,26 @@ pub fn load_state(ckpt: &Path) -> Result<TrainState> {
 pub fn load_model(ckpt: &Path, model: Mllm) -> Result<Mllm> {
     let p = ckpt.join(MODEL_FILE);
     let record = read_record(&p)?;
-    model.try_load_record(record).map_err(|e| Error::Checkpoint {
-        path: p.clone(),
-        message: format!("does not fit this model: {e}"),
-    })
+    model
+        .try_load_record(record)
+        .map_err(|e| Error::Checkpoint {
+            path: p.clone(),
+            message: format!("does not fit this model: {e}"),
+        })
 }
 
 /// Reads a model record file.
 pub fn read_record(p: &Path) -> Result<ModuleRecord> {
     if !p.exists() {
-        return Err(Error::Checkpoint { path: p.into(), message: "checkpoint file not found".into() });
+        return Err(Error::Checkpoint {
+            path: p.into(),
+            message: "checkpoint file not found".into(),
+        });
     }
-    ModuleRecord::load(p).map_err(|e| Error::Checkpoint { path: p.into(), message: format!("cannot read: {e}") })
+    ModuleRecord::load(p).map_err(|e| Error::Checkpoint {
+        path: p.into(),
+        message: format!("cannot read: {e}"),
+    })
 }
 
 /// The model config a checkpoint was written with.
@@ -118,11 +147,17 @@ pub fn load_vision(ckpt: &Path, model: Mllm) -> Result<Mllm> {
     }
     let device = model.vision.class_embedding.val().device();
     let donor = load_full(ckpt, &device)?;
-    Ok(Mllm { vision: donor.vision, ..model })
+    Ok(Mllm {
+        vision: donor.vision,
+        ..model
+    })
 }
 
 /// Loads optimiser state.
 pub fn load_optim(ckpt: &Path, optim: ModuleOptimizer) -> Result<ModuleOptimizer> {
     let p = ckpt.join(OPTIM_FILE);
-    optim.load(&p).map_err(|e| Error::Checkpoint { path: p.clone(), message: format!("cannot read optimiser state: {e}") })
+    optim.load(&p).map_err(|e| Error::Checkpoint {
+        path: p.clone(),
+        message: format!("cannot read optimiser state: {e}"),
+    })
 }

@@ -12,9 +12,24 @@ use crate::{Error, Result};
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
-    RunStart { run: String, device: String, resumed_from: Option<String> },
-    ModelBuilt { params: usize, vision: usize, projector: usize, llm: usize },
-    StageStart { stage: usize, name: String, steps: usize, trainable: usize, examples: usize },
+    RunStart {
+        run: String,
+        device: String,
+        resumed_from: Option<String>,
+    },
+    ModelBuilt {
+        params: usize,
+        vision: usize,
+        projector: usize,
+        llm: usize,
+    },
+    StageStart {
+        stage: usize,
+        name: String,
+        steps: usize,
+        trainable: usize,
+        examples: usize,
+    },
     Step {
         stage: usize,
         name: String,
@@ -27,10 +42,24 @@ pub enum Event {
         tokens_per_s: f64,
         elapsed_s: f64,
     },
-    Checkpoint { path: String, global_step: usize },
-    StageEnd { stage: usize, name: String, mean_loss: f32, seconds: f64 },
-    Eval { split: String, accuracy: f64, questions: usize },
-    RunEnd { seconds: f64 },
+    Checkpoint {
+        path: String,
+        global_step: usize,
+    },
+    StageEnd {
+        stage: usize,
+        name: String,
+        mean_loss: f32,
+        seconds: f64,
+    },
+    Eval {
+        split: String,
+        accuracy: f64,
+        questions: usize,
+    },
+    RunEnd {
+        seconds: f64,
+    },
 }
 
 /// Receives events as they happen (progress bars, GUI channels).
@@ -58,7 +87,11 @@ impl<'a> EventLog<'a> {
             .append(true)
             .open(path)
             .map_err(|e| Error::io(path, e))?;
-        Ok(EventLog { path: path.into(), file, observer })
+        Ok(EventLog {
+            path: path.into(),
+            file,
+            observer,
+        })
     }
 
     pub fn emit(&mut self, event: Event) -> Result<()> {

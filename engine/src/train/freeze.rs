@@ -9,12 +9,21 @@ use crate::config::{FreezeSpec, StageFreeze};
 use crate::model::Mllm;
 
 fn set<M: Module>(m: M, on: bool) -> M {
-    if on { m.set_require_grad(true) } else { m.no_grad() }
+    if on {
+        m.set_require_grad(true)
+    } else {
+        m.no_grad()
+    }
 }
 
 /// Applies a stage's freeze policy to every parameter of the model.
 pub fn apply(model: Mllm, policy: &StageFreeze) -> Mllm {
-    let Mllm { vision, projector, llm, config } = model;
+    let Mllm {
+        vision,
+        projector,
+        llm,
+        config,
+    } = model;
     let v = policy.vision;
     let mut vision = vision;
     vision.patch_embedding = set(vision.patch_embedding, v.trains_non_layer());
@@ -31,7 +40,12 @@ pub fn apply(model: Mllm, policy: &StageFreeze) -> Mllm {
     llm.norm = set(llm.norm, l.trains_non_layer());
     llm.lm_head = llm.lm_head.map(|p| set_param(p, l.trains_non_layer()));
     llm.layers = layers(llm.layers, l);
-    Mllm { vision, projector, llm, config }
+    Mllm {
+        vision,
+        projector,
+        llm,
+        config,
+    }
 }
 
 fn layers<M: Module>(layers: Vec<M>, spec: FreezeSpec) -> Vec<M> {

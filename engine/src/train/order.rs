@@ -13,13 +13,20 @@ pub struct Order {
 
 impl Order {
     pub fn new(seed: u64, stage: usize, n: usize) -> Self {
-        Order { seed, stage, n, cached: None }
+        Order {
+            seed,
+            stage,
+            n,
+            cached: None,
+        }
     }
 
     fn epoch(&mut self, e: usize) -> &[usize] {
         if self.cached.as_ref().map(|c| c.0) != Some(e) {
             let mut perm: Vec<usize> = (0..self.n).collect();
-            Rng::new(self.seed).fork(1000 + self.stage as u64 * 7919 + e as u64).shuffle(&mut perm);
+            Rng::new(self.seed)
+                .fork(1000 + self.stage as u64 * 7919 + e as u64)
+                .shuffle(&mut perm);
             self.cached = Some((e, perm));
         }
         &self.cached.as_ref().expect("just set").1
@@ -49,6 +56,9 @@ mod tests {
         assert_eq!(sorted, (0..10).collect::<Vec<_>>());
         let mut b = Order::new(3, 0, 10);
         assert_eq!(b.batch(7, 3), a.batch(7, 3));
-        assert_ne!(Order::new(3, 1, 10).batch(0, 10), Order::new(3, 0, 10).batch(0, 10));
+        assert_ne!(
+            Order::new(3, 1, 10).batch(0, 10),
+            Order::new(3, 0, 10).batch(0, 10)
+        );
     }
 }

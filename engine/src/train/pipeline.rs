@@ -83,7 +83,10 @@ impl From<DataKind> for DataKindKey {
 pub fn resolve_checkpoint(spec: &str, runs_dir: &Path) -> Result<PathBuf> {
     let as_path = PathBuf::from(spec);
     let candidates = [
-        runs_dir.join(spec).join("checkpoints").join(checkpoint::FINAL),
+        runs_dir
+            .join(spec)
+            .join("checkpoints")
+            .join(checkpoint::FINAL),
         as_path.clone(),
     ];
     candidates
@@ -105,7 +108,7 @@ fn load_inputs(recipe: &Recipe, opts: &RunOptions) -> Result<Inputs> {
     let mut data = BTreeMap::new();
     for s in &recipe.stages {
         let key = DataKindKey::from(s.data);
-        if !data.contains_key(&key) {
+        if let std::collections::btree_map::Entry::Vacant(e) = data.entry(key) {
             let ds = Dataset::load(
                 &recipe.data,
                 s.data.train_file(),
@@ -122,7 +125,7 @@ fn load_inputs(recipe: &Recipe, opts: &RunOptions) -> Result<Inputs> {
                     message: "no records: a stage needs data".into(),
                 });
             }
-            data.insert(key, ds);
+            e.insert(ds);
         }
     }
     let vision_ckpt = match &recipe.init.vision_from {
@@ -133,17 +136,29 @@ fn load_inputs(recipe: &Recipe, opts: &RunOptions) -> Result<Inputs> {
             if cfg.vision != recipe.model.vision {
                 return Err(Error::Checkpoint {
                     path: p,
-                    message: "its vision encoder has another shape than the recipe's [model.vision]".into(),
+                    message:
+                        "its vision encoder has another shape than the recipe's [model.vision]"
+                            .into(),
                 });
             }
             Some(p)
         }
     };
-    Ok(Inputs { tokenizer, data, vision_ckpt })
+    Ok(Inputs {
+        tokenizer,
+        data,
+        vision_ckpt,
+    })
 }
 
 /// Runs (or resumes) a recipe.
-pub fn run_recipe(recipe: &Recipe, device: &Device, info: &DeviceInfo, opts: &RunOptions, observer: &mut dyn Observer) -> Result<RunOutcome> {
+pub fn run_recipe(
+    recipe: &Recipe,
+    device: &Device,
+    info: &DeviceInfo,
+    opts: &RunOptions,
+    observer: &mut dyn Observer,
+) -> Result<RunOutcome> {
     let inputs = load_inputs(recipe, opts)?;
     let run_dir = opts.runs_dir.join(&recipe.name);
     let ck_dir = run_dir.join("checkpoints");
@@ -186,9 +201,19 @@ pub fn run_recipe(recipe: &Recipe, device: &Device, info: &DeviceInfo, opts: &Ru
 
     let ad = device.clone().autodiff();
     let mut model = Mllm::new(&recipe.model, recipe.seed, &ad);
-    let mut state = TrainState { stage: 0, step: 0, global_step: 0, stage_done: false };
+    let mut state = TrainState {
+        stage: 0,
+        step: 0,
+        global_step: 0,
+        stage_done: false,
+    };
     let counts = model.param_counts();
-    log.emit(Event::ModelBuilt { params: counts.total(), vision: counts.vision, projector: counts.projector, llm: counts.llm })?;
+    log.emit(Event::ModelBuilt {
+        params: counts.total(),
+        vision: counts.vision,
+        projector: counts.projector,
+        llm: counts.llm,
+    })?;
     if let Some(ck) = &resume_from {
         model = checkpoint::load_model(ck, model)?;
         state = checkpoint::load_state(ck)?;
@@ -196,23 +221,42 @@ pub fn run_recipe(recipe: &Recipe, device: &Device, info: &DeviceInfo, opts: &Ru
         model = checkpoint::load_vision(v, model)?;
     }
 
-    let already_done = resume_from.is_some() && state.stage_done && state.stage + 1 == recipe.stages.len();
-    let first_stage = if state.stage_done { state.stage + 1 } else { state.stage };
+    let already_done =
+        resume_from.is_some() && state.stage_done && state.stage + 1 == recipe.stages.len();
+    let first_stage = if state.stage_done {
+        state.stage + 1
+    } else {
+        state.stage
+    };
     for si in first_stage..recipe.stages.len() {
         let spec = &recipe.stages[si];
-        let start_step = if si == state.stage && !state.stage_done { state.step } else { 0 };
+        let start_step = if si == state.stage && !state.stage_done {
+            state.step
+        } else {
+            0
+        };
         let data = &inputs.data[&DataKindKey::from(spec.data)];
         model = freeze::apply(model, &spec.freeze);
         let trainable = freeze::trainable_count(&model);
-        let steps = ((spec.epochs * data.len() as f64) / spec.batch_size as f64).ceil().max(1.0) as usize;
-        log.emit(Event::StageStart { stage: si, name: spec.name.clone(), steps, trainable, examples: data.len() })?;
+        let steps = ((spec.epochs * data.len() as f64) / spec.batch_size as f64)
+            .ceil()
+            .max(1.0) as usize;
+        log.emit(Event::StageStart {
+            stage: si,
+            name: spec.name.clone(),
+            steps,
+            trainable,
+            examples: data.len(),
+        })?;
 
         let mut optim: ModuleOptimizer = AdamWConfig::new()
             .with_weight_decay(spec.weight_decay as f32)
             .with_epsilon(1e-8)
             .init();
         if start_step > 0 {
-            let ck = resume_from.as_ref().expect("mid-stage state comes from a checkpoint");
+            let ck = resume_from
+                .as_ref()
+                .expect("mid-stage state comes from a checkpoint");
             optim = checkpoint::load_optim(ck, optim)?;
         }
 
@@ -225,7 +269,12 @@ pub fn run_recipe(recipe: &Recipe, device: &Device, info: &DeviceInfo, opts: &Ru
             let t0 = Instant::now();
             let idx = order.batch(step, spec.batch_size);
             let examples: Vec<_> = idx.iter().map(|&i| &data.encoded[i]).collect();
-            let hb = host_batch(&examples, recipe.model.vision.num_visual_tokens(), inputs.tokenizer.special.pad, Padding::Right);
+            let hb = host_batch(
+                &examples,
+                recipe.model.vision.num_visual_tokens(),
+                inputs.tokenizer.special.pad,
+                Padding::Right,
+            );
             let batch = hb.to_device(visual.for_batch(data, &idx, &ad), &ad);
             let loss = model.loss(&batch);
             let loss_value: f32 = loss.clone().into_scalar::<f32>();
@@ -239,7 +288,12 @@ pub fn run_recipe(recipe: &Recipe, device: &Device, info: &DeviceInfo, opts: &Ru
             let grad_norm = clip::clip_global_norm(&model, &mut grads, spec.grad_clip);
             let lr = schedule::lr_at(step, steps, spec.lr, spec.warmup, spec.min_lr_ratio);
             model = optim.step(lr, model, grads);
-            state = TrainState { stage: si, step: step + 1, global_step: state.global_step + 1, stage_done: false };
+            state = TrainState {
+                stage: si,
+                step: step + 1,
+                global_step: state.global_step + 1,
+                stage_done: false,
+            };
             loss_sum += loss_value as f64;
             loss_n += 1;
             let secs = t0.elapsed().as_secs_f64();
@@ -258,16 +312,40 @@ pub fn run_recipe(recipe: &Recipe, device: &Device, info: &DeviceInfo, opts: &Ru
             let stop_now = opts.stop_after_steps == Some(state.global_step);
             let periodic = spec.checkpoint_every > 0 && (step + 1) % spec.checkpoint_every == 0;
             if (periodic || stop_now) && step + 1 < steps {
-                let p = checkpoint::save(&ck_dir, &format!("step-{:06}", state.global_step), &model, Some(&optim), &state)?;
-                log.emit(Event::Checkpoint { path: p.display().to_string(), global_step: state.global_step })?;
+                let p = checkpoint::save(
+                    &ck_dir,
+                    &format!("step-{:06}", state.global_step),
+                    &model,
+                    Some(&optim),
+                    &state,
+                )?;
+                log.emit(Event::Checkpoint {
+                    path: p.display().to_string(),
+                    global_step: state.global_step,
+                })?;
             }
             if stop_now && step + 1 < steps {
-                return Ok(RunOutcome { run_dir, finished: false, final_checkpoint: None, eval: None, model: Some(model) });
+                return Ok(RunOutcome {
+                    run_dir,
+                    finished: false,
+                    final_checkpoint: None,
+                    eval: None,
+                    model: Some(model),
+                });
             }
         }
         state.stage_done = true;
-        let p = checkpoint::save(&ck_dir, &format!("stage-{si}-{}", sanitize(&spec.name)), &model, None, &state)?;
-        log.emit(Event::Checkpoint { path: p.display().to_string(), global_step: state.global_step })?;
+        let p = checkpoint::save(
+            &ck_dir,
+            &format!("stage-{si}-{}", sanitize(&spec.name)),
+            &model,
+            None,
+            &state,
+        )?;
+        log.emit(Event::Checkpoint {
+            path: p.display().to_string(),
+            global_step: state.global_step,
+        })?;
         log.emit(Event::StageEnd {
             stage: si,
             name: spec.name.clone(),
@@ -275,24 +353,49 @@ pub fn run_recipe(recipe: &Recipe, device: &Device, info: &DeviceInfo, opts: &Ru
             seconds: stage_start.elapsed().as_secs_f64(),
         })?;
         if opts.stop_after_steps == Some(state.global_step) && si + 1 < recipe.stages.len() {
-            return Ok(RunOutcome { run_dir, finished: false, final_checkpoint: None, eval: None, model: Some(model) });
+            return Ok(RunOutcome {
+                run_dir,
+                finished: false,
+                final_checkpoint: None,
+                eval: None,
+                model: Some(model),
+            });
         }
     }
     let _ = already_done;
     let final_ck = checkpoint::save(&ck_dir, checkpoint::FINAL, &model, None, &state)?;
 
     let eval = if opts.eval && recipe.data.join("test.json").exists() {
-        let test = Dataset::load(&recipe.data, "test.json", &inputs.tokenizer, &recipe.model.vision, recipe.model.llm.max_positions, recipe.require_image)?;
+        let test = Dataset::load(
+            &recipe.data,
+            "test.json",
+            &inputs.tokenizer,
+            &recipe.model.vision,
+            recipe.model.llm.max_positions,
+            recipe.require_image,
+        )?;
         let inference = model.valid();
         let result = eval::evaluate(&inference, &inputs.tokenizer, &test, 64, opts.eval_limit);
-        log.emit(Event::Eval { split: "test".into(), accuracy: result.accuracy, questions: result.questions })?;
+        log.emit(Event::Eval {
+            split: "test".into(),
+            accuracy: result.accuracy,
+            questions: result.questions,
+        })?;
         eval::report::write_run_report(&run_dir, recipe, info, &model.param_counts(), &result)?;
         Some(result)
     } else {
         None
     };
-    log.emit(Event::RunEnd { seconds: started.elapsed().as_secs_f64() })?;
-    Ok(RunOutcome { run_dir, finished: true, final_checkpoint: Some(final_ck), eval, model: Some(model) })
+    log.emit(Event::RunEnd {
+        seconds: started.elapsed().as_secs_f64(),
+    })?;
+    Ok(RunOutcome {
+        run_dir,
+        finished: true,
+        final_checkpoint: Some(final_ck),
+        eval,
+        model: Some(model),
+    })
 }
 
 fn tokens(hb: &HostBatch) -> usize {
@@ -300,7 +403,15 @@ fn tokens(hb: &HostBatch) -> usize {
 }
 
 fn sanitize(s: &str) -> String {
-    s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// Where a stage's visual input comes from. With a frozen encoder its features never change, so
@@ -333,7 +444,10 @@ impl VisualSource {
     }
 
     fn for_batch(&self, data: &Dataset, idx: &[usize], device: &Device) -> Visual {
-        let rows: Vec<i64> = idx.iter().map(|&i| data.image_of[i].unwrap_or(0) as i64).collect();
+        let rows: Vec<i64> = idx
+            .iter()
+            .map(|&i| data.image_of[i].unwrap_or(0) as i64)
+            .collect();
         let sel = Tensor::<1, Int>::from_data(TensorData::new(rows, [idx.len()]), device);
         match self {
             VisualSource::Features(f) => Visual::Features(f.clone().select(0, sel)),
