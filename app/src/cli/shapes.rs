@@ -31,6 +31,12 @@ pub struct WorldArgs {
     /// Image side in pixels.
     #[arg(long, default_value_t = WorldConfig::default().image_size)]
     pub image_size: u32,
+    /// Fewest objects per image (1-4).
+    #[arg(long, default_value_t = WorldConfig::default().min_objects)]
+    pub min_objects: usize,
+    /// Most objects per image (1-4).
+    #[arg(long, default_value_t = WorldConfig::default().max_objects)]
+    pub max_objects: usize,
     /// Question turns per training conversation.
     #[arg(long, default_value_t = WorldConfig::default().turns)]
     pub turns: usize,
@@ -45,7 +51,8 @@ impl WorldArgs {
             val_images: self.val,
             test_images: self.test,
             turns: self.turns,
-            ..WorldConfig::default()
+            min_objects: self.min_objects,
+            max_objects: self.max_objects,
         }
     }
 }

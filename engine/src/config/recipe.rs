@@ -70,6 +70,27 @@ impl DataKind {
     }
 }
 
+/// What a stage optimises.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Objective {
+    /// Next-token cross-entropy on assistant tokens.
+    #[default]
+    LanguageModel,
+    /// CLIP-style symmetric InfoNCE between images and their captions (the last assistant
+    /// turn): image embedding = mean of the projected visual tokens, text embedding = the
+    /// decoder's final hidden state at the caption's last token. Gives the vision encoder a
+    /// direct training signal, with no cross-attention to discover first.
+    Contrastive {
+        #[serde(default = "default_temperature")]
+        temperature: f64,
+    },
+}
+
+fn default_temperature() -> f64 {
+    0.07
+}
+
 /// Per-module tuning policy (TinyLLaVA): frozen, fully trained, or trained from layer k on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
@@ -121,6 +142,8 @@ pub struct StageFreeze {
 pub struct StageSpec {
     pub name: String,
     pub data: DataKind,
+    #[serde(default)]
+    pub objective: Objective,
     /// Passes over the stage's data (fractions allowed).
     #[serde(default = "one")]
     pub epochs: f64,

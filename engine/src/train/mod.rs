@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod clip;
 pub mod events;
 pub mod freeze;
+pub mod contrastive;
 mod order;
 mod pipeline;
 pub mod schedule;

@@ -17,7 +17,7 @@ use super::events::{Event, EventLog, Observer};
 use super::order::Order;
 use super::{clip, freeze, schedule};
 use crate::backend::DeviceInfo;
-use crate::config::{DataKind, Recipe};
+use crate::config::{DataKind, Objective, Recipe};
 use crate::data::{Dataset, HostBatch, Padding, TextTokenizer, host_batch};
 use crate::eval::{self, EvalResult};
 use crate::model::{Mllm, Visual};
@@ -261,6 +261,10 @@ pub fn run_recipe(
         }
 
         let visual = VisualSource::new(&model, data, !spec.freeze.vision.trains(), &ad);
+        let captions = match spec.objective {
+            Objective::Contrastive { .. } => super::contrastive::caption_ids(data, &inputs.tokenizer)?,
+            Objective::LanguageModel => Vec::new(),
+        };
         let mut order = Order::new(recipe.seed, si, data.len());
         let stage_start = Instant::now();
         let mut loss_sum = 0.0f64;
@@ -275,8 +279,14 @@ pub fn run_recipe(
                 inputs.tokenizer.special.pad,
                 Padding::Right,
             );
-            let batch = hb.to_device(visual.for_batch(data, &idx, &ad), &ad);
-            let loss = model.loss(&batch);
+            let vis = visual.for_batch(data, &idx, &ad);
+            let loss = match spec.objective {
+                Objective::LanguageModel => model.loss(&hb.to_device(vis, &ad)),
+                Objective::Contrastive { temperature } => {
+                    let caps: Vec<&Vec<u32>> = idx.iter().map(|&i| &captions[i]).collect();
+                    super::contrastive::contrastive_loss(&model, vis, &caps, inputs.tokenizer.special.pad, temperature, &ad)
+                }
+            };
             let loss_value: f32 = loss.clone().into_scalar::<f32>();
             if !loss_value.is_finite() {
                 return Err(Error::Invalid(format!(
