@@ -10,10 +10,21 @@ fn main() {
     let r = load_recipe("/tmp/vis-one.toml").unwrap();
     let mut model = Mllm::new(&r.model, 1, &device);
     let tok = TextTokenizer::load(Path::new("data/one/tokenizer.json")).unwrap();
-    let ds = Dataset::load(Path::new("data/one"), "captions.json", &tok, &r.model.vision, 512, true).unwrap();
+    let ds = Dataset::load(
+        Path::new("data/one"),
+        "captions.json",
+        &tok,
+        &r.model.vision,
+        512,
+        true,
+    )
+    .unwrap();
     let k = 8;
     let il = ds.image_len;
-    let img = Tensor::<4>::from_data(TensorData::new(ds.images[..k * il].to_vec(), [k, 3, 32, 32]), &device);
+    let img = Tensor::<4>::from_data(
+        TensorData::new(ds.images[..k * il].to_vec(), [k, 3, 32, 32]),
+        &device,
+    );
     let e: Vec<_> = ds.encoded[..k].iter().collect();
     let hb = host_batch(&e, 16, 0, Padding::Right);
     let mut optim = AdamWConfig::new().init();
@@ -23,6 +34,8 @@ fn main() {
         let lv: f32 = loss.clone().into_scalar();
         let g = GradientsParams::from_grads(loss.backward(), &model);
         model = optim.step(3e-3, model, g);
-        if step % 50 == 0 { println!("step {step} loss {lv}"); }
+        if step % 50 == 0 {
+            println!("step {step} loss {lv}");
+        }
     }
 }

@@ -6,6 +6,6 @@ mod recipe;
 
 pub use model::{LlmConfig, MllmConfig, ProjectorConfig, VisionConfig};
 pub use recipe::{
-    DataKind, FreezePolicy, Objective, FreezeSpec, InitSpec, Recipe, StageFreeze, StageSpec, load_recipe,
-    parse_recipe,
+    DataKind, FreezePolicy, FreezeSpec, InitSpec, Objective, Recipe, StageFreeze, StageSpec,
+    load_recipe, parse_recipe,
 };

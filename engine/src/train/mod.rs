@@ -3,9 +3,9 @@
 
 pub mod checkpoint;
 pub mod clip;
+pub mod contrastive;
 pub mod events;
 pub mod freeze;
-pub mod contrastive;
 mod order;
 mod pipeline;
 pub mod schedule;

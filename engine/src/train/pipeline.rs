@@ -262,7 +262,9 @@ pub fn run_recipe(
 
         let visual = VisualSource::new(&model, data, !spec.freeze.vision.trains(), &ad);
         let captions = match spec.objective {
-            Objective::Contrastive { .. } => super::contrastive::caption_ids(data, &inputs.tokenizer)?,
+            Objective::Contrastive { .. } => {
+                super::contrastive::caption_ids(data, &inputs.tokenizer)?
+            }
             Objective::LanguageModel => Vec::new(),
         };
         let mut order = Order::new(recipe.seed, si, data.len());
@@ -284,7 +286,14 @@ pub fn run_recipe(
                 Objective::LanguageModel => model.loss(&hb.to_device(vis, &ad)),
                 Objective::Contrastive { temperature } => {
                     let caps: Vec<&Vec<u32>> = idx.iter().map(|&i| &captions[i]).collect();
-                    super::contrastive::contrastive_loss(&model, vis, &caps, inputs.tokenizer.special.pad, temperature, &ad)
+                    super::contrastive::contrastive_loss(
+                        &model,
+                        vis,
+                        &caps,
+                        inputs.tokenizer.special.pad,
+                        temperature,
+                        &ad,
+                    )
                 }
             };
             let loss_value: f32 = loss.clone().into_scalar::<f32>();
