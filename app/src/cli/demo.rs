@@ -45,20 +45,11 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     }
     let (device, info) = args.device.device()?;
     let mut results: Vec<(String, EvalResult)> = Vec::new();
-    for (i, source) in [recipes::VISION, recipes::TEACHER, recipes::STUDENT]
-        .into_iter()
-        .enumerate()
-    {
+    // run_recipe resumes an interrupted run, only re-evaluates a finished one, and refuses a
+    // run folder made by a different recipe (then --fresh starts over)
+    for (i, source) in [recipes::VISION, recipes::TEACHER, recipes::STUDENT].into_iter().enumerate() {
         let mut recipe = recipes::load(source)?;
         recipe.data = args.data.clone();
-        let done = args.runs_dir.join(&recipe.name).join("report.json");
-        let reuse = !args.fresh
-            && i == 0
-            && args
-                .runs_dir
-                .join(&recipe.name)
-                .join("checkpoints/final/model.bpk")
-                .exists();
         let opts = RunOptions {
             runs_dir: args.runs_dir.clone(),
             resume: true,
@@ -66,22 +57,6 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             eval: i > 0,
             ..RunOptions::default()
         };
-        if reuse || (!args.fresh && done.exists() && i > 0) {
-            eprintln!(
-                "[{}] already finished, reusing {}",
-                recipe.name,
-                args.runs_dir.join(&recipe.name).display()
-            );
-            if i > 0 {
-                let text = std::fs::read_to_string(&done)?;
-                let v: serde_json::Value = serde_json::from_str(&text)?;
-                results.push((
-                    recipe.name.clone(),
-                    serde_json::from_value(v["eval"].clone())?,
-                ));
-            }
-            continue;
-        }
         let out = run_recipe(&recipe, &device, &info, &opts, &mut Bars::default())?;
         if let Some(e) = out.eval {
             results.push((recipe.name.clone(), e));

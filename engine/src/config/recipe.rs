@@ -78,7 +78,8 @@ pub enum Objective {
     #[default]
     LanguageModel,
     /// CLIP-style symmetric InfoNCE between images and their captions (the last assistant
-    /// turn): image embedding = mean of the projected visual tokens, text embedding = the
+    /// turn): image embedding = the projected CLS token (the mean of the projected patch tokens
+    /// when the encoder drops CLS), text embedding = the
     /// decoder's final hidden state at the caption's last token. Gives the vision encoder a
     /// direct training signal, with no cross-attention to discover first.
     Contrastive {

@@ -63,7 +63,9 @@ pub fn contrastive_loss(
     let d = h.dims()[2];
     let last = Tensor::<1, Int>::from_data(TensorData::new(last, [b]), device);
     let text = h.reshape([b * t, d]).select(0, last);
-    let image = model.visual_tokens(visual).mean_dim(1).reshape([b, d]);
+    let tokens = model.visual_tokens(visual);
+    // CLIP's image embedding is the CLS token; without CLS, the mean of the patch tokens
+    let image = if model.config.vision.drop_cls { tokens.mean_dim(1) } else { tokens.narrow(1, 0, 1) }.reshape([b, d]);
     info_nce(image, text, temperature)
 }
 
