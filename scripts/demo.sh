@@ -5,5 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# the Vulkan loader complains on every start when this is unset (headless machines)
+export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
 cargo build -p condenser
 exec ./target/debug/condenser demo --backend cpu "$@"

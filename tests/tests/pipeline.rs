@@ -158,6 +158,7 @@ fn wgpu_and_cpu_agree_on_the_first_losses() {
     let gpu = run(BackendChoice::Wgpu, "wgpu");
     assert_eq!(cpu.len(), gpu.len());
     assert!(cpu.len() >= 3);
+    eprintln!("losses cpu {cpu:?}\nlosses wgpu {gpu:?}");
     for (i, (c, g)) in cpu.iter().zip(&gpu).enumerate() {
         let rel = (c - g).abs() / c.abs().max(1e-6);
         assert!(

@@ -16,13 +16,20 @@ fn shipped_recipes_parse_and_round_trip() {
             n += 1;
         }
     }
-    assert!(n >= 5, "expected the vision, teacher, teacher-share, student and smoke recipes");
+    assert!(
+        n >= 5,
+        "expected the vision, teacher, teacher-share, student and smoke recipes"
+    );
 }
 
 #[test]
 fn teacher_and_student_share_the_vision_encoder_and_tokenizer_space() {
     let load = |n: &str| load_recipe(repo().join("assets/recipes").join(n)).unwrap();
-    let (v, t, s) = (load("shapes-vision.toml"), load("shapes-teacher.toml"), load("shapes-student.toml"));
+    let (v, t, s) = (
+        load("shapes-vision.toml"),
+        load("shapes-teacher.toml"),
+        load("shapes-student.toml"),
+    );
     assert_eq!(t.model.vision, v.model.vision);
     assert_eq!(s.model.vision, v.model.vision);
     assert_eq!(t.init.vision_from.as_deref(), Some("shapes-vision"));

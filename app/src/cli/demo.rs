@@ -47,7 +47,10 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     let mut results: Vec<(String, EvalResult)> = Vec::new();
     // run_recipe resumes an interrupted run, only re-evaluates a finished one, and refuses a
     // run folder made by a different recipe (then --fresh starts over)
-    for (i, source) in [recipes::VISION, recipes::TEACHER, recipes::STUDENT].into_iter().enumerate() {
+    for (i, source) in [recipes::VISION, recipes::TEACHER, recipes::STUDENT]
+        .into_iter()
+        .enumerate()
+    {
         let mut recipe = recipes::load(source)?;
         recipe.data = args.data.clone();
         let opts = RunOptions {

@@ -65,7 +65,12 @@ pub fn contrastive_loss(
     let text = h.reshape([b * t, d]).select(0, last);
     let tokens = model.visual_tokens(visual);
     // CLIP's image embedding is the CLS token; without CLS, the mean of the patch tokens
-    let image = if model.config.vision.drop_cls { tokens.mean_dim(1) } else { tokens.narrow(1, 0, 1) }.reshape([b, d]);
+    let image = if model.config.vision.drop_cls {
+        tokens.mean_dim(1)
+    } else {
+        tokens.narrow(1, 0, 1)
+    }
+    .reshape([b, d]);
     info_nce(image, text, temperature)
 }
 
