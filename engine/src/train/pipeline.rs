@@ -64,6 +64,19 @@ pub struct RunOutcome {
     pub model: Option<Mllm>,
 }
 
+impl RunOutcome {
+    /// A run stopped early by `stop_after_steps`, its newest checkpoint written.
+    fn stopped(run_dir: PathBuf, model: Mllm) -> Self {
+        RunOutcome {
+            run_dir,
+            finished: false,
+            final_checkpoint: None,
+            eval: None,
+            model: Some(model),
+        }
+    }
+}
+
 /// Everything a run needs, loaded and checked up front.
 struct Inputs {
     tokenizer: TextTokenizer,
@@ -221,8 +234,6 @@ pub fn run_recipe(
         model = checkpoint::load_vision(v, model)?;
     }
 
-    let already_done =
-        resume_from.is_some() && state.stage_done && state.stage + 1 == recipe.stages.len();
     let first_stage = if state.stage_done {
         state.stage + 1
     } else {
@@ -344,13 +355,7 @@ pub fn run_recipe(
                 })?;
             }
             if stop_now && step + 1 < steps {
-                return Ok(RunOutcome {
-                    run_dir,
-                    finished: false,
-                    final_checkpoint: None,
-                    eval: None,
-                    model: Some(model),
-                });
+                return Ok(RunOutcome::stopped(run_dir, model));
             }
         }
         state.stage_done = true;
@@ -372,16 +377,9 @@ pub fn run_recipe(
             seconds: stage_start.elapsed().as_secs_f64(),
         })?;
         if opts.stop_after_steps == Some(state.global_step) && si + 1 < recipe.stages.len() {
-            return Ok(RunOutcome {
-                run_dir,
-                finished: false,
-                final_checkpoint: None,
-                eval: None,
-                model: Some(model),
-            });
+            return Ok(RunOutcome::stopped(run_dir, model));
         }
     }
-    let _ = already_done;
     let final_ck = checkpoint::save(&ck_dir, checkpoint::FINAL, &model, None, &state)?;
 
     let eval = if opts.eval && recipe.data.join("test.json").exists() {
