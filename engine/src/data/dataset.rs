@@ -1,0 +1,107 @@
+//! A loaded split: records tokenised once (never re-tokenised in the training loop) and images
+//! decoded once into one host array, shared by the records that point at the same file.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use super::image::load_image;
+use super::llava::{Conversation, load_conversations};
+use super::template::{Encoded, encode_conversation};
+use super::tokenizer::TextTokenizer;
+use crate::config::VisionConfig;
+use crate::{Error, Result};
+
+/// Tokenised records plus their decoded images.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    pub path: PathBuf,
+    pub records: Vec<Conversation>,
+    pub encoded: Vec<Encoded>,
+    /// Index into the image table per record (`None` for text-only records).
+    pub image_of: Vec<Option<usize>>,
+    /// Decoded images, `image_len` floats each.
+    pub images: Vec<f32>,
+    pub image_len: usize,
+    pub image_paths: Vec<PathBuf>,
+}
+
+impl Dataset {
+    /// Loads `root/file`, resolving image paths against `root` (LLaVA's image folder).
+    pub fn load(
+        root: &Path,
+        file: &str,
+        tok: &TextTokenizer,
+        vision: &VisionConfig,
+        max_len: usize,
+        require_image: bool,
+    ) -> Result<Self> {
+        let path = root.join(file);
+        let records = load_conversations(&path, require_image)?;
+        Self::from_records(path, records, root, tok, vision, max_len)
+    }
+
+    /// Tokenises records and loads their images.
+    pub fn from_records(
+        path: PathBuf,
+        records: Vec<Conversation>,
+        root: &Path,
+        tok: &TextTokenizer,
+        vision: &VisionConfig,
+        max_len: usize,
+    ) -> Result<Self> {
+        let nv = vision.num_visual_tokens();
+        let image_len = 3 * vision.image_size * vision.image_size;
+        let mut index: HashMap<String, usize> = HashMap::new();
+        let mut images = Vec::new();
+        let mut image_paths = Vec::new();
+        let mut encoded = Vec::with_capacity(records.len());
+        let mut image_of = Vec::with_capacity(records.len());
+        for (i, r) in records.iter().enumerate() {
+            let e = encode_conversation(tok, &r.conversations, nv)?;
+            if e.ids.len() > max_len {
+                return Err(Error::Record {
+                    path: path.clone(),
+                    index: i,
+                    id: r.id.clone(),
+                    message: format!(
+                        "{} tokens after image expansion, longer than the model's {max_len} positions",
+                        e.ids.len()
+                    ),
+                });
+            }
+            encoded.push(e);
+            image_of.push(match &r.image {
+                None => None,
+                Some(name) => Some(match index.get(name) {
+                    Some(k) => *k,
+                    None => {
+                        let file = root.join(name);
+                        images.extend(load_image(&file, vision)?);
+                        image_paths.push(file);
+                        index.insert(name.clone(), image_paths.len() - 1);
+                        image_paths.len() - 1
+                    }
+                }),
+            });
+        }
+        Ok(Dataset {
+            path,
+            records,
+            encoded,
+            image_of,
+            images,
+            image_len,
+            image_paths,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+    pub fn num_images(&self) -> usize {
+        self.image_paths.len()
+    }
+}

@@ -1,0 +1,169 @@
+//! LLaVA conversation JSON (`id`, `image`, `conversations: [{from, value}]`) and preference JSON
+//! (`image`, `prompt`, `chosen`, `rejected`). Loading reports the file, line and column of any
+//! malformed record.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::qtype::QuestionType;
+use crate::{Error, Result};
+
+/// Who speaks a turn. LLaVA data uses `human`/`gpt`; `user`/`assistant` are accepted too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Speaker {
+    #[serde(rename = "human", alias = "user")]
+    Human,
+    #[serde(rename = "gpt", alias = "assistant")]
+    Gpt,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Turn {
+    pub from: Speaker,
+    pub value: String,
+}
+
+impl Turn {
+    pub fn human(value: impl Into<String>) -> Self {
+        Turn {
+            from: Speaker::Human,
+            value: value.into(),
+        }
+    }
+    pub fn gpt(value: impl Into<String>) -> Self {
+        Turn {
+            from: Speaker::Gpt,
+            value: value.into(),
+        }
+    }
+}
+
+/// One LLaVA record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Conversation {
+    pub id: String,
+    /// Image path relative to the data folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    pub conversations: Vec<Turn>,
+    /// Optional per-assistant-turn question types (Condenser's extension; ignored by others).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub question_types: Option<Vec<QuestionType>>,
+}
+
+impl Conversation {
+    /// A one-question record.
+    pub fn single(
+        id: String,
+        image: &str,
+        question: String,
+        answer: String,
+        t: Option<QuestionType>,
+    ) -> Self {
+        Conversation {
+            id,
+            image: Some(image.into()),
+            conversations: vec![Turn::human(question), Turn::gpt(answer)],
+            question_types: t.map(|t| vec![t]),
+        }
+    }
+}
+
+/// One preference pair.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PreferencePair {
+    #[serde(default)]
+    pub id: String,
+    pub image: String,
+    pub prompt: String,
+    pub chosen: String,
+    pub rejected: String,
+}
+
+/// Reads a LLaVA JSON file and checks each record's structure: turns alternate starting with
+/// `human`, at most one `<image>` placeholder (in a human turn), question types aligned with
+/// the assistant turns, and `<image>` present when `require_image` is set.
+pub fn load_conversations(path: &Path, require_image: bool) -> Result<Vec<Conversation>> {
+    let text = crate::error::read_to_string(path)?;
+    let convs: Vec<Conversation> = serde_json::from_str(&text).map_err(|e| Error::json(path, e))?;
+    for (i, c) in convs.iter().enumerate() {
+        check(path, i, c, require_image)?;
+    }
+    Ok(convs)
+}
+
+fn check(path: &Path, index: usize, c: &Conversation, require_image: bool) -> Result<()> {
+    let bad = |message: String| Error::Record {
+        path: path.to_path_buf(),
+        index,
+        id: c.id.clone(),
+        message,
+    };
+    if c.conversations.len() < 2 {
+        return Err(bad(
+            "expected at least one human turn and one gpt turn".into()
+        ));
+    }
+    for (k, t) in c.conversations.iter().enumerate() {
+        let want = if k % 2 == 0 {
+            Speaker::Human
+        } else {
+            Speaker::Gpt
+        };
+        if t.from != want {
+            return Err(bad(format!(
+                "turn {k} is from {:?}, expected {:?} (turns must alternate, human first)",
+                t.from, want
+            )));
+        }
+    }
+    let placeholders: usize = c
+        .conversations
+        .iter()
+        .map(|t| t.value.matches("<image>").count())
+        .sum();
+    let in_gpt = c
+        .conversations
+        .iter()
+        .any(|t| t.from == Speaker::Gpt && t.value.contains("<image>"));
+    if placeholders > 1 || in_gpt {
+        return Err(bad(
+            "expected exactly one <image> placeholder, in a human turn".into(),
+        ));
+    }
+    match (&c.image, placeholders) {
+        (Some(_), 0) if require_image => {
+            return Err(bad(
+                "has an image but no <image> placeholder in its conversation".into(),
+            ));
+        }
+        (None, 1) => {
+            return Err(bad(
+                "has an <image> placeholder but no \"image\" field".into()
+            ));
+        }
+        (None, 0) if require_image => {
+            return Err(bad(
+                "has no image, but this recipe needs an <image> in every conversation".into(),
+            ));
+        }
+        _ => {}
+    }
+    if let Some(types) = &c.question_types {
+        let answers = c.conversations.len() / 2;
+        if types.len() != answers {
+            return Err(bad(format!(
+                "question_types has {} entries for {answers} gpt turns",
+                types.len()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Reads a preference JSON file.
+pub fn load_preferences(path: &Path) -> Result<Vec<PreferencePair>> {
+    let text = crate::error::read_to_string(path)?;
+    serde_json::from_str(&text).map_err(|e| Error::json(path, e))
+}

@@ -1,0 +1,18 @@
+//! Data: LLaVA conversation JSON and images, HF tokenizers, the chat template, padded batches,
+//! and the built-in Shapes world generator.
+
+pub mod batch;
+pub mod dataset;
+pub mod image;
+pub mod llava;
+pub mod qtype;
+pub mod shapes;
+pub mod template;
+pub mod tokenizer;
+
+pub use batch::{HostBatch, Padding, host_batch};
+pub use dataset::Dataset;
+pub use llava::{Conversation, PreferencePair, Speaker, Turn};
+pub use qtype::{NegativeSampling, QuestionType};
+pub use template::{Encoded, encode_conversation, encode_prompt, normalise_answer};
+pub use tokenizer::TextTokenizer;

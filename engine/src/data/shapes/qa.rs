@@ -1,0 +1,289 @@
+//! Questions about a scene. Training conversations mix every type over several turns; the
+//! val/test splits hold single-turn probes, one of each type per image plus balanced POPE-style
+//! existence questions for each negative-sampling strategy.
+
+use super::scene::{COLS, COUNTS, Colour, Obj, Popularity, ROWS, Scene, Shape};
+use crate::data::llava::{Conversation, PreferencePair, Turn};
+pub use crate::data::qtype::{NegativeSampling, QuestionType};
+use crate::model::Rng;
+
+pub const CAPTION_PROMPT: &str = "describe the image .";
+
+/// A question, its answer and its type.
+struct Qa {
+    q: String,
+    a: String,
+    t: QuestionType,
+}
+
+fn colour_q(scene: &Scene, o: &Obj) -> Qa {
+    let unique = scene.objects.iter().filter(|x| x.shape == o.shape).count() == 1;
+    let q = if unique {
+        format!("what color is the {} ?", o.shape.word())
+    } else {
+        format!("what color is the {} at {} ?", o.shape.word(), o.place())
+    };
+    Qa {
+        q,
+        a: o.colour.word().into(),
+        t: QuestionType::Colour,
+    }
+}
+
+fn shape_q(scene: &Scene, o: &Obj) -> Qa {
+    let unique = scene
+        .objects
+        .iter()
+        .filter(|x| x.colour == o.colour)
+        .count()
+        == 1;
+    let q = if unique {
+        format!("what shape is the {} object ?", o.colour.word())
+    } else {
+        format!(
+            "what shape is the {} object at {} ?",
+            o.colour.word(),
+            o.place()
+        )
+    };
+    Qa {
+        q,
+        a: o.shape.word().into(),
+        t: QuestionType::Shape,
+    }
+}
+
+fn count_q(scene: &Scene, rng: &mut Rng) -> Qa {
+    if rng.uniform() < 0.5 {
+        Qa {
+            q: "how many objects are there ?".into(),
+            a: COUNTS[scene.objects.len()].into(),
+            t: QuestionType::Count,
+        }
+    } else {
+        let c = Colour::ALL[rng.below(Colour::ALL.len())];
+        let n = scene.objects.iter().filter(|o| o.colour == c).count();
+        Qa {
+            q: format!("how many {} objects are there ?", c.word()),
+            a: COUNTS[n].into(),
+            t: QuestionType::Count,
+        }
+    }
+}
+
+fn position_q(o: &Obj) -> Qa {
+    Qa {
+        q: format!("where is the {} ?", o.name()),
+        a: o.place(),
+        t: QuestionType::Position,
+    }
+}
+
+/// "is the A left of the B ?" / "is the A above the B ?", only for unambiguous pairs.
+fn relation_q(scene: &Scene, rng: &mut Rng) -> Option<Qa> {
+    let n = scene.objects.len();
+    if n < 2 {
+        return None;
+    }
+    for _ in 0..8 {
+        let (i, j) = (rng.below(n), rng.below(n));
+        if i == j {
+            continue;
+        }
+        let (a, b) = (&scene.objects[i], &scene.objects[j]);
+        let horizontal = rng.uniform() < 0.5;
+        let (q, yes) = if horizontal && a.col != b.col {
+            (
+                format!("is the {} left of the {} ?", a.name(), b.name()),
+                a.col < b.col,
+            )
+        } else if !horizontal && a.row != b.row {
+            (
+                format!("is the {} above the {} ?", a.name(), b.name()),
+                a.row < b.row,
+            )
+        } else {
+            continue;
+        };
+        return Some(Qa {
+            q,
+            a: yes_no(yes),
+            t: QuestionType::Relation,
+        });
+    }
+    None
+}
+
+fn yes_no(b: bool) -> String {
+    if b { "yes" } else { "no" }.into()
+}
+
+/// An object kind absent from the scene, chosen by a POPE negative-sampling strategy:
+/// random (any absent kind), popular (among the most frequent kinds of the world),
+/// adversarial (a near miss sharing the colour or the shape of a present object).
+fn absent(scene: &Scene, s: NegativeSampling, rng: &mut Rng, pop: &Popularity) -> (Colour, Shape) {
+    let absent: Vec<(Colour, Shape)> = pop
+        .ranked()
+        .into_iter()
+        .filter(|k| !scene.has(*k))
+        .collect();
+    let pool: Vec<(Colour, Shape)> = match s {
+        NegativeSampling::Random => absent.clone(),
+        NegativeSampling::Popular => absent.iter().take(3).cloned().collect(),
+        NegativeSampling::Adversarial => absent
+            .iter()
+            .filter(|(c, sh)| {
+                scene
+                    .objects
+                    .iter()
+                    .any(|o| o.colour == *c || o.shape == *sh)
+            })
+            .cloned()
+            .collect(),
+    };
+    let pool = if pool.is_empty() { absent } else { pool };
+    pool[rng.below(pool.len())]
+}
+
+fn exist_q(kind: (Colour, Shape), present: bool, s: NegativeSampling) -> Qa {
+    Qa {
+        q: format!("is there a {} {} ?", kind.0.word(), kind.1.word()),
+        a: yes_no(present),
+        t: QuestionType::Exist(s),
+    }
+}
+
+fn random_exist(scene: &Scene, rng: &mut Rng, pop: &Popularity) -> Qa {
+    let s = NegativeSampling::ALL[rng.below(3)];
+    if rng.uniform() < 0.5 {
+        let o = &scene.objects[rng.below(scene.objects.len())];
+        exist_q(o.kind(), true, s)
+    } else {
+        exist_q(absent(scene, s, rng, pop), false, s)
+    }
+}
+
+/// A multi-turn training conversation; the first human turn carries `<image>`.
+pub fn conversation(
+    id: &str,
+    image: &str,
+    scene: &Scene,
+    turns: usize,
+    rng: &mut Rng,
+    pop: &Popularity,
+) -> Conversation {
+    let mut conv = Vec::new();
+    let mut types = Vec::new();
+    for t in 0..turns {
+        let o = scene.objects[rng.below(scene.objects.len())];
+        let qa = match rng.below(6) {
+            0 => colour_q(scene, &o),
+            1 => shape_q(scene, &o),
+            2 => count_q(scene, rng),
+            3 => position_q(&o),
+            4 => relation_q(scene, rng).unwrap_or_else(|| position_q(&o)),
+            _ => random_exist(scene, rng, pop),
+        };
+        let q = if t == 0 {
+            format!("<image>\n{}", qa.q)
+        } else {
+            qa.q
+        };
+        conv.push(Turn::human(q));
+        conv.push(Turn::gpt(qa.a));
+        types.push(qa.t);
+    }
+    Conversation {
+        id: id.into(),
+        image: Some(image.into()),
+        conversations: conv,
+        question_types: Some(types),
+    }
+}
+
+/// Single-turn probes for evaluation: one per question type, plus one present and one absent
+/// existence question for each negative-sampling strategy (balanced yes/no, as in POPE).
+pub fn probe_questions(
+    id: &str,
+    image: &str,
+    scene: &Scene,
+    rng: &mut Rng,
+    pop: &Popularity,
+) -> Vec<Conversation> {
+    let mut qs = Vec::new();
+    let o = scene.objects[rng.below(scene.objects.len())];
+    qs.push(colour_q(scene, &o));
+    let o = scene.objects[rng.below(scene.objects.len())];
+    qs.push(shape_q(scene, &o));
+    qs.push(count_q(scene, rng));
+    let o = scene.objects[rng.below(scene.objects.len())];
+    qs.push(position_q(&o));
+    if let Some(r) = relation_q(scene, rng) {
+        qs.push(r);
+    }
+    for s in NegativeSampling::ALL {
+        let o = scene.objects[rng.below(scene.objects.len())];
+        qs.push(exist_q(o.kind(), true, s));
+        qs.push(exist_q(absent(scene, s, rng, pop), false, s));
+    }
+    qs.into_iter()
+        .enumerate()
+        .map(|(k, qa)| {
+            Conversation::single(
+                format!("{id}-q{k:02}"),
+                image,
+                format!("<image>\n{}", qa.q),
+                qa.a,
+                Some(qa.t),
+            )
+        })
+        .collect()
+}
+
+/// A preference pair: chosen is true, rejected hallucinates an absent object.
+pub fn preference(
+    id: &str,
+    image: &str,
+    scene: &Scene,
+    rng: &mut Rng,
+    pop: &Popularity,
+) -> PreferencePair {
+    let fake = absent(scene, NegativeSampling::Adversarial, rng, pop);
+    if rng.uniform() < 0.5 {
+        let mut wrong = scene.clone();
+        let k = rng.below(wrong.objects.len());
+        wrong.objects[k].colour = fake.0;
+        wrong.objects[k].shape = fake.1;
+        PreferencePair {
+            id: format!("{id}-pref"),
+            image: image.into(),
+            prompt: format!("<image>\n{CAPTION_PROMPT}"),
+            chosen: scene.caption(),
+            rejected: wrong.caption(),
+        }
+    } else {
+        PreferencePair {
+            id: format!("{id}-pref"),
+            image: image.into(),
+            prompt: format!("<image>\nis there a {} {} ?", fake.0.word(), fake.1.word()),
+            chosen: "no".into(),
+            rejected: "yes".into(),
+        }
+    }
+}
+
+/// Every word the generator can write (the tokenizer's vocabulary).
+pub fn all_words() -> Vec<&'static str> {
+    let mut w: Vec<&'static str> = vec![
+        "a", "the", "is", "there", "what", "color", "shape", "object", "objects", "how", "many",
+        "are", "where", "of", "above", "at", "describe", "image", "yes", "no", ",", ".", "?",
+    ];
+    w.extend(Colour::ALL.iter().map(|c| c.word()));
+    w.extend(Shape::ALL.iter().map(|s| s.word()));
+    w.extend(ROWS);
+    w.extend(COLS);
+    w.extend(COUNTS);
+    let mut seen = std::collections::HashSet::new();
+    w.retain(|x| seen.insert(*x));
+    w
+}

@@ -1,0 +1,79 @@
+//! The chat template: `<bos> <|user|> {human} <|assistant|> {gpt} <|end|> <|user|> ...`.
+//! `<image>` expands to the model's number of visual tokens. Only assistant tokens (the answer
+//! and its `<|end|>`) are marked for the loss (TinyLLaVA eq. 3).
+
+use super::llava::{Speaker, Turn};
+use super::tokenizer::TextTokenizer;
+use crate::Result;
+
+/// A tokenised conversation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Encoded {
+    pub ids: Vec<u32>,
+    /// `true` at assistant tokens (counted by the loss as prediction targets).
+    pub assistant: Vec<bool>,
+    /// First position of the visual-token span, if the conversation has `<image>`.
+    pub image_start: Option<usize>,
+}
+
+fn push_human(
+    tok: &TextTokenizer,
+    value: &str,
+    num_visual: usize,
+    out: &mut Encoded,
+) -> Result<()> {
+    let s = tok.special;
+    out.ids.push(s.user);
+    let mut parts = value.splitn(2, "<image>");
+    let before = parts.next().unwrap_or("");
+    out.ids.extend(tok.encode(before)?);
+    if let Some(after) = parts.next() {
+        out.image_start = Some(out.ids.len());
+        out.ids.extend(std::iter::repeat_n(s.image, num_visual));
+        out.ids.extend(tok.encode(after)?);
+    }
+    out.ids.push(s.assistant);
+    out.assistant.resize(out.ids.len(), false);
+    Ok(())
+}
+
+/// Encodes a whole conversation for training.
+pub fn encode_conversation(
+    tok: &TextTokenizer,
+    turns: &[Turn],
+    num_visual: usize,
+) -> Result<Encoded> {
+    let mut out = Encoded {
+        ids: vec![tok.special.bos],
+        assistant: vec![false],
+        image_start: None,
+    };
+    for t in turns {
+        match t.from {
+            Speaker::Human => push_human(tok, &t.value, num_visual, &mut out)?,
+            Speaker::Gpt => {
+                out.ids.extend(tok.encode(&t.value)?);
+                out.ids.push(tok.special.end);
+                out.assistant.resize(out.ids.len(), true);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Encodes a prompt for generation: every turn, ending with the open `<|assistant|>` of the
+/// last human turn. `turns` must end with a human turn.
+pub fn encode_prompt(tok: &TextTokenizer, turns: &[Turn], num_visual: usize) -> Result<Encoded> {
+    encode_conversation(tok, turns, num_visual)
+}
+
+/// Canonical form of an answer for exact-match scoring: lower case, single spaces, no final
+/// punctuation.
+pub fn normalise_answer(s: &str) -> String {
+    s.to_lowercase()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .trim_end_matches(['.', '?', '!', ' '])
+        .to_string()
+}

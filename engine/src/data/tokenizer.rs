@@ -1,0 +1,109 @@
+//! HF `tokenizer.json` through the `tokenizers` crate, plus the special tokens the chat template
+//! needs. The tokenizer must fit the model: a vocabulary larger than the model's embedding table
+//! is an error, never a silent out-of-range lookup.
+
+use std::path::{Path, PathBuf};
+
+use crate::{Error, Result};
+
+/// Ids of the chat template's special tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpecialIds {
+    pub pad: u32,
+    pub bos: u32,
+    pub image: u32,
+    pub user: u32,
+    pub assistant: u32,
+    pub end: u32,
+}
+
+/// A loaded tokenizer.
+#[derive(Clone)]
+pub struct TextTokenizer {
+    inner: tokenizers::Tokenizer,
+    pub path: PathBuf,
+    pub special: SpecialIds,
+}
+
+impl std::fmt::Debug for TextTokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "TextTokenizer({}, vocab {})",
+            self.path.display(),
+            self.vocab_size()
+        )
+    }
+}
+
+impl TextTokenizer {
+    pub fn load(path: &Path) -> Result<Self> {
+        if !path.exists() {
+            return Err(Error::Tokenizer {
+                path: path.into(),
+                message: "tokenizer file not found".into(),
+            });
+        }
+        let inner = tokenizers::Tokenizer::from_file(path).map_err(|e| Error::Tokenizer {
+            path: path.into(),
+            message: format!("not a valid HF tokenizer.json: {e}"),
+        })?;
+        let id = |t: &str| {
+            inner.token_to_id(t).ok_or_else(|| Error::Tokenizer {
+                path: path.into(),
+                message: format!(
+                    "the chat template needs the special token {t:?}, which this tokenizer lacks"
+                ),
+            })
+        };
+        let special = SpecialIds {
+            pad: id("<pad>")?,
+            bos: id("<bos>")?,
+            image: id("<image>")?,
+            user: id("<|user|>")?,
+            assistant: id("<|assistant|>")?,
+            end: id("<|end|>")?,
+        };
+        Ok(TextTokenizer {
+            inner,
+            path: path.into(),
+            special,
+        })
+    }
+
+    /// Number of ids the tokenizer can produce (added tokens included).
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// Errors when the tokenizer can produce ids the model has no embedding for.
+    pub fn check_fits(&self, model_vocab: usize) -> Result<()> {
+        if self.vocab_size() > model_vocab {
+            return Err(Error::Tokenizer {
+                path: self.path.clone(),
+                message: format!(
+                    "tokenizer has {} tokens but the model's vocabulary is {model_vocab}: ids past {} would have no embedding",
+                    self.vocab_size(),
+                    model_vocab - 1
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Plain text (no special tokens added) to ids.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        self.inner
+            .encode(text, false)
+            .map(|e| e.get_ids().to_vec())
+            .map_err(|e| Error::Tokenizer {
+                path: self.path.clone(),
+                message: format!("cannot encode {text:?}: {e}"),
+            })
+    }
+
+    /// Ids to text, special tokens skipped.
+    pub fn decode(&self, ids: &[u32]) -> String {
+        self.inner.decode(ids, true).unwrap_or_default()
+    }
+}
