@@ -342,34 +342,16 @@ pub fn run_recipe(
             let stop_now = opts.stop_after_steps == Some(state.global_step);
             let periodic = spec.checkpoint_every > 0 && (step + 1) % spec.checkpoint_every == 0;
             if (periodic || stop_now) && step + 1 < steps {
-                let p = checkpoint::save(
-                    &ck_dir,
-                    &format!("step-{:06}", state.global_step),
-                    &model,
-                    Some(&optim),
-                    &state,
-                )?;
-                log.emit(Event::Checkpoint {
-                    path: p.display().to_string(),
-                    global_step: state.global_step,
-                })?;
+                let name = format!("step-{:06}", state.global_step);
+                save_logged(&mut log, &ck_dir, &name, &model, Some(&optim), &state)?;
             }
             if stop_now && step + 1 < steps {
                 return Ok(RunOutcome::stopped(run_dir, model));
             }
         }
         state.stage_done = true;
-        let p = checkpoint::save(
-            &ck_dir,
-            &format!("stage-{si}-{}", sanitize(&spec.name)),
-            &model,
-            None,
-            &state,
-        )?;
-        log.emit(Event::Checkpoint {
-            path: p.display().to_string(),
-            global_step: state.global_step,
-        })?;
+        let name = format!("stage-{si}-{}", sanitize(&spec.name));
+        save_logged(&mut log, &ck_dir, &name, &model, None, &state)?;
         log.emit(Event::StageEnd {
             stage: si,
             name: spec.name.clone(),
@@ -412,6 +394,22 @@ pub fn run_recipe(
         final_checkpoint: Some(final_ck),
         eval,
         model: Some(model),
+    })
+}
+
+/// Writes a checkpoint and records it in the event log.
+fn save_logged(
+    log: &mut EventLog,
+    dir: &Path,
+    name: &str,
+    model: &Mllm,
+    optim: Option<&ModuleOptimizer>,
+    state: &TrainState,
+) -> Result<()> {
+    let p = checkpoint::save(dir, name, model, optim, state)?;
+    log.emit(Event::Checkpoint {
+        path: p.display().to_string(),
+        global_step: state.global_step,
     })
 }
 
