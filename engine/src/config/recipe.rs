@@ -51,7 +51,7 @@ pub struct InitSpec {
 }
 
 /// What a stage trains on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DataKind {
     /// `captions.json`: image-caption pairs (pre-training).

@@ -36,7 +36,7 @@ impl Rope {
 
     /// Rotates `x [B, H, T, d]` by per-row positions `pos [B, T]`.
     pub fn apply(&self, x: Tensor<4>, pos: Tensor<2, Int>) -> Tensor<4> {
-        let [b, h, t, d] = x.dims();
+        let [b, _, t, d] = x.dims();
         let flat = pos.reshape([b * t]);
         let cos = self
             .cos
@@ -47,7 +47,6 @@ impl Rope {
         let x1 = x.clone().narrow(3, 0, d / 2);
         let x2 = x.clone().narrow(3, d / 2, d / 2);
         let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
-        let _ = h;
         x * cos + rotated * sin
     }
 }

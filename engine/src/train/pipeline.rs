@@ -80,16 +80,8 @@ impl RunOutcome {
 /// Everything a run needs, loaded and checked up front.
 struct Inputs {
     tokenizer: TextTokenizer,
-    data: BTreeMap<DataKindKey, Dataset>,
+    data: BTreeMap<DataKind, Dataset>,
     vision_ckpt: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct DataKindKey(u8);
-impl From<DataKind> for DataKindKey {
-    fn from(k: DataKind) -> Self {
-        DataKindKey(k as u8)
-    }
 }
 
 /// Resolves `init.vision_from`: a run name (its final checkpoint) or a checkpoint folder.
@@ -120,7 +112,7 @@ fn load_inputs(recipe: &Recipe, opts: &RunOptions) -> Result<Inputs> {
     tokenizer.check_fits(recipe.model.llm.vocab_size)?;
     let mut data = BTreeMap::new();
     for s in &recipe.stages {
-        let key = DataKindKey::from(s.data);
+        let key = s.data;
         if let std::collections::btree_map::Entry::Vacant(e) = data.entry(key) {
             let ds = Dataset::load(
                 &recipe.data,
@@ -246,7 +238,7 @@ pub fn run_recipe(
         } else {
             0
         };
-        let data = &inputs.data[&DataKindKey::from(spec.data)];
+        let data = &inputs.data[&spec.data];
         model = freeze::apply(model, &spec.freeze);
         let trainable = freeze::trainable_count(&model);
         let steps = ((spec.epochs * data.len() as f64) / spec.batch_size as f64)
