@@ -82,9 +82,16 @@ pub enum Objective {
     /// when the encoder drops CLS), text embedding = the
     /// decoder's final hidden state at the caption's last token. Gives the vision encoder a
     /// direct training signal, with no cross-attention to discover first.
+    ///
+    /// With `regions > 0` a dense term is added with that weight: every patch token is
+    /// classified against the text embeddings of the region phrases present in the batch
+    /// (RegionCLIP-style), so the patch tokens, not only the image summary, carry what the
+    /// text says about their part of the image. The records must carry `regions`.
     Contrastive {
         #[serde(default = "default_temperature")]
         temperature: f64,
+        #[serde(default)]
+        regions: f64,
     },
 }
 

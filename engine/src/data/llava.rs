@@ -50,6 +50,11 @@ pub struct Conversation {
     /// Optional per-assistant-turn question types (Condenser's extension; ignored by others).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub question_types: Option<Vec<QuestionType>>,
+    /// Optional region phrases (Condenser's extension, for vision pre-training): one short
+    /// description per cell of the encoder's patch grid, in row-major order, e.g. `"red circle"`
+    /// or `"nothing"`. The region-contrastive objective pulls each patch token towards its phrase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regions: Option<Vec<String>>,
 }
 
 impl Conversation {
@@ -66,7 +71,14 @@ impl Conversation {
             image: Some(image.into()),
             conversations: vec![Turn::human(question), Turn::gpt(answer)],
             question_types: t.map(|t| vec![t]),
+            regions: None,
         }
+    }
+
+    /// The same record with region phrases attached.
+    pub fn with_regions(mut self, regions: Vec<String>) -> Self {
+        self.regions = Some(regions);
+        self
     }
 }
 

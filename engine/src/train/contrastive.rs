@@ -1,29 +1,97 @@
 //! CLIP-style contrastive image-caption loss, used to pre-train the shared vision encoder.
 
+use std::collections::BTreeMap;
+
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 
-use crate::Result;
+use crate::{Error, Result};
 use crate::data::{Dataset, Speaker, TextTokenizer};
 use crate::model::{Mllm, Visual, causal_bias, padding_bias};
 
-/// Caption token ids per record: `<bos> caption <|end|>` (text only, no image).
-pub fn caption_ids(data: &Dataset, tok: &TextTokenizer) -> Result<Vec<Vec<u32>>> {
-    data.records
-        .iter()
-        .map(|r| {
-            let caption = r
-                .conversations
-                .iter()
-                .rev()
-                .find(|t| t.from == Speaker::Gpt)
-                .map_or("", |t| t.value.as_str());
+/// Text side of the contrastive objective, tokenised once per stage.
+pub struct ContrastiveTargets {
+    /// Per record: `<bos> caption <|end|>` (text only, no image).
+    captions: Vec<Vec<u32>>,
+    /// Distinct region phrases, tokenised the same way (empty without the region term).
+    phrases: Vec<Vec<u32>>,
+    /// Per record: the phrase index of each patch, row-major (empty without the region term).
+    cells: Vec<Vec<usize>>,
+}
+
+impl ContrastiveTargets {
+    /// Tokenises the captions (each record's last assistant turn) and, when `num_patches` is
+    /// given, the region phrases, checking that every record has one phrase per patch.
+    pub fn build(
+        data: &Dataset,
+        tok: &TextTokenizer,
+        num_patches: Option<usize>,
+    ) -> Result<Self> {
+        let text = |s: &str| -> Result<Vec<u32>> {
             let mut ids = vec![tok.special.bos];
-            ids.extend(tok.encode(caption)?);
+            ids.extend(tok.encode(s)?);
             ids.push(tok.special.end);
             Ok(ids)
+        };
+        let captions = data
+            .records
+            .iter()
+            .map(|r| {
+                let caption = r
+                    .conversations
+                    .iter()
+                    .rev()
+                    .find(|t| t.from == Speaker::Gpt)
+                    .map_or("", |t| t.value.as_str());
+                text(caption)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut phrases = Vec::new();
+        let mut cells = Vec::new();
+        if let Some(n) = num_patches {
+            let mut index: BTreeMap<&str, usize> = BTreeMap::new();
+            for (i, r) in data.records.iter().enumerate() {
+                let bad = |message: String| Error::Record {
+                    path: data.path.clone(),
+                    index: i,
+                    id: r.id.clone(),
+                    message,
+                };
+                let regions = r.regions.as_ref().ok_or_else(|| {
+                    bad("the region-contrastive objective needs a `regions` list on every record"
+                        .into())
+                })?;
+                if regions.len() != n {
+                    return Err(bad(format!(
+                        "has {} region phrases, expected {n} (one per patch of the encoder's grid)",
+                        regions.len()
+                    )));
+                }
+                let row = regions
+                    .iter()
+                    .map(|p| {
+                        let next = index.len();
+                        let k = *index.entry(p.as_str()).or_insert(next);
+                        if k == phrases.len() {
+                            phrases.push(text(p)?);
+                        }
+                        Ok(k)
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                cells.push(row);
+            }
+        }
+        Ok(ContrastiveTargets {
+            captions,
+            phrases,
+            cells,
         })
-        .collect()
+    }
+
+    /// Distinct region phrases found.
+    pub fn num_phrases(&self) -> usize {
+        self.phrases.len()
+    }
 }
 
 /// L2-normalises rows of `[B, D]`.
@@ -32,22 +100,15 @@ fn normalise(x: Tensor<2>) -> Tensor<2> {
     x / n
 }
 
-/// Symmetric InfoNCE over a batch of (image, caption) pairs; returns `[1]`.
-pub fn contrastive_loss(
-    model: &Mllm,
-    visual: Visual,
-    captions: &[&Vec<u32>],
-    pad: u32,
-    temperature: f64,
-    device: &Device,
-) -> Tensor<1> {
-    let b = captions.len();
-    let t = captions.iter().map(|c| c.len()).max().unwrap_or(1);
+/// The text decoder's final hidden state at the last token of each sequence: `[N, D]`.
+fn encode_texts(model: &Mllm, seqs: &[&Vec<u32>], pad: u32, device: &Device) -> Tensor<2> {
+    let b = seqs.len();
+    let t = seqs.iter().map(|c| c.len()).max().unwrap_or(1);
     let mut ids = vec![pad as i64; b * t];
     let mut mask = vec![0.0f32; b * t];
     let mut pos = vec![0i64; b * t];
     let mut last = Vec::with_capacity(b);
-    for (r, c) in captions.iter().enumerate() {
+    for (r, c) in seqs.iter().enumerate() {
         for (k, &id) in c.iter().enumerate() {
             ids[r * t + k] = id as i64;
             mask[r * t + k] = 1.0;
@@ -62,16 +123,86 @@ pub fn contrastive_loss(
     let h = model.llm.hidden(model.llm.embed(ids), pos, bias, None);
     let d = h.dims()[2];
     let last = Tensor::<1, Int>::from_data(TensorData::new(last, [b]), device);
-    let text = h.reshape([b * t, d]).select(0, last);
+    h.reshape([b * t, d]).select(0, last)
+}
+
+/// The contrastive loss of one batch (`[1]`), and its region term alone when there is one.
+pub struct ContrastiveLoss {
+    pub total: Tensor<1>,
+    pub region: Option<Tensor<1>>,
+}
+
+/// Symmetric InfoNCE over a batch of (image, caption) pairs, plus `region_weight` times the
+/// region term when `region_weight > 0`.
+pub fn contrastive_loss(
+    model: &Mllm,
+    visual: Visual,
+    targets: &ContrastiveTargets,
+    batch: &[usize],
+    pad: u32,
+    temperature: f64,
+    region_weight: f64,
+    device: &Device,
+) -> ContrastiveLoss {
+    let b = batch.len();
+    let caps: Vec<&Vec<u32>> = batch.iter().map(|&i| &targets.captions[i]).collect();
+    let text = encode_texts(model, &caps, pad, device);
     let tokens = model.visual_tokens(visual);
+    let [_, nv, d] = tokens.dims();
+    let has_cls = !model.config.vision.drop_cls;
     // CLIP's image embedding is the CLS token; without CLS, the mean of the patch tokens
-    let image = if model.config.vision.drop_cls {
-        tokens.mean_dim(1)
+    let image = if has_cls {
+        tokens.clone().narrow(1, 0, 1)
     } else {
-        tokens.narrow(1, 0, 1)
+        tokens.clone().mean_dim(1)
     }
     .reshape([b, d]);
-    info_nce(image, text, temperature)
+    let global = info_nce(image, text, temperature);
+    if region_weight <= 0.0 || targets.cells.is_empty() {
+        return ContrastiveLoss {
+            total: global,
+            region: None,
+        };
+    }
+    let first = usize::from(has_cls);
+    let np = nv - first;
+    let patches = tokens.narrow(1, first, np).reshape([b * np, d]);
+    let region = region_nce(model, patches, targets, batch, pad, temperature, device);
+    ContrastiveLoss {
+        total: global + region.clone().mul_scalar(region_weight),
+        region: Some(region),
+    }
+}
+
+/// Cross-entropy of each patch token `[B*N, D]` picking its own phrase among the distinct
+/// phrases of the batch (cosine similarity over `temperature`).
+fn region_nce(
+    model: &Mllm,
+    patches: Tensor<2>,
+    targets: &ContrastiveTargets,
+    batch: &[usize],
+    pad: u32,
+    temperature: f64,
+    device: &Device,
+) -> Tensor<1> {
+    let mut local: BTreeMap<usize, usize> = BTreeMap::new();
+    let mut labels = Vec::new();
+    for &i in batch {
+        for &p in &targets.cells[i] {
+            let next = local.len();
+            labels.push(*local.entry(p).or_insert(next) as i64);
+        }
+    }
+    let mut used: Vec<(usize, usize)> = local.into_iter().collect();
+    used.sort_by_key(|&(_, k)| k);
+    let seqs: Vec<&Vec<u32>> = used.iter().map(|&(p, _)| &targets.phrases[p]).collect();
+    let phrases = encode_texts(model, &seqs, pad, device);
+    let n = labels.len();
+    let logits = normalise(patches)
+        .matmul(normalise(phrases).transpose())
+        .div_scalar(temperature);
+    let labels = Tensor::<2, Int>::from_data(TensorData::new(labels, [n, 1]), device);
+    log_softmax(logits, 1).gather(1, labels).mean().neg()
 }
 
 /// Symmetric InfoNCE: row i of `image` and of `text` `[B, D]` are a pair; both are
@@ -154,5 +285,151 @@ mod tests {
                 g[k]
             );
         }
+    }
+
+    fn shapes_tokenizer(dir: &std::path::Path) -> TextTokenizer {
+        std::fs::create_dir_all(dir).unwrap();
+        let path = dir.join("tokenizer.json");
+        let doc = crate::data::shapes::tokenizer_json();
+        std::fs::write(&path, serde_json::to_string(&doc).unwrap()).unwrap();
+        TextTokenizer::load(&path).unwrap()
+    }
+
+    fn records(regions: &[Option<Vec<&str>>]) -> Dataset {
+        let records = regions
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let c = crate::data::Conversation::single(
+                    format!("r{i}"),
+                    "x.png",
+                    "<image>\ndescribe the image .".into(),
+                    "a red circle at top left .".into(),
+                    None,
+                );
+                match r {
+                    Some(r) => c.with_regions(r.iter().map(|s| s.to_string()).collect()),
+                    None => c,
+                }
+            })
+            .collect();
+        Dataset {
+            path: "captions.json".into(),
+            records,
+            encoded: Vec::new(),
+            image_of: Vec::new(),
+            images: Vec::new(),
+            image_len: 0,
+            image_paths: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn region_targets_reject_missing_or_misaligned_phrases() {
+        let tok = shapes_tokenizer(&std::env::temp_dir().join("condenser-region-targets"));
+        let good = records(&[
+            Some(vec!["red circle", "nothing", "nothing", "blue square"]),
+            Some(vec!["nothing", "blue square", "green diamond", "nothing"]),
+        ]);
+        let t = ContrastiveTargets::build(&good, &tok, Some(4)).unwrap();
+        assert_eq!(t.num_phrases(), 4);
+        assert_eq!(t.cells, vec![vec![0, 1, 1, 2], vec![1, 2, 3, 1]]);
+        // without the region term, phrases are neither needed nor read
+        let t = ContrastiveTargets::build(&records(&[None]), &tok, None).unwrap();
+        assert_eq!(t.num_phrases(), 0);
+
+        let err = ContrastiveTargets::build(&good, &tok, Some(9))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("captions.json") && err.contains("expected 9"), "{err}");
+        let err = ContrastiveTargets::build(&records(&[None]), &tok, Some(4))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("record 0") && err.contains("regions"), "{err}");
+    }
+
+    #[test]
+    fn region_term_is_patch_cross_entropy_over_the_batch_phrases() {
+        let device = Device::flex().autodiff();
+        let tok = shapes_tokenizer(&std::env::temp_dir().join("condenser-region-loss"));
+        let mut config = crate::model::tests::tiny_config();
+        config.llm.vocab_size = tok.vocab_size();
+        let model = Mllm::new(&config, 3, &device);
+        let data = records(&[
+            Some(vec!["red circle", "nothing", "nothing", "blue square"]),
+            Some(vec!["nothing", "cyan triangle", "nothing", "nothing"]),
+            Some(vec!["nothing", "blue square", "green diamond", "nothing"]),
+        ]);
+        let targets = ContrastiveTargets::build(&data, &tok, Some(4)).unwrap();
+        let s = config.vision.image_size;
+        let mut rng = crate::model::Rng::new(4);
+        // records 2 and 0: "cyan triangle" (record 1 only) must not be a candidate
+        let batch = [2usize, 0];
+        let px: Vec<f32> = (0..batch.len() * 3 * s * s)
+            .map(|_| rng.normal() as f32)
+            .collect();
+        let px = Tensor::<4>::from_data(TensorData::new(px, [batch.len(), 3, s, s]), &device);
+        let temperature = 0.5;
+        let out = contrastive_loss(
+            &model,
+            Visual::Pixels(px.clone()),
+            &targets,
+            &batch,
+            tok.special.pad,
+            temperature,
+            1.0,
+            &device,
+        );
+        let got: f32 = out.region.unwrap().into_scalar();
+
+        // independent: host cross-entropy over the phrases present in the batch
+        let host = |t: Tensor<2>| -> Vec<Vec<f64>> {
+            let d = t.dims()[1];
+            let v: Vec<f32> = t.into_data().convert::<f32>().try_to_vec().unwrap();
+            v.chunks(d)
+                .map(|r| {
+                    let n = r.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+                    r.iter().map(|x| *x as f64 / n).collect()
+                })
+                .collect()
+        };
+        let tokens = model.visual_tokens(Visual::Pixels(px));
+        let [b, np, d] = tokens.dims();
+        let patches = host(tokens.reshape([b * np, d]));
+        // phrase ids in order of first appearance: red circle, nothing, blue square, cyan
+        // triangle, green diamond
+        let present = [0usize, 1, 2, 4];
+        let seqs: Vec<&Vec<u32>> = present.iter().map(|&p| &targets.phrases[p]).collect();
+        let phrases = host(encode_texts(&model, &seqs, tok.special.pad, &device));
+        assert_eq!(targets.phrases[3], tok_ids(&tok, "cyan triangle"));
+        let mut want = 0.0;
+        let mut n = 0.0;
+        for (bi, &rec) in batch.iter().enumerate() {
+            for k in 0..np {
+                let p = &patches[bi * np + k];
+                let logits: Vec<f64> = phrases
+                    .iter()
+                    .map(|q| p.iter().zip(q).map(|(a, b)| a * b).sum::<f64>() / temperature)
+                    .collect();
+                let lse = logits.iter().map(|x| x.exp()).sum::<f64>().ln();
+                let label = present
+                    .iter()
+                    .position(|&x| x == targets.cells[rec][k])
+                    .unwrap();
+                want += lse - logits[label];
+                n += 1.0;
+            }
+        }
+        want /= n;
+        assert!((got as f64 - want).abs() < 1e-4, "{got} vs {want}");
+    }
+
+    fn tok_ids(tok: &TextTokenizer, s: &str) -> Vec<u32> {
+        let mut ids = vec![tok.special.bos];
+        ids.extend(tok.encode(s).unwrap());
+        ids.push(tok.special.end);
+        ids
     }
 }

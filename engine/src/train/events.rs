@@ -1,6 +1,7 @@
 //! Run events: one JSON object per line in `events.jsonl` (append-only), and the same values
 //! handed to an [`Observer`] so faces can draw progress without computing anything themselves.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -37,6 +38,10 @@ pub enum Event {
         steps: usize,
         global_step: usize,
         loss: f32,
+        /// The loss's named parts when it has several (e.g. `region` of the contrastive
+        /// objective), unweighted.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        terms: BTreeMap<String, f32>,
         lr: f64,
         grad_norm: f32,
         tokens_per_s: f64,

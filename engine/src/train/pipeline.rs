@@ -264,11 +264,15 @@ pub fn run_recipe(
         }
 
         let visual = VisualSource::new(&model, data, !spec.freeze.vision.trains(), &ad);
-        let captions = match spec.objective {
-            Objective::Contrastive { .. } => {
-                super::contrastive::caption_ids(data, &inputs.tokenizer)?
+        let contrastive = match spec.objective {
+            Objective::Contrastive { regions, .. } => {
+                Some(super::contrastive::ContrastiveTargets::build(
+                    data,
+                    &inputs.tokenizer,
+                    (regions > 0.0).then(|| recipe.model.vision.num_patches()),
+                )?)
             }
-            Objective::LanguageModel => Vec::new(),
+            Objective::LanguageModel => None,
         };
         let mut order = Order::new(recipe.seed, si, data.len());
         let stage_start = Instant::now();
@@ -285,18 +289,28 @@ pub fn run_recipe(
                 Padding::Right,
             );
             let vis = visual.for_batch(data, &idx, &ad);
+            let mut terms = BTreeMap::new();
             let loss = match spec.objective {
                 Objective::LanguageModel => model.loss(&hb.to_device(vis, &ad)),
-                Objective::Contrastive { temperature } => {
-                    let caps: Vec<&Vec<u32>> = idx.iter().map(|&i| &captions[i]).collect();
-                    super::contrastive::contrastive_loss(
+                Objective::Contrastive {
+                    temperature,
+                    regions,
+                } => {
+                    let targets = contrastive.as_ref().expect("built for contrastive stages");
+                    let out = super::contrastive::contrastive_loss(
                         &model,
                         vis,
-                        &caps,
+                        targets,
+                        &idx,
                         inputs.tokenizer.special.pad,
                         temperature,
+                        regions,
                         &ad,
-                    )
+                    );
+                    if let Some(r) = out.region {
+                        terms.insert("region".to_string(), r.into_scalar::<f32>());
+                    }
+                    out.total
                 }
             };
             let loss_value: f32 = loss.clone().into_scalar::<f32>();
@@ -326,6 +340,7 @@ pub fn run_recipe(
                 steps,
                 global_step: state.global_step,
                 loss: loss_value,
+                terms,
                 lr,
                 grad_norm,
                 tokens_per_s: tokens(&hb) as f64 / secs.max(1e-9),

@@ -1,4 +1,4 @@
-//! Rasterises a scene: each object is drawn inside its grid cell with a little jitter in size,
+//! Rasterises a scene: each object is drawn wholly inside its grid cell with a little jitter in size,
 //! position and colour, anti-aliased by 4x4 supersampling, on a noisy dark background.
 
 use image::{Rgb, RgbImage};
@@ -27,9 +27,11 @@ pub fn render(scene: &Scene, size: u32, rng: &mut Rng) -> RgbImage {
         .collect();
     let cell = size as f32 / 3.0;
     for o in &scene.objects {
-        let r = cell * (0.34 + 0.08 * rng.uniform() as f32);
-        let cx = (o.col as f32 + 0.5) * cell + (rng.uniform() as f32 - 0.5) * cell * 0.2;
-        let cy = (o.row as f32 + 0.5) * cell + (rng.uniform() as f32 - 0.5) * cell * 0.2;
+        // radius and jitter keep every object inside its own cell, so with a ViT patch of one
+        // cell each patch sees exactly one object (or none)
+        let r = cell * (0.30 + 0.08 * rng.uniform() as f32);
+        let cx = (o.col as f32 + 0.5) * cell + (rng.uniform() as f32 - 0.5) * cell * 0.12;
+        let cy = (o.row as f32 + 0.5) * cell + (rng.uniform() as f32 - 0.5) * cell * 0.12;
         let jitter =
             |c: f32, rng: &mut Rng| (c + (rng.uniform() as f32 - 0.5) * 30.0).clamp(0.0, 255.0);
         let rgb = o.colour.rgb();

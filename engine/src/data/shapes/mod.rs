@@ -41,7 +41,7 @@ impl Default for WorldConfig {
     fn default() -> Self {
         WorldConfig {
             seed: 7,
-            image_size: 32,
+            image_size: 36,
             train_images: 6000,
             val_images: 300,
             test_images: 500,
@@ -142,7 +142,8 @@ pub fn generate(root: &Path, cfg: &WorldConfig) -> Result<WorldSummary> {
                         format!("<image>\n{}", qa::CAPTION_PROMPT),
                         scene.caption(),
                         None,
-                    ));
+                    )
+                    .with_regions(scene.regions()));
                     train.push(qa::conversation(
                         &id,
                         &image,

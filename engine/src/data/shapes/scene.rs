@@ -178,6 +178,16 @@ impl Scene {
         self.objects.iter().any(|o| o.kind() == kind)
     }
 
+    /// One phrase per grid cell in row-major order: `"red circle"`, or `"nothing"` for an empty
+    /// cell. With the image size three times the ViT patch size, cell k is exactly patch k.
+    pub fn regions(&self) -> Vec<String> {
+        let mut cells = vec!["nothing".to_string(); 9];
+        for o in &self.objects {
+            cells[o.row * 3 + o.col] = o.name();
+        }
+        cells
+    }
+
     /// "a red circle at top left , a blue square at bottom right ."
     pub fn caption(&self) -> String {
         let parts: Vec<String> = self
