@@ -6,6 +6,6 @@ mod recipe;
 
 pub use model::{LlmConfig, MllmConfig, ProjectorConfig, VisionConfig};
 pub use recipe::{
-    DataKind, FreezePolicy, FreezeSpec, InitSpec, Objective, Recipe, StageFreeze, StageSpec,
-    load_recipe, parse_recipe,
+    DataKind, DataOrder, FreezePolicy, FreezeSpec, InitSpec, Objective, Recipe, StageFreeze,
+    StageSpec, load_recipe, parse_recipe,
 };

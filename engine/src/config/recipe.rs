@@ -171,7 +171,25 @@ pub struct StageSpec {
     /// Checkpoint every N steps (0: only at the stage end).
     #[serde(default)]
     pub checkpoint_every: usize,
+    /// How examples are ordered (see [`DataOrder`]).
+    #[serde(default)]
+    pub order: DataOrder,
     pub freeze: StageFreeze,
+}
+
+/// Example order within a stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum DataOrder {
+    /// Every epoch a fresh seeded permutation.
+    #[default]
+    Shuffled,
+    /// The first epoch in file order, later epochs shuffled: a curriculum written into the data
+    /// (the Shapes world lists its training conversations from the fewest objects to the most).
+    /// A decoder trained from scratch first learns to read one object's attributes from the
+    /// visual tokens, then to pick one object among several, instead of having to discover both
+    /// at once.
+    Curriculum,
 }
 
 fn one() -> f64 {

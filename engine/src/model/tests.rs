@@ -228,3 +228,120 @@ fn same_seed_same_weights() {
     assert_eq!(w(&a), w(&b));
     assert_ne!(w(&a), w(&c));
 }
+
+/// Attention's backward against central finite differences, w.r.t. queries and keys (the
+/// parameters that learn *where* to look), with a causal mask.
+#[test]
+fn attention_gradients_match_finite_differences() {
+    let device = Device::flex().autodiff();
+    let (b, h, t, d) = (1, 2, 4, 3);
+    let mut rng = Rng::new(17);
+    let mut draw = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.normal() as f32).collect() };
+    let (q, k, v, w) = (
+        draw(b * h * t * d),
+        draw(b * h * t * d),
+        draw(b * h * t * d),
+        draw(b * h * t * d),
+    );
+    let loss = |q: &[f32], k: &[f32], grad: bool| {
+        let mk =
+            |x: &[f32]| Tensor::<4>::from_data(TensorData::new(x.to_vec(), [b, h, t, d]), &device);
+        let (tq, tk) = (mk(q), mk(k));
+        let (tq, tk) = if grad {
+            (tq.require_grad(), tk.require_grad())
+        } else {
+            (tq, tk)
+        };
+        let out = attention_reference(tq.clone(), tk.clone(), mk(&v), causal_bias(t, t, &device));
+        ((out * mk(&w)).sum(), tq, tk)
+    };
+    let (l, tq, tk) = loss(&q, &k, true);
+    let grads = l.backward();
+    let gq = host(tq.grad(&grads).unwrap());
+    let gk = host(tk.grad(&grads).unwrap());
+    let eps = 1e-2;
+    for (which, base, g) in [("q", &q, &gq), ("k", &k, &gk)] {
+        for i in 0..base.len() {
+            let (mut up, mut dn) = (base.clone(), base.clone());
+            up[i] += eps;
+            dn[i] -= eps;
+            let f = |x: &Vec<f32>| -> f32 {
+                let (l, _, _) = if which == "q" {
+                    loss(x, &k, false)
+                } else {
+                    loss(&q, x, false)
+                };
+                l.into_scalar()
+            };
+            let fd = (f(&up) - f(&dn)) / (2.0 * eps);
+            assert!(
+                (fd - g[i]).abs() < 2e-2,
+                "d/d{which}[{i}]: autodiff {} vs fd {fd}",
+                g[i]
+            );
+        }
+    }
+}
+
+/// The whole MLLM's loss gradient w.r.t. a query and a key projection (through RoPE, GQA,
+/// the causal + padding mask and the `<image>` splice) against a directional finite difference.
+#[test]
+fn mllm_gradients_reach_query_and_key_projections() {
+    let device = Device::flex().autodiff();
+    let model = Mllm::new(&tiny_config(), 5, &device);
+    let batch = host_batch(
+        &[&example(&[7, 8, 9, 10, 11]), &example(&[12, 8])],
+        4,
+        0,
+        Padding::Right,
+    )
+    .to_device(Visual::Pixels(image(&device, 2)), &device);
+    let grads = model.loss(&batch).backward();
+    let mut rng = Rng::new(23);
+    for layer in 0..2 {
+        for which in ["q", "k"] {
+            let lin = |m: &Mllm| {
+                let a = &m.llm.layers[layer].self_attn;
+                if which == "q" {
+                    a.q_proj.clone()
+                } else {
+                    a.k_proj.clone()
+                }
+            };
+            let w = lin(&model).weight.val();
+            let g = w.grad(&grads).expect("projection receives a gradient");
+            let dims = w.dims();
+            let dir: Vec<f32> = (0..dims[0] * dims[1])
+                .map(|_| rng.normal() as f32)
+                .collect();
+            let dir = Tensor::<2>::from_data(TensorData::new(dir, dims), &device);
+            let analytic: f32 = (Tensor::<2>::from_inner(g) * dir.clone())
+                .sum()
+                .into_scalar();
+            let eps = 1e-2;
+            let at = |s: f32| -> f32 {
+                let mut m = model.clone();
+                let base = lin(&model).weight.val().inner();
+                let moved = Tensor::<2>::from_inner(base) + dir.clone().mul_scalar(s);
+                let mut l = lin(&model);
+                l.weight = burn::module::Param::from_tensor(moved);
+                let a = &mut m.llm.layers[layer].self_attn;
+                if which == "q" {
+                    a.q_proj = l
+                } else {
+                    a.k_proj = l
+                }
+                m.loss(&batch).into_scalar()
+            };
+            let fd = (at(eps) - at(-eps)) / (2.0 * eps);
+            assert!(
+                (fd - analytic).abs() < 2e-3 + 0.05 * fd.abs(),
+                "layer {layer} {which}_proj: autodiff {analytic} vs fd {fd}"
+            );
+            assert!(
+                analytic.abs() > 1e-6,
+                "layer {layer} {which}_proj gradient vanishes"
+            );
+        }
+    }
+}

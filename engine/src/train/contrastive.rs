@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 
-use crate::{Error, Result};
 use crate::data::{Dataset, Speaker, TextTokenizer};
 use crate::model::{Mllm, Visual, causal_bias, padding_bias};
+use crate::{Error, Result};
 
 /// Text side of the contrastive objective, tokenised once per stage.
 pub struct ContrastiveTargets {
@@ -22,11 +22,7 @@ pub struct ContrastiveTargets {
 impl ContrastiveTargets {
     /// Tokenises the captions (each record's last assistant turn) and, when `num_patches` is
     /// given, the region phrases, checking that every record has one phrase per patch.
-    pub fn build(
-        data: &Dataset,
-        tok: &TextTokenizer,
-        num_patches: Option<usize>,
-    ) -> Result<Self> {
+    pub fn build(data: &Dataset, tok: &TextTokenizer, num_patches: Option<usize>) -> Result<Self> {
         let text = |s: &str| -> Result<Vec<u32>> {
             let mut ids = vec![tok.special.bos];
             ids.extend(tok.encode(s)?);
@@ -58,8 +54,10 @@ impl ContrastiveTargets {
                     message,
                 };
                 let regions = r.regions.as_ref().ok_or_else(|| {
-                    bad("the region-contrastive objective needs a `regions` list on every record"
-                        .into())
+                    bad(
+                        "the region-contrastive objective needs a `regions` list on every record"
+                            .into(),
+                    )
                 })?;
                 if regions.len() != n {
                     return Err(bad(format!(
@@ -342,7 +340,10 @@ mod tests {
             .err()
             .unwrap()
             .to_string();
-        assert!(err.contains("captions.json") && err.contains("expected 9"), "{err}");
+        assert!(
+            err.contains("captions.json") && err.contains("expected 9"),
+            "{err}"
+        );
         let err = ContrastiveTargets::build(&records(&[None]), &tok, Some(4))
             .err()
             .unwrap()

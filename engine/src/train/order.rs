@@ -5,6 +5,8 @@
 use crate::model::Rng;
 
 pub struct Order {
+    /// Epoch 0 in file order (a curriculum) rather than shuffled.
+    curriculum: bool,
     seed: u64,
     stage: usize,
     n: usize,
@@ -14,6 +16,7 @@ pub struct Order {
 impl Order {
     pub fn new(seed: u64, stage: usize, n: usize) -> Self {
         Order {
+            curriculum: false,
             seed,
             stage,
             n,
@@ -21,9 +24,20 @@ impl Order {
         }
     }
 
+    /// The first epoch reads the examples in file order; later epochs are shuffled.
+    pub fn curriculum(mut self) -> Self {
+        self.curriculum = true;
+        self.cached = None;
+        self
+    }
+
     fn epoch(&mut self, e: usize) -> &[usize] {
         if self.cached.as_ref().map(|c| c.0) != Some(e) {
             let mut perm: Vec<usize> = (0..self.n).collect();
+            if self.curriculum && e == 0 {
+                self.cached = Some((e, perm));
+                return &self.cached.as_ref().expect("just set").1;
+            }
             Rng::new(self.seed)
                 .fork(1000 + self.stage as u64 * 7919 + e as u64)
                 .shuffle(&mut perm);
@@ -60,5 +74,15 @@ mod tests {
             Order::new(3, 1, 10).batch(0, 10),
             Order::new(3, 0, 10).batch(0, 10)
         );
+    }
+
+    #[test]
+    fn curriculum_reads_the_first_epoch_in_file_order_then_shuffles() {
+        let mut c = Order::new(3, 0, 6).curriculum();
+        let first: Vec<usize> = (0..3).flat_map(|s| c.batch(s, 2)).collect();
+        assert_eq!(first, vec![0, 1, 2, 3, 4, 5]);
+        let second: Vec<usize> = (3..6).flat_map(|s| c.batch(s, 2)).collect();
+        assert_eq!(second, Order::new(3, 0, 6).batch(1, 6));
+        assert_ne!(second, first);
     }
 }

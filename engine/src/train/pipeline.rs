@@ -17,7 +17,7 @@ use super::events::{Event, EventLog, Observer};
 use super::order::Order;
 use super::{clip, freeze, schedule};
 use crate::backend::DeviceInfo;
-use crate::config::{DataKind, Objective, Recipe};
+use crate::config::{DataKind, DataOrder, Objective, Recipe};
 use crate::data::{Dataset, HostBatch, Padding, TextTokenizer, host_batch};
 use crate::eval::{self, EvalResult};
 use crate::model::{Mllm, Visual};
@@ -275,6 +275,9 @@ pub fn run_recipe(
             Objective::LanguageModel => None,
         };
         let mut order = Order::new(recipe.seed, si, data.len());
+        if spec.order == DataOrder::Curriculum {
+            order = order.curriculum();
+        }
         let stage_start = Instant::now();
         let mut loss_sum = 0.0f64;
         let mut loss_n = 0usize;

@@ -136,22 +136,19 @@ pub fn generate(root: &Path, cfg: &WorldConfig) -> Result<WorldSummary> {
             let id = format!("{}-{i:05}", split.name());
             match split {
                 Split::Train => {
-                    captions.push(Conversation::single(
-                        format!("{id}-cap"),
-                        &image,
-                        format!("<image>\n{}", qa::CAPTION_PROMPT),
-                        scene.caption(),
-                        None,
-                    )
-                    .with_regions(scene.regions()));
-                    train.push(qa::conversation(
-                        &id,
-                        &image,
-                        &scene,
-                        cfg.turns,
-                        &mut rng,
-                        &popularity,
-                    ));
+                    captions.push(
+                        Conversation::single(
+                            format!("{id}-cap"),
+                            &image,
+                            format!("<image>\n{}", qa::CAPTION_PROMPT),
+                            scene.caption(),
+                            None,
+                        )
+                        .with_regions(scene.regions()),
+                    );
+                    let conv =
+                        qa::conversation(&id, &image, &scene, cfg.turns, &mut rng, &popularity);
+                    train.push((scene.objects.len(), conv));
                     prefs.push(qa::preference(&id, &image, &scene, &mut rng, &popularity));
                 }
                 Split::Val => val.extend(qa::probe_questions(
@@ -176,6 +173,10 @@ pub fn generate(root: &Path, cfg: &WorldConfig) -> Result<WorldSummary> {
         crate::error::write_atomic(dir.join(name), text.as_bytes())
     }
     write(&staging, "captions.json", &captions)?;
+    // a curriculum written into the file: fewest objects first (stable, so generation order
+    // breaks ties); stages with `order = "curriculum"` read the first epoch in this order
+    train.sort_by_key(|(objects, _)| *objects);
+    let train: Vec<Conversation> = train.into_iter().map(|(_, c)| c).collect();
     write(&staging, "train.json", &train)?;
     write(&staging, "val.json", &val)?;
     write(&staging, "test.json", &test)?;

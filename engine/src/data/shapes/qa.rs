@@ -277,7 +277,8 @@ pub fn preference(
 pub fn all_words() -> Vec<&'static str> {
     let mut w: Vec<&'static str> = vec![
         "a", "the", "is", "there", "what", "color", "shape", "object", "objects", "how", "many",
-        "are", "where", "of", "above", "at", "describe", "image", "yes", "no", "nothing", ",", ".", "?",
+        "are", "where", "of", "above", "at", "describe", "image", "yes", "no", "nothing", ",", ".",
+        "?",
     ];
     w.extend(Colour::ALL.iter().map(|c| c.word()));
     w.extend(Shape::ALL.iter().map(|s| s.word()));
