@@ -9,6 +9,7 @@
 pub mod backend;
 pub mod config;
 pub mod data;
+pub mod distill;
 pub mod error;
 pub mod eval;
 pub mod model;

@@ -2,7 +2,10 @@
 
 use std::path::{Path, PathBuf};
 
+use condenser_engine::burn::module::{Module, ModuleVisitor, Param};
+use condenser_engine::burn::prelude::*;
 use condenser_engine::config::{Recipe, load_recipe};
+use condenser_engine::model::Mllm;
 use condenser_engine::data::shapes::{WorldConfig, generate};
 
 /// Repository root (the workspace).
@@ -39,4 +42,29 @@ pub fn smoke_recipe(data: &Path) -> Recipe {
     let mut r = load_recipe(repo().join("assets/recipes/smoke.toml")).expect("smoke recipe parses");
     r.data = data.to_path_buf();
     r
+}
+
+/// Every float parameter of a model, by dotted path, on the host.
+pub fn weights(m: &Mllm) -> Vec<(String, Vec<f32>)> {
+    struct W(Vec<(String, Vec<f32>)>, Vec<String>);
+    impl ModuleVisitor for W {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.1.push(name.into());
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.1.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+            let v = p
+                .val()
+                .into_data()
+                .convert::<f32>()
+                .try_to_vec::<f32>()
+                .unwrap();
+            self.0.push((self.1.join("."), v));
+        }
+    }
+    let mut w = W(Vec::new(), Vec::new());
+    m.visit(&mut w);
+    w.0
 }

@@ -2,35 +2,9 @@
 //! cross-backend agreement (wgpu on lavapipe vs burn's CPU backend).
 
 use condenser_engine::backend::{BackendChoice, select};
-use condenser_engine::burn::module::{Module, ModuleVisitor, Param};
 use condenser_engine::burn::prelude::*;
-use condenser_engine::model::Mllm;
 use condenser_engine::train::{Event, Observer, RunOptions, Silent, checkpoint, run_recipe};
-use condenser_tests::{scratch, smoke_recipe, tiny_world};
-
-fn weights(m: &Mllm) -> Vec<(String, Vec<f32>)> {
-    struct W(Vec<(String, Vec<f32>)>, Vec<String>);
-    impl ModuleVisitor for W {
-        fn enter_module(&mut self, name: &str, _: &str) {
-            self.1.push(name.into());
-        }
-        fn exit_module(&mut self, _: &str, _: &str) {
-            self.1.pop();
-        }
-        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
-            let v = p
-                .val()
-                .into_data()
-                .convert::<f32>()
-                .try_to_vec::<f32>()
-                .unwrap();
-            self.0.push((self.1.join("."), v));
-        }
-    }
-    let mut w = W(Vec::new(), Vec::new());
-    m.visit(&mut w);
-    w.0
-}
+use condenser_tests::{scratch, smoke_recipe, tiny_world, weights};
 
 #[test]
 fn smoke_run_writes_a_complete_run_folder() {

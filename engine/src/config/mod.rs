@@ -6,6 +6,7 @@ mod recipe;
 
 pub use model::{LlmConfig, MllmConfig, ProjectorConfig, VisionConfig};
 pub use recipe::{
-    DataKind, DataOrder, FreezePolicy, FreezeSpec, InitSpec, Objective, Recipe, StageFreeze,
-    StageSpec, load_recipe, parse_recipe,
+    DataKind, DataOrder, DistillSpec, FreezePolicy, FreezeSpec, InitSpec, KdTokens, Objective,
+    Recipe, RelationFeatures, StageFreeze, StageKind, StageSpec, TeacherSpec, load_recipe,
+    parse_recipe,
 };

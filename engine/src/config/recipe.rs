@@ -25,6 +25,9 @@ pub struct Recipe {
     /// Where initial weights come from.
     #[serde(default)]
     pub init: InitSpec,
+    /// The teacher of distillation stages (required when a stage's objective is `distill`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teacher: Option<TeacherSpec>,
     /// Require `<image>` in every conversation (a multimodal recipe does).
     #[serde(default = "yes")]
     pub require_image: bool,
@@ -48,6 +51,14 @@ pub struct InitSpec {
     /// folder; the shared, pre-trained encoder of the papers.
     #[serde(default)]
     pub vision_from: Option<String>,
+}
+
+/// Where the teacher comes from. It is loaded once, runs without gradients and never changes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TeacherSpec {
+    /// A finished run (`runs/<run>/checkpoints/final`) or a checkpoint folder.
+    pub from: String,
 }
 
 /// What a stage trains on.
@@ -93,6 +104,122 @@ pub enum Objective {
         #[serde(default)]
         regions: f64,
     },
+    /// Teacher-student distillation (LLaVA-KD MDist + RDist, LLaVADI hidden alignment): the
+    /// weighted sum of the terms of [`DistillSpec`]. Needs `[teacher]`.
+    Distill(DistillSpec),
+}
+
+/// The terms of a distillation objective and their weights (METHODS.md sections 2, 3, 6).
+/// LLaVA-KD's released code has no training script, so its weights are the paper's symbols
+/// (a, b, g), 1.0 each by default; LLaVADI's hidden-state term is off by default.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DistillSpec {
+    /// Weight of the ordinary next-token cross-entropy on the responses (`L_PT` / `L_reg`).
+    #[serde(default = "one")]
+    pub ce: f64,
+    /// Weight of `L_res`: the divergence on the tokens chosen by `tokens`.
+    #[serde(default = "one")]
+    pub res: f64,
+    /// Weight of `L_vis`: the divergence of the LLM's output distributions at the visual-token
+    /// positions.
+    #[serde(default = "one")]
+    pub vis: f64,
+    /// Weight of `L_rel` (RDist): `1 - cos` between the self-correlation matrices of the
+    /// visual-token outputs.
+    #[serde(default = "one")]
+    pub rel: f64,
+    /// Weight of LLaVADI's MSE between the last hidden states (student mapped to the teacher's
+    /// width by a learned 2-layer MLP) on the tokens chosen by `tokens`.
+    #[serde(default)]
+    pub hidden: f64,
+    /// Which tokens `L_res` and the hidden term cover.
+    #[serde(default)]
+    pub tokens: KdTokens,
+    /// Which visual-token outputs RDist relates.
+    #[serde(default)]
+    pub relation: RelationFeatures,
+    /// The divergence, its temperature and logit normalisation.
+    #[serde(default)]
+    pub divergence: crate::distill::DivergenceSpec,
+}
+
+impl Default for DistillSpec {
+    fn default() -> Self {
+        DistillSpec {
+            ce: 1.0,
+            res: 1.0,
+            vis: 1.0,
+            rel: 1.0,
+            hidden: 0.0,
+            tokens: KdTokens::Response,
+            relation: RelationFeatures::Logits,
+            divergence: Default::default(),
+        }
+    }
+}
+
+/// Token selection for the response divergence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum KdTokens {
+    /// Only the tokens the cross-entropy counts (assistant responses): LLaVA-KD's `L_res`.
+    #[default]
+    Response,
+    /// Every attended token (prompt, image and response): LLaVADI's best setting.
+    All,
+}
+
+/// Features RDist correlates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RelationFeatures {
+    /// The LLM's output logits at the visual positions (over the shared vocabulary).
+    #[default]
+    Logits,
+    /// The last hidden states at the visual positions.
+    Hidden,
+}
+
+/// LLaVA-KD's stage kinds (Fig. 2) and TinyLLaVA's. A kind fixes what trains, on which data,
+/// with which objective; a recipe that names a kind and contradicts it is rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StageKind {
+    /// Distilled pre-training: captions, projector only, `L_PT + a L_res + b L_vis + g L_rel`.
+    Dpt,
+    /// Supervised fine-tuning: conversations, projector + LLM, cross-entropy only.
+    Sft,
+    /// Distilled fine-tuning: conversations, projector + LLM, `L_reg + a' L_res + b' L_vis + g' L_rel`.
+    Dft,
+}
+
+impl StageKind {
+    /// The data, the freeze policy, and whether the objective is distillation.
+    pub fn contract(self) -> (DataKind, StageFreeze, bool) {
+        let frozen = FreezeSpec::Named(FreezePolicy::Frozen);
+        let full = FreezeSpec::Named(FreezePolicy::Full);
+        match self {
+            StageKind::Dpt => (
+                DataKind::Caption,
+                StageFreeze {
+                    vision: frozen,
+                    projector: full,
+                    llm: frozen,
+                },
+                true,
+            ),
+            StageKind::Sft | StageKind::Dft => (
+                DataKind::Instruct,
+                StageFreeze {
+                    vision: frozen,
+                    projector: full,
+                    llm: full,
+                },
+                self == StageKind::Dft,
+            ),
+        }
+    }
 }
 
 fn default_temperature() -> f64 {
@@ -149,6 +276,9 @@ pub struct StageFreeze {
 #[serde(deny_unknown_fields)]
 pub struct StageSpec {
     pub name: String,
+    /// LLaVA-KD stage kind; when given, `data`, `freeze` and the objective must agree with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<StageKind>,
     pub data: DataKind,
     #[serde(default)]
     pub objective: Objective,
@@ -251,6 +381,45 @@ impl Recipe {
                 return Err(bad(format!(
                     "{at}: every module is frozen, nothing would train"
                 )));
+            }
+            if let Objective::Distill(d) = &s.objective {
+                if self.teacher.is_none() {
+                    return Err(bad(format!(
+                        "{at}: a distill objective needs a [teacher] table with `from = <run or checkpoint>`"
+                    )));
+                }
+                d.divergence
+                    .validate()
+                    .map_err(|m| bad(format!("{at}: objective.divergence: {m}")))?;
+                let weights = [d.ce, d.res, d.vis, d.rel, d.hidden];
+                if weights.iter().any(|w| !w.is_finite() || *w < 0.0) {
+                    return Err(bad(format!("{at}: loss weights must be finite and >= 0")));
+                }
+                if weights.iter().all(|w| *w == 0.0) {
+                    return Err(bad(format!("{at}: every loss weight is 0")));
+                }
+            }
+            if let Some(kind) = s.kind {
+                let (data, freeze, distill) = kind.contract();
+                let is_distill = matches!(s.objective, Objective::Distill(_));
+                if s.data != data {
+                    return Err(bad(format!(
+                        "{at}: kind {kind:?} trains on {data:?} data, not {:?}",
+                        s.data
+                    )));
+                }
+                if s.freeze != freeze {
+                    return Err(bad(format!(
+                        "{at}: kind {kind:?} trains exactly {freeze:?}, the stage says {:?}",
+                        s.freeze
+                    )));
+                }
+                if distill != is_distill {
+                    return Err(bad(format!(
+                        "{at}: kind {kind:?} {} a distill objective",
+                        if distill { "needs" } else { "does not take" }
+                    )));
+                }
             }
         }
         Ok(())

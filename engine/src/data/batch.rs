@@ -101,6 +101,35 @@ impl HostBatch {
         }
     }
 
+    /// 1 at the positions that hold visual tokens, else 0 (`[b * t]`, row-major).
+    pub fn visual_mask(&self) -> Vec<f32> {
+        let first_visual = (self.b * self.t) as i64;
+        self.gather
+            .iter()
+            .map(|g| if *g >= first_visual { 1.0 } else { 0.0 })
+            .collect()
+    }
+
+    /// Flat indices (into `[b * t]`) of every example's visual positions in order, `num_visual`
+    /// per row, or `None` when some example has no image.
+    pub fn visual_index(&self, num_visual: usize) -> Option<Vec<i64>> {
+        let first_visual = (self.b * self.t) as i64;
+        let mut out = Vec::with_capacity(self.b * num_visual);
+        for row in 0..self.b {
+            let before = out.len();
+            for col in 0..self.t {
+                let at = row * self.t + col;
+                if self.gather[at] >= first_visual {
+                    out.push(at as i64);
+                }
+            }
+            if out.len() - before != num_visual {
+                return None;
+            }
+        }
+        Some(out)
+    }
+
     /// Number of loss-counted tokens.
     pub fn counted(&self) -> usize {
         self.loss_mask.iter().filter(|m| **m > 0.0).count()

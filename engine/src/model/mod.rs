@@ -4,7 +4,7 @@
 
 pub(crate) mod attention;
 mod generate;
-mod init;
+pub(crate) mod init;
 mod llm;
 mod mllm;
 mod projector;

@@ -9,6 +9,7 @@ use burn::optim::ModuleOptimizer;
 use burn::store::ModuleRecord;
 use serde::{Deserialize, Serialize};
 
+use crate::distill::HiddenProjection;
 use crate::model::Mllm;
 use crate::{Error, Result};
 
@@ -16,6 +17,10 @@ pub const MODEL_FILE: &str = "model.bpk";
 pub const OPTIM_FILE: &str = "optim.bpk";
 pub const STATE_FILE: &str = "state.json";
 pub const CONFIG_FILE: &str = "config.json";
+/// LLaVADI's hidden-alignment projection and its optimiser state, present while a distillation
+/// stage with a hidden term is under way.
+pub const ALIGN_FILE: &str = "align.bpk";
+pub const ALIGN_OPTIM_FILE: &str = "align-optim.bpk";
 pub const LATEST: &str = "latest";
 pub const FINAL: &str = "final";
 
@@ -38,6 +43,7 @@ pub fn save(
     name: &str,
     model: &Mllm,
     optim: Option<&ModuleOptimizer>,
+    align: Option<(&HiddenProjection, &ModuleOptimizer)>,
     state: &TrainState,
 ) -> Result<PathBuf> {
     let target = dir.join(name);
@@ -58,6 +64,16 @@ pub fn save(
         .map_err(|e| ck(e, &mp))?;
     if let Some(o) = optim {
         let op = tmp.join(OPTIM_FILE);
+        o.save(&op).map_err(|e| ck(e, &op))?;
+    }
+    if let Some((module, o)) = align {
+        let ap = tmp.join(ALIGN_FILE);
+        module
+            .clone()
+            .into_record()
+            .save(&ap)
+            .map_err(|e| ck(e, &ap))?;
+        let op = tmp.join(ALIGN_OPTIM_FILE);
         o.save(&op).map_err(|e| ck(e, &op))?;
     }
     let cp = tmp.join(CONFIG_FILE);
@@ -160,4 +176,25 @@ pub fn load_optim(ckpt: &Path, optim: ModuleOptimizer) -> Result<ModuleOptimizer
         path: p.clone(),
         message: format!("cannot read optimiser state: {e}"),
     })
+}
+
+/// Restores the hidden-alignment projection and its optimiser state of a mid-stage checkpoint.
+pub fn load_align(
+    ckpt: &Path,
+    module: HiddenProjection,
+    optim: ModuleOptimizer,
+) -> Result<(HiddenProjection, ModuleOptimizer)> {
+    let p = ckpt.join(ALIGN_FILE);
+    let module = module
+        .try_load_record(read_record(&p)?)
+        .map_err(|e| Error::Checkpoint {
+            path: p.clone(),
+            message: format!("does not fit this alignment projection: {e}"),
+        })?;
+    let op = ckpt.join(ALIGN_OPTIM_FILE);
+    let optim = optim.load(&op).map_err(|e| Error::Checkpoint {
+        path: op.clone(),
+        message: format!("cannot read optimiser state: {e}"),
+    })?;
+    Ok((module, optim))
 }

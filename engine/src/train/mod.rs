@@ -4,6 +4,7 @@
 pub mod checkpoint;
 pub mod clip;
 pub mod contrastive;
+pub mod distill;
 pub mod events;
 pub mod freeze;
 mod order;

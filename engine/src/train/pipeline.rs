@@ -15,7 +15,9 @@ use burn::prelude::*;
 use super::checkpoint::{self, TrainState};
 use super::events::{Event, EventLog, Observer};
 use super::order::Order;
+use super::distill::Teacher;
 use super::{clip, freeze, schedule};
+use crate::distill::HiddenProjection;
 use crate::backend::DeviceInfo;
 use crate::config::{DataKind, DataOrder, Objective, Recipe};
 use crate::data::{Dataset, HostBatch, Padding, TextTokenizer, host_batch};
@@ -165,6 +167,22 @@ pub fn run_recipe(
     observer: &mut dyn Observer,
 ) -> Result<RunOutcome> {
     let inputs = load_inputs(recipe, opts)?;
+    let teacher = match &recipe.teacher {
+        None => None,
+        Some(t) => {
+            let ck = resolve_checkpoint(&t.from, &opts.runs_dir)?;
+            let teacher = Teacher::load(
+                &ck,
+                &recipe.model,
+                &inputs.tokenizer,
+                &device.clone().inner(),
+            )?;
+            if let Some(w) = teacher.vocab.warning() {
+                log::warn!("{w}");
+            }
+            Some(teacher)
+        }
+    };
     let run_dir = opts.runs_dir.join(&recipe.name);
     let ck_dir = run_dir.join("checkpoints");
     let recipe_text = recipe.to_toml();
@@ -264,6 +282,37 @@ pub fn run_recipe(
         }
 
         let visual = VisualSource::new(&model, data, !spec.freeze.vision.trains(), &ad);
+        let inner = device.clone().inner();
+        let distill = match (&spec.objective, &teacher) {
+            (Objective::Distill(d), Some(t)) => {
+                Some((d, t, VisualSource::frozen(&t.model.vision, data, &inner)))
+            }
+            _ => None,
+        };
+        // LLaVADI's projection lives for the stage; a mid-stage checkpoint carries it.
+        let mut align = match distill {
+            Some((d, t, _)) if d.hidden > 0.0 => {
+                let module = HiddenProjection::new(
+                    recipe.model.llm.hidden,
+                    t.model.config.llm.hidden,
+                    recipe.seed ^ (si as u64 + 1) * 0x9E37,
+                    &ad,
+                );
+                let o: ModuleOptimizer = AdamWConfig::new()
+                    .with_weight_decay(spec.weight_decay as f32)
+                    .with_epsilon(1e-8)
+                    .init();
+                Some(if start_step > 0 {
+                    let ck = resume_from
+                        .as_ref()
+                        .expect("mid-stage state comes from a checkpoint");
+                    checkpoint::load_align(ck, module, o)?
+                } else {
+                    (module, o)
+                })
+            }
+            _ => None,
+        };
         let contrastive = match spec.objective {
             Objective::Contrastive { regions, .. } => {
                 Some(super::contrastive::ContrastiveTargets::build(
@@ -272,7 +321,7 @@ pub fn run_recipe(
                     (regions > 0.0).then(|| recipe.model.vision.num_patches()),
                 )?)
             }
-            Objective::LanguageModel => None,
+            Objective::LanguageModel | Objective::Distill(_) => None,
         };
         let mut order = Order::new(recipe.seed, si, data.len());
         if spec.order == DataOrder::Curriculum {
@@ -295,6 +344,21 @@ pub fn run_recipe(
             let mut terms = BTreeMap::new();
             let loss = match spec.objective {
                 Objective::LanguageModel => model.loss(&hb.to_device(vis, &ad)),
+                Objective::Distill(_) => {
+                    let (d, t, tvis) = distill.as_ref().expect("teacher loaded for distill");
+                    let out = super::distill::distill_loss(
+                        &model,
+                        align.as_ref().map(|a| &a.0),
+                        t,
+                        d,
+                        &hb,
+                        vis,
+                        tvis.for_batch(data, &idx, &inner),
+                        &ad,
+                    );
+                    terms = out.terms;
+                    out.total
+                }
                 Objective::Contrastive {
                     temperature,
                     regions,
@@ -323,7 +387,14 @@ pub fn run_recipe(
                     spec.name
                 )));
             }
-            let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+            let mut raw = loss.backward();
+            if let Some((module, mut o)) = align.take() {
+                let g = GradientsParams::from_module(&mut raw, &module);
+                let lr = schedule::lr_at(step, steps, spec.lr, spec.warmup, spec.min_lr_ratio);
+                let module = o.step(lr, module, g);
+                align = Some((module, o));
+            }
+            let mut grads = GradientsParams::from_grads(raw, &model);
             let grad_norm = clip::clip_global_norm(&model, &mut grads, spec.grad_clip);
             let lr = schedule::lr_at(step, steps, spec.lr, spec.warmup, spec.min_lr_ratio);
             model = optim.step(lr, model, grads);
@@ -353,7 +424,16 @@ pub fn run_recipe(
             let periodic = spec.checkpoint_every > 0 && (step + 1) % spec.checkpoint_every == 0;
             if (periodic || stop_now) && step + 1 < steps {
                 let name = format!("step-{:06}", state.global_step);
-                save_logged(&mut log, &ck_dir, &name, &model, Some(&optim), &state)?;
+                let align_state = align.as_ref().map(|(m, o)| (m, o));
+                save_logged(
+                    &mut log,
+                    &ck_dir,
+                    &name,
+                    &model,
+                    Some(&optim),
+                    align_state,
+                    &state,
+                )?;
             }
             if stop_now && step + 1 < steps {
                 return Ok(RunOutcome::stopped(run_dir, model));
@@ -361,7 +441,7 @@ pub fn run_recipe(
         }
         state.stage_done = true;
         let name = format!("stage-{si}-{}", sanitize(&spec.name));
-        save_logged(&mut log, &ck_dir, &name, &model, None, &state)?;
+        save_logged(&mut log, &ck_dir, &name, &model, None, None, &state)?;
         log.emit(Event::StageEnd {
             stage: si,
             name: spec.name.clone(),
@@ -372,7 +452,7 @@ pub fn run_recipe(
             return Ok(RunOutcome::stopped(run_dir, model));
         }
     }
-    let final_ck = checkpoint::save(&ck_dir, checkpoint::FINAL, &model, None, &state)?;
+    let final_ck = checkpoint::save(&ck_dir, checkpoint::FINAL, &model, None, None, &state)?;
 
     let eval = if opts.eval && recipe.data.join("test.json").exists() {
         let test = Dataset::load(
@@ -414,9 +494,10 @@ fn save_logged(
     name: &str,
     model: &Mllm,
     optim: Option<&ModuleOptimizer>,
+    align: Option<(&HiddenProjection, &ModuleOptimizer)>,
     state: &TrainState,
 ) -> Result<()> {
-    let p = checkpoint::save(dir, name, model, optim, state)?;
+    let p = checkpoint::save(dir, name, model, optim, align, state)?;
     log.emit(Event::Checkpoint {
         path: p.display().to_string(),
         global_step: state.global_step,
@@ -466,6 +547,22 @@ impl VisualSource {
             .map(|start| vision.forward(inner.clone().narrow(0, start, 256.min(n - start))))
             .collect();
         VisualSource::Features(Tensor::cat(chunks, 0).autodiff())
+    }
+
+    /// Features of a frozen encoder living on an inner (non-autodiff) device: the teacher's.
+    fn frozen(vision: &crate::model::VisionEncoder, data: &Dataset, inner: &Device) -> Self {
+        let s = vision.config.image_size;
+        let n = data.num_images().max(1);
+        let images = if data.num_images() == 0 {
+            Tensor::<4>::zeros([1, 3, s, s], inner)
+        } else {
+            Tensor::<4>::from_data(TensorData::new(data.images.clone(), [n, 3, s, s]), inner)
+        };
+        let chunks: Vec<Tensor<3>> = (0..n)
+            .step_by(256)
+            .map(|start| vision.forward(images.clone().narrow(0, start, 256.min(n - start))))
+            .collect();
+        VisualSource::Features(Tensor::cat(chunks, 0))
     }
 
     fn for_batch(&self, data: &Dataset, idx: &[usize], device: &Device) -> Visual {

@@ -178,12 +178,17 @@ impl Scene {
         self.objects.iter().any(|o| o.kind() == kind)
     }
 
-    /// One phrase per grid cell in row-major order: `"red circle"`, or `"nothing"` for an empty
-    /// cell. With the image size three times the ViT patch size, cell k is exactly patch k.
+    /// One phrase per grid cell in row-major order: `"red circle at top left"`, or
+    /// `"nothing at top left"` for an empty cell. With the image size three times the ViT patch
+    /// size, cell k is exactly patch k. The place is part of the phrase so that each patch token
+    /// must carry where it is as well as what it holds: the decoder's rotary positions are
+    /// relative to the question, so "where is ..." can only be read from the visual token itself.
     pub fn regions(&self) -> Vec<String> {
-        let mut cells = vec!["nothing".to_string(); 9];
+        let mut cells: Vec<String> = (0..9)
+            .map(|k| format!("nothing at {} {}", ROWS[k / 3], COLS[k % 3]))
+            .collect();
         for o in &self.objects {
-            cells[o.row * 3 + o.col] = o.name();
+            cells[o.row * 3 + o.col] = format!("{} at {}", o.name(), o.place());
         }
         cells
     }

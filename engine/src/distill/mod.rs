@@ -1,0 +1,16 @@
+//! Knowledge distillation (LLaVA-KD, LLaVADI): divergences between teacher and student token
+//! distributions, relation distillation over visual tokens, hidden-state alignment, and the
+//! vocabulary policy. Plain burn ops; the fused kernels of `shaders/` implement the same specs.
+
+mod divergence;
+mod hidden;
+mod relation;
+mod vocab;
+
+pub use divergence::{Divergence, DivergenceSpec, masked_divergence, token_divergence, zscore};
+pub use hidden::{HiddenProjection, hidden_mse};
+pub use relation::{relation_loss, self_correlation};
+pub use vocab::VocabAlignment;
+
+#[cfg(test)]
+mod tests;

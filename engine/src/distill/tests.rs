@@ -1,0 +1,326 @@
+//! Distillation losses against direct f64 evaluations of the formulas of METHODS.md section 2-3
+//! (written from probabilities, not log-softmaxes, so they share no code with the engine), and
+//! their gradients against central finite differences of those evaluations.
+
+use burn::prelude::*;
+
+use super::*;
+
+fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .expect("f32 data")
+}
+
+/// Deterministic pseudo-random logits with a spread like a real model's.
+fn logits(n: usize, seed: u64, scale: f64) -> Vec<f64> {
+    let mut rng = crate::model::Rng::new(seed);
+    (0..n).map(|_| rng.normal() * scale).collect()
+}
+
+fn softmax(z: &[f64]) -> Vec<f64> {
+    let m = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let e: Vec<f64> = z.iter().map(|x| (x - m).exp()).collect();
+    let s: f64 = e.iter().sum();
+    e.iter().map(|x| x / s).collect()
+}
+
+fn kl(p: &[f64], q: &[f64]) -> f64 {
+    p.iter()
+        .zip(q)
+        .filter(|(a, _)| **a > 0.0)
+        .map(|(a, b)| a * (a / b).ln())
+        .sum()
+}
+
+fn mix(a: f64, p: &[f64], q: &[f64]) -> Vec<f64> {
+    p.iter().zip(q).map(|(x, y)| a * x + (1.0 - a) * y).collect()
+}
+
+fn zscore_host(z: &[f64]) -> Vec<f64> {
+    let n = z.len() as f64;
+    let mean = z.iter().sum::<f64>() / n;
+    let var = z.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n;
+    let std = (var + 1e-6).sqrt();
+    z.iter().map(|x| (x - mean) / std).collect()
+}
+
+/// One token's divergence, scaled by T^2, straight from the definitions.
+fn reference(zs: &[f64], zt: &[f64], spec: &DivergenceSpec) -> f64 {
+    let (zs, zt) = if spec.zscore {
+        (zscore_host(zs), zscore_host(zt))
+    } else {
+        (zs.to_vec(), zt.to_vec())
+    };
+    let t = spec.temperature;
+    let ps = softmax(&zs.iter().map(|x| x / t).collect::<Vec<_>>());
+    let pt = softmax(&zt.iter().map(|x| x / t).collect::<Vec<_>>());
+    let d = match spec.divergence {
+        Divergence::ForwardKl => kl(&pt, &ps),
+        Divergence::ReverseKl => kl(&ps, &pt),
+        Divergence::Jsd { beta } => {
+            let m = mix(beta, &pt, &ps);
+            beta * kl(&pt, &m) + (1.0 - beta) * kl(&ps, &m)
+        }
+        Divergence::SkewForwardKl { alpha } => kl(&pt, &mix(alpha, &pt, &ps)),
+        Divergence::SkewReverseKl { alpha } => kl(&ps, &mix(alpha, &ps, &pt)),
+        Divergence::Tvd => 0.5 * pt.iter().zip(&ps).map(|(a, b)| (a - b).abs()).sum::<f64>(),
+    };
+    d * t * t
+}
+
+/// Masked mean of the reference over rows of `[rows, v]`.
+fn reference_masked(zs: &[f64], zt: &[f64], mask: &[f64], v: usize, spec: &DivergenceSpec) -> f64 {
+    let mut total = 0.0;
+    let mut count = 0.0;
+    for (r, m) in mask.iter().enumerate() {
+        if *m > 0.0 {
+            total += reference(&zs[r * v..(r + 1) * v], &zt[r * v..(r + 1) * v], spec);
+            count += 1.0;
+        }
+    }
+    if count > 0.0 { total / count } else { 0.0 }
+}
+
+fn all_specs() -> Vec<DivergenceSpec> {
+    let kinds = [
+        Divergence::ForwardKl,
+        Divergence::ReverseKl,
+        Divergence::Jsd { beta: 0.5 },
+        Divergence::Jsd { beta: 0.2 },
+        Divergence::SkewForwardKl { alpha: 0.1 },
+        Divergence::SkewReverseKl { alpha: 0.1 },
+        Divergence::Tvd,
+    ];
+    let mut specs = Vec::new();
+    for divergence in kinds {
+        for (temperature, zscore) in [(1.0, false), (2.0, false), (0.7, true)] {
+            specs.push(DivergenceSpec {
+                divergence,
+                temperature,
+                zscore,
+            });
+        }
+    }
+    specs
+}
+
+fn tensor3(v: &[f64], shape: [usize; 3], device: &Device) -> Tensor<3> {
+    let f: Vec<f32> = v.iter().map(|x| *x as f32).collect();
+    Tensor::from_data(TensorData::new(f, shape), device)
+}
+
+fn tensor2(v: &[f64], shape: [usize; 2], device: &Device) -> Tensor<2> {
+    let f: Vec<f32> = v.iter().map(|x| *x as f32).collect();
+    Tensor::from_data(TensorData::new(f, shape), device)
+}
+
+#[test]
+fn identical_distributions_give_zero() {
+    let device = Device::flex();
+    let z = logits(3 * 11, 1, 3.0);
+    for spec in all_specs() {
+        let a = tensor2(&z, [3, 11], &device);
+        let d = host(token_divergence(a.clone(), a, &spec));
+        for x in d {
+            assert!(x.abs() < 1e-5, "{}: {x}", spec.divergence.label());
+        }
+    }
+}
+
+#[test]
+fn masked_values_match_the_formulas() {
+    let device = Device::flex();
+    let (b, t, v) = (2, 3, 13);
+    let zs = logits(b * t * v, 2, 2.5);
+    let zt = logits(b * t * v, 3, 4.0);
+    let mask = [1.0, 0.0, 1.0, 1.0, 1.0, 0.0];
+    for spec in all_specs() {
+        let got = host(masked_divergence(
+            tensor3(&zs, [b, t, v], &device),
+            tensor3(&zt, [b, t, v], &device),
+            tensor2(&mask, [b, t], &device),
+            &spec,
+        ))[0] as f64;
+        let want = reference_masked(&zs, &zt, &mask, v, &spec);
+        assert!(
+            (got - want).abs() < 1e-4 * want.abs().max(1.0),
+            "{} T={} z={}: {got} vs {want}",
+            spec.divergence.label(),
+            spec.temperature,
+            spec.zscore
+        );
+        assert!(want > 0.0, "the fixture must have distinct distributions");
+    }
+    // nothing counted: 0, not NaN
+    let zero = host(masked_divergence(
+        tensor3(&zs, [b, t, v], &device),
+        tensor3(&zt, [b, t, v], &device),
+        tensor2(&[0.0; 6], [b, t], &device),
+        &DivergenceSpec::default(),
+    ))[0];
+    assert_eq!(zero, 0.0);
+}
+
+#[test]
+fn gradients_match_finite_differences_and_skip_masked_tokens() {
+    let device = Device::flex().autodiff();
+    let (b, t, v) = (1, 3, 7);
+    let zs = logits(b * t * v, 4, 1.5);
+    let zt = logits(b * t * v, 5, 2.0);
+    let mask = [1.0, 0.0, 1.0];
+    for spec in all_specs() {
+        let student = tensor3(&zs, [b, t, v], &device).require_grad();
+        let teacher = tensor3(&zt, [b, t, v], &device).require_grad();
+        let loss = masked_divergence(
+            student.clone(),
+            teacher.clone(),
+            tensor2(&mask, [b, t], &device),
+            &spec,
+        );
+        let grads = loss.backward();
+        let g = host(student.grad(&grads).expect("student gradient"));
+        // the teacher is a fixed target: no gradient flows into it
+        if let Some(gt) = teacher.grad(&grads) {
+            assert!(host(gt).iter().all(|x| *x == 0.0), "teacher got a gradient");
+        }
+        let h = 1e-5;
+        for i in 0..zs.len() {
+            let mut up = zs.clone();
+            up[i] += h;
+            let mut down = zs.clone();
+            down[i] -= h;
+            let fd = (reference_masked(&up, &zt, &mask, v, &spec)
+                - reference_masked(&down, &zt, &mask, v, &spec))
+                / (2.0 * h);
+            let tol = 2e-4 + 2e-3 * fd.abs();
+            assert!(
+                (g[i] as f64 - fd).abs() < tol,
+                "{} T={} z={} d/dz[{i}]: autodiff {} vs fd {fd}",
+                spec.divergence.label(),
+                spec.temperature,
+                spec.zscore,
+                g[i]
+            );
+            if mask[i / v] == 0.0 {
+                assert_eq!(g[i], 0.0, "masked token {} got a gradient", i / v);
+            }
+        }
+    }
+}
+
+#[test]
+fn invalid_specs_are_rejected() {
+    let bad = [
+        DivergenceSpec {
+            temperature: 0.0,
+            ..Default::default()
+        },
+        DivergenceSpec {
+            divergence: Divergence::Jsd { beta: 1.0 },
+            ..Default::default()
+        },
+        DivergenceSpec {
+            divergence: Divergence::SkewReverseKl { alpha: 1.0 },
+            ..Default::default()
+        },
+    ];
+    for spec in bad {
+        assert!(spec.validate().is_err(), "{spec:?} accepted");
+    }
+    for spec in all_specs() {
+        spec.validate().unwrap();
+    }
+}
+
+/// RDist on the host: normalise rows, R = y y^T, 1 - cos(vec R_s, vec R_t), batch mean.
+fn relation_reference(ys: &[f64], yt: &[f64], b: usize, n: usize, ds: usize, dt: usize) -> f64 {
+    let corr = |y: &[f64], d: usize| -> Vec<f64> {
+        let rows: Vec<Vec<f64>> = (0..n)
+            .map(|i| {
+                let r = &y[i * d..(i + 1) * d];
+                let norm = r.iter().map(|x| x * x).sum::<f64>().sqrt();
+                r.iter().map(|x| x / norm).collect()
+            })
+            .collect();
+        let mut out = Vec::with_capacity(n * n);
+        for i in 0..n {
+            for j in 0..n {
+                out.push(rows[i].iter().zip(&rows[j]).map(|(a, c)| a * c).sum());
+            }
+        }
+        out
+    };
+    let mut total = 0.0;
+    for s in 0..b {
+        let rs = corr(&ys[s * n * ds..(s + 1) * n * ds], ds);
+        let rt = corr(&yt[s * n * dt..(s + 1) * n * dt], dt);
+        let dot: f64 = rs.iter().zip(&rt).map(|(a, c)| a * c).sum();
+        let na = rs.iter().map(|x| x * x).sum::<f64>().sqrt();
+        let nb = rt.iter().map(|x| x * x).sum::<f64>().sqrt();
+        total += 1.0 - dot / (na * nb);
+    }
+    total / b as f64
+}
+
+#[test]
+fn relation_loss_matches_formula_and_gradient() {
+    let device = Device::flex().autodiff();
+    let (b, n, ds, dt) = (2, 5, 4, 6);
+    let ys = logits(b * n * ds, 6, 1.0);
+    let yt = logits(b * n * dt, 7, 1.0);
+    let student = tensor3(&ys, [b, n, ds], &device).require_grad();
+    let loss = relation_loss(student.clone(), tensor3(&yt, [b, n, dt], &device));
+    let got = host(loss.clone())[0] as f64;
+    let want = relation_reference(&ys, &yt, b, n, ds, dt);
+    assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+    assert!(want > 0.01);
+    let g = host(student.grad(&loss.backward()).unwrap());
+    let h = 1e-5;
+    for i in 0..ys.len() {
+        let mut up = ys.clone();
+        up[i] += h;
+        let mut down = ys.clone();
+        down[i] -= h;
+        let fd = (relation_reference(&up, &yt, b, n, ds, dt)
+            - relation_reference(&down, &yt, b, n, ds, dt))
+            / (2.0 * h);
+        assert!(
+            (g[i] as f64 - fd).abs() < 1e-4 + 2e-3 * fd.abs(),
+            "d/dy[{i}]: {} vs {fd}",
+            g[i]
+        );
+    }
+    // the same features related the same way: zero loss
+    let same = relation_loss(
+        tensor3(&ys, [b, n, ds], &device),
+        tensor3(&ys, [b, n, ds], &device),
+    );
+    assert!(host(same)[0].abs() < 1e-6);
+}
+
+#[test]
+fn hidden_mse_counts_only_masked_tokens() {
+    let device = Device::flex();
+    let a = tensor3(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0], [1, 4, 2], &device);
+    let t = tensor3(&[0.0; 8], [1, 4, 2], &device);
+    let mask = tensor2(&[1.0, 0.0, 1.0, 0.0], [1, 4], &device);
+    // tokens 0 and 2: (1+4)/2 = 2.5 and (25+36)/2 = 30.5, mean 16.5
+    assert!((host(hidden_mse(a, t, mask))[0] - 16.5).abs() < 1e-5);
+}
+
+#[test]
+fn vocabulary_policy() {
+    let same = VocabAlignment::new(64, 64, 51).unwrap();
+    assert_eq!(same.shared, 64);
+    assert!(same.warning().is_none());
+    let padded = VocabAlignment::new(151_936, 152_064, 151_646).unwrap();
+    assert_eq!(padded.shared, 151_936);
+    assert!(padded.warning().unwrap().contains("151936"));
+    let err = VocabAlignment::new(100, 152_064, 151_646).unwrap_err();
+    assert!(err.contains("student"), "{err}");
+    let device = Device::flex();
+    let z = Tensor::<3>::zeros([1, 2, 70], &device);
+    assert_eq!(VocabAlignment::new(64, 70, 51).unwrap().narrow(z).dims(), [1, 2, 64]);
+}

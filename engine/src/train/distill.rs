@@ -1,0 +1,202 @@
+//! A distillation step: the frozen teacher and the student see the same batch; the student's
+//! loss is the weighted sum of cross-entropy, response and visual divergences, RDist and the
+//! hidden-state alignment of [`DistillSpec`]. The teacher runs on the inner (non-autodiff)
+//! device, so no graph is ever built through it and its weights cannot change.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use burn::prelude::*;
+
+use super::checkpoint;
+use crate::config::{DistillSpec, KdTokens, MllmConfig, RelationFeatures};
+use crate::data::{HostBatch, TextTokenizer};
+use crate::distill::{
+    HiddenProjection, VocabAlignment, hidden_mse, masked_divergence, relation_loss,
+};
+use crate::model::{Mllm, Visual, masked_cross_entropy};
+use crate::{Error, Result};
+
+/// The loaded teacher and how its vocabulary lines up with the student's.
+pub struct Teacher {
+    pub model: Mllm,
+    pub checkpoint: PathBuf,
+    pub vocab: VocabAlignment,
+}
+
+/// Finds the tokenizer a teacher was trained with: the run folder holds a copy beside
+/// `checkpoints/` (`<run>/checkpoints/<ckpt>/` -> `<run>/tokenizer.json`), a bare checkpoint
+/// folder may hold its own.
+fn teacher_tokenizer(ckpt: &Path) -> Option<PathBuf> {
+    [
+        ckpt.join("tokenizer.json"),
+        ckpt.join("../../tokenizer.json"),
+    ]
+    .into_iter()
+    .find(|p| p.exists())
+}
+
+impl Teacher {
+    /// Loads the teacher from `ckpt` onto `device` (an inner, non-autodiff device) and checks it
+    /// against the student: same vision encoder shape (LLaVA-KD shares the frozen encoder, and
+    /// RDist compares visual tokens one to one), same tokenizer, compatible vocabularies.
+    pub fn load(
+        ckpt: &Path,
+        student: &MllmConfig,
+        tokenizer: &TextTokenizer,
+        device: &Device,
+    ) -> Result<Teacher> {
+        let config = checkpoint::load_config(ckpt)?;
+        let bad = |message: String| Error::Checkpoint {
+            path: ckpt.to_path_buf(),
+            message,
+        };
+        if config.vision.num_visual_tokens() != student.vision.num_visual_tokens()
+            || config.vision.image_size != student.vision.image_size
+        {
+            return Err(bad(format!(
+                "the teacher sees {} visual tokens of {} px images, the student {} of {} px: \
+                 teacher and student must share the vision encoder",
+                config.vision.num_visual_tokens(),
+                config.vision.image_size,
+                student.vision.num_visual_tokens(),
+                student.vision.image_size
+            )));
+        }
+        let tok = teacher_tokenizer(ckpt).ok_or_else(|| {
+            bad("no tokenizer.json beside the teacher checkpoint: cannot check that teacher \
+                 and student share a tokenizer"
+                .into())
+        })?;
+        let theirs = std::fs::read(&tok).map_err(|e| Error::io(&tok, e))?;
+        let ours = std::fs::read(&tokenizer.path).map_err(|e| Error::io(&tokenizer.path, e))?;
+        if theirs != ours {
+            return Err(bad(format!(
+                "the teacher's tokenizer ({}) differs from the student's ({}): distillation \
+                 compares distributions over the same token ids, so both must use one tokenizer",
+                tok.display(),
+                tokenizer.path.display()
+            )));
+        }
+        let vocab = VocabAlignment::new(
+            student.llm.vocab_size,
+            config.llm.vocab_size,
+            tokenizer.vocab_size(),
+        )
+        .map_err(bad)?;
+        let model = checkpoint::load_full(ckpt, device)?;
+        Ok(Teacher {
+            model,
+            checkpoint: ckpt.to_path_buf(),
+            vocab,
+        })
+    }
+}
+
+/// What the teacher says about one batch, already on the autodiff device as constants.
+struct TeacherOut {
+    logits: Tensor<3>,
+    hidden: Tensor<3>,
+}
+
+fn teacher_forward(teacher: &Teacher, hb: &HostBatch, visual: Visual, ad: &Device) -> TeacherOut {
+    let inner = ad.clone().inner();
+    let batch = hb.to_device(visual, &inner);
+    let hidden = teacher.model.hidden(&batch);
+    let logits = teacher.model.llm.logits(hidden.clone());
+    TeacherOut {
+        logits: teacher.vocab.narrow(logits).autodiff(),
+        hidden: hidden.autodiff(),
+    }
+}
+
+/// Rows `index` of `[B, T, D]` flattened, as `[B, N, D]`.
+fn rows(x: Tensor<3>, index: &Tensor<1, Int>, b: usize, n: usize) -> Tensor<3> {
+    let [bb, t, d] = x.dims();
+    x.reshape([bb * t, d]).select(0, index.clone()).reshape([b, n, d])
+}
+
+/// The total loss and its named terms (unweighted, for the event log).
+pub struct DistillLoss {
+    pub total: Tensor<1>,
+    pub terms: BTreeMap<String, f32>,
+}
+
+/// One distillation loss evaluation. `student_visual` / `teacher_visual` are the batch's visual
+/// inputs for each model (features from each model's own frozen encoder, or pixels).
+#[allow(clippy::too_many_arguments)]
+pub fn distill_loss(
+    student: &Mllm,
+    align: Option<&HiddenProjection>,
+    teacher: &Teacher,
+    spec: &DistillSpec,
+    hb: &HostBatch,
+    student_visual: Visual,
+    teacher_visual: Visual,
+    ad: &Device,
+) -> DistillLoss {
+    let t_out = teacher_forward(teacher, hb, teacher_visual, ad);
+    let batch = hb.to_device(student_visual, ad);
+    let s_hidden = student.hidden(&batch);
+    let s_logits_full = student.llm.logits(s_hidden.clone());
+    let s_logits = teacher.vocab.narrow(s_logits_full.clone());
+    let (b, t) = (hb.b, hb.t);
+    let mask2 = |v: Vec<f32>| Tensor::<2>::from_data(TensorData::new(v, [b, t]), ad);
+
+    let mut total = Tensor::<1>::zeros([1], ad);
+    let mut terms = BTreeMap::new();
+    let mut add = |name: &str, weight: f64, value: Tensor<1>, total: &mut Tensor<1>| {
+        terms.insert(name.to_string(), value.clone().into_scalar::<f32>());
+        *total = total.clone() + value * weight;
+    };
+
+    if spec.ce > 0.0 {
+        let ce = masked_cross_entropy(
+            s_logits_full,
+            batch.targets.clone(),
+            batch.loss_mask.clone(),
+        );
+        add("ce", spec.ce, ce, &mut total);
+    }
+    let token_mask = match spec.tokens {
+        KdTokens::Response => batch.loss_mask.clone(),
+        KdTokens::All => batch.attention_mask.clone(),
+    };
+    if spec.res > 0.0 {
+        let res = masked_divergence(
+            s_logits.clone(),
+            t_out.logits.clone(),
+            token_mask.clone(),
+            &spec.divergence,
+        );
+        add("res", spec.res, res, &mut total);
+    }
+    if spec.vis > 0.0 {
+        let vis = masked_divergence(
+            s_logits.clone(),
+            t_out.logits.clone(),
+            mask2(hb.visual_mask()),
+            &spec.divergence,
+        );
+        add("vis", spec.vis, vis, &mut total);
+    }
+    if spec.rel > 0.0 {
+        let n = student.config.vision.num_visual_tokens();
+        if let Some(index) = hb.visual_index(n) {
+            let index =
+                Tensor::<1, Int>::from_data(TensorData::new(index, [b * n]), ad);
+            let (ys, yt) = match spec.relation {
+                RelationFeatures::Logits => (s_logits.clone(), t_out.logits.clone()),
+                RelationFeatures::Hidden => (s_hidden.clone(), t_out.hidden.clone()),
+            };
+            let rel = relation_loss(rows(ys, &index, b, n), rows(yt, &index, b, n));
+            add("rel", spec.rel, rel, &mut total);
+        }
+    }
+    if spec.hidden > 0.0 {
+        let align = align.expect("a hidden-alignment projection when hidden > 0");
+        let mse = hidden_mse(align.forward(s_hidden), t_out.hidden, token_mask);
+        add("hidden", spec.hidden, mse, &mut total);
+    }
+    DistillLoss { total, terms }
+}
