@@ -37,3 +37,18 @@ fn teacher_and_student_share_the_vision_encoder_and_tokenizer_space() {
     assert_eq!(t.model.llm.vocab_size, s.model.llm.vocab_size);
     assert!(s.model.llm.hidden * s.model.llm.layers < t.model.llm.hidden * t.model.llm.layers);
 }
+
+/// Every shipped ablation set loads and every row resolves to a valid, distinct recipe.
+#[test]
+fn shipped_ablation_sets_resolve() {
+    let root = condenser_tests::repo();
+    for e in std::fs::read_dir(root.join("assets/ablations")).unwrap() {
+        let path = e.unwrap().path();
+        let set = condenser_engine::config::load_ablation(&path).unwrap();
+        let mut seen = std::collections::BTreeSet::new();
+        for row in &set.rows {
+            let r = row.recipe(&set.name, &root, 1).unwrap();
+            assert!(seen.insert(r.to_toml()), "{}: row {:?} repeats another", path.display(), row.label);
+        }
+    }
+}

@@ -1,5 +1,6 @@
 //! Command-line interface: one subcommand per file.
 
+mod ablate;
 mod chat;
 mod demo;
 mod eval;
@@ -16,7 +17,7 @@ use condenser_engine::burn;
 /// Condenser: distil large multimodal LLMs into small ones, on any GPU wgpu reaches.
 ///
 /// Start with `condenser demo`: it generates the built-in Shapes world, pre-trains a shared
-/// vision encoder, trains a teacher and a baseline student, evaluates both on held-out
+/// vision encoder, trains a teacher, a baseline student and a distilled (LLaVA-KD) student, evaluates them on held-out
 /// questions and prints the comparison. Every run lives in `runs/<name>/` (resolved recipe,
 /// events.jsonl, checkpoints, report) and resumes where it stopped if interrupted.
 #[derive(Parser, Debug)]
@@ -38,8 +39,11 @@ enum Command {
     Eval(eval::Args),
     /// Ask a trained model about an image.
     Chat(chat::Args),
-    /// The main job: Shapes world -> vision encoder -> teacher -> baseline student -> comparison.
+    /// The main job: Shapes world -> vision encoder -> teacher -> baseline student -> KD
+    /// student -> comparison.
     Demo(demo::Args),
+    /// Train an ablation set's rows with several seeds and write its generated results table.
+    Ablate(ablate::Args),
 }
 
 /// Options shared by commands that compute.
@@ -77,5 +81,6 @@ pub fn run() -> anyhow::Result<()> {
         Command::Eval(a) => eval::main(a),
         Command::Chat(a) => chat::main(a),
         Command::Demo(a) => demo::main(a),
+        Command::Ablate(a) => ablate::main(a),
     }
 }

@@ -18,6 +18,11 @@ pub const STUDENT: (&str, &str) = (
     include_str!("../../../assets/recipes/shapes-student.toml"),
 );
 
+pub const KD: (&str, &str) = (
+    "assets/recipes/shapes-kd.toml",
+    include_str!("../../../assets/recipes/shapes-kd.toml"),
+);
+
 pub fn load((path, text): (&str, &str)) -> anyhow::Result<Recipe> {
     Ok(parse_recipe(text, Path::new(path))?)
 }

@@ -1,10 +1,12 @@
 //! Typed configuration: model shapes and TOML recipes. Unknown keys are rejected everywhere
 //! (`deny_unknown_fields`), and errors name the file, the key and the position.
 
+mod ablation;
 mod model;
 mod recipe;
 
 pub use model::{LlmConfig, MllmConfig, ProjectorConfig, VisionConfig};
+pub use ablation::{AblationRow, AblationSet, load_ablation, slug};
 pub use recipe::{
     DataKind, DataOrder, DistillSpec, FreezePolicy, FreezeSpec, InitSpec, KdTokens, Objective,
     Recipe, RelationFeatures, StageFreeze, StageKind, StageSpec, TeacherSpec, load_recipe,

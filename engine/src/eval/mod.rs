@@ -2,6 +2,7 @@
 //! question type) and POPE metrics (accuracy, precision, recall, F1, yes-ratio) for each
 //! negative-sampling strategy of the existence questions.
 
+pub mod ablation;
 pub mod report;
 
 use std::collections::BTreeMap;
