@@ -15,9 +15,19 @@ pub struct ContrastiveTargets {
     captions: Vec<Vec<u32>>,
     /// Distinct region phrases, tokenised the same way (empty without the region term).
     phrases: Vec<Vec<u32>>,
-    /// Per record: the phrase index of each patch, row-major (empty without the region term).
-    cells: Vec<Vec<usize>>,
+    /// Per record, per patch (row-major), per view: the phrase index (empty without the region
+    /// term). Every patch has the same number of views.
+    cells: Vec<Vec<Vec<usize>>>,
+    /// Views per region phrase (see [`REGION_VIEW_SEPARATOR`]).
+    views: usize,
 }
+
+/// Separates several descriptions of one region in a `regions` entry, e.g.
+/// `"red circle at top left | red | circle | top left"`. Each view is a separate classification
+/// of the patch token among the batch's phrases for that view, so the token must carry each
+/// attribute on its own (a colour-only key such as "the blue object" can then match it), not only
+/// the whole phrase.
+pub const REGION_VIEW_SEPARATOR: &str = " | ";
 
 impl ContrastiveTargets {
     /// Tokenises the captions (each record's last assistant turn) and, when `num_patches` is
@@ -44,8 +54,9 @@ impl ContrastiveTargets {
             .collect::<Result<Vec<_>>>()?;
         let mut phrases = Vec::new();
         let mut cells = Vec::new();
+        let mut views = 0;
         if let Some(n) = num_patches {
-            let mut index: BTreeMap<&str, usize> = BTreeMap::new();
+            let mut index: BTreeMap<(usize, &str), usize> = BTreeMap::new();
             for (i, r) in data.records.iter().enumerate() {
                 let bad = |message: String| Error::Record {
                     path: data.path.clone(),
@@ -65,17 +76,31 @@ impl ContrastiveTargets {
                         regions.len()
                     )));
                 }
-                let row = regions
-                    .iter()
-                    .map(|p| {
+                let mut row = Vec::with_capacity(n);
+                for (cell, region) in regions.iter().enumerate() {
+                    let parts: Vec<&str> = region.split(REGION_VIEW_SEPARATOR).collect();
+                    if views == 0 {
+                        views = parts.len();
+                    }
+                    if parts.len() != views {
+                        return Err(bad(format!(
+                            "region {cell} has {} views (separated by {REGION_VIEW_SEPARATOR:?}), \
+                             the first record's regions have {views}",
+                            parts.len()
+                        )));
+                    }
+                    let mut ids = Vec::with_capacity(views);
+                    for (v, part) in parts.into_iter().enumerate() {
+                        // the same words in two views are two classes: key by (view, text)
                         let next = index.len();
-                        let k = *index.entry(p.as_str()).or_insert(next);
+                        let k = *index.entry((v, part)).or_insert(next);
                         if k == phrases.len() {
-                            phrases.push(text(p)?);
+                            phrases.push(text(part)?);
                         }
-                        Ok(k)
-                    })
-                    .collect::<Result<Vec<_>>>()?;
+                        ids.push(k);
+                    }
+                    row.push(ids);
+                }
                 cells.push(row);
             }
         }
@@ -83,6 +108,7 @@ impl ContrastiveTargets {
             captions,
             phrases,
             cells,
+            views,
         })
     }
 
@@ -173,7 +199,7 @@ pub fn contrastive_loss(
 }
 
 /// Cross-entropy of each patch token `[B*N, D]` picking its own phrase among the distinct
-/// phrases of the batch (cosine similarity over `temperature`).
+/// phrases of the batch (cosine similarity over `temperature`), averaged over the views.
 fn region_nce(
     model: &Mllm,
     patches: Tensor<2>,
@@ -183,24 +209,34 @@ fn region_nce(
     temperature: f64,
     device: &Device,
 ) -> Tensor<1> {
-    let mut local: BTreeMap<usize, usize> = BTreeMap::new();
-    let mut labels = Vec::new();
-    for &i in batch {
-        for &p in &targets.cells[i] {
-            let next = local.len();
-            labels.push(*local.entry(p).or_insert(next) as i64);
+    let patches = normalise(patches);
+    let mut total: Option<Tensor<1>> = None;
+    for v in 0..targets.views {
+        let mut local: BTreeMap<usize, usize> = BTreeMap::new();
+        let mut labels = Vec::new();
+        for &i in batch {
+            for cell in &targets.cells[i] {
+                let next = local.len();
+                labels.push(*local.entry(cell[v]).or_insert(next) as i64);
+            }
         }
+        let mut used: Vec<(usize, usize)> = local.into_iter().collect();
+        used.sort_by_key(|&(_, k)| k);
+        let seqs: Vec<&Vec<u32>> = used.iter().map(|&(p, _)| &targets.phrases[p]).collect();
+        let phrases = encode_texts(model, &seqs, pad, device);
+        let n = labels.len();
+        let logits = patches
+            .clone()
+            .matmul(normalise(phrases).transpose())
+            .div_scalar(temperature);
+        let labels = Tensor::<2, Int>::from_data(TensorData::new(labels, [n, 1]), device);
+        let ce = log_softmax(logits, 1).gather(1, labels).mean().neg();
+        total = Some(match total {
+            None => ce,
+            Some(t) => t + ce,
+        });
     }
-    let mut used: Vec<(usize, usize)> = local.into_iter().collect();
-    used.sort_by_key(|&(_, k)| k);
-    let seqs: Vec<&Vec<u32>> = used.iter().map(|&(p, _)| &targets.phrases[p]).collect();
-    let phrases = encode_texts(model, &seqs, pad, device);
-    let n = labels.len();
-    let logits = normalise(patches)
-        .matmul(normalise(phrases).transpose())
-        .div_scalar(temperature);
-    let labels = Tensor::<2, Int>::from_data(TensorData::new(labels, [n, 1]), device);
-    log_softmax(logits, 1).gather(1, labels).mean().neg()
+    total.expect("at least one view").div_scalar(targets.views as f64)
 }
 
 /// Symmetric InfoNCE: row i of `image` and of `text` `[B, D]` are a pair; both are
@@ -331,7 +367,26 @@ mod tests {
         ]);
         let t = ContrastiveTargets::build(&good, &tok, Some(4)).unwrap();
         assert_eq!(t.num_phrases(), 4);
-        assert_eq!(t.cells, vec![vec![0, 1, 1, 2], vec![1, 2, 3, 1]]);
+        let one = |v: &[usize]| v.iter().map(|k| vec![*k]).collect::<Vec<_>>();
+        assert_eq!(t.cells, vec![one(&[0, 1, 1, 2]), one(&[1, 2, 3, 1])]);
+        // several views per region: classes are per view, so "nothing" in view 0 and view 1
+        // are two phrases
+        let views = records(&[Some(vec![
+            "red circle | red",
+            "nothing | nothing",
+            "blue square | blue",
+            "nothing | nothing",
+        ])]);
+        let t = ContrastiveTargets::build(&views, &tok, Some(4)).unwrap();
+        assert_eq!(t.views, 2);
+        assert_eq!(t.num_phrases(), 6);
+        assert_eq!(t.cells[0][1], vec![2, 3]);
+        let ragged = records(&[Some(vec!["red circle | red", "nothing", "nothing", "nothing"])]);
+        let err = ContrastiveTargets::build(&ragged, &tok, Some(4))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("region 1 has 1 views"), "{err}");
         // without the region term, phrases are neither needed nor read
         let t = ContrastiveTargets::build(&records(&[None]), &tok, None).unwrap();
         assert_eq!(t.num_phrases(), 0);
@@ -417,7 +472,7 @@ mod tests {
                 let lse = logits.iter().map(|x| x.exp()).sum::<f64>().ln();
                 let label = present
                     .iter()
-                    .position(|&x| x == targets.cells[rec][k])
+                    .position(|&x| x == targets.cells[rec][k][0])
                     .unwrap();
                 want += lse - logits[label];
                 n += 1.0;
