@@ -141,3 +141,122 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// LLaVADI's initialisation copies the teacher's embeddings and first layers into a shallower
+/// student, and refuses a student of another width.
+#[test]
+fn student_llm_can_start_from_the_teachers_first_layers() {
+    use condenser_engine::burn::prelude::Device;
+    use condenser_engine::model::Mllm;
+    use condenser_engine::train::checkpoint::{load_full, load_llm_prefix};
+
+    let dir = scratch("kd-prefix");
+    let data = tiny_world(&dir);
+    let (device, info) = select(BackendChoice::Cpu).unwrap();
+    let runs = dir.join("runs");
+    let opts = RunOptions {
+        runs_dir: runs.clone(),
+        eval: false,
+        ..RunOptions::default()
+    };
+    let mut teacher = smoke_recipe(&data);
+    teacher.stages.truncate(1);
+    run_recipe(&teacher, &device, &info, &opts, &mut Silent).unwrap();
+    let ck = runs.join("smoke/checkpoints/final");
+    let flex = Device::flex();
+    let t = load_full(&ck, &flex).unwrap();
+
+    let mut cfg = t.config.clone();
+    cfg.llm.layers = 1;
+    let s = load_llm_prefix(&ck, Mllm::new(&cfg, 99, &flex)).unwrap();
+    assert_eq!(s.llm.layers.len(), 1);
+    let tw: std::collections::BTreeMap<_, _> = weights(&t).into_iter().collect();
+    let sw = weights(&s);
+    let mut copied = 0;
+    for (name, v) in &sw {
+        if name.starts_with("llm.") {
+            assert_eq!(Some(v), tw.get(name), "{name} was not copied from the teacher");
+            copied += 1;
+        }
+    }
+    assert!(copied > 5, "only {copied} LLM tensors compared");
+
+    let mut wide = cfg.clone();
+    wide.llm.hidden *= 2;
+    let err = match load_llm_prefix(&ck, Mllm::new(&wide, 1, &flex)) {
+        Ok(_) => panic!("a wider student was accepted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("everything but depth"), "{err}");
+}
+
+/// Cached teacher outputs equal the live teacher's on batches of examples of different lengths.
+#[test]
+fn cached_teacher_outputs_match_the_live_teacher() {
+    use condenser_engine::burn::prelude::*;
+    use condenser_engine::data::{Dataset, Padding, TextTokenizer, host_batch};
+    use condenser_engine::model::Visual;
+    use condenser_engine::train::distill::{Teacher, TeacherCache, teacher_forward};
+
+    let dir = scratch("kd-cache");
+    let data = tiny_world(&dir);
+    let (device, info) = select(BackendChoice::Cpu).unwrap();
+    let runs = dir.join("runs");
+    let opts = RunOptions {
+        runs_dir: runs.clone(),
+        eval: false,
+        ..RunOptions::default()
+    };
+    let recipe = smoke_recipe(&data);
+    run_recipe(&recipe, &device, &info, &opts, &mut Silent).unwrap();
+    let tok = TextTokenizer::load(&data.join("tokenizer.json")).unwrap();
+    let inner = Device::flex();
+    let ad = inner.clone().autodiff();
+    let teacher = Teacher::load(
+        &runs.join("smoke/checkpoints/final"),
+        &recipe.model,
+        &tok,
+        &inner,
+    )
+    .unwrap();
+    let ds = Dataset::load(
+        &data,
+        "train.json",
+        &tok,
+        &recipe.model.vision,
+        recipe.model.llm.max_positions,
+        true,
+    )
+    .unwrap();
+    let s = recipe.model.vision.image_size;
+    let pixels = |idx: &[usize]| -> Visual {
+        let mut v = Vec::new();
+        for &i in idx {
+            let k = ds.image_of[i].unwrap();
+            v.extend_from_slice(&ds.images[k * ds.image_len..(k + 1) * ds.image_len]);
+        }
+        Visual::Pixels(Tensor::from_data(TensorData::new(v, [idx.len(), 3, s, s]), &inner))
+    };
+    let cache = TeacherCache::build(&teacher, &ds, tok.special.pad, &pixels, &inner);
+    let idx = [5usize, 0, 17, 3];
+    let lens: Vec<usize> = idx.iter().map(|&i| ds.encoded[i].ids.len()).collect();
+    assert!(lens.iter().any(|l| *l != lens[0]), "the batch must mix lengths");
+    let examples: Vec<_> = idx.iter().map(|&i| &ds.encoded[i]).collect();
+    let nv = recipe.model.vision.num_visual_tokens();
+    let hb = host_batch(&examples, nv, tok.special.pad, Padding::Right);
+    let cached = cache.batch(&idx, &hb, &ad);
+    let live = teacher_forward(&teacher, &hb, pixels(&idx), &ad);
+    let host = |t: Tensor<3>| t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+    for (name, a, b) in [
+        ("logits", host(cached.logits), host(live.logits)),
+        ("hidden", host(cached.hidden), host(live.hidden)),
+    ] {
+        let per_pos = a.len() / (hb.b * hb.t);
+        for (k, (x, y)) in a.iter().zip(&b).enumerate() {
+            let pos = k / per_pos;
+            if hb.attention_mask[pos] > 0.0 {
+                assert!((x - y).abs() < 1e-4, "{name}[{k}]: cached {x} vs live {y}");
+            }
+        }
+    }
+}

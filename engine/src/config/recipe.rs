@@ -51,6 +51,10 @@ pub struct InitSpec {
     /// folder; the shared, pre-trained encoder of the papers.
     #[serde(default)]
     pub vision_from: Option<String>,
+    /// LLaVADI: start the LLM from the `[teacher]`'s embeddings and first layers (the student
+    /// must equal the teacher in everything but depth).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub llm_from_teacher: bool,
 }
 
 /// Where the teacher comes from. It is loaded once, runs without gradients and never changes.
@@ -356,6 +360,11 @@ impl Recipe {
             .map_err(|m| bad(format!("[model]: {m}")))?;
         if self.stages.is_empty() {
             return Err(bad("no [[stage]] given: a recipe needs at least one".into()));
+        }
+        if self.init.llm_from_teacher && self.teacher.is_none() {
+            return Err(bad(
+                "[init] llm_from_teacher needs a [teacher] table naming the teacher".into(),
+            ));
         }
         if self.name.is_empty() || self.name.contains(['/', '\\']) || self.name.starts_with('.') {
             return Err(bad(format!(

@@ -169,6 +169,41 @@ pub fn load_vision(ckpt: &Path, model: Mllm) -> Result<Mllm> {
     })
 }
 
+/// Checks that a student LLM of shape `want` can start from the checkpoint's first layers.
+pub fn check_llm_prefix(ckpt: &Path, want: &crate::config::LlmConfig) -> Result<()> {
+    let source = load_config(ckpt)?;
+    let same_but_depth = crate::config::LlmConfig {
+        layers: want.layers,
+        ..source.llm.clone()
+    };
+    if same_but_depth != *want || want.layers > source.llm.layers {
+        return Err(Error::Checkpoint {
+            path: ckpt.join(CONFIG_FILE),
+            message: format!(
+                "cannot start the student's LLM from the teacher's first layers: the student \
+                 must equal the teacher in everything but depth, and be no deeper \
+                 (teacher {:?}, student {:?})",
+                source.llm, want
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// LLaVADI's initialisation: the student's LLM becomes the teacher's embeddings, first
+/// `student.layers` decoder layers, final norm and head. Everything but the depth must match
+/// (width, heads, vocabulary, RoPE), or the copied layers would not fit.
+pub fn load_llm_prefix(ckpt: &Path, model: Mllm) -> Result<Mllm> {
+    check_llm_prefix(ckpt, &model.config.llm)?;
+    let want = &model.config.llm;
+    let device = model.vision.class_embedding.val().device();
+    let donor = load_full(ckpt, &device)?;
+    let mut llm = donor.llm;
+    llm.layers.truncate(want.layers);
+    llm.config = want.clone();
+    Ok(Mllm { llm, ..model })
+}
+
 /// Loads optimiser state.
 pub fn load_optim(ckpt: &Path, optim: ModuleOptimizer) -> Result<ModuleOptimizer> {
     let p = ckpt.join(OPTIM_FILE);

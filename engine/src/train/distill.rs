@@ -10,7 +10,7 @@ use burn::prelude::*;
 
 use super::checkpoint;
 use crate::config::{DistillSpec, KdTokens, MllmConfig, RelationFeatures};
-use crate::data::{HostBatch, TextTokenizer};
+use crate::data::{Dataset, Encoded, HostBatch, Padding, TextTokenizer, host_batch};
 use crate::distill::{
     HiddenProjection, VocabAlignment, hidden_mse, masked_divergence, relation_loss,
 };
@@ -94,12 +94,20 @@ impl Teacher {
 }
 
 /// What the teacher says about one batch, already on the autodiff device as constants.
-struct TeacherOut {
-    logits: Tensor<3>,
-    hidden: Tensor<3>,
+pub struct TeacherOut {
+    /// `[B, T, V_shared]`.
+    pub logits: Tensor<3>,
+    /// `[B, T, D_teacher]`.
+    pub hidden: Tensor<3>,
 }
 
-fn teacher_forward(teacher: &Teacher, hb: &HostBatch, visual: Visual, ad: &Device) -> TeacherOut {
+/// Runs the teacher on one batch.
+pub fn teacher_forward(
+    teacher: &Teacher,
+    hb: &HostBatch,
+    visual: Visual,
+    ad: &Device,
+) -> TeacherOut {
     let inner = ad.clone().inner();
     let batch = hb.to_device(visual, &inner);
     let hidden = teacher.model.hidden(&batch);
@@ -122,8 +130,8 @@ pub struct DistillLoss {
     pub terms: BTreeMap<String, f32>,
 }
 
-/// One distillation loss evaluation. `student_visual` / `teacher_visual` are the batch's visual
-/// inputs for each model (features from each model's own frozen encoder, or pixels).
+/// One distillation loss evaluation: `student_visual` is the batch's visual input for the
+/// student, `t_out` the teacher's outputs on the same batch (live or from a [`TeacherCache`]).
 #[allow(clippy::too_many_arguments)]
 pub fn distill_loss(
     student: &Mllm,
@@ -132,10 +140,9 @@ pub fn distill_loss(
     spec: &DistillSpec,
     hb: &HostBatch,
     student_visual: Visual,
-    teacher_visual: Visual,
+    t_out: TeacherOut,
     ad: &Device,
 ) -> DistillLoss {
-    let t_out = teacher_forward(teacher, hb, teacher_visual, ad);
     let batch = hb.to_device(student_visual, ad);
     let s_hidden = student.hidden(&batch);
     let s_logits_full = student.llm.logits(s_hidden.clone());
@@ -199,4 +206,83 @@ pub fn distill_loss(
         add("hidden", spec.hidden, mse, &mut total);
     }
     DistillLoss { total, terms }
+}
+
+/// The teacher's outputs on every example of a stage, computed once. The teacher and its
+/// encoder are frozen and the examples do not change, so over a many-epoch stage this replaces
+/// one teacher forward per step by a host-side copy (DESIGN.md: "teacher logits can be computed
+/// once and cached"). Right padding and the causal mask make an example's outputs independent
+/// of what it is batched with, so the cached values are the live ones up to float rounding.
+pub struct TeacherCache {
+    logits: Vec<Vec<f32>>,
+    hidden: Vec<Vec<f32>>,
+    vocab: usize,
+    width: usize,
+}
+
+/// Largest cache built; above it the teacher runs live every step.
+pub const TEACHER_CACHE_MAX_BYTES: usize = 4 << 30;
+
+impl TeacherCache {
+    /// Bytes a cache of `data` would take (f32 logits and hidden states per token).
+    pub fn bytes(teacher: &Teacher, data: &Dataset) -> usize {
+        let tokens: usize = data.encoded.iter().map(|e| e.ids.len()).sum();
+        tokens * (teacher.vocab.shared + teacher.model.config.llm.hidden) * 4
+    }
+
+    /// Runs the teacher over every example in chunks; `visual(idx)` gives the teacher's visual
+    /// input for a chunk on the inner device.
+    pub fn build(
+        teacher: &Teacher,
+        data: &Dataset,
+        pad: u32,
+        visual: &dyn Fn(&[usize]) -> Visual,
+        inner: &Device,
+    ) -> TeacherCache {
+        let nv = teacher.model.config.vision.num_visual_tokens();
+        let vocab = teacher.vocab.shared;
+        let width = teacher.model.config.llm.hidden;
+        let mut logits = Vec::with_capacity(data.len());
+        let mut hidden = Vec::with_capacity(data.len());
+        let all: Vec<usize> = (0..data.len()).collect();
+        for chunk in all.chunks(64) {
+            let examples: Vec<&Encoded> = chunk.iter().map(|&i| &data.encoded[i]).collect();
+            let hb = host_batch(&examples, nv, pad, Padding::Right);
+            let batch = hb.to_device(visual(chunk), inner);
+            let h = teacher.model.hidden(&batch);
+            let l = teacher.vocab.narrow(teacher.model.llm.logits(h.clone()));
+            let h: Vec<f32> = h.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32");
+            let l: Vec<f32> = l.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32");
+            for (r, e) in examples.iter().enumerate() {
+                let n = e.ids.len();
+                let at = r * hb.t;
+                logits.push(l[at * vocab..(at + n) * vocab].to_vec());
+                hidden.push(h[at * width..(at + n) * width].to_vec());
+            }
+        }
+        TeacherCache {
+            logits,
+            hidden,
+            vocab,
+            width,
+        }
+    }
+
+    /// The cached outputs of examples `idx`, laid out like `hb` (right padding, zeros beyond
+    /// each example's end, where every mask is 0).
+    pub fn batch(&self, idx: &[usize], hb: &HostBatch, ad: &Device) -> TeacherOut {
+        let (b, t) = (hb.b, hb.t);
+        let mut l = vec![0.0f32; b * t * self.vocab];
+        let mut h = vec![0.0f32; b * t * self.width];
+        for (r, &i) in idx.iter().enumerate() {
+            let src = &self.logits[i];
+            l[r * t * self.vocab..r * t * self.vocab + src.len()].copy_from_slice(src);
+            let src = &self.hidden[i];
+            h[r * t * self.width..r * t * self.width + src.len()].copy_from_slice(src);
+        }
+        TeacherOut {
+            logits: Tensor::from_data(TensorData::new(l, [b, t, self.vocab]), ad),
+            hidden: Tensor::from_data(TensorData::new(h, [b, t, self.width]), ad),
+        }
+    }
 }

@@ -15,7 +15,7 @@ use burn::prelude::*;
 use super::checkpoint::{self, TrainState};
 use super::events::{Event, EventLog, Observer};
 use super::order::Order;
-use super::distill::Teacher;
+use super::distill::{TEACHER_CACHE_MAX_BYTES, Teacher, TeacherCache, teacher_forward};
 use super::{clip, freeze, schedule};
 use crate::distill::HiddenProjection;
 use crate::backend::DeviceInfo;
@@ -177,6 +177,9 @@ pub fn run_recipe(
                 &inputs.tokenizer,
                 &device.clone().inner(),
             )?;
+            if recipe.init.llm_from_teacher {
+                checkpoint::check_llm_prefix(&ck, &recipe.model.llm)?;
+            }
             if let Some(w) = teacher.vocab.warning() {
                 log::warn!("{w}");
             }
@@ -240,8 +243,13 @@ pub fn run_recipe(
     if let Some(ck) = &resume_from {
         model = checkpoint::load_model(ck, model)?;
         state = checkpoint::load_state(ck)?;
-    } else if let Some(v) = &inputs.vision_ckpt {
-        model = checkpoint::load_vision(v, model)?;
+    } else {
+        if let Some(v) = &inputs.vision_ckpt {
+            model = checkpoint::load_vision(v, model)?;
+        }
+        if let (true, Some(t)) = (recipe.init.llm_from_teacher, &teacher) {
+            model = checkpoint::load_llm_prefix(&t.checkpoint, model)?;
+        }
     }
 
     let first_stage = if state.stage_done {
@@ -285,7 +293,29 @@ pub fn run_recipe(
         let inner = device.clone().inner();
         let distill = match (&spec.objective, &teacher) {
             (Objective::Distill(d), Some(t)) => {
-                Some((d, t, VisualSource::frozen(&t.model.vision, data, &inner)))
+                let tvis = VisualSource::frozen(&t.model.vision, data, &inner);
+                let bytes = TeacherCache::bytes(t, data);
+                let source = if bytes <= TEACHER_CACHE_MAX_BYTES {
+                    let t0 = Instant::now();
+                    let cache = TeacherCache::build(
+                        t,
+                        data,
+                        inputs.tokenizer.special.pad,
+                        &|idx| tvis.for_batch(data, idx, &inner),
+                        &inner,
+                    );
+                    log::info!(
+                        "stage {:?}: teacher outputs cached for {} examples ({:.0} MB) in {:.1} s",
+                        spec.name,
+                        data.len(),
+                        bytes as f64 / 1e6,
+                        t0.elapsed().as_secs_f64()
+                    );
+                    TeacherSource::Cached(cache)
+                } else {
+                    TeacherSource::Live(tvis)
+                };
+                Some((d, t, source))
             }
             _ => None,
         };
@@ -345,7 +375,13 @@ pub fn run_recipe(
             let loss = match spec.objective {
                 Objective::LanguageModel => model.loss(&hb.to_device(vis, &ad)),
                 Objective::Distill(_) => {
-                    let (d, t, tvis) = distill.as_ref().expect("teacher loaded for distill");
+                    let (d, t, source) = distill.as_ref().expect("teacher loaded for distill");
+                    let t_out = match source {
+                        TeacherSource::Cached(c) => c.batch(&idx, &hb, &ad),
+                        TeacherSource::Live(tvis) => {
+                            teacher_forward(t, &hb, tvis.for_batch(data, &idx, &inner), &ad)
+                        }
+                    };
                     let out = super::distill::distill_loss(
                         &model,
                         align.as_ref().map(|a| &a.0),
@@ -353,7 +389,7 @@ pub fn run_recipe(
                         d,
                         &hb,
                         vis,
-                        tvis.for_batch(data, &idx, &inner),
+                        t_out,
                         &ad,
                     );
                     terms = out.terms;
@@ -518,6 +554,12 @@ fn sanitize(s: &str) -> String {
             }
         })
         .collect()
+}
+
+/// Where a distillation stage's teacher outputs come from.
+enum TeacherSource {
+    Cached(TeacherCache),
+    Live(VisualSource),
 }
 
 /// Where a stage's visual input comes from. With a frozen encoder its features never change, so
