@@ -24,9 +24,10 @@ pub struct Args {
     /// Seeds per seeded row (seed k trains with the recipe's seed + 1000 k).
     #[arg(long, default_value_t = 3)]
     pub seeds: usize,
-    /// Runs trained at the same time (each on its own thread; useful with many CPU cores).
-    #[arg(long, default_value_t = 1)]
-    pub jobs: usize,
+    /// Runs trained at the same time, each on its own thread (default: one per CPU core; a CPU
+    /// backend run of these small models keeps about one core busy).
+    #[arg(long)]
+    pub jobs: Option<usize>,
     /// Where the Shapes world is (generated with the default settings when missing).
     #[arg(long, default_value = "data/shapes")]
     pub data: PathBuf,
@@ -61,7 +62,10 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     };
     let set = load_ablation(&set_path)?;
     anyhow::ensure!(args.seeds >= 1, "--seeds must be at least 1");
-    anyhow::ensure!(args.jobs >= 1, "--jobs must be at least 1");
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    anyhow::ensure!(jobs >= 1, "--jobs must be at least 1");
     let world = condenser_engine::data::shapes::WorldConfig::default();
     if !is_generated(&args.data, &world) {
         generate(&args.data, &world)?;
@@ -75,13 +79,13 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         r.data = args.data.clone();
         before.push(r);
     }
-    let mut jobs: Vec<(usize, Recipe)> = Vec::new();
+    let mut planned: Vec<(usize, Recipe)> = Vec::new();
     for (i, row) in set.rows.iter().enumerate() {
         let seeds = if row.seeded { args.seeds } else { 1 };
         for k in 0..seeds {
             let mut r = row.recipe(&set.name, &args.root, k)?;
             r.data = args.data.clone();
-            jobs.push((i, r));
+            planned.push((i, r));
         }
     }
     let opts = |eval: bool| RunOptions {
@@ -98,7 +102,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     }
     let mut results: Vec<Vec<(String, EvalResult)>> = vec![Vec::new(); set.rows.len()];
     let mut queue = VecDeque::new();
-    for (i, r) in jobs {
+    for (i, r) in planned {
         if let Some(e) = finished(&args.runs_dir, &r) {
             eprintln!("[{}] finished earlier: {:.1}%", r.name, 100.0 * e.accuracy);
             results[i].push((r.name.clone(), e));
@@ -110,11 +114,11 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         }
     }
     let total = queue.len();
-    eprintln!("{total} runs to train, {} at a time", args.jobs);
+    eprintln!("{total} runs to train, {} at a time", jobs);
     let queue = Mutex::new(queue);
     let done = Mutex::new(Vec::new());
     std::thread::scope(|s| -> anyhow::Result<()> {
-        let workers: Vec<_> = (0..args.jobs.min(total.max(1)))
+        let workers: Vec<_> = (0..jobs.min(total.max(1)))
             .map(|_| {
                 s.spawn(|| -> anyhow::Result<()> {
                     loop {
@@ -161,7 +165,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let device_line = format!(
         "{} ({}), {threads} CPU threads, {} runs at a time",
-        info.backend, info.name, args.jobs
+        info.backend, info.name, jobs
     );
     let md = markdown(
         &set.title,

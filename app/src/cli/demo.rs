@@ -8,7 +8,10 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use anyhow::Context as _;
+use condenser_engine::config::Recipe;
 use condenser_engine::data::shapes::{generate, is_generated};
+use indicatif::MultiProgress;
 use condenser_engine::eval::{EvalResult, report};
 use condenser_engine::train::{RunOptions, run_recipe};
 
@@ -45,31 +48,46 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         );
     }
     let (device, info) = args.device.device()?;
-    let mut results: Vec<(String, EvalResult)> = Vec::new();
-    // run_recipe resumes an interrupted run, only re-evaluates a finished one, and refuses a
-    // run folder made by a different recipe (then --fresh starts over)
-    for (i, source) in [
-        recipes::VISION,
-        recipes::TEACHER,
-        recipes::STUDENT,
-        recipes::KD,
-    ]
-        .into_iter()
-        .enumerate()
-    {
+    let opts = |eval: bool| RunOptions {
+        runs_dir: args.runs_dir.clone(),
+        resume: true,
+        overwrite: args.fresh,
+        eval,
+        ..RunOptions::default()
+    };
+    let load = |source| -> anyhow::Result<Recipe> {
         let mut recipe = recipes::load(source)?;
         recipe.data = args.data.clone();
-        let opts = RunOptions {
-            runs_dir: args.runs_dir.clone(),
-            resume: true,
-            overwrite: args.fresh,
-            eval: i > 0,
-            ..RunOptions::default()
-        };
-        let out = run_recipe(&recipe, &device, &info, &opts, &mut Bars::default())?;
-        if let Some(e) = out.eval {
-            results.push((recipe.name.clone(), e));
-        }
+        Ok(recipe)
+    };
+    // run_recipe resumes an interrupted run, only re-evaluates a finished one, and refuses a
+    // run folder made by a different recipe (then --fresh starts over)
+    let vision = load(recipes::VISION)?;
+    run_recipe(&vision, &device, &info, &opts(false), &mut Bars::default())?;
+    let teacher = load(recipes::TEACHER)?;
+    let t = run_recipe(&teacher, &device, &info, &opts(true), &mut Bars::default())?;
+    let mut results: Vec<(String, EvalResult)> =
+        vec![(teacher.name.clone(), t.eval.context("teacher evaluated")?)];
+    // the two students only read the teacher and the encoder: they train side by side (one
+    // CPU backend run keeps about one core busy with models this small)
+    let students = [load(recipes::STUDENT)?, load(recipes::KD)?];
+    let group = MultiProgress::new();
+    let evals = std::thread::scope(|s| {
+        let handles: Vec<_> = students
+            .iter()
+            .map(|r| {
+                let (device, info, group) = (&device, &info, &group);
+                let opts = opts(true);
+                s.spawn(move || run_recipe(r, device, info, &opts, &mut Bars::in_group(group)))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("student thread"))
+            .collect::<Vec<_>>()
+    });
+    for (r, out) in students.iter().zip(evals) {
+        results.push((r.name.clone(), out?.eval.context("student evaluated")?));
     }
     let table: Vec<(&str, &EvalResult)> = results.iter().map(|(n, r)| (n.as_str(), r)).collect();
     let md = format!(
