@@ -178,32 +178,19 @@ impl Scene {
         self.objects.iter().any(|o| o.kind() == kind)
     }
 
-    /// One description per grid cell in row-major order, in four views separated by
-    /// [`REGION_VIEW_SEPARATOR`]: the whole phrase, the colour, the shape and the place, e.g.
-    /// `"red circle at top left | red | circle | top left"`, or
-    /// `"nothing at top left | nothing | nothing | top left"` for an empty cell. With the image
-    /// size three times the ViT patch size, cell k is exactly patch k. The place is a view so
-    /// that each patch token carries where it is (the decoder's rotary positions are relative to
-    /// the question, so "where is ..." can only be read from the visual token itself), and colour
-    /// and shape are views of their own so that a one-attribute reference ("the blue object")
-    /// can find the token.
+    /// One phrase per grid cell in row-major order: `"red circle at top left"`, or
+    /// `"nothing at top left"` for an empty cell. With the image size three times the ViT patch
+    /// size, cell k is exactly patch k. The place is part of the phrase so that each patch token
+    /// carries where it is: the decoder's rotary positions are relative to the question, so
+    /// "where is ..." can only be read from the visual token itself. (Splitting the phrase into
+    /// separate colour / shape / place views, which the region objective supports, trained a
+    /// worse teacher: fine-tune loss 0.29 against 0.23 after 1000 steps.)
     pub fn regions(&self) -> Vec<String> {
-        let sep = crate::train::contrastive::REGION_VIEW_SEPARATOR;
         let mut cells: Vec<String> = (0..9)
-            .map(|k| {
-                let place = format!("{} {}", ROWS[k / 3], COLS[k % 3]);
-                format!("nothing at {place}{sep}nothing{sep}nothing{sep}{place}")
-            })
+            .map(|k| format!("nothing at {} {}", ROWS[k / 3], COLS[k % 3]))
             .collect();
         for o in &self.objects {
-            cells[o.row * 3 + o.col] = format!(
-                "{} at {}{sep}{}{sep}{}{sep}{}",
-                o.name(),
-                o.place(),
-                o.colour.word(),
-                o.shape.word(),
-                o.place()
-            );
+            cells[o.row * 3 + o.col] = format!("{} at {}", o.name(), o.place());
         }
         cells
     }
