@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use condenser_engine::burn::module::{Module, ModuleVisitor, Param};
 use condenser_engine::burn::prelude::*;
 use condenser_engine::config::{Recipe, load_recipe};
-use condenser_engine::model::Mllm;
 use condenser_engine::data::shapes::{WorldConfig, generate};
+use condenser_engine::model::Mllm;
 
 /// Repository root (the workspace).
 pub fn repo() -> PathBuf {

@@ -11,8 +11,7 @@ use condenser_engine::train::{Event, Observer, RunOptions, Silent, run_recipe};
 use condenser_tests::{repo, scratch, smoke_recipe, tiny_world, weights};
 
 fn kd_recipe(data: &Path) -> Recipe {
-    let mut r =
-        load_recipe(repo().join("assets/recipes/smoke-kd.toml")).expect("smoke-kd parses");
+    let mut r = load_recipe(repo().join("assets/recipes/smoke-kd.toml")).expect("smoke-kd parses");
     r.data = data.to_path_buf();
     r
 }
@@ -46,12 +45,19 @@ fn kd_student_learns_from_a_frozen_teacher_and_resumes_exactly() {
     let mut terms = Terms::default();
     let a = run_recipe(&recipe, &device, &info, &opts, &mut terms).unwrap();
     assert!(a.finished);
-    assert_eq!(std::fs::read(&teacher_file).unwrap(), before, "teacher changed");
+    assert_eq!(
+        std::fs::read(&teacher_file).unwrap(),
+        before,
+        "teacher changed"
+    );
 
     // every configured term is logged in its stage, and divergences are non-negative
     let stage_terms = |stage: &str| -> Vec<String> {
         let t = &terms.0.iter().find(|(n, _)| n == stage).unwrap().1;
-        assert!(t.values().all(|v| v.is_finite() && *v >= -1e-6), "{stage}: {t:?}");
+        assert!(
+            t.values().all(|v| v.is_finite() && *v >= -1e-6),
+            "{stage}: {t:?}"
+        );
         t.keys().cloned().collect()
     };
     assert_eq!(stage_terms("dpt"), ["ce", "rel", "res", "vis"]);
@@ -100,7 +106,10 @@ fn distill_without_a_teacher_or_with_a_mismatched_one_is_refused() {
     let err = condenser_engine::config::parse_recipe(&no_teacher, Path::new("kd.toml"))
         .unwrap_err()
         .to_string();
-    assert!(err.contains("kd.toml") && err.contains("[teacher]"), "{err}");
+    assert!(
+        err.contains("kd.toml") && err.contains("[teacher]"),
+        "{err}"
+    );
     let wrong_kind = text.replace("kind = \"sft\"", "kind = \"dpt\"");
     let err = condenser_engine::config::parse_recipe(&wrong_kind, Path::new("kd.toml"))
         .unwrap_err()
@@ -126,7 +135,10 @@ fn distill_without_a_teacher_or_with_a_mismatched_one_is_refused() {
         Err(e) => e.to_string(),
     };
     assert!(err.contains("visual tokens"), "{err}");
-    assert!(!runs.join("smoke-kd").exists(), "a refused run left a folder");
+    assert!(
+        !runs.join("smoke-kd").exists(),
+        "a refused run left a folder"
+    );
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -175,7 +187,11 @@ fn student_llm_can_start_from_the_teachers_first_layers() {
     let mut copied = 0;
     for (name, v) in &sw {
         if name.starts_with("llm.") {
-            assert_eq!(Some(v), tw.get(name), "{name} was not copied from the teacher");
+            assert_eq!(
+                Some(v),
+                tw.get(name),
+                "{name} was not copied from the teacher"
+            );
             copied += 1;
         }
     }
@@ -235,12 +251,18 @@ fn cached_teacher_outputs_match_the_live_teacher() {
             let k = ds.image_of[i].unwrap();
             v.extend_from_slice(&ds.images[k * ds.image_len..(k + 1) * ds.image_len]);
         }
-        Visual::Pixels(Tensor::from_data(TensorData::new(v, [idx.len(), 3, s, s]), &inner))
+        Visual::Pixels(Tensor::from_data(
+            TensorData::new(v, [idx.len(), 3, s, s]),
+            &inner,
+        ))
     };
     let cache = TeacherCache::build(&teacher, &ds, tok.special.pad, &pixels, &inner);
     let idx = [5usize, 0, 17, 3];
     let lens: Vec<usize> = idx.iter().map(|&i| ds.encoded[i].ids.len()).collect();
-    assert!(lens.iter().any(|l| *l != lens[0]), "the batch must mix lengths");
+    assert!(
+        lens.iter().any(|l| *l != lens[0]),
+        "the batch must mix lengths"
+    );
     let examples: Vec<_> = idx.iter().map(|&i| &ds.encoded[i]).collect();
     let nv = recipe.model.vision.num_visual_tokens();
     let hb = host_batch(&examples, nv, tok.special.pad, Padding::Right);

@@ -2,7 +2,6 @@
 //! cross-backend agreement (wgpu on lavapipe vs burn's CPU backend).
 
 use condenser_engine::backend::{BackendChoice, select};
-use condenser_engine::burn::prelude::*;
 use condenser_engine::train::{Event, Observer, RunOptions, Silent, checkpoint, run_recipe};
 use condenser_tests::{scratch, smoke_recipe, tiny_world, weights};
 

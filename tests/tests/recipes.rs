@@ -48,7 +48,12 @@ fn shipped_ablation_sets_resolve() {
         let mut seen = std::collections::BTreeSet::new();
         for row in &set.rows {
             let r = row.recipe(&set.name, &root, 1).unwrap();
-            assert!(seen.insert(r.to_toml()), "{}: row {:?} repeats another", path.display(), row.label);
+            assert!(
+                seen.insert(r.to_toml()),
+                "{}: row {:?} repeats another",
+                path.display(),
+                row.label
+            );
         }
     }
 }

@@ -58,7 +58,9 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     let set_path = if args.set.ends_with(".toml") {
         PathBuf::from(&args.set)
     } else {
-        args.root.join("assets/ablations").join(format!("{}.toml", args.set))
+        args.root
+            .join("assets/ablations")
+            .join(format!("{}.toml", args.set))
     };
     let set = load_ablation(&set_path)?;
     anyhow::ensure!(args.seeds >= 1, "--seeds must be at least 1");
@@ -96,7 +98,12 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     };
     // prerequisites (vision encoder) and unseeded rows (the teacher) first, one at a time
     for r in &before {
-        if !args.runs_dir.join(&r.name).join("checkpoints/final").exists() {
+        if !args
+            .runs_dir
+            .join(&r.name)
+            .join("checkpoints/final")
+            .exists()
+        {
             run_recipe(r, &device, &info, &opts(false), &mut Bars::default())?;
         }
     }

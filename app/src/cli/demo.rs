@@ -11,9 +11,9 @@ use std::time::Instant;
 use anyhow::Context as _;
 use condenser_engine::config::Recipe;
 use condenser_engine::data::shapes::{generate, is_generated};
-use indicatif::MultiProgress;
 use condenser_engine::eval::{EvalResult, report};
 use condenser_engine::train::{RunOptions, run_recipe};
+use indicatif::MultiProgress;
 
 use super::progress::Bars;
 use super::recipes;

@@ -74,7 +74,10 @@ pub fn load_ablation(path: &Path) -> Result<AblationSet> {
         path: path.to_path_buf(),
         message: e.to_string().trim_end().to_string(),
     })?;
-    for label in [&set.baseline, &set.method].into_iter().chain(set.teacher.as_ref()) {
+    for label in [&set.baseline, &set.method]
+        .into_iter()
+        .chain(set.teacher.as_ref())
+    {
         if !set.rows.iter().any(|r| &r.label == label) {
             return Err(Error::Recipe {
                 path: path.to_path_buf(),
@@ -110,7 +113,9 @@ fn parent<'a>(
         at = match at {
             toml::Value::Table(t) => t.get_mut(*k).ok_or(format!("{path}: no key {k:?}"))?,
             toml::Value::Array(a) => {
-                let i: usize = k.parse().map_err(|_| format!("{path}: {k:?} is not an index"))?;
+                let i: usize = k
+                    .parse()
+                    .map_err(|_| format!("{path}: {k:?} is not an index"))?;
                 a.get_mut(i).ok_or(format!("{path}: no element {i}"))?
             }
             _ => return Err(format!("{path}: {k:?} is not a table or array")),
@@ -138,8 +143,8 @@ impl AblationRow {
                 }
                 toml::Value::Array(a) => {
                     let i: usize = last.parse().map_err(|_| bad(format!("{key}: bad index")))?;
-                    *a.get_mut(i).ok_or_else(|| bad(format!("{key}: no element {i}")))? =
-                        v.clone();
+                    *a.get_mut(i)
+                        .ok_or_else(|| bad(format!("{key}: no element {i}")))? = v.clone();
                 }
                 _ => return Err(bad(format!("{key}: parent is not a table"))),
             }
@@ -207,7 +212,8 @@ mod tests {
             o => panic!("{o:?}"),
         }
         let mut bad = row.clone();
-        bad.set.insert("stage.9.epochs".into(), toml::Value::Float(1.0));
+        bad.set
+            .insert("stage.9.epochs".into(), toml::Value::Float(1.0));
         let err = bad.recipe("kd", root, 0).unwrap_err().to_string();
         assert!(err.contains("no element 9"), "{err}");
     }

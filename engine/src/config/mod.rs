@@ -5,8 +5,8 @@ mod ablation;
 mod model;
 mod recipe;
 
-pub use model::{LlmConfig, MllmConfig, ProjectorConfig, VisionConfig};
 pub use ablation::{AblationRow, AblationSet, load_ablation, slug};
+pub use model::{LlmConfig, MllmConfig, ProjectorConfig, VisionConfig};
 pub use recipe::{
     DataKind, DataOrder, DistillSpec, FreezePolicy, FreezeSpec, InitSpec, KdTokens, Objective,
     Recipe, RelationFeatures, StageFreeze, StageKind, StageSpec, TeacherSpec, load_recipe,

@@ -12,12 +12,12 @@ use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 use serde::{Deserialize, Serialize};
 
-
 /// Which divergence compares `p_T` (teacher) and `p_S` (student).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Divergence {
     /// `KL(p_T || p_S)`: mode-covering, the Hinton default.
+    #[default]
     ForwardKl,
     /// `KL(p_S || p_T)`: mode-seeking (MiniLLM).
     ReverseKl,
@@ -46,12 +46,6 @@ fn half() -> f64 {
 }
 fn tenth() -> f64 {
     0.1
-}
-
-impl Default for Divergence {
-    fn default() -> Self {
-        Divergence::ForwardKl
-    }
 }
 
 impl Divergence {
@@ -112,9 +106,9 @@ impl DivergenceSpec {
             ));
         }
         match self.divergence {
-            Divergence::Jsd { beta } if !(beta > 0.0 && beta < 1.0) => {
-                bad(format!("jsd beta must lie strictly between 0 and 1, got {beta}"))
-            }
+            Divergence::Jsd { beta } if !(beta > 0.0 && beta < 1.0) => bad(format!(
+                "jsd beta must lie strictly between 0 and 1, got {beta}"
+            )),
             Divergence::SkewForwardKl { alpha } | Divergence::SkewReverseKl { alpha }
                 if !(0.0..1.0).contains(&alpha) =>
             {

@@ -35,7 +35,10 @@ fn kl(p: &[f64], q: &[f64]) -> f64 {
 }
 
 fn mix(a: f64, p: &[f64], q: &[f64]) -> Vec<f64> {
-    p.iter().zip(q).map(|(x, y)| a * x + (1.0 - a) * y).collect()
+    p.iter()
+        .zip(q)
+        .map(|(x, y)| a * x + (1.0 - a) * y)
+        .collect()
 }
 
 fn zscore_host(z: &[f64]) -> Vec<f64> {
@@ -303,7 +306,11 @@ fn relation_loss_matches_formula_and_gradient() {
 #[test]
 fn hidden_mse_counts_only_masked_tokens() {
     let device = Device::flex();
-    let a = tensor3(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0], [1, 4, 2], &device);
+    let a = tensor3(
+        &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0],
+        [1, 4, 2],
+        &device,
+    );
     let t = tensor3(&[0.0; 8], [1, 4, 2], &device);
     let mask = tensor2(&[1.0, 0.0, 1.0, 0.0], [1, 4], &device);
     // tokens 0 and 2: (1+4)/2 = 2.5 and (25+36)/2 = 30.5, mean 16.5
@@ -322,5 +329,8 @@ fn vocabulary_policy() {
     assert!(err.contains("student"), "{err}");
     let device = Device::flex();
     let z = Tensor::<3>::zeros([1, 2, 70], &device);
-    assert_eq!(VocabAlignment::new(64, 70, 51).unwrap().narrow(z).dims(), [1, 2, 64]);
+    assert_eq!(
+        VocabAlignment::new(64, 70, 51).unwrap().narrow(z).dims(),
+        [1, 2, 64]
+    );
 }

@@ -22,7 +22,11 @@ impl VocabAlignment {
         if shared < tokenizer {
             return Err(format!(
                 "the tokenizer emits {tokenizer} ids but the {} has only {shared} vocabulary rows",
-                if student < teacher { "student" } else { "teacher" }
+                if student < teacher {
+                    "student"
+                } else {
+                    "teacher"
+                }
             ));
         }
         Ok(VocabAlignment {

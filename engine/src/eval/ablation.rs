@@ -191,10 +191,7 @@ pub fn markdown(
         },
         headline
             .gap_closed
-            .map(|g| format!(
-                " It closes {:.0}% of the teacher-baseline gap.",
-                100.0 * g
-            ))
+            .map(|g| format!(" It closes {:.0}% of the teacher-baseline gap.", 100.0 * g))
             .unwrap_or_default()
     );
     md

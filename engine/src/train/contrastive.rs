@@ -158,6 +158,7 @@ pub struct ContrastiveLoss {
 
 /// Symmetric InfoNCE over a batch of (image, caption) pairs, plus `region_weight` times the
 /// region term when `region_weight > 0`.
+#[allow(clippy::too_many_arguments)]
 pub fn contrastive_loss(
     model: &Mllm,
     visual: Visual,
@@ -236,7 +237,9 @@ fn region_nce(
             Some(t) => t + ce,
         });
     }
-    total.expect("at least one view").div_scalar(targets.views as f64)
+    total
+        .expect("at least one view")
+        .div_scalar(targets.views as f64)
 }
 
 /// Symmetric InfoNCE: row i of `image` and of `text` `[B, D]` are a pair; both are
@@ -381,7 +384,12 @@ mod tests {
         assert_eq!(t.views, 2);
         assert_eq!(t.num_phrases(), 6);
         assert_eq!(t.cells[0][1], vec![2, 3]);
-        let ragged = records(&[Some(vec!["red circle | red", "nothing", "nothing", "nothing"])]);
+        let ragged = records(&[Some(vec![
+            "red circle | red",
+            "nothing",
+            "nothing",
+            "nothing",
+        ])]);
         let err = ContrastiveTargets::build(&ragged, &tok, Some(4))
             .err()
             .unwrap()

@@ -64,9 +64,11 @@ impl Teacher {
             )));
         }
         let tok = teacher_tokenizer(ckpt).ok_or_else(|| {
-            bad("no tokenizer.json beside the teacher checkpoint: cannot check that teacher \
+            bad(
+                "no tokenizer.json beside the teacher checkpoint: cannot check that teacher \
                  and student share a tokenizer"
-                .into())
+                    .into(),
+            )
         })?;
         let theirs = std::fs::read(&tok).map_err(|e| Error::io(&tok, e))?;
         let ours = std::fs::read(&tokenizer.path).map_err(|e| Error::io(&tokenizer.path, e))?;
@@ -121,7 +123,9 @@ pub fn teacher_forward(
 /// Rows `index` of `[B, T, D]` flattened, as `[B, N, D]`.
 fn rows(x: Tensor<3>, index: &Tensor<1, Int>, b: usize, n: usize) -> Tensor<3> {
     let [bb, t, d] = x.dims();
-    x.reshape([bb * t, d]).select(0, index.clone()).reshape([b, n, d])
+    x.reshape([bb * t, d])
+        .select(0, index.clone())
+        .reshape([b, n, d])
 }
 
 /// The total loss and its named terms (unweighted, for the event log).
@@ -190,8 +194,7 @@ pub fn distill_loss(
     if spec.rel > 0.0 {
         let n = student.config.vision.num_visual_tokens();
         if let Some(index) = hb.visual_index(n) {
-            let index =
-                Tensor::<1, Int>::from_data(TensorData::new(index, [b * n]), ad);
+            let index = Tensor::<1, Int>::from_data(TensorData::new(index, [b * n]), ad);
             let (ys, yt) = match spec.relation {
                 RelationFeatures::Logits => (s_logits.clone(), t_out.logits.clone()),
                 RelationFeatures::Hidden => (s_hidden.clone(), t_out.hidden.clone()),
@@ -251,8 +254,16 @@ impl TeacherCache {
             let batch = hb.to_device(visual(chunk), inner);
             let h = teacher.model.hidden(&batch);
             let l = teacher.vocab.narrow(teacher.model.llm.logits(h.clone()));
-            let h: Vec<f32> = h.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32");
-            let l: Vec<f32> = l.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32");
+            let h: Vec<f32> = h
+                .into_data()
+                .convert::<f32>()
+                .try_to_vec::<f32>()
+                .expect("f32");
+            let l: Vec<f32> = l
+                .into_data()
+                .convert::<f32>()
+                .try_to_vec::<f32>()
+                .expect("f32");
             for (r, e) in examples.iter().enumerate() {
                 let n = e.ids.len();
                 let at = r * hb.t;

@@ -13,14 +13,14 @@ use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 
 use super::checkpoint::{self, TrainState};
+use super::distill::{TEACHER_CACHE_MAX_BYTES, Teacher, TeacherCache, teacher_forward};
 use super::events::{Event, EventLog, Observer};
 use super::order::Order;
-use super::distill::{TEACHER_CACHE_MAX_BYTES, Teacher, TeacherCache, teacher_forward};
 use super::{clip, freeze, schedule};
-use crate::distill::HiddenProjection;
 use crate::backend::DeviceInfo;
 use crate::config::{DataKind, DataOrder, Objective, Recipe};
 use crate::data::{Dataset, HostBatch, Padding, TextTokenizer, host_batch};
+use crate::distill::HiddenProjection;
 use crate::eval::{self, EvalResult};
 use crate::model::{Mllm, Visual};
 use crate::{Error, Result};
@@ -313,7 +313,7 @@ pub fn run_recipe(
                     );
                     TeacherSource::Cached(cache)
                 } else {
-                    TeacherSource::Live(tvis)
+                    TeacherSource::Live(Box::new(tvis))
                 };
                 Some((d, t, source))
             }
@@ -325,7 +325,7 @@ pub fn run_recipe(
                 let module = HiddenProjection::new(
                     recipe.model.llm.hidden,
                     t.model.config.llm.hidden,
-                    recipe.seed ^ (si as u64 + 1) * 0x9E37,
+                    recipe.seed ^ ((si as u64 + 1) * 0x9E37),
                     &ad,
                 );
                 let o: ModuleOptimizer = AdamWConfig::new()
@@ -559,7 +559,7 @@ fn sanitize(s: &str) -> String {
 /// Where a distillation stage's teacher outputs come from.
 enum TeacherSource {
     Cached(TeacherCache),
-    Live(VisualSource),
+    Live(Box<VisualSource>),
 }
 
 /// Where a stage's visual input comes from. With a frozen encoder its features never change, so
