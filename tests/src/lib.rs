@@ -68,3 +68,39 @@ pub fn weights(m: &Mllm) -> Vec<(String, Vec<f32>)> {
     m.visit(&mut w);
     w.0
 }
+
+/// Asserts two models have the same parameters, by name, within `tol` (max abs difference).
+pub fn assert_same_weights(a: &Mllm, b: &Mllm, tol: f32, what: &str) {
+    let (wa, wb) = (weights(a), weights(b));
+    assert_eq!(wa.len(), wb.len());
+    for ((na, va), (nb, vb)) in wa.iter().zip(&wb) {
+        assert_eq!(na, nb);
+        let d = va
+            .iter()
+            .zip(vb)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max);
+        assert!(d <= tol, "{na}: {what} differ by {d}");
+    }
+}
+
+/// Trains the smoke recipe (its first `stages` stages, all when `None`) as a teacher in
+/// `dir/runs`, without evaluation, and returns the world and the runs folder.
+pub fn smoke_teacher(dir: &Path, stages: Option<usize>) -> (PathBuf, PathBuf) {
+    use condenser_engine::backend::{BackendChoice, select};
+    use condenser_engine::train::{RunOptions, Silent, run_recipe};
+    let data = tiny_world(dir);
+    let (device, info) = select(BackendChoice::Cpu).expect("CPU device");
+    let runs = dir.join("runs");
+    let opts = RunOptions {
+        runs_dir: runs.clone(),
+        eval: false,
+        ..RunOptions::default()
+    };
+    let mut recipe = smoke_recipe(&data);
+    if let Some(n) = stages {
+        recipe.stages.truncate(n);
+    }
+    run_recipe(&recipe, &device, &info, &opts, &mut Silent).expect("smoke teacher trains");
+    (data, runs)
+}

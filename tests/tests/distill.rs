@@ -8,7 +8,9 @@ use std::path::Path;
 use condenser_engine::backend::{BackendChoice, select};
 use condenser_engine::config::{Recipe, load_recipe};
 use condenser_engine::train::{Event, Observer, RunOptions, Silent, run_recipe};
-use condenser_tests::{repo, scratch, smoke_recipe, tiny_world, weights};
+use condenser_tests::{
+    assert_same_weights, repo, scratch, smoke_recipe, smoke_teacher, tiny_world, weights,
+};
 
 fn kd_recipe(data: &Path) -> Recipe {
     let mut r = load_recipe(repo().join("assets/recipes/smoke-kd.toml")).expect("smoke-kd parses");
@@ -83,18 +85,12 @@ fn kd_student_learns_from_a_frozen_teacher_and_resumes_exactly() {
     };
     let b2 = run_recipe(&recipe, &device, &info, &second, &mut Silent).unwrap();
     assert!(b2.finished);
-    let (wa, wb) = (
-        weights(a.model.as_ref().unwrap()),
-        weights(b2.model.as_ref().unwrap()),
+    assert_same_weights(
+        a.model.as_ref().unwrap(),
+        b2.model.as_ref().unwrap(),
+        1e-6,
+        "resumed KD weights",
     );
-    for ((na, va), (_, vb)) in wa.iter().zip(&wb) {
-        let d = va
-            .iter()
-            .zip(vb)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0f32, f32::max);
-        assert!(d <= 1e-6, "{na}: resumed KD weights differ by {d}");
-    }
 }
 
 #[test]
@@ -162,18 +158,7 @@ fn student_llm_can_start_from_the_teachers_first_layers() {
     use condenser_engine::model::Mllm;
     use condenser_engine::train::checkpoint::{load_full, load_llm_prefix};
 
-    let dir = scratch("kd-prefix");
-    let data = tiny_world(&dir);
-    let (device, info) = select(BackendChoice::Cpu).unwrap();
-    let runs = dir.join("runs");
-    let opts = RunOptions {
-        runs_dir: runs.clone(),
-        eval: false,
-        ..RunOptions::default()
-    };
-    let mut teacher = smoke_recipe(&data);
-    teacher.stages.truncate(1);
-    run_recipe(&teacher, &device, &info, &opts, &mut Silent).unwrap();
+    let (_, runs) = smoke_teacher(&scratch("kd-prefix"), Some(1));
     let ck = runs.join("smoke/checkpoints/final");
     let flex = Device::flex();
     let t = load_full(&ck, &flex).unwrap();
@@ -214,17 +199,8 @@ fn cached_teacher_outputs_match_the_live_teacher() {
     use condenser_engine::model::Visual;
     use condenser_engine::train::distill::{Teacher, TeacherCache, teacher_forward};
 
-    let dir = scratch("kd-cache");
-    let data = tiny_world(&dir);
-    let (device, info) = select(BackendChoice::Cpu).unwrap();
-    let runs = dir.join("runs");
-    let opts = RunOptions {
-        runs_dir: runs.clone(),
-        eval: false,
-        ..RunOptions::default()
-    };
+    let (data, runs) = smoke_teacher(&scratch("kd-cache"), None);
     let recipe = smoke_recipe(&data);
-    run_recipe(&recipe, &device, &info, &opts, &mut Silent).unwrap();
     let tok = TextTokenizer::load(&data.join("tokenizer.json")).unwrap();
     let inner = Device::flex();
     let ad = inner.clone().autodiff();

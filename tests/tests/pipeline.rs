@@ -3,7 +3,7 @@
 
 use condenser_engine::backend::{BackendChoice, select};
 use condenser_engine::train::{Event, Observer, RunOptions, Silent, checkpoint, run_recipe};
-use condenser_tests::{scratch, smoke_recipe, tiny_world, weights};
+use condenser_tests::{assert_same_weights, scratch, smoke_recipe, tiny_world};
 
 #[test]
 fn smoke_run_writes_a_complete_run_folder() {
@@ -79,20 +79,12 @@ fn killed_and_resumed_run_ends_with_the_same_weights() {
     };
     let b2 = run_recipe(&recipe, &device, &info, &second, &mut Silent).unwrap();
     assert!(b2.finished);
-    let (wa, wb) = (
-        weights(a.model.as_ref().unwrap()),
-        weights(b2.model.as_ref().unwrap()),
+    assert_same_weights(
+        a.model.as_ref().unwrap(),
+        b2.model.as_ref().unwrap(),
+        1e-6,
+        "resumed weights",
     );
-    assert_eq!(wa.len(), wb.len());
-    for ((na, va), (nb, vb)) in wa.iter().zip(&wb) {
-        assert_eq!(na, nb);
-        let d = va
-            .iter()
-            .zip(vb)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0f32, f32::max);
-        assert!(d <= 1e-6, "{na}: resumed weights differ by {d}");
-    }
 }
 
 struct Losses(Vec<f32>);
