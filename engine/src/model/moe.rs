@@ -298,11 +298,11 @@ mod tests {
             .collect();
         for slot in 0..k {
             for i in 0..n {
-                if let Some(p) = &picks[i] {
-                    if load[p[slot]] < cap {
-                        load[p[slot]] += 1;
-                        out[i].as_mut().unwrap()[slot] = Some(p[slot]);
-                    }
+                if let Some(p) = &picks[i]
+                    && load[p[slot]] < cap
+                {
+                    load[p[slot]] += 1;
+                    out[i].as_mut().unwrap()[slot] = Some(p[slot]);
                 }
             }
         }
