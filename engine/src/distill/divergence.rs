@@ -12,6 +12,8 @@ use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 use serde::{Deserialize, Serialize};
 
+use crate::model::masked_mean;
+
 /// Which divergence compares `p_T` (teacher) and `p_S` (student).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
@@ -194,7 +196,5 @@ pub fn masked_divergence(
         teacher.reshape([b * t, v]),
         spec,
     );
-    let mask = mask.reshape([b * t]);
-    let count = mask.clone().sum().clamp_min(1.0);
-    (per_token * mask).sum() / count * (spec.temperature * spec.temperature)
+    masked_mean(per_token, mask.reshape([b * t])) * (spec.temperature * spec.temperature)
 }

@@ -7,6 +7,7 @@ use burn::prelude::*;
 use burn::tensor::activation::gelu;
 
 use crate::model::init::{Rng, linear};
+use crate::model::masked_mean;
 
 /// `Linear(Ds, Dt) -> GELU -> Linear(Dt, Dt)`.
 #[derive(Module, Debug)]
@@ -38,6 +39,5 @@ pub fn hidden_mse(mapped: Tensor<3>, teacher: Tensor<3>, mask: Tensor<2>) -> Ten
         .powi_scalar(2)
         .mean_dim(2)
         .reshape([b, t]);
-    let count = mask.clone().sum().clamp_min(1.0);
-    (per_token * mask).sum() / count
+    masked_mean(per_token, mask)
 }

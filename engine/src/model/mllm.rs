@@ -177,6 +177,11 @@ pub fn masked_cross_entropy(
     let [b, t, _] = logits.dims();
     let logp = log_softmax(logits, 2);
     let picked = logp.gather(2, targets.reshape([b, t, 1])).reshape([b, t]);
+    masked_mean(picked, mask).neg()
+}
+
+/// Mean of `values` over the positions where `mask` is 1 (`[1]`); 0 when nothing is counted.
+pub fn masked_mean<const D: usize>(values: Tensor<D>, mask: Tensor<D>) -> Tensor<1> {
     let count = mask.clone().sum().clamp_min(1.0);
-    (picked * mask).sum().neg() / count
+    (values * mask).sum() / count
 }

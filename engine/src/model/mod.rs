@@ -16,7 +16,7 @@ pub use attention::{attention_reference, causal_bias, padding_bias};
 pub use generate::{GenerateOptions, Sampling};
 pub use init::Rng;
 pub use llm::{KvCache, Llm, Mlp};
-pub use mllm::{Mllm, MllmBatch, ParamCounts, Visual, masked_cross_entropy};
+pub use mllm::{Mllm, MllmBatch, ParamCounts, Visual, masked_cross_entropy, masked_mean};
 pub use projector::Projector;
 pub use rope::Rope;
 pub use vision::VisionEncoder;

@@ -56,25 +56,21 @@ pub fn save(
         path: p.into(),
         message: e.to_string(),
     };
-    let mp = tmp.join(MODEL_FILE);
-    model
-        .clone()
-        .into_record()
-        .save(&mp)
-        .map_err(|e| ck(e, &mp))?;
+    let module_file = |m: burn::store::ModuleRecord, file: &str| {
+        let p = tmp.join(file);
+        m.save(&p).map_err(|e| ck(e, &p))
+    };
+    let optim_file = |o: &ModuleOptimizer, file: &str| {
+        let p = tmp.join(file);
+        o.save(&p).map_err(|e| ck(e, &p))
+    };
+    module_file(model.clone().into_record(), MODEL_FILE)?;
     if let Some(o) = optim {
-        let op = tmp.join(OPTIM_FILE);
-        o.save(&op).map_err(|e| ck(e, &op))?;
+        optim_file(o, OPTIM_FILE)?;
     }
     if let Some((module, o)) = align {
-        let ap = tmp.join(ALIGN_FILE);
-        module
-            .clone()
-            .into_record()
-            .save(&ap)
-            .map_err(|e| ck(e, &ap))?;
-        let op = tmp.join(ALIGN_OPTIM_FILE);
-        o.save(&op).map_err(|e| ck(e, &op))?;
+        module_file(module.clone().into_record(), ALIGN_FILE)?;
+        optim_file(o, ALIGN_OPTIM_FILE)?;
     }
     let cp = tmp.join(CONFIG_FILE);
     std::fs::write(
@@ -206,9 +202,12 @@ pub fn load_llm_prefix(ckpt: &Path, model: Mllm) -> Result<Mllm> {
 
 /// Loads optimiser state.
 pub fn load_optim(ckpt: &Path, optim: ModuleOptimizer) -> Result<ModuleOptimizer> {
-    let p = ckpt.join(OPTIM_FILE);
-    optim.load(&p).map_err(|e| Error::Checkpoint {
-        path: p.clone(),
+    read_optim(&ckpt.join(OPTIM_FILE), optim)
+}
+
+fn read_optim(p: &Path, optim: ModuleOptimizer) -> Result<ModuleOptimizer> {
+    optim.load(p).map_err(|e| Error::Checkpoint {
+        path: p.to_path_buf(),
         message: format!("cannot read optimiser state: {e}"),
     })
 }
@@ -226,10 +225,6 @@ pub fn load_align(
             path: p.clone(),
             message: format!("does not fit this alignment projection: {e}"),
         })?;
-    let op = ckpt.join(ALIGN_OPTIM_FILE);
-    let optim = optim.load(&op).map_err(|e| Error::Checkpoint {
-        path: op.clone(),
-        message: format!("cannot read optimiser state: {e}"),
-    })?;
+    let optim = read_optim(&ckpt.join(ALIGN_OPTIM_FILE), optim)?;
     Ok((module, optim))
 }

@@ -95,6 +95,17 @@ impl Teacher {
     }
 }
 
+impl Teacher {
+    /// Last hidden states `[B, T, D]` and logits over the shared vocabulary `[B, T, V]` of one
+    /// batch, on the inner device.
+    fn outputs(&self, hb: &HostBatch, visual: Visual, inner: &Device) -> (Tensor<3>, Tensor<3>) {
+        let batch = hb.to_device(visual, inner);
+        let hidden = self.model.hidden(&batch);
+        let logits = self.vocab.narrow(self.model.llm.logits(hidden.clone()));
+        (hidden, logits)
+    }
+}
+
 /// What the teacher says about one batch, already on the autodiff device as constants.
 pub struct TeacherOut {
     /// `[B, T, V_shared]`.
@@ -110,12 +121,9 @@ pub fn teacher_forward(
     visual: Visual,
     ad: &Device,
 ) -> TeacherOut {
-    let inner = ad.clone().inner();
-    let batch = hb.to_device(visual, &inner);
-    let hidden = teacher.model.hidden(&batch);
-    let logits = teacher.model.llm.logits(hidden.clone());
+    let (hidden, logits) = teacher.outputs(hb, visual, &ad.clone().inner());
     TeacherOut {
-        logits: teacher.vocab.narrow(logits).autodiff(),
+        logits: logits.autodiff(),
         hidden: hidden.autodiff(),
     }
 }
@@ -251,9 +259,7 @@ impl TeacherCache {
         for chunk in all.chunks(64) {
             let examples: Vec<&Encoded> = chunk.iter().map(|&i| &data.encoded[i]).collect();
             let hb = host_batch(&examples, nv, pad, Padding::Right);
-            let batch = hb.to_device(visual(chunk), inner);
-            let h = teacher.model.hidden(&batch);
-            let l = teacher.vocab.narrow(teacher.model.llm.logits(h.clone()));
+            let (h, l) = teacher.outputs(&hb, visual(chunk), inner);
             let h: Vec<f32> = h
                 .into_data()
                 .convert::<f32>()

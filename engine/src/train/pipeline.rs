@@ -278,10 +278,7 @@ pub fn run_recipe(
             examples: data.len(),
         })?;
 
-        let mut optim: ModuleOptimizer = AdamWConfig::new()
-            .with_weight_decay(spec.weight_decay as f32)
-            .with_epsilon(1e-8)
-            .init();
+        let mut optim = adamw(spec);
         if start_step > 0 {
             let ck = resume_from
                 .as_ref()
@@ -328,10 +325,7 @@ pub fn run_recipe(
                     recipe.seed ^ ((si as u64 + 1) * 0x9E37),
                     &ad,
                 );
-                let o: ModuleOptimizer = AdamWConfig::new()
-                    .with_weight_decay(spec.weight_decay as f32)
-                    .with_epsilon(1e-8)
-                    .init();
+                let o = adamw(spec);
                 Some(if start_step > 0 {
                     let ck = resume_from
                         .as_ref()
@@ -556,6 +550,34 @@ fn sanitize(s: &str) -> String {
         .collect()
 }
 
+/// Every image of `data` as one `[N, 3, S, S]` tensor (a zero image when there are none).
+fn all_images(data: &Dataset, s: usize, device: &Device) -> Tensor<4> {
+    if data.num_images() == 0 {
+        Tensor::<4>::zeros([1, 3, s, s], device)
+    } else {
+        let n = data.num_images();
+        Tensor::<4>::from_data(TensorData::new(data.images.clone(), [n, 3, s, s]), device)
+    }
+}
+
+/// A frozen encoder's features of `images`, in chunks of 256 images.
+fn encode_all(vision: &crate::model::VisionEncoder, images: Tensor<4>) -> Tensor<3> {
+    let n = images.dims()[0];
+    let chunks: Vec<Tensor<3>> = (0..n)
+        .step_by(256)
+        .map(|start| vision.forward(images.clone().narrow(0, start, 256.min(n - start))))
+        .collect();
+    Tensor::cat(chunks, 0)
+}
+
+/// The stage's AdamW (the model's and, for LLaVADI, the alignment projection's).
+fn adamw(spec: &crate::config::StageSpec) -> ModuleOptimizer {
+    AdamWConfig::new()
+        .with_weight_decay(spec.weight_decay as f32)
+        .with_epsilon(1e-8)
+        .init()
+}
+
 /// Where a distillation stage's teacher outputs come from.
 enum TeacherSource {
     Cached(TeacherCache),
@@ -572,39 +594,18 @@ enum VisualSource {
 
 impl VisualSource {
     fn new(model: &Mllm, data: &Dataset, frozen: bool, device: &Device) -> Self {
-        let s = model.config.vision.image_size;
-        let n = data.num_images().max(1);
-        let images = if data.num_images() == 0 {
-            Tensor::<4>::zeros([1, 3, s, s], device)
-        } else {
-            Tensor::<4>::from_data(TensorData::new(data.images.clone(), [n, 3, s, s]), device)
-        };
+        let images = all_images(data, model.config.vision.image_size, device);
         if !frozen {
             return VisualSource::Pixels(images);
         }
-        let vision = model.vision.valid();
-        let inner = images.inner();
-        let chunks: Vec<Tensor<3>> = (0..n)
-            .step_by(256)
-            .map(|start| vision.forward(inner.clone().narrow(0, start, 256.min(n - start))))
-            .collect();
-        VisualSource::Features(Tensor::cat(chunks, 0).autodiff())
+        let features = encode_all(&model.vision.valid(), images.inner());
+        VisualSource::Features(features.autodiff())
     }
 
     /// Features of a frozen encoder living on an inner (non-autodiff) device: the teacher's.
     fn frozen(vision: &crate::model::VisionEncoder, data: &Dataset, inner: &Device) -> Self {
-        let s = vision.config.image_size;
-        let n = data.num_images().max(1);
-        let images = if data.num_images() == 0 {
-            Tensor::<4>::zeros([1, 3, s, s], inner)
-        } else {
-            Tensor::<4>::from_data(TensorData::new(data.images.clone(), [n, 3, s, s]), inner)
-        };
-        let chunks: Vec<Tensor<3>> = (0..n)
-            .step_by(256)
-            .map(|start| vision.forward(images.clone().narrow(0, start, 256.min(n - start))))
-            .collect();
-        VisualSource::Features(Tensor::cat(chunks, 0))
+        let images = all_images(data, vision.config.image_size, inner);
+        VisualSource::Features(encode_all(vision, images))
     }
 
     fn for_batch(&self, data: &Dataset, idx: &[usize], device: &Device) -> Visual {
