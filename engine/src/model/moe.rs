@@ -345,7 +345,18 @@ mod tests {
 
     #[test]
     fn forward_and_backward_match_the_per_token_reference_with_drops() {
-        let device = Device::flex().autodiff();
+        matches_reference_on(Device::flex().autodiff());
+    }
+
+    /// The same on the wgpu device (lavapipe in CI); fails without an adapter.
+    #[test]
+    fn matches_the_per_token_reference_on_wgpu() {
+        let (device, _) = crate::backend::select(crate::backend::BackendChoice::Wgpu)
+            .expect("a wgpu adapter (scripts/setup.sh installs lavapipe)");
+        matches_reference_on(device.autodiff());
+    }
+
+    fn matches_reference_on(device: Device) {
         let (b, t, d) = (2, 7, 8);
         let config = MoeConfig {
             experts: 4,
