@@ -258,3 +258,32 @@ fn cached_teacher_outputs_match_the_live_teacher() {
         }
     }
 }
+
+/// A teacher trained with another tokenizer is refused, naming both files, before any run
+/// folder is written.
+#[test]
+fn teacher_with_another_tokenizer_is_refused() {
+    let (data, runs) = smoke_teacher(&scratch("kd-tok"), Some(1));
+    let tok = runs.join("smoke/tokenizer.json");
+    let mut text = std::fs::read_to_string(&tok).unwrap();
+    text.push('\n');
+    std::fs::write(&tok, text).unwrap();
+    let (device, info) = select(BackendChoice::Cpu).unwrap();
+    let opts = RunOptions {
+        runs_dir: runs.clone(),
+        eval: false,
+        ..RunOptions::default()
+    };
+    let err = match run_recipe(&kd_recipe(&data), &device, &info, &opts, &mut Silent) {
+        Ok(_) => panic!("a teacher with another tokenizer was accepted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("tokenizer") && err.contains("smoke/tokenizer.json"),
+        "{err}"
+    );
+    assert!(
+        !runs.join("smoke-kd").exists(),
+        "a refused run left a folder"
+    );
+}

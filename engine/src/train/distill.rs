@@ -28,12 +28,12 @@ pub struct Teacher {
 /// `checkpoints/` (`<run>/checkpoints/<ckpt>/` -> `<run>/tokenizer.json`), a bare checkpoint
 /// folder may hold its own.
 fn teacher_tokenizer(ckpt: &Path) -> Option<PathBuf> {
-    [
-        ckpt.join("tokenizer.json"),
-        ckpt.join("../../tokenizer.json"),
-    ]
-    .into_iter()
-    .find(|p| p.exists())
+    let own = ckpt.join("tokenizer.json");
+    let run = ckpt
+        .parent()
+        .and_then(Path::parent)
+        .map(|run| run.join("tokenizer.json"));
+    std::iter::once(own).chain(run).find(|p| p.exists())
 }
 
 impl Teacher {
