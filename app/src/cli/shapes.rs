@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use condenser_engine::data::shapes::{WorldConfig, generate};
+use condenser_engine::data::shapes::{AnswerStyle, WorldConfig, generate};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -40,6 +40,18 @@ pub struct WorldArgs {
     /// Question turns per training conversation.
     #[arg(long, default_value_t = WorldConfig::default().turns)]
     pub turns: usize,
+    /// How colour, shape, position and relation questions are answered: `grounded` restates
+    /// what the question is about right before the fact ("circle green"), `short` gives the fact
+    /// alone ("green"). Count and existence answers are one word either way.
+    #[arg(long, default_value = WorldConfig::default().answers.name(), value_parser = parse_style)]
+    pub answers: AnswerStyle,
+}
+
+fn parse_style(s: &str) -> Result<AnswerStyle, String> {
+    AnswerStyle::parse(s).ok_or_else(|| {
+        let names: Vec<_> = AnswerStyle::ALL.iter().map(|x| x.name()).collect();
+        format!("expected one of {}", names.join(", "))
+    })
 }
 
 impl WorldArgs {
@@ -53,6 +65,7 @@ impl WorldArgs {
             turns: self.turns,
             min_objects: self.min_objects,
             max_objects: self.max_objects,
+            answers: self.answers,
         }
     }
 }

@@ -3,12 +3,14 @@
 
 mod ablation;
 mod model;
+mod moe;
 mod recipe;
 
 pub use ablation::{AblationRow, AblationSet, load_ablation, slug};
 pub use model::{LlmConfig, MllmConfig, ProjectorConfig, VisionConfig};
+pub use moe::{MoeConfig, MoeSpec, Placement};
 pub use recipe::{
     DataKind, DataOrder, DistillSpec, FreezePolicy, FreezeSpec, InitSpec, KdTokens, Objective,
-    Recipe, RelationFeatures, StageFreeze, StageKind, StageSpec, TeacherSpec, load_recipe,
-    parse_recipe,
+    PreferenceSpec, Recipe, RelationFeatures, StageFreeze, StageKind, StageSpec, TeacherSpec,
+    load_recipe, parse_recipe,
 };

@@ -92,6 +92,9 @@ pub struct LlmConfig {
     /// Longest sequence RoPE tables are built for.
     #[serde(default = "default_max_pos")]
     pub max_positions: usize,
+    /// Mixture-of-Experts feed-forward blocks in some layers; a dense decoder when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moe: Option<super::MoeSpec>,
 }
 
 fn default_max_pos() -> usize {
@@ -101,6 +104,21 @@ fn default_max_pos() -> usize {
 impl LlmConfig {
     pub fn head_dim(&self) -> usize {
         self.hidden / self.heads
+    }
+
+    /// The same decoder with every feed-forward block dense (what an MoE model is upcycled from).
+    pub fn dense(&self) -> LlmConfig {
+        LlmConfig {
+            moe: None,
+            ..self.clone()
+        }
+    }
+
+    /// Whether layer `i` has an MoE feed-forward block.
+    pub fn is_moe_layer(&self, i: usize) -> bool {
+        self.moe
+            .as_ref()
+            .is_some_and(|m| m.placement.layers(self.layers).contains(&i))
     }
 }
 
@@ -142,6 +160,9 @@ impl MllmConfig {
                 "llm.heads {} is not a multiple of llm.kv_heads {}",
                 l.heads, l.kv_heads
             ));
+        }
+        if let Some(m) = &l.moe {
+            m.validate(l.layers)?;
         }
         if !l.head_dim().is_multiple_of(2) {
             return Err(format!(

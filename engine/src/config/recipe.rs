@@ -55,6 +55,11 @@ pub struct InitSpec {
     /// must equal the teacher in everything but depth).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub llm_from_teacher: bool,
+    /// LLaVA-MoD's sparse upcycling: start from this dense run or checkpoint (whole model), each
+    /// MoE layer's experts copies of its dense FFN and its router fresh. The recipe's model must
+    /// be the checkpoint's with `[model.llm.moe]` added.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upcycle_from: Option<String>,
 }
 
 /// Where the teacher comes from. It is loaded once, runs without gradients and never changes.
@@ -73,6 +78,9 @@ pub enum DataKind {
     Caption,
     /// `train.json`: multi-turn instruction conversations.
     Instruct,
+    /// `prefs.json`: preference pairs (image, prompt, chosen, rejected), for preference
+    /// distillation.
+    Preference,
 }
 
 impl DataKind {
@@ -81,6 +89,7 @@ impl DataKind {
         match self {
             DataKind::Caption => "captions.json",
             DataKind::Instruct => "train.json",
+            DataKind::Preference => "prefs.json",
         }
     }
 }
@@ -111,6 +120,38 @@ pub enum Objective {
     /// Teacher-student distillation (LLaVA-KD MDist + RDist, LLaVADI hidden alignment): the
     /// weighted sum of the terms of [`DistillSpec`]. Needs `[teacher]`.
     Distill(DistillSpec),
+    /// LLaVA-MoD preference distillation on `preference` data: a DPO-family loss whose
+    /// reference model is the `[teacher]`, plus optional cross-entropy on the chosen answers.
+    Preference(PreferenceSpec),
+}
+
+/// Preference distillation settings (METHODS.md section 4).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreferenceSpec {
+    /// Which DPO-family loss.
+    #[serde(default)]
+    pub loss: crate::distill::PreferenceLoss,
+    /// Inverse temperature of the implicit reward (0.1 in LLaVA-MoD).
+    #[serde(default = "tenth")]
+    pub beta: f64,
+    /// Weight of cross-entropy on the chosen answers (0: the preference loss alone).
+    #[serde(default)]
+    pub ce: f64,
+}
+
+fn tenth() -> f64 {
+    0.1
+}
+
+impl Default for PreferenceSpec {
+    fn default() -> Self {
+        PreferenceSpec {
+            loss: Default::default(),
+            beta: 0.1,
+            ce: 0.0,
+        }
+    }
 }
 
 /// The terms of a distillation objective and their weights (METHODS.md sections 2, 3, 6).
@@ -244,6 +285,9 @@ pub enum FreezeSpec {
 pub enum FreezePolicy {
     Frozen,
     Full,
+    /// LLM only: the MoE blocks (experts and routers) train, everything else is frozen
+    /// (LLaVA-MoD's dense-to-sparse and preference stages).
+    Experts,
 }
 
 impl FreezeSpec {
@@ -256,8 +300,13 @@ impl FreezeSpec {
         match self {
             FreezeSpec::Named(FreezePolicy::Frozen) => false,
             FreezeSpec::Named(FreezePolicy::Full) => true,
+            FreezeSpec::Named(FreezePolicy::Experts) => false,
             FreezeSpec::Partial { from_layer } => i >= from_layer,
         }
+    }
+    /// Do only the MoE blocks (experts and routers) train?
+    pub fn experts_only(self) -> bool {
+        self == FreezeSpec::Named(FreezePolicy::Experts)
     }
     /// Do the parts outside the layer stack (embeddings, final norms, heads) train?
     /// Under a partial policy they stay frozen, as in TinyLLaVA's partially-tune.
@@ -361,6 +410,11 @@ impl Recipe {
         if self.stages.is_empty() {
             return Err(bad("no [[stage]] given: a recipe needs at least one".into()));
         }
+        if self.init.upcycle_from.is_some() && self.model.llm.moe.is_none() {
+            return Err(bad(
+                "[init] upcycle_from needs MoE layers to upcycle into ([model.llm.moe])".into(),
+            ));
+        }
         if self.init.llm_from_teacher && self.teacher.is_none() {
             return Err(bad(
                 "[init] llm_from_teacher needs a [teacher] table naming the teacher".into(),
@@ -389,6 +443,40 @@ impl Recipe {
             if !(s.freeze.vision.trains() || s.freeze.projector.trains() || s.freeze.llm.trains()) {
                 return Err(bad(format!(
                     "{at}: every module is frozen, nothing would train"
+                )));
+            }
+            if s.freeze.vision.experts_only() || s.freeze.projector.experts_only() {
+                return Err(bad(format!(
+                    "{at}: freeze \"experts\" applies to the llm only"
+                )));
+            }
+            if s.freeze.llm.experts_only() && self.model.llm.moe.is_none() {
+                return Err(bad(format!(
+                    "{at}: freeze.llm = \"experts\" needs MoE layers ([model.llm.moe])"
+                )));
+            }
+            let pref_data = s.data == DataKind::Preference;
+            if let Objective::Preference(p) = &s.objective {
+                if self.teacher.is_none() {
+                    return Err(bad(format!(
+                        "{at}: a preference objective needs a [teacher] table (the teacher is the reference model)"
+                    )));
+                }
+                if !pref_data {
+                    return Err(bad(format!(
+                        "{at}: a preference objective trains on data = \"preference\", not {:?}",
+                        s.data
+                    )));
+                }
+                if !(p.beta > 0.0 && p.beta.is_finite()) {
+                    return Err(bad(format!("{at}: objective.beta must be positive")));
+                }
+                if !(p.ce >= 0.0 && p.ce.is_finite()) {
+                    return Err(bad(format!("{at}: objective.ce must be >= 0")));
+                }
+            } else if pref_data {
+                return Err(bad(format!(
+                    "{at}: preference data needs objective = {{ kind = \"preference\" }}"
                 )));
             }
             if let Objective::Distill(d) = &s.objective {

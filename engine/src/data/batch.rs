@@ -98,6 +98,8 @@ impl HostBatch {
             targets: int2(&self.targets),
             loss_mask: f2(&self.loss_mask),
             visual,
+            real: self.attention_mask.iter().map(|m| *m > 0.0).collect(),
+            is_visual: self.visual_mask().iter().map(|m| *m > 0.0).collect(),
         }
     }
 

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use super::image::load_image;
-use super::llava::{Conversation, load_conversations};
+use super::llava::{Conversation, load_conversations, load_preferences};
 use super::template::{Encoded, encode_conversation};
 use super::tokenizer::TextTokenizer;
 use crate::config::VisionConfig;
@@ -23,6 +23,9 @@ pub struct Dataset {
     pub images: Vec<f32>,
     pub image_len: usize,
     pub image_paths: Vec<PathBuf>,
+    /// Preference data: record `2i` is pair i's prompt + chosen answer, `2i + 1` the same prompt
+    /// + rejected answer, and a training unit is a pair.
+    pub paired: bool,
 }
 
 impl Dataset {
@@ -38,6 +41,47 @@ impl Dataset {
         let path = root.join(file);
         let records = load_conversations(&path, require_image)?;
         Self::from_records(path, records, root, tok, vision, max_len)
+    }
+
+    /// Loads a preference file (`image`, `prompt`, `chosen`, `rejected`) as interleaved
+    /// chosen / rejected records.
+    pub fn load_pairs(
+        root: &Path,
+        file: &str,
+        tok: &TextTokenizer,
+        vision: &VisionConfig,
+        max_len: usize,
+        require_image: bool,
+    ) -> Result<Self> {
+        let path = root.join(file);
+        let records = load_preferences(&path, require_image)?
+            .iter()
+            .flat_map(|p| [p.as_conversation(true), p.as_conversation(false)])
+            .collect();
+        let mut ds = Self::from_records(path, records, root, tok, vision, max_len)?;
+        ds.paired = true;
+        Ok(ds)
+    }
+
+    /// Training units: records, or pairs of records for preference data.
+    pub fn units(&self) -> usize {
+        if self.paired {
+            self.len() / 2
+        } else {
+            self.len()
+        }
+    }
+
+    /// The records of a batch of units: the units themselves, or for preference data every
+    /// pair's chosen record, then every pair's rejected record.
+    pub fn unit_records(&self, units: &[usize]) -> Vec<usize> {
+        if self.paired {
+            let chosen = units.iter().map(|u| 2 * u);
+            let rejected = units.iter().map(|u| 2 * u + 1);
+            chosen.chain(rejected).collect()
+        } else {
+            units.to_vec()
+        }
     }
 
     /// Tokenises records and loads their images.
@@ -92,6 +136,7 @@ impl Dataset {
             images,
             image_len,
             image_paths,
+            paired: false,
         })
     }
 

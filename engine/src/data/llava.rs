@@ -174,8 +174,45 @@ fn check(path: &Path, index: usize, c: &Conversation, require_image: bool) -> Re
     Ok(())
 }
 
-/// Reads a preference JSON file.
-pub fn load_preferences(path: &Path) -> Result<Vec<PreferencePair>> {
+/// Reads a preference JSON file and checks every pair: non-empty, distinct answers, and a
+/// prompt that is a valid human turn for its image (one `<image>`, or none when the recipe
+/// does not need one).
+pub fn load_preferences(path: &Path, require_image: bool) -> Result<Vec<PreferencePair>> {
     let text = crate::error::read_to_string(path)?;
-    serde_json::from_str(&text).map_err(|e| Error::json(path, e))
+    let pairs: Vec<PreferencePair> =
+        serde_json::from_str(&text).map_err(|e| Error::json(path, e))?;
+    for (i, p) in pairs.iter().enumerate() {
+        let bad = |message: String| Error::Record {
+            path: path.to_path_buf(),
+            index: i,
+            id: p.id.clone(),
+            message,
+        };
+        if p.chosen.trim().is_empty() || p.rejected.trim().is_empty() {
+            return Err(bad("chosen and rejected must both be non-empty".into()));
+        }
+        if p.chosen == p.rejected {
+            return Err(bad("chosen and rejected are the same answer".into()));
+        }
+        check(path, i, &p.as_conversation(true), require_image)?;
+    }
+    Ok(pairs)
+}
+
+impl PreferencePair {
+    /// The pair as a one-turn conversation answered by `chosen` (or `rejected`).
+    pub fn as_conversation(&self, chosen: bool) -> Conversation {
+        let (answer, tag) = if chosen {
+            (&self.chosen, "chosen")
+        } else {
+            (&self.rejected, "rejected")
+        };
+        Conversation {
+            id: format!("{}-{tag}", self.id),
+            image: Some(self.image.clone()),
+            conversations: vec![Turn::human(self.prompt.clone()), Turn::gpt(answer.clone())],
+            question_types: None,
+            regions: None,
+        }
+    }
 }

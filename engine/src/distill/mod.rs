@@ -4,11 +4,13 @@
 
 mod divergence;
 mod hidden;
+mod preference;
 mod relation;
 mod vocab;
 
 pub use divergence::{Divergence, DivergenceSpec, masked_divergence, token_divergence, zscore};
 pub use hidden::{HiddenProjection, hidden_mse};
+pub use preference::{PairLogps, PreferenceLoss, preference_loss, sequence_logps};
 pub use relation::{relation_loss, self_correlation};
 pub use vocab::VocabAlignment;
 

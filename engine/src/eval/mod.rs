@@ -4,6 +4,7 @@
 
 pub mod ablation;
 pub mod report;
+pub mod routing;
 
 use std::collections::BTreeMap;
 
@@ -32,6 +33,9 @@ pub struct PopeScore {
     pub recall: f64,
     pub f1: f64,
     pub yes_ratio: f64,
+    /// Share of the absent-object questions answered "yes" (hallucinations; 0 is best).
+    #[serde(default)]
+    pub absent_yes: f64,
 }
 
 /// One scored answer (a few are kept in the report as examples).
@@ -52,6 +56,9 @@ pub struct EvalResult {
     pub by_type: BTreeMap<String, TypeScore>,
     pub pope: BTreeMap<String, PopeScore>,
     pub samples: Vec<Sample>,
+    /// MoE models: routing on the evaluated records per MoE layer (see `routing`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routing: Vec<crate::model::moe::LayerRouting>,
 }
 
 /// Answers every record's last question (earlier turns are given as context) and scores it.
@@ -66,8 +73,16 @@ pub fn evaluate(
     let nv = model.config.vision.num_visual_tokens();
     let s = model.config.vision.image_size;
     let n = limit.map_or(data.len(), |l| l.min(data.len()));
+    // room for the longest reference answer plus a few tokens, so a wrong longer answer is seen
+    // as wrong rather than cut to look right
+    let longest = data.records[..n]
+        .iter()
+        .filter_map(|r| r.conversations.last())
+        .map(|t| tok.encode(&t.value).map_or(0, |ids| ids.len()))
+        .max()
+        .unwrap_or(0);
     let opts = GenerateOptions {
-        max_new_tokens: 8,
+        max_new_tokens: longest + 4,
         sampling: Sampling::Greedy,
         stop: vec![tok.special.end],
         seed: 0,
@@ -170,6 +185,7 @@ pub fn score(scored: Vec<(Option<QuestionType>, Sample)>) -> EvalResult {
                 recall,
                 f1,
                 yes_ratio: ratio(tp + fp, n),
+                absent_yes: ratio(fp, fp + tn),
             },
         );
     }

@@ -50,6 +50,9 @@ pub fn write_run_report(
         eval.questions
     );
     md.push_str(&comparison(&[(recipe.name.as_str(), eval)]));
+    if !eval.routing.is_empty() {
+        md.push_str(&routing_section(eval));
+    }
     md.push_str("\n## Examples\n\n| question | expected | answer |\n|---|---|---|\n");
     for s in eval.samples.iter().take(12) {
         let _ = writeln!(
@@ -63,6 +66,32 @@ pub fn write_run_report(
     }
     crate::error::write_atomic(dir.join("report.md"), md.as_bytes())?;
     crate::error::write_atomic(dir.join("report.json"), json.as_bytes())
+}
+
+/// The MoE routing table (share of each expert per layer, visual / text) and the heatmap.
+fn routing_section(eval: &EvalResult) -> String {
+    let mut md = String::from(
+        "\n## MoE routing on the test records\n\n![layer x expert routing: visual tokens left, text tokens right](routing.png)\n\n",
+    );
+    let e = eval.routing[0].visual.len();
+    md.push_str("| layer | tokens |");
+    for k in 0..e {
+        let _ = write!(md, " expert {k} |");
+    }
+    md.push_str(" dropped | router entropy (nats) |\n|---|---|");
+    md.push_str(&"---|".repeat(e + 2));
+    md.push('\n');
+    for l in &eval.routing {
+        for (kind, counts) in [("visual", &l.visual), ("text", &l.text)] {
+            let total: usize = counts.iter().sum();
+            let _ = write!(md, "| {} | {kind} |", l.layer);
+            for c in counts {
+                let _ = write!(md, " {:.1}% |", 100.0 * *c as f64 / total.max(1) as f64);
+            }
+            let _ = writeln!(md, " {} | {:.3} |", l.dropped, l.entropy);
+        }
+    }
+    md
 }
 
 /// Markdown tables comparing runs: accuracy overall and per type, then POPE per sampling.
@@ -87,17 +116,18 @@ pub fn comparison(runs: &[(&str, &EvalResult)]) -> String {
         }
         md.push('\n');
     }
-    md.push_str("\nPOPE (existence questions; yes = positive):\n\n| model | sampling | accuracy | precision | recall | F1 | yes-ratio |\n|---|---|---|---|---|---|---|\n");
+    md.push_str("\nPOPE (existence questions; yes = positive):\n\n| model | sampling | accuracy | precision | recall | F1 | yes-ratio | yes on absent |\n|---|---|---|---|---|---|---|---|\n");
     for (name, r) in runs {
         for (k, p) in &r.pope {
             let _ = writeln!(
                 md,
-                "| {name} | {k} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
+                "| {name} | {k} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
                 100.0 * p.accuracy,
                 100.0 * p.precision,
                 100.0 * p.recall,
                 100.0 * p.f1,
-                100.0 * p.yes_ratio
+                100.0 * p.yes_ratio,
+                100.0 * p.absent_yes
             );
         }
     }

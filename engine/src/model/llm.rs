@@ -10,6 +10,7 @@ use burn::tensor::activation::silu;
 
 use super::attention::attention_reference;
 use super::init::{INIT_STD, Rng, embedding, linear, normal_tensor};
+use super::moe::{LayerRouting, MoeMlp, Phase, Route, RouterLosses};
 use super::rope::Rope;
 use crate::config::LlmConfig;
 
@@ -32,12 +33,27 @@ pub struct Mlp {
     pub down_proj: Linear,
 }
 
+/// A layer's feed-forward block: dense SwiGLU, or a Mixture of SwiGLU experts.
+#[derive(Module, Debug)]
+pub enum Ffn {
+    Dense(Mlp),
+    Moe(MoeMlp),
+}
+
 #[derive(Module, Debug)]
 pub struct DecoderLayer {
     pub input_layernorm: RmsNorm,
     pub self_attn: Attention,
     pub post_attention_layernorm: RmsNorm,
-    pub mlp: Mlp,
+    pub mlp: Ffn,
+}
+
+/// What the MoE layers of one forward did: the router losses (summed over layers) and each
+/// layer's routing, in layer order. Empty for a dense decoder.
+#[derive(Debug, Clone)]
+pub struct MoeTrace {
+    pub losses: Option<RouterLosses>,
+    pub layers: Vec<LayerRouting>,
 }
 
 /// The decoder.
@@ -136,11 +152,30 @@ impl Llm {
                     kv_heads: c.kv_heads,
                 },
                 post_attention_layernorm: norm(),
-                mlp: Mlp {
+                mlp: Ffn::Dense(Mlp {
                     gate_proj: linear(rng, c.hidden, c.intermediate, false, device),
                     up_proj: linear(rng, c.hidden, c.intermediate, false, device),
                     down_proj: linear(rng, c.intermediate, c.hidden, false, device),
-                },
+                }),
+            })
+            .collect::<Vec<_>>();
+        // MoE layers are built after every dense weight is drawn, from their own stream, so a
+        // sparse model's shared weights equal those of the dense model with the same seed
+        let mut moe_rng = rng.fork(0x4d6f45);
+        let layers = layers
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut l)| {
+                if let (true, Some(m)) = (c.is_moe_layer(i), &c.moe) {
+                    l.mlp = Ffn::Moe(MoeMlp::new(
+                        c.hidden,
+                        c.intermediate,
+                        m.routing(),
+                        &mut moe_rng,
+                        device,
+                    ));
+                }
+                l
             })
             .collect();
         let embed_tokens = embedding(rng, c.vocab_size, c.hidden, device);
@@ -169,17 +204,37 @@ impl Llm {
 
     /// Runs the decoder stack on embeddings `[B, T, D]` and returns the final-norm hidden
     /// states `[B, T, D]`. `pos [B, T]` are RoPE positions; `bias` is the additive attention
-    /// bias broadcastable to `[B, 1, T, Tcache + T]`.
+    /// bias broadcastable to `[B, 1, T, Tcache + T]`. MoE layers route every token at the
+    /// evaluation capacity; training goes through [`Llm::hidden_routed`].
     pub fn hidden(
         &self,
         x: Tensor<3>,
         pos: Tensor<2, Int>,
         bias: Tensor<4>,
-        mut cache: Option<&mut KvCache>,
+        cache: Option<&mut KvCache>,
     ) -> Tensor<3> {
+        self.hidden_routed(x, pos, bias, cache, None).0
+    }
+
+    /// [`Llm::hidden`] with the MoE layers' inputs spelled out (`route`: which tokens take part,
+    /// which are visual, and the capacity factor; `None` routes every token at the evaluation
+    /// capacity), returning what the routers did.
+    pub fn hidden_routed(
+        &self,
+        x: Tensor<3>,
+        pos: Tensor<2, Int>,
+        bias: Tensor<4>,
+        mut cache: Option<&mut KvCache>,
+        route: Option<&Route>,
+    ) -> (Tensor<3>, MoeTrace) {
         if let Some(c) = cache.as_deref_mut() {
             c.layers.resize(self.layers.len(), None);
         }
+        let [b, t, _] = x.dims();
+        let mut trace = MoeTrace {
+            losses: None,
+            layers: Vec::new(),
+        };
         let mut h = x;
         for (i, layer) in self.layers.iter().enumerate() {
             let slot = cache.as_deref_mut().map(|c| &mut c.layers[i]);
@@ -191,9 +246,30 @@ impl Llm {
                 slot,
             );
             h = h + a;
-            h = h.clone() + layer.mlp.forward(layer.post_attention_layernorm.forward(h));
+            let normed = layer.post_attention_layernorm.forward(h.clone());
+            let f = match &layer.mlp {
+                Ffn::Dense(mlp) => mlp.forward(normed),
+                Ffn::Moe(moe) => {
+                    let all;
+                    let r = match route {
+                        Some(r) => r,
+                        None => {
+                            all = Route::all(b * t, Phase::Eval);
+                            &all
+                        }
+                    };
+                    let out = moe.forward(normed, &r.routed, r.phase);
+                    trace.layers.push(LayerRouting::new(i, &out.routing, r));
+                    trace.losses = Some(match trace.losses.take() {
+                        None => out.losses,
+                        Some(acc) => acc.add(out.losses),
+                    });
+                    out.y
+                }
+            };
+            h = h + f;
         }
-        self.norm.forward(h)
+        (self.norm.forward(h), trace)
     }
 
     /// Hidden states `[B, T, D]` to logits `[B, T, V]`.

@@ -6,7 +6,8 @@ use burn::tensor::activation::log_softmax;
 
 use super::attention::{causal_bias, padding_bias};
 use super::init::Rng;
-use super::llm::{KvCache, Llm};
+use super::llm::{KvCache, Llm, MoeTrace};
+use super::moe::{Phase, Route};
 use super::projector::Projector;
 use super::vision::VisionEncoder;
 use crate::config::MllmConfig;
@@ -48,6 +49,21 @@ pub struct MllmBatch {
     /// 1 where `targets` counts for the loss (assistant tokens), else 0 `[B, T]`.
     pub loss_mask: Tensor<2>,
     pub visual: Visual,
+    /// Host copies, row-major `[B*T]`: which positions are real tokens (MoE routers skip
+    /// padding) and which hold visual tokens (routing telemetry splits by it).
+    pub real: Vec<bool>,
+    pub is_visual: Vec<bool>,
+}
+
+impl MllmBatch {
+    /// The routers' view of this batch.
+    pub fn route(&self, phase: Phase) -> Route {
+        Route {
+            routed: self.real.clone(),
+            visual: self.is_visual.clone(),
+            phase,
+        }
+    }
 }
 
 /// Parameter counts per module.
@@ -130,12 +146,20 @@ impl Mllm {
         table.select(0, batch.gather.clone()).reshape([b, t, d])
     }
 
-    /// Final hidden states `[B, T, D]` for a right- or left-padded batch (no cache).
+    /// Final hidden states `[B, T, D]` for a right- or left-padded batch (no cache), MoE
+    /// layers at the evaluation capacity.
     pub fn hidden(&self, batch: &MllmBatch) -> Tensor<3> {
+        self.hidden_routed(batch, Phase::Eval).0
+    }
+
+    /// Final hidden states and what the MoE routers did (`phase` picks the capacity factor).
+    pub fn hidden_routed(&self, batch: &MllmBatch, phase: Phase) -> (Tensor<3>, MoeTrace) {
         let x = self.input_embeddings(batch);
         let t = x.dims()[1];
         let bias = padding_bias(batch.attention_mask.clone()) + causal_bias(t, t, &x.device());
-        self.llm.hidden(x, batch.positions.clone(), bias, None)
+        let route = batch.route(phase);
+        self.llm
+            .hidden_routed(x, batch.positions.clone(), bias, None, Some(&route))
     }
 
     /// Logits `[B, T, V]`.
@@ -158,9 +182,10 @@ impl Mllm {
         let x = self.input_embeddings(batch);
         let [b, t, _] = x.dims();
         let bias = padding_bias(batch.attention_mask.clone()) + causal_bias(t, t, &x.device());
-        let h = self
-            .llm
-            .hidden(x, batch.positions.clone(), bias, Some(cache));
+        let route = batch.route(Phase::Eval);
+        let (h, _) =
+            self.llm
+                .hidden_routed(x, batch.positions.clone(), bias, Some(cache), Some(&route));
         let last = h.narrow(1, t - 1, 1);
         let v = self.config.llm.vocab_size;
         self.llm.logits(last).reshape([b, v])

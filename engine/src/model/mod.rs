@@ -15,7 +15,7 @@ mod vision;
 pub use attention::{attention_reference, causal_bias, padding_bias};
 pub use generate::{GenerateOptions, Sampling};
 pub use init::Rng;
-pub use llm::{KvCache, Llm, Mlp};
+pub use llm::{DecoderLayer, Ffn, KvCache, Llm, Mlp, MoeTrace};
 pub use mllm::{Mllm, MllmBatch, ParamCounts, Visual, masked_cross_entropy, masked_mean};
 pub use projector::Projector;
 pub use rope::Rope;

@@ -16,26 +16,102 @@ use burn::tensor::activation::softmax;
 use super::init::{Rng, linear};
 use super::llm::Mlp;
 
-/// Routing hyper-parameters (defaults: LLaVA-MoD's).
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct MoeConfig {
-    pub experts: usize,
-    pub top_k: usize,
-    /// Capacity factor while training: each expert takes at most
-    /// `ceil(factor * tokens * top_k / experts)` tokens.
-    pub capacity_train: f64,
-    /// Capacity factor at evaluation.
-    pub capacity_eval: f64,
+pub use crate::config::MoeConfig;
+
+/// Training routes at the training capacity factor, evaluation and generation at the
+/// evaluation one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Train,
+    Eval,
 }
 
-impl Default for MoeConfig {
-    fn default() -> Self {
-        MoeConfig {
-            experts: 4,
-            top_k: 2,
-            capacity_train: 1.5,
-            capacity_eval: 2.0,
+/// Which tokens of a `[B, T]` batch (flattened row-major) the routers see.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Tokens that take part; padding does not.
+    pub routed: Vec<bool>,
+    /// Tokens that are visual, for the telemetry's visual / text split (empty: all text).
+    pub visual: Vec<bool>,
+    pub phase: Phase,
+}
+
+impl Route {
+    /// Every one of `n` tokens, as text, in `phase`.
+    pub fn all(n: usize, phase: Phase) -> Route {
+        Route {
+            routed: vec![true; n],
+            visual: Vec::new(),
+            phase,
         }
+    }
+}
+
+/// The auxiliary router losses of one block, or summed over blocks.
+#[derive(Debug, Clone)]
+pub struct RouterLosses {
+    /// GShard/Switch load balance `E * sum_i f_i P_i` (f: share of routed tokens whose top-1
+    /// is expert i, before capacity; P: mean router probability of expert i). 1 when uniform.
+    pub aux: Tensor<1>,
+    /// Router z-loss: mean over routed tokens of `logsumexp(logits)^2`.
+    pub z: Tensor<1>,
+}
+
+impl RouterLosses {
+    pub fn add(self, other: RouterLosses) -> RouterLosses {
+        RouterLosses {
+            aux: self.aux + other.aux,
+            z: self.z + other.z,
+        }
+    }
+}
+
+/// One MoE layer's routing in one forward, for `events.jsonl` and the heatmap.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LayerRouting {
+    pub layer: usize,
+    /// Per expert: visual-token assignments it took (after capacity).
+    pub visual: Vec<usize>,
+    /// Per expert: text-token assignments it took (after capacity).
+    pub text: Vec<usize>,
+    /// Assignments dropped by the capacity limit (those tokens skip the expert).
+    pub dropped: usize,
+    /// Mean router entropy over routed tokens, nats.
+    pub entropy: f64,
+}
+
+impl LayerRouting {
+    pub fn new(layer: usize, r: &Routing, route: &Route) -> LayerRouting {
+        let e = r.tokens.len();
+        let (mut visual, mut text) = (vec![0; e], vec![0; e]);
+        let rows = route.routed.iter().enumerate().filter(|(_, on)| **on);
+        for ((i, _), slots) in rows.zip(&r.chosen) {
+            let is_visual = route.visual.get(i).copied().unwrap_or(false);
+            for ex in slots.iter().flatten() {
+                if is_visual {
+                    visual[*ex] += 1;
+                } else {
+                    text[*ex] += 1;
+                }
+            }
+        }
+        LayerRouting {
+            layer,
+            visual,
+            text,
+            dropped: r.dropped,
+            entropy: r.entropy,
+        }
+    }
+
+    /// Share of all kept assignments each expert took.
+    pub fn shares(&self) -> Vec<f64> {
+        let total: usize = self.visual.iter().chain(&self.text).sum();
+        self.visual
+            .iter()
+            .zip(&self.text)
+            .map(|(v, t)| (v + t) as f64 / total.max(1) as f64)
+            .collect()
     }
 }
 
@@ -66,11 +142,7 @@ pub struct Routing {
 pub struct MoeOutput {
     /// `[B, T, D]`; zero rows for unrouted (padding) tokens and fully dropped tokens.
     pub y: Tensor<3>,
-    /// GShard/Switch load balance `E * sum_i f_i P_i` (f: share of routed tokens whose top-1
-    /// is expert i, before capacity; P: mean router probability of expert i). 1 when uniform.
-    pub aux: Tensor<1>,
-    /// Router z-loss: mean over routed tokens of `logsumexp(logits)^2`.
-    pub z: Tensor<1>,
+    pub losses: RouterLosses,
     pub routing: Routing,
 }
 
@@ -109,9 +181,18 @@ impl MoeMlp {
         }
     }
 
-    /// `x [B, T, D]`; `routed [B*T]` says which tokens take part (padding does not);
-    /// `capacity_factor` is `config.capacity_train` or `capacity_eval`.
-    pub fn forward(&self, x: Tensor<3>, routed: &[bool], capacity_factor: f64) -> MoeOutput {
+    /// `x [B, T, D]`; `routed [B*T]` says which tokens take part (padding does not); the
+    /// capacity factor is the configuration's for `phase`.
+    pub fn forward(&self, x: Tensor<3>, routed: &[bool], phase: Phase) -> MoeOutput {
+        let factor = match phase {
+            Phase::Train => self.config.capacity_train,
+            Phase::Eval => self.config.capacity_eval,
+        };
+        self.forward_at(x, routed, factor)
+    }
+
+    /// [`MoeMlp::forward`] at an explicit capacity factor.
+    pub fn forward_at(&self, x: Tensor<3>, routed: &[bool], capacity_factor: f64) -> MoeOutput {
         let [b, t, d] = x.dims();
         let n = b * t;
         let e = self.config.experts;
@@ -233,8 +314,7 @@ impl MoeMlp {
         };
         MoeOutput {
             y: y.reshape([b, t, d]),
-            aux,
-            z,
+            losses: RouterLosses { aux, z },
             routing: Routing {
                 tokens: load,
                 dropped,
@@ -387,7 +467,7 @@ mod tests {
         );
 
         let x = input(b, t, d, 4, &device).require_grad();
-        let out = moe.forward(x.clone(), &routed, config.capacity_train);
+        let out = moe.forward(x.clone(), &routed, Phase::Train);
         assert!(
             out.routing.dropped > 0,
             "the fixture must overflow a capacity"
@@ -427,7 +507,7 @@ mod tests {
             "d expert",
         );
         // padding rows are untouched
-        let yv = host(moe.forward(input(b, t, d, 4, &device), &routed, 0.75).y);
+        let yv = host(moe.forward_at(input(b, t, d, 4, &device), &routed, 0.75).y);
         assert!(yv[6 * d..7 * d].iter().all(|v| *v == 0.0));
     }
 
@@ -439,7 +519,7 @@ mod tests {
         let routed = vec![true; b * t];
         let x = input(b, t, d, 9, &device);
         let xv = host(x.clone());
-        let out = moe.forward(x, &routed, 2.0);
+        let out = moe.forward(x, &routed, Phase::Eval);
         let e = 4;
         let w = host(moe.router.weight.val());
         let mut f = vec![0.0f64; e];
@@ -467,8 +547,8 @@ mod tests {
         }
         let n = (b * t) as f64;
         let aux: f64 = e as f64 * (0..e).map(|j| f[j] / n * p[j] / n).sum::<f64>();
-        assert!((host(out.aux)[0] as f64 - aux).abs() < 1e-5, "aux");
-        assert!((host(out.z)[0] as f64 - z / n).abs() < 1e-5, "z");
+        assert!((host(out.losses.aux)[0] as f64 - aux).abs() < 1e-5, "aux");
+        assert!((host(out.losses.z)[0] as f64 - z / n).abs() < 1e-5, "z");
         assert_eq!(out.routing.dropped, 0);
         assert_eq!(out.routing.tokens.iter().sum::<usize>(), b * t * 2);
         assert!(out.routing.entropy > 0.0 && out.routing.entropy <= (e as f64).ln() + 1e-9);
@@ -487,7 +567,7 @@ mod tests {
         let moe = MoeMlp::upcycle(&dense, MoeConfig::default(), &mut rng, &device);
         let x = input(2, 5, d, 6, &device);
         let want = host(dense.forward(x.clone()));
-        let got = host(moe.forward(x, &[true; 10], 2.0).y);
+        let got = host(moe.forward(x, &[true; 10], Phase::Eval).y);
         for (a, b) in got.iter().zip(&want) {
             assert!((a - b).abs() < 1e-6, "{a} vs {b}");
         }

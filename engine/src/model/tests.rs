@@ -33,6 +33,7 @@ pub(crate) fn tiny_config() -> MllmConfig {
             tie_embeddings: false,
             qkv_bias: true,
             max_positions: 64,
+            moe: None,
         },
     }
 }

@@ -10,7 +10,8 @@ use burn::store::ModuleRecord;
 use serde::{Deserialize, Serialize};
 
 use crate::distill::HiddenProjection;
-use crate::model::Mllm;
+use crate::model::moe::MoeMlp;
+use crate::model::{DecoderLayer, Ffn, Mllm};
 use crate::{Error, Result};
 
 pub const MODEL_FILE: &str = "model.bpk";
@@ -162,6 +163,73 @@ pub fn load_vision(ckpt: &Path, model: Mllm) -> Result<Mllm> {
     Ok(Mllm {
         vision: donor.vision,
         ..model
+    })
+}
+
+/// Checks that the dense checkpoint `ckpt` is `want` without its MoE layers (sparse upcycling).
+pub fn check_upcycle(ckpt: &Path, want: &crate::config::MllmConfig) -> Result<()> {
+    let source = load_config(ckpt)?;
+    let dense = crate::config::MllmConfig {
+        llm: want.llm.dense(),
+        ..want.clone()
+    };
+    let problem = if want.llm.moe.is_none() {
+        Some("the recipe's model has no [model.llm.moe] to upcycle into".to_string())
+    } else if source.llm.moe.is_some() {
+        Some("the checkpoint is already sparse: upcycling starts from a dense model".to_string())
+    } else if source != dense {
+        Some(format!(
+            "the recipe's model without [model.llm.moe] must equal the checkpoint's \
+             (checkpoint {source:?}, recipe {dense:?})"
+        ))
+    } else {
+        None
+    };
+    match problem {
+        Some(message) => Err(Error::Checkpoint {
+            path: ckpt.join(CONFIG_FILE),
+            message,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Sparse upcycling (LLaVA-MoD): loads the dense checkpoint into `model`, every MoE layer's
+/// experts becoming copies of that layer's dense FFN and its router keeping `model`'s fresh,
+/// seeded weights. Right after, the model computes what the dense one did (renormalised top-k
+/// weights sum to 1) except for tokens a capacity limit drops.
+pub fn load_upcycled(ckpt: &Path, model: Mllm) -> Result<Mllm> {
+    check_upcycle(ckpt, &model.config)?;
+    let device = model.vision.class_embedding.val().device();
+    let dense = load_full(ckpt, &device)?;
+    let Mllm {
+        llm: sparse_llm,
+        config,
+        ..
+    } = model;
+    let mut llm = dense.llm;
+    let dense_layers = std::mem::take(&mut llm.layers);
+    llm.layers = sparse_llm
+        .layers
+        .into_iter()
+        .zip(dense_layers)
+        .map(|(s, d)| {
+            let mlp = match (s.mlp, d.mlp) {
+                (Ffn::Moe(m), Ffn::Dense(dense_mlp)) => Ffn::Moe(MoeMlp {
+                    experts: (0..m.experts.len()).map(|_| dense_mlp.clone()).collect(),
+                    ..m
+                }),
+                (_, dense_ffn) => dense_ffn,
+            };
+            DecoderLayer { mlp, ..d }
+        })
+        .collect();
+    llm.config = sparse_llm.config;
+    Ok(Mllm {
+        vision: dense.vision,
+        projector: dense.projector,
+        llm,
+        config,
     })
 }
 

@@ -358,6 +358,7 @@ mod tests {
             images: Vec::new(),
             image_len: 0,
             image_paths: Vec::new(),
+            paired: false,
         }
     }
 

@@ -140,6 +140,8 @@ fn rows(x: Tensor<3>, index: &Tensor<1, Int>, b: usize, n: usize) -> Tensor<3> {
 pub struct DistillLoss {
     pub total: Tensor<1>,
     pub terms: BTreeMap<String, f32>,
+    /// The student's MoE routing in this step (empty when dense).
+    pub routing: Vec<crate::model::moe::LayerRouting>,
 }
 
 /// One distillation loss evaluation: `student_visual` is the batch's visual input for the
@@ -156,7 +158,7 @@ pub fn distill_loss(
     ad: &Device,
 ) -> DistillLoss {
     let batch = hb.to_device(student_visual, ad);
-    let s_hidden = student.hidden(&batch);
+    let (s_hidden, trace) = student.hidden_routed(&batch, crate::model::moe::Phase::Train);
     let s_logits_full = student.llm.logits(s_hidden.clone());
     let s_logits = teacher.vocab.narrow(s_logits_full.clone());
     let (b, t) = (hb.b, hb.t);
@@ -216,7 +218,12 @@ pub fn distill_loss(
         let mse = hidden_mse(align.forward(s_hidden), t_out.hidden, token_mask);
         add("hidden", spec.hidden, mse, &mut total);
     }
-    DistillLoss { total, terms }
+    let total = super::router::add_router_losses(student, &trace, total, &mut terms);
+    DistillLoss {
+        total,
+        terms,
+        routing: trace.layers,
+    }
 }
 
 /// The teacher's outputs on every example of a stage, computed once. The teacher and its

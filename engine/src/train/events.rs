@@ -46,6 +46,10 @@ pub enum Event {
         grad_norm: f32,
         tokens_per_s: f64,
         elapsed_s: f64,
+        /// Per MoE layer: the tokens each expert took (visual / text), drops and router
+        /// entropy in this step. Absent for dense models.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        routing: Vec<crate::model::moe::LayerRouting>,
     },
     Checkpoint {
         path: String,

@@ -6,7 +6,7 @@ use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::prelude::*;
 
 use crate::config::{FreezeSpec, StageFreeze};
-use crate::model::Mllm;
+use crate::model::{Ffn, Mllm};
 
 fn set<M: Module>(m: M, on: bool) -> M {
     if on {
@@ -40,6 +40,18 @@ pub fn apply(model: Mllm, policy: &StageFreeze) -> Mllm {
     llm.norm = set(llm.norm, l.trains_non_layer());
     llm.lm_head = llm.lm_head.map(|p| set_param(p, l.trains_non_layer()));
     llm.layers = layers(llm.layers, l);
+    if l.experts_only() {
+        llm.layers = llm
+            .layers
+            .into_iter()
+            .map(|mut layer| {
+                if let Ffn::Moe(m) = layer.mlp {
+                    layer.mlp = Ffn::Moe(m.set_require_grad(true));
+                }
+                layer
+            })
+            .collect();
+    }
     Mllm {
         vision,
         projector,

@@ -9,6 +9,8 @@ pub mod events;
 pub mod freeze;
 mod order;
 mod pipeline;
+pub mod preference;
+pub mod router;
 pub mod schedule;
 
 pub use events::{Event, EventLog, Observer, Silent};

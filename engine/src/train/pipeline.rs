@@ -22,7 +22,8 @@ use crate::config::{DataKind, DataOrder, Objective, Recipe};
 use crate::data::{Dataset, HostBatch, Padding, TextTokenizer, host_batch};
 use crate::distill::HiddenProjection;
 use crate::eval::{self, EvalResult};
-use crate::model::{Mllm, Visual};
+use crate::model::moe::Phase;
+use crate::model::{Mllm, Visual, masked_cross_entropy};
 use crate::{Error, Result};
 
 /// How to run a recipe.
@@ -116,7 +117,12 @@ fn load_inputs(recipe: &Recipe, opts: &RunOptions) -> Result<Inputs> {
     for s in &recipe.stages {
         let key = s.data;
         if let std::collections::btree_map::Entry::Vacant(e) = data.entry(key) {
-            let ds = Dataset::load(
+            let load = if key == DataKind::Preference {
+                Dataset::load_pairs
+            } else {
+                Dataset::load
+            };
+            let ds = load(
                 &recipe.data,
                 s.data.train_file(),
                 &tokenizer,
@@ -186,6 +192,14 @@ pub fn run_recipe(
             Some(teacher)
         }
     };
+    let upcycle = match &recipe.init.upcycle_from {
+        None => None,
+        Some(spec) => {
+            let ck = resolve_checkpoint(spec, &opts.runs_dir)?;
+            checkpoint::check_upcycle(&ck, &recipe.model)?;
+            Some(ck)
+        }
+    };
     let run_dir = opts.runs_dir.join(&recipe.name);
     let ck_dir = run_dir.join("checkpoints");
     let recipe_text = recipe.to_toml();
@@ -244,6 +258,9 @@ pub fn run_recipe(
         model = checkpoint::load_model(ck, model)?;
         state = checkpoint::load_state(ck)?;
     } else {
+        if let Some(ck) = &upcycle {
+            model = checkpoint::load_upcycled(ck, model)?;
+        }
         if let Some(v) = &inputs.vision_ckpt {
             model = checkpoint::load_vision(v, model)?;
         }
@@ -267,7 +284,7 @@ pub fn run_recipe(
         let data = &inputs.data[&spec.data];
         model = freeze::apply(model, &spec.freeze);
         let trainable = freeze::trainable_count(&model);
-        let steps = ((spec.epochs * data.len() as f64) / spec.batch_size as f64)
+        let steps = ((spec.epochs * data.units() as f64) / spec.batch_size as f64)
             .ceil()
             .max(1.0) as usize;
         log.emit(Event::StageStart {
@@ -275,7 +292,7 @@ pub fn run_recipe(
             name: spec.name.clone(),
             steps,
             trainable,
-            examples: data.len(),
+            examples: data.units(),
         })?;
 
         let mut optim = adamw(spec);
@@ -345,9 +362,31 @@ pub fn run_recipe(
                     (regions > 0.0).then(|| recipe.model.vision.num_patches()),
                 )?)
             }
-            Objective::LanguageModel | Objective::Distill(_) => None,
+            Objective::LanguageModel | Objective::Distill(_) | Objective::Preference(_) => None,
         };
-        let mut order = Order::new(recipe.seed, si, data.len());
+        // preference distillation: the teacher's log-probs of every answer, once per stage
+        let reference = match (&spec.objective, &teacher) {
+            (Objective::Preference(_), Some(t)) => {
+                let tvis = VisualSource::frozen(&t.model.vision, data, &inner);
+                let t0 = Instant::now();
+                let r = super::preference::reference_logps(
+                    t,
+                    data,
+                    inputs.tokenizer.special.pad,
+                    &|idx| tvis.for_batch(data, idx, &inner),
+                    &inner,
+                );
+                log::info!(
+                    "stage {:?}: teacher log-probs of {} answers in {:.1} s",
+                    spec.name,
+                    r.len(),
+                    t0.elapsed().as_secs_f64()
+                );
+                Some(r)
+            }
+            _ => None,
+        };
+        let mut order = Order::new(recipe.seed, si, data.units());
         if spec.order == DataOrder::Curriculum {
             order = order.curriculum();
         }
@@ -356,7 +395,7 @@ pub fn run_recipe(
         let mut loss_n = 0usize;
         for step in start_step..steps {
             let t0 = Instant::now();
-            let idx = order.batch(step, spec.batch_size);
+            let idx = data.unit_records(&order.batch(step, spec.batch_size));
             let examples: Vec<_> = idx.iter().map(|&i| &data.encoded[i]).collect();
             let hb = host_batch(
                 &examples,
@@ -366,8 +405,25 @@ pub fn run_recipe(
             );
             let vis = visual.for_batch(data, &idx, &ad);
             let mut terms = BTreeMap::new();
+            let mut routing = Vec::new();
             let loss = match spec.objective {
-                Objective::LanguageModel => model.loss(&hb.to_device(vis, &ad)),
+                Objective::LanguageModel => {
+                    let batch = hb.to_device(vis, &ad);
+                    let (h, trace) = model.hidden_routed(&batch, Phase::Train);
+                    let ce = masked_cross_entropy(
+                        model.llm.logits(h),
+                        batch.targets.clone(),
+                        batch.loss_mask.clone(),
+                    );
+                    let total = if trace.losses.is_some() {
+                        terms.insert("ce".into(), ce.clone().into_scalar::<f32>());
+                        super::router::add_router_losses(&model, &trace, ce, &mut terms)
+                    } else {
+                        ce
+                    };
+                    routing = trace.layers;
+                    total
+                }
                 Objective::Distill(_) => {
                     let (d, t, source) = distill.as_ref().expect("teacher loaded for distill");
                     let t_out = match source {
@@ -387,6 +443,23 @@ pub fn run_recipe(
                         &ad,
                     );
                     terms = out.terms;
+                    routing = out.routing;
+                    out.total
+                }
+                Objective::Preference(p) => {
+                    let out = super::preference::preference_step(
+                        &model,
+                        &p,
+                        reference
+                            .as_deref()
+                            .expect("computed for preference stages"),
+                        &hb,
+                        &idx,
+                        vis,
+                        &ad,
+                    );
+                    terms = out.terms;
+                    routing = out.routing;
                     out.total
                 }
                 Objective::Contrastive {
@@ -449,6 +522,7 @@ pub fn run_recipe(
                 grad_norm,
                 tokens_per_s: tokens(&hb) as f64 / secs.max(1e-9),
                 elapsed_s: started.elapsed().as_secs_f64(),
+                routing,
             })?;
             let stop_now = opts.stop_after_steps == Some(state.global_step);
             let periodic = spec.checkpoint_every > 0 && (step + 1) % spec.checkpoint_every == 0;
@@ -494,7 +568,17 @@ pub fn run_recipe(
             recipe.require_image,
         )?;
         let inference = model.valid();
-        let result = eval::evaluate(&inference, &inputs.tokenizer, &test, 64, opts.eval_limit);
+        let mut result = eval::evaluate(&inference, &inputs.tokenizer, &test, 64, opts.eval_limit);
+        result.routing = eval::routing::routing_profile(
+            &inference,
+            &inputs.tokenizer,
+            &test,
+            64,
+            opts.eval_limit,
+        );
+        if !result.routing.is_empty() {
+            eval::routing::write_heatmap(&result.routing, &run_dir.join("routing.png"))?;
+        }
         log.emit(Event::Eval {
             split: "test".into(),
             accuracy: result.accuracy,

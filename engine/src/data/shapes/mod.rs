@@ -9,7 +9,7 @@ mod qa;
 mod scene;
 mod vocab;
 
-pub use qa::QuestionType;
+pub use qa::{AnswerStyle, QuestionType};
 pub use scene::{Colour, Obj, Scene, Shape};
 pub use vocab::{SPECIAL_TOKENS, tokenizer_json, words};
 
@@ -35,6 +35,8 @@ pub struct WorldConfig {
     /// Objects per image, inclusive range.
     pub min_objects: usize,
     pub max_objects: usize,
+    /// How lookup questions are answered (see [`AnswerStyle`]).
+    pub answers: AnswerStyle,
 }
 
 impl Default for WorldConfig {
@@ -48,6 +50,7 @@ impl Default for WorldConfig {
             turns: 5,
             min_objects: 1,
             max_objects: 4,
+            answers: AnswerStyle::Grounded,
         }
     }
 }
@@ -146,8 +149,15 @@ pub fn generate(root: &Path, cfg: &WorldConfig) -> Result<WorldSummary> {
                         )
                         .with_regions(scene.regions()),
                     );
-                    let conv =
-                        qa::conversation(&id, &image, &scene, cfg.turns, &mut rng, &popularity);
+                    let conv = qa::conversation(
+                        &id,
+                        &image,
+                        &scene,
+                        cfg.turns,
+                        cfg.answers,
+                        &mut rng,
+                        &popularity,
+                    );
                     train.push((scene.objects.len(), conv));
                     prefs.push(qa::preference(&id, &image, &scene, &mut rng, &popularity));
                 }
@@ -155,6 +165,7 @@ pub fn generate(root: &Path, cfg: &WorldConfig) -> Result<WorldSummary> {
                     &id,
                     &image,
                     &scene,
+                    cfg.answers,
                     &mut rng,
                     &popularity,
                 )),
@@ -162,6 +173,7 @@ pub fn generate(root: &Path, cfg: &WorldConfig) -> Result<WorldSummary> {
                     &id,
                     &image,
                     &scene,
+                    cfg.answers,
                     &mut rng,
                     &popularity,
                 )),

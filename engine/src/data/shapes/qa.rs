@@ -6,8 +6,41 @@ use super::scene::{COLS, COUNTS, Colour, Obj, Popularity, ROWS, Scene, Shape};
 use crate::data::llava::{Conversation, PreferencePair, Turn};
 pub use crate::data::qtype::{NegativeSampling, QuestionType};
 use crate::model::Rng;
+use serde::{Deserialize, Serialize};
 
 pub const CAPTION_PROMPT: &str = "describe the image .";
+
+/// How the generator words answers to the lookup questions (colour, shape, position, relation).
+/// Counting and existence are always answered with one word, so POPE metrics parse them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AnswerStyle {
+    /// One word or place: "green", "square", "top left", "yes".
+    Short,
+    /// The answer names what it is about right before the fact asked for: "circle green",
+    /// "red at top left square", "red circle at top left", and for a relation both places then
+    /// the verdict: "red circle left , blue square right , yes".
+    ///
+    /// Why: a decoder only two layers deep must, for a short answer, find the referent in the
+    /// question and look it up in the image within one token. Restating the referent first makes
+    /// the token just before the fact the referent itself, so the lookup is one attention hop.
+    /// On colour-only data it lifted held-out accuracy from 65% to 80% for the same steps.
+    #[default]
+    Grounded,
+}
+
+impl AnswerStyle {
+    pub const ALL: [AnswerStyle; 2] = [Self::Short, Self::Grounded];
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Short => "short",
+            Self::Grounded => "grounded",
+        }
+    }
+    pub fn parse(s: &str) -> Option<AnswerStyle> {
+        Self::ALL.into_iter().find(|x| x.name() == s)
+    }
+}
 
 /// A question, its answer and its type.
 struct Qa {
@@ -16,39 +49,51 @@ struct Qa {
     t: QuestionType,
 }
 
-fn colour_q(scene: &Scene, o: &Obj) -> Qa {
+fn colour_q(scene: &Scene, o: &Obj, style: AnswerStyle) -> Qa {
     let unique = scene.objects.iter().filter(|x| x.shape == o.shape).count() == 1;
-    let q = if unique {
-        format!("what color is the {} ?", o.shape.word())
+    let referent = if unique {
+        o.shape.word().to_string()
     } else {
-        format!("what color is the {} at {} ?", o.shape.word(), o.place())
+        format!("{} at {}", o.shape.word(), o.place())
     };
     Qa {
-        q,
-        a: o.colour.word().into(),
+        q: format!("what color is the {referent} ?"),
+        a: match style {
+            AnswerStyle::Short => o.colour.word().into(),
+            AnswerStyle::Grounded => format!("{referent} {}", o.colour.word()),
+        },
         t: QuestionType::Colour,
     }
 }
 
-fn shape_q(scene: &Scene, o: &Obj) -> Qa {
+fn shape_q(scene: &Scene, o: &Obj, style: AnswerStyle) -> Qa {
     let unique = scene
         .objects
         .iter()
         .filter(|x| x.colour == o.colour)
         .count()
         == 1;
-    let q = if unique {
-        format!("what shape is the {} object ?", o.colour.word())
+    let (q, referent) = if unique {
+        (
+            format!("what shape is the {} object ?", o.colour.word()),
+            o.colour.word().to_string(),
+        )
     } else {
-        format!(
-            "what shape is the {} object at {} ?",
-            o.colour.word(),
-            o.place()
+        (
+            format!(
+                "what shape is the {} object at {} ?",
+                o.colour.word(),
+                o.place()
+            ),
+            format!("{} at {}", o.colour.word(), o.place()),
         )
     };
     Qa {
         q,
-        a: o.shape.word().into(),
+        a: match style {
+            AnswerStyle::Short => o.shape.word().into(),
+            AnswerStyle::Grounded => format!("{referent} {}", o.shape.word()),
+        },
         t: QuestionType::Shape,
     }
 }
@@ -71,16 +116,19 @@ fn count_q(scene: &Scene, rng: &mut Rng) -> Qa {
     }
 }
 
-fn position_q(o: &Obj) -> Qa {
+fn position_q(o: &Obj, style: AnswerStyle) -> Qa {
     Qa {
         q: format!("where is the {} ?", o.name()),
-        a: o.place(),
+        a: match style {
+            AnswerStyle::Short => o.place(),
+            AnswerStyle::Grounded => format!("{} at {}", o.name(), o.place()),
+        },
         t: QuestionType::Position,
     }
 }
 
 /// "is the A left of the B ?" / "is the A above the B ?", only for unambiguous pairs.
-fn relation_q(scene: &Scene, rng: &mut Rng) -> Option<Qa> {
+fn relation_q(scene: &Scene, rng: &mut Rng, style: AnswerStyle) -> Option<Qa> {
     let n = scene.objects.len();
     if n < 2 {
         return None;
@@ -92,22 +140,35 @@ fn relation_q(scene: &Scene, rng: &mut Rng) -> Option<Qa> {
         }
         let (a, b) = (&scene.objects[i], &scene.objects[j]);
         let horizontal = rng.uniform() < 0.5;
-        let (q, yes) = if horizontal && a.col != b.col {
+        let (q, yes, places) = if horizontal && a.col != b.col {
             (
                 format!("is the {} left of the {} ?", a.name(), b.name()),
                 a.col < b.col,
+                (COLS[a.col], COLS[b.col]),
             )
         } else if !horizontal && a.row != b.row {
             (
                 format!("is the {} above the {} ?", a.name(), b.name()),
                 a.row < b.row,
+                (ROWS[a.row], ROWS[b.row]),
             )
         } else {
             continue;
         };
+        let a = match style {
+            AnswerStyle::Short => yes_no(yes),
+            AnswerStyle::Grounded => format!(
+                "{} {} , {} {} , {}",
+                a.name(),
+                places.0,
+                b.name(),
+                places.1,
+                yes_no(yes)
+            ),
+        };
         return Some(Qa {
             q,
-            a: yes_no(yes),
+            a,
             t: QuestionType::Relation,
         });
     }
@@ -169,6 +230,7 @@ pub fn conversation(
     image: &str,
     scene: &Scene,
     turns: usize,
+    style: AnswerStyle,
     rng: &mut Rng,
     pop: &Popularity,
 ) -> Conversation {
@@ -177,11 +239,11 @@ pub fn conversation(
     for t in 0..turns {
         let o = scene.objects[rng.below(scene.objects.len())];
         let qa = match rng.below(6) {
-            0 => colour_q(scene, &o),
-            1 => shape_q(scene, &o),
+            0 => colour_q(scene, &o, style),
+            1 => shape_q(scene, &o, style),
             2 => count_q(scene, rng),
-            3 => position_q(&o),
-            4 => relation_q(scene, rng).unwrap_or_else(|| position_q(&o)),
+            3 => position_q(&o, style),
+            4 => relation_q(scene, rng, style).unwrap_or_else(|| position_q(&o, style)),
             _ => random_exist(scene, rng, pop),
         };
         let q = if t == 0 {
@@ -208,18 +270,19 @@ pub fn probe_questions(
     id: &str,
     image: &str,
     scene: &Scene,
+    style: AnswerStyle,
     rng: &mut Rng,
     pop: &Popularity,
 ) -> Vec<Conversation> {
     let mut qs = Vec::new();
     let o = scene.objects[rng.below(scene.objects.len())];
-    qs.push(colour_q(scene, &o));
+    qs.push(colour_q(scene, &o, style));
     let o = scene.objects[rng.below(scene.objects.len())];
-    qs.push(shape_q(scene, &o));
+    qs.push(shape_q(scene, &o, style));
     qs.push(count_q(scene, rng));
     let o = scene.objects[rng.below(scene.objects.len())];
-    qs.push(position_q(&o));
-    if let Some(r) = relation_q(scene, rng) {
+    qs.push(position_q(&o, style));
+    if let Some(r) = relation_q(scene, rng, style) {
         qs.push(r);
     }
     for s in NegativeSampling::ALL {
