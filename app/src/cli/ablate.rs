@@ -3,13 +3,13 @@
 //! (mean ± std per column, headline against the baseline) to the set's output file plus JSON.
 //! Finished runs with the same resolved recipe are reused, so an interrupted ablation continues.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Instant;
 
 use anyhow::Context as _;
-use condenser_engine::config::{Recipe, load_ablation, load_recipe};
+use condenser_engine::config::{Recipe, load_ablation, load_recipe, run_name};
 use condenser_engine::data::shapes::{generate, is_generated};
 use condenser_engine::eval::EvalResult;
 use condenser_engine::eval::ablation::{Headline, RowStats, columns, markdown};
@@ -51,6 +51,13 @@ fn finished(runs_dir: &Path, recipe: &Recipe) -> Option<EvalResult> {
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).ok()?).ok()?;
     serde_json::from_value(report.get("eval")?.clone()).ok()
+}
+
+/// The seed index `k` of a seeded row's run name (`<set>-<row>-s<k>`).
+fn seed_index(name: &str) -> usize {
+    name.rsplit_once("-s")
+        .and_then(|(_, k)| k.parse().ok())
+        .unwrap_or(0)
 }
 
 pub fn main(args: Args) -> anyhow::Result<()> {
@@ -122,20 +129,58 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     }
     let total = queue.len();
     eprintln!("{total} runs to train, {} at a time", jobs);
+    // a row that starts from another row's run (`@row:`) waits until that run has finished
+    let finished_lock: Mutex<HashSet<String>> = Mutex::new(
+        results
+            .iter()
+            .flatten()
+            .map(|(name, _)| name.clone())
+            .collect(),
+    );
     let queue = Mutex::new(queue);
     let done = Mutex::new(Vec::new());
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    let ready = |r: &Recipe, finished: &HashSet<String>, i: usize| {
+        let k = seed_index(&r.name);
+        set.rows[i]
+            .depends_on()
+            .iter()
+            .all(|dep| finished.contains(&run_name(&set.name, dep, k)))
+    };
     std::thread::scope(|s| -> anyhow::Result<()> {
         let workers: Vec<_> = (0..jobs.min(total.max(1)))
             .map(|_| {
                 s.spawn(|| -> anyhow::Result<()> {
                     loop {
-                        let Some((i, r)) = queue.lock().unwrap().pop_front() else {
+                        if failed.load(std::sync::atomic::Ordering::Relaxed) {
                             return Ok(());
+                        }
+                        let next = {
+                            let mut q = queue.lock().unwrap();
+                            if q.is_empty() {
+                                return Ok(());
+                            }
+                            let fin = finished_lock.lock().unwrap();
+                            let pos = q.iter().position(|(i, r)| ready(r, &fin, *i));
+                            pos.and_then(|p| q.remove(p))
+                        };
+                        let Some((i, r)) = next else {
+                            // everything left waits on runs still training
+                            std::thread::sleep(std::time::Duration::from_millis(500));
+                            continue;
                         };
                         let t0 = Instant::now();
                         let out = run_recipe(&r, &device, &info, &opts(true), &mut Silent)
-                            .with_context(|| format!("run {}", r.name))?;
+                            .with_context(|| format!("run {}", r.name));
+                        let out = match out {
+                            Ok(o) => o,
+                            Err(e) => {
+                                failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                                return Err(e);
+                            }
+                        };
                         let e = out.eval.context("evaluated")?;
+                        finished_lock.lock().unwrap().insert(r.name.clone());
                         let mut d = done.lock().unwrap();
                         d.push((i, r.name.clone(), e.clone()));
                         eprintln!(

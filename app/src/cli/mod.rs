@@ -5,6 +5,7 @@ mod chat;
 mod demo;
 mod eval;
 mod info;
+mod prefs;
 mod progress;
 mod recipes;
 mod run;
@@ -44,6 +45,8 @@ enum Command {
     Demo(demo::Args),
     /// Train an ablation set's rows with several seeds and write its generated results table.
     Ablate(ablate::Args),
+    /// Build hallucination preference pairs from LLaVA-format conversations.
+    Prefs(prefs::Args),
 }
 
 /// Options shared by commands that compute.
@@ -82,5 +85,6 @@ pub fn run() -> anyhow::Result<()> {
         Command::Chat(a) => chat::main(a),
         Command::Demo(a) => demo::main(a),
         Command::Ablate(a) => ablate::main(a),
+        Command::Prefs(a) => prefs::main(a),
     }
 }

@@ -55,7 +55,11 @@ pub struct AblationRow {
     #[serde(default)]
     pub stages: Option<Vec<String>>,
     /// Dotted-path edits applied to the recipe's TOML before it is parsed, e.g.
-    /// `"stage.2.objective.vis" = 0.0` (array elements by index, before `stages` filters).
+    /// `"stage.2.objective.vis" = 0.0` (array elements by index, before `stages` filters; the
+    /// index one past the end appends, e.g. a whole extra `"stage.2" = { ... }`).
+    /// A string value `"@row:<label>"` becomes the run name of that (earlier, seeded) row at the
+    /// same seed, so a row can start from another row's result: `"init.upcycle_from" =
+    /// "@row:dense KD"`.
     #[serde(default)]
     pub set: toml::Table,
     /// Dotted paths removed from the recipe's TOML.
@@ -65,6 +69,47 @@ pub struct AblationRow {
 
 fn yes() -> bool {
     true
+}
+
+/// Prefix of a string that names another row's run.
+pub const ROW_REF: &str = "@row:";
+
+/// Every `@row:` label referenced in `v`.
+fn row_refs(v: &toml::Value, out: &mut Vec<String>) {
+    match v {
+        toml::Value::String(s) => {
+            if let Some(l) = s.strip_prefix(ROW_REF) {
+                out.push(l.to_string());
+            }
+        }
+        toml::Value::Array(a) => a.iter().for_each(|x| row_refs(x, out)),
+        toml::Value::Table(t) => t.values().for_each(|x| row_refs(x, out)),
+        _ => {}
+    }
+}
+
+/// `v` with every `@row:<label>` replaced by that row's run name at seed index `k`.
+fn resolve_refs(v: &toml::Value, set: &str, k: usize) -> toml::Value {
+    match v {
+        toml::Value::String(s) => match s.strip_prefix(ROW_REF) {
+            Some(l) => toml::Value::String(run_name(set, l, k)),
+            None => v.clone(),
+        },
+        toml::Value::Array(a) => {
+            toml::Value::Array(a.iter().map(|x| resolve_refs(x, set, k)).collect())
+        }
+        toml::Value::Table(t) => toml::Value::Table(
+            t.iter()
+                .map(|(key, x)| (key.clone(), resolve_refs(x, set, k)))
+                .collect(),
+        ),
+        _ => v.clone(),
+    }
+}
+
+/// The run folder name of a seeded row.
+pub fn run_name(set: &str, label: &str, k: usize) -> String {
+    format!("{set}-{}-s{k}", slug(label))
 }
 
 /// Loads an ablation set.
@@ -85,7 +130,35 @@ pub fn load_ablation(path: &Path) -> Result<AblationSet> {
             });
         }
     }
+    for (i, row) in set.rows.iter().enumerate() {
+        for dep in row.depends_on() {
+            let ok = set.rows[..i]
+                .iter()
+                .any(|r| r.label == dep && r.seeded && row.seeded);
+            if !ok {
+                return Err(Error::Recipe {
+                    path: path.to_path_buf(),
+                    message: format!(
+                        "row {:?} refers to {ROW_REF}{dep}: that must be an earlier seeded row, \
+                         and the referring row seeded too",
+                        row.label
+                    ),
+                });
+            }
+        }
+    }
     Ok(set)
+}
+
+impl AblationRow {
+    /// Labels of the rows whose runs this row starts from.
+    pub fn depends_on(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for v in self.set.values() {
+            row_refs(v, &mut out);
+        }
+        out
+    }
 }
 
 /// Lower-case, dash-separated form of a label, usable in a folder name.
@@ -136,6 +209,7 @@ impl AblationRow {
         };
         let mut value: toml::Value = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
         for (key, v) in &self.set {
+            let v = &resolve_refs(v, set, k);
             let (p, last) = parent(&mut value, key).map_err(bad)?;
             match p {
                 toml::Value::Table(t) => {
@@ -143,8 +217,13 @@ impl AblationRow {
                 }
                 toml::Value::Array(a) => {
                     let i: usize = last.parse().map_err(|_| bad(format!("{key}: bad index")))?;
-                    *a.get_mut(i)
-                        .ok_or_else(|| bad(format!("{key}: no element {i}")))? = v.clone();
+                    if i == a.len() {
+                        // one past the end appends (e.g. an extra stage)
+                        a.push(v.clone());
+                    } else {
+                        *a.get_mut(i)
+                            .ok_or_else(|| bad(format!("{key}: no element {i}")))? = v.clone();
+                    }
                 }
                 _ => return Err(bad(format!("{key}: parent is not a table"))),
             }
@@ -177,7 +256,7 @@ impl AblationRow {
             t.insert("seed".into(), toml::Value::Integer(seed + 1000 * k as i64));
             t.insert(
                 "name".into(),
-                toml::Value::String(format!("{set}-{}-s{k}", slug(&self.label))),
+                toml::Value::String(run_name(set, &self.label, k)),
             );
         }
         let text = toml::to_string(&value).map_err(|e| bad(e.to_string()))?;

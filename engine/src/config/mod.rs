@@ -6,7 +6,7 @@ mod model;
 mod moe;
 mod recipe;
 
-pub use ablation::{AblationRow, AblationSet, load_ablation, slug};
+pub use ablation::{AblationRow, AblationSet, ROW_REF, load_ablation, run_name, slug};
 pub use model::{LlmConfig, MllmConfig, ProjectorConfig, VisionConfig};
 pub use moe::{MoeConfig, MoeSpec, Placement};
 pub use recipe::{

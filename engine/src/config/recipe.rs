@@ -60,6 +60,10 @@ pub struct InitSpec {
     /// be the checkpoint's with `[model.llm.moe]` added.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upcycle_from: Option<String>,
+    /// Start from the whole model of this run or checkpoint, which must have exactly the
+    /// recipe's `[model]` (e.g. a preference stage after a finished MoE run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_from: Option<String>,
 }
 
 /// Where the teacher comes from. It is loaded once, runs without gradients and never changes.
@@ -409,6 +413,17 @@ impl Recipe {
             .map_err(|m| bad(format!("[model]: {m}")))?;
         if self.stages.is_empty() {
             return Err(bad("no [[stage]] given: a recipe needs at least one".into()));
+        }
+        if self.init.model_from.is_some()
+            && (self.init.upcycle_from.is_some()
+                || self.init.vision_from.is_some()
+                || self.init.llm_from_teacher)
+        {
+            return Err(bad(
+                "[init] model_from loads the whole model: it cannot be combined with \
+                 vision_from, upcycle_from or llm_from_teacher"
+                    .into(),
+            ));
         }
         if self.init.upcycle_from.is_some() && self.model.llm.moe.is_none() {
             return Err(bad(

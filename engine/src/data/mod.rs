@@ -5,6 +5,7 @@ pub mod batch;
 pub mod dataset;
 pub mod image;
 pub mod llava;
+pub mod prefs;
 pub mod qtype;
 pub mod shapes;
 pub mod template;

@@ -19,6 +19,8 @@ pub fn columns() -> Vec<String> {
             .iter()
             .map(|s| format!("pope-f1-{}", s.name())),
     );
+    c.push("absent-yes".into());
+    c.push("max-expert-share".into());
     c
 }
 
@@ -35,6 +37,10 @@ pub fn values(r: &EvalResult) -> Vec<Option<f64>> {
             .iter()
             .map(|s| r.pope.get(s.name()).map(|p| 100.0 * p.f1)),
     );
+    // hallucination: the share of absent-object questions answered "yes", over all samplings
+    let absent: Vec<f64> = r.pope.values().map(|p| p.absent_yes).collect();
+    v.push((!absent.is_empty()).then(|| 100.0 * absent.iter().sum::<f64>() / absent.len() as f64));
+    v.push(super::routing::max_expert_share(&r.routing).map(|x| 100.0 * x));
     v
 }
 
@@ -151,8 +157,10 @@ pub fn markdown(
     }
     let _ = writeln!(
         md,
-        "Held-out Shapes test split, exact match in percent (POPE columns: F1), mean ± sample \
-         standard deviation over seeds (n per row).\n"
+        "Held-out Shapes test split, exact match in percent (POPE columns: F1; absent-yes: share \
+         of absent-object questions answered \"yes\", lower is better; max-expert-share: largest \
+         share of token assignments any expert of any MoE layer takes on the test records, 25% \
+         when 4 experts are balanced), mean ± sample standard deviation over seeds (n per row).\n"
     );
     let _ = write!(md, "| group | row | n |");
     for c in &cols {

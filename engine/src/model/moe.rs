@@ -8,6 +8,7 @@
 //! the host from the router probabilities; the gradient flows through the probabilities of the
 //! chosen experts and through the experts themselves, as in every MoE implementation.
 
+use burn::module::{ModuleMapper, Param};
 use burn::nn::Linear;
 use burn::prelude::*;
 use burn::tensor::IndexingUpdateOp;
@@ -115,6 +116,24 @@ impl LayerRouting {
     }
 }
 
+/// A copy of `m` whose parameters have new ids. `Module::clone` shares ids, and the optimiser
+/// keys its state and gradients by id, so cloned experts would be updated as one parameter.
+pub fn independent_copy<M: Module>(m: &M) -> M {
+    struct Fresh;
+    impl ModuleMapper for Fresh {
+        fn map_float<const D: usize>(&mut self, p: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            let v = p.val();
+            let copy = Param::from_tensor(v.clone().detach());
+            if v.is_require_grad() {
+                copy
+            } else {
+                copy.set_require_grad(false)
+            }
+        }
+    }
+    m.clone().map(&mut Fresh)
+}
+
 /// Router + experts, each expert a SwiGLU FFN like the dense layer's.
 #[derive(Module, Debug)]
 pub struct MoeMlp {
@@ -176,7 +195,9 @@ impl MoeMlp {
         let hidden = dense.gate_proj.weight.dims()[0];
         MoeMlp {
             router: linear(rng, hidden, config.experts, false, device),
-            experts: (0..config.experts).map(|_| dense.clone()).collect(),
+            experts: (0..config.experts)
+                .map(|_| independent_copy(dense))
+                .collect(),
             config,
         }
     }
@@ -565,6 +586,9 @@ mod tests {
             down_proj: linear(&mut rng, 16, d, false, &device),
         };
         let moe = MoeMlp::upcycle(&dense, MoeConfig::default(), &mut rng, &device);
+        let ids: std::collections::HashSet<_> =
+            moe.experts.iter().map(|e| e.gate_proj.weight.id).collect();
+        assert_eq!(ids.len(), 4, "experts must not share parameter ids");
         let x = input(2, 5, d, 6, &device);
         let want = host(dense.forward(x.clone()));
         let got = host(moe.forward(x, &[true; 10], Phase::Eval).y);

@@ -10,7 +10,7 @@ use burn::store::ModuleRecord;
 use serde::{Deserialize, Serialize};
 
 use crate::distill::HiddenProjection;
-use crate::model::moe::MoeMlp;
+use crate::model::moe::{MoeMlp, independent_copy};
 use crate::model::{DecoderLayer, Ffn, Mllm};
 use crate::{Error, Result};
 
@@ -216,7 +216,9 @@ pub fn load_upcycled(ckpt: &Path, model: Mllm) -> Result<Mllm> {
         .map(|(s, d)| {
             let mlp = match (s.mlp, d.mlp) {
                 (Ffn::Moe(m), Ffn::Dense(dense_mlp)) => Ffn::Moe(MoeMlp {
-                    experts: (0..m.experts.len()).map(|_| dense_mlp.clone()).collect(),
+                    experts: (0..m.experts.len())
+                        .map(|_| independent_copy(&dense_mlp))
+                        .collect(),
                     ..m
                 }),
                 (_, dense_ffn) => dense_ffn,

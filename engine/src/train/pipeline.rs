@@ -200,6 +200,24 @@ pub fn run_recipe(
             Some(ck)
         }
     };
+    let start_model = match &recipe.init.model_from {
+        None => None,
+        Some(spec) => {
+            let ck = resolve_checkpoint(spec, &opts.runs_dir)?;
+            let cfg = checkpoint::load_config(&ck)?;
+            if cfg != recipe.model {
+                return Err(Error::Checkpoint {
+                    path: ck.join(checkpoint::CONFIG_FILE),
+                    message: format!(
+                        "[init] model_from needs a checkpoint of exactly the recipe's [model] \
+                         (checkpoint {cfg:?}, recipe {:?})",
+                        recipe.model
+                    ),
+                });
+            }
+            Some(ck)
+        }
+    };
     let run_dir = opts.runs_dir.join(&recipe.name);
     let ck_dir = run_dir.join("checkpoints");
     let recipe_text = recipe.to_toml();
@@ -260,6 +278,9 @@ pub fn run_recipe(
     } else {
         if let Some(ck) = &upcycle {
             model = checkpoint::load_upcycled(ck, model)?;
+        }
+        if let Some(ck) = &start_model {
+            model = checkpoint::load_model(ck, model)?;
         }
         if let Some(v) = &inputs.vision_ckpt {
             model = checkpoint::load_vision(v, model)?;

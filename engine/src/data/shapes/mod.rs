@@ -211,6 +211,19 @@ pub fn generate(root: &Path, cfg: &WorldConfig) -> Result<WorldSummary> {
     })
 }
 
+/// Every object the world can draw, as the phrases its text uses ("red circle"): the object
+/// list `condenser prefs` uses for Shapes data.
+pub fn object_names() -> Vec<String> {
+    Colour::ALL
+        .iter()
+        .flat_map(|c| {
+            Shape::ALL
+                .iter()
+                .map(move |s| format!("{} {}", c.word(), s.word()))
+        })
+        .collect()
+}
+
 /// True when `root` holds a world generated with exactly `cfg`.
 pub fn is_generated(root: &Path, cfg: &WorldConfig) -> bool {
     std::fs::read_to_string(root.join("world.json"))

@@ -10,21 +10,24 @@ use serde::{Deserialize, Serialize};
 
 pub const CAPTION_PROMPT: &str = "describe the image .";
 
-/// How the generator words answers to the lookup questions (colour, shape, position, relation).
-/// Counting and existence are always answered with one word, so POPE metrics parse them.
+/// How the generator words answers to the lookup questions (colour, shape, position). Counting,
+/// relation and existence questions are always answered with one word ("yes", "three"), so
+/// POPE metrics parse them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum AnswerStyle {
     /// One word or place: "green", "square", "top left", "yes".
     Short,
     /// The answer names what it is about right before the fact asked for: "circle green",
-    /// "red at top left square", "red circle at top left", and for a relation both places then
-    /// the verdict: "red circle left , blue square right , yes".
+    /// "red at top left square", "red circle at top left".
     ///
     /// Why: a decoder only two layers deep must, for a short answer, find the referent in the
     /// question and look it up in the image within one token. Restating the referent first makes
     /// the token just before the fact the referent itself, so the lookup is one attention hop.
-    /// On colour-only data it lifted held-out accuracy from 65% to 80% for the same steps.
+    /// On colour-only data it lifted held-out accuracy from 65% to 80% for the same steps; on
+    /// the full world the teacher went from 77.6% to 90.2% (colour 64.8 -> 97.2, shape 68.8 ->
+    /// 94.6). Relations stay yes/no: answering with both places first ("red circle top , blue
+    /// square bottom , yes") made them worse (57.0 -> 43.8) and the sequences 13% longer.
     #[default]
     Grounded,
 }
@@ -128,7 +131,7 @@ fn position_q(o: &Obj, style: AnswerStyle) -> Qa {
 }
 
 /// "is the A left of the B ?" / "is the A above the B ?", only for unambiguous pairs.
-fn relation_q(scene: &Scene, rng: &mut Rng, style: AnswerStyle) -> Option<Qa> {
+fn relation_q(scene: &Scene, rng: &mut Rng) -> Option<Qa> {
     let n = scene.objects.len();
     if n < 2 {
         return None;
@@ -140,35 +143,22 @@ fn relation_q(scene: &Scene, rng: &mut Rng, style: AnswerStyle) -> Option<Qa> {
         }
         let (a, b) = (&scene.objects[i], &scene.objects[j]);
         let horizontal = rng.uniform() < 0.5;
-        let (q, yes, places) = if horizontal && a.col != b.col {
+        let (q, yes) = if horizontal && a.col != b.col {
             (
                 format!("is the {} left of the {} ?", a.name(), b.name()),
                 a.col < b.col,
-                (COLS[a.col], COLS[b.col]),
             )
         } else if !horizontal && a.row != b.row {
             (
                 format!("is the {} above the {} ?", a.name(), b.name()),
                 a.row < b.row,
-                (ROWS[a.row], ROWS[b.row]),
             )
         } else {
             continue;
         };
-        let a = match style {
-            AnswerStyle::Short => yes_no(yes),
-            AnswerStyle::Grounded => format!(
-                "{} {} , {} {} , {}",
-                a.name(),
-                places.0,
-                b.name(),
-                places.1,
-                yes_no(yes)
-            ),
-        };
         return Some(Qa {
             q,
-            a,
+            a: yes_no(yes),
             t: QuestionType::Relation,
         });
     }
@@ -243,7 +233,7 @@ pub fn conversation(
             1 => shape_q(scene, &o, style),
             2 => count_q(scene, rng),
             3 => position_q(&o, style),
-            4 => relation_q(scene, rng, style).unwrap_or_else(|| position_q(&o, style)),
+            4 => relation_q(scene, rng).unwrap_or_else(|| position_q(&o, style)),
             _ => random_exist(scene, rng, pop),
         };
         let q = if t == 0 {
@@ -282,7 +272,7 @@ pub fn probe_questions(
     qs.push(count_q(scene, rng));
     let o = scene.objects[rng.below(scene.objects.len())];
     qs.push(position_q(&o, style));
-    if let Some(r) = relation_q(scene, rng, style) {
+    if let Some(r) = relation_q(scene, rng) {
         qs.push(r);
     }
     for s in NegativeSampling::ALL {

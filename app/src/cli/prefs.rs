@@ -1,0 +1,66 @@
+//! `condenser prefs`: build hallucination preference pairs (chosen = the data set's answer,
+//! rejected = the same answer naming an object absent from the image, or "yes" for a "no") from
+//! any LLaVA-format conversation file, for LLaVA-MoD's preference distillation stage.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use condenser_engine::data::llava::load_conversations;
+use condenser_engine::data::prefs::build_pairs;
+use condenser_engine::data::shapes::object_names;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// LLaVA conversation JSON to read (e.g. data/shapes/train.json).
+    pub input: PathBuf,
+    /// Where to write the pairs (`image`, `prompt`, `chosen`, `rejected` JSON); a recipe stage
+    /// with `data = "preference"` reads `prefs.json` beside its data.
+    #[arg(long, short)]
+    pub output: PathBuf,
+    /// Object phrases, one per line ("red circle", "dog"): what an answer may name and a
+    /// rejected answer may hallucinate. Default: the Shapes world's 24 objects.
+    #[arg(long)]
+    pub objects: Option<PathBuf>,
+    /// Pairs at most per record.
+    #[arg(long, default_value_t = 1)]
+    pub per_record: usize,
+    /// Seed for picking turns and hallucinated objects.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+pub fn main(args: Args) -> anyhow::Result<()> {
+    anyhow::ensure!(args.per_record >= 1, "--per-record must be at least 1");
+    let objects = match &args.objects {
+        Some(p) => std::fs::read_to_string(p)
+            .with_context(|| format!("reading the object list {}", p.display()))?
+            .lines()
+            .map(str::to_string)
+            .filter(|l| !l.trim().is_empty())
+            .collect(),
+        None => object_names(),
+    };
+    anyhow::ensure!(
+        objects.len() >= 2,
+        "the object list needs at least two phrases"
+    );
+    let records = load_conversations(&args.input, false)?;
+    let (pairs, stats) = build_pairs(&records, &objects, args.per_record, args.seed);
+    anyhow::ensure!(
+        !pairs.is_empty(),
+        "no pair could be built from {} records: no answer names a listed object (or says \"no\" \
+         to a question about one); check --objects",
+        stats.records
+    );
+    let text = serde_json::to_string_pretty(&pairs)?;
+    condenser_engine::error::write_atomic(&args.output, text.as_bytes())?;
+    println!(
+        "wrote {}: {} pairs from {} records ({} without a listed object, {} mentioning every object)",
+        args.output.display(),
+        stats.pairs,
+        stats.records,
+        stats.skipped_no_object,
+        stats.skipped_no_absent
+    );
+    Ok(())
+}
