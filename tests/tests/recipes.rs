@@ -57,3 +57,38 @@ fn shipped_ablation_sets_resolve() {
         }
     }
 }
+
+/// The LLaVA-MoD set chains its rows: the MoE row upcycles the dense base run of the same seed,
+/// the preference rows start from the runs they improve, and the dense comparison has the
+/// MoE student's active FFN width and the same number of stages.
+#[test]
+fn mod_rows_chain_their_runs_by_seed() {
+    let root = condenser_tests::repo();
+    let set = condenser_engine::config::load_ablation(&root.join("assets/ablations/mod.toml"))
+        .unwrap();
+    let row = |label: &str| {
+        set.rows
+            .iter()
+            .find(|r| r.label == label)
+            .unwrap()
+            .recipe(&set.name, &root, 2)
+            .unwrap()
+    };
+    let moe = row("MoE 4 x 64, top-2");
+    assert_eq!(
+        moe.init.upcycle_from.as_deref(),
+        Some("mod-dense-ffn-64-upcycling-base-s2")
+    );
+    let spec = moe.model.llm.moe.as_ref().unwrap();
+    let dense = row("dense, FFN 128 (equal active)");
+    assert_eq!(dense.model.llm.intermediate, spec.top_k * moe.model.llm.intermediate);
+    assert_eq!(dense.stages.len(), 3);
+    assert_eq!(row("dense, FFN 64 (upcycling base)").stages.len(), 2);
+    assert_eq!(
+        row("MoE 4 x 64, top-2 + pref").init.model_from.as_deref(),
+        Some("mod-moe-4-x-64-top-2-s2")
+    );
+    let dense_pref = row("dense, FFN 128 + pref");
+    assert!(dense_pref.model.llm.moe.is_none());
+    assert_eq!(dense_pref.model, dense.model);
+}
