@@ -38,7 +38,11 @@ fn builds_pairs_that_load_and_refuses_bad_input() {
     )
     .unwrap();
     let out = dir.join("built.json");
-    let o = prefs(&[data.join("train.json").to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    let o = prefs(&[
+        data.join("train.json").to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let pairs = load_preferences(&out, true).unwrap();
     assert!(!pairs.is_empty());
@@ -69,6 +73,9 @@ fn builds_pairs_that_load_and_refuses_bad_input() {
     let o = prefs(&[bad.to_str().unwrap(), "-o", none.to_str().unwrap()]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("bad.json") && !err.contains("panicked"), "{err}");
+    assert!(
+        err.contains("bad.json") && !err.contains("panicked"),
+        "{err}"
+    );
     assert!(!none.exists());
 }

@@ -64,8 +64,8 @@ fn shipped_ablation_sets_resolve() {
 #[test]
 fn mod_rows_chain_their_runs_by_seed() {
     let root = condenser_tests::repo();
-    let set = condenser_engine::config::load_ablation(&root.join("assets/ablations/mod.toml"))
-        .unwrap();
+    let set =
+        condenser_engine::config::load_ablation(&root.join("assets/ablations/mod.toml")).unwrap();
     let row = |label: &str| {
         set.rows
             .iter()
@@ -81,7 +81,10 @@ fn mod_rows_chain_their_runs_by_seed() {
     );
     let spec = moe.model.llm.moe.as_ref().unwrap();
     let dense = row("dense, FFN 128 (equal active)");
-    assert_eq!(dense.model.llm.intermediate, spec.top_k * moe.model.llm.intermediate);
+    assert_eq!(
+        dense.model.llm.intermediate,
+        spec.top_k * moe.model.llm.intermediate
+    );
     assert_eq!(dense.stages.len(), 3);
     assert_eq!(row("dense, FFN 64 (upcycling base)").stages.len(), 2);
     assert_eq!(
