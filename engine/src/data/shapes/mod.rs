@@ -9,6 +9,9 @@ mod qa;
 mod scene;
 mod vocab;
 
+#[cfg(test)]
+mod tests;
+
 pub use qa::{AnswerStyle, QuestionType};
 pub use scene::{Colour, Obj, Scene, Shape};
 pub use vocab::{SPECIAL_TOKENS, tokenizer_json, words};
@@ -159,7 +162,14 @@ pub fn generate(root: &Path, cfg: &WorldConfig) -> Result<WorldSummary> {
                         &popularity,
                     );
                     train.push((scene.objects.len(), conv));
-                    prefs.push(qa::preference(&id, &image, &scene, &mut rng, &popularity));
+                    prefs.push(qa::preference(
+                        &id,
+                        i,
+                        &image,
+                        &scene,
+                        &mut rng,
+                        &popularity,
+                    ));
                 }
                 Split::Val => val.extend(qa::probe_questions(
                     &id,
