@@ -34,6 +34,9 @@ pub struct Mlp {
 }
 
 /// A layer's feed-forward block: dense SwiGLU, or a Mixture of SwiGLU experts.
+// The dense variant is the larger handle (three Linears inline, the experts sit in a Vec); a
+// layer is built once and never moved in a hot path, so boxing would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Ffn {
     Dense(Mlp),
@@ -262,7 +265,7 @@ impl Llm {
                     trace.layers.push(LayerRouting::new(i, &out.routing, r));
                     trace.losses = Some(match trace.losses.take() {
                         None => out.losses,
-                        Some(acc) => acc.add(out.losses),
+                        Some(acc) => acc + out.losses,
                     });
                     out.y
                 }

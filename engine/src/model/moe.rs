@@ -58,8 +58,9 @@ pub struct RouterLosses {
     pub z: Tensor<1>,
 }
 
-impl RouterLosses {
-    pub fn add(self, other: RouterLosses) -> RouterLosses {
+impl std::ops::Add for RouterLosses {
+    type Output = RouterLosses;
+    fn add(self, other: RouterLosses) -> RouterLosses {
         RouterLosses {
             aux: self.aux + other.aux,
             z: self.z + other.z,

@@ -323,7 +323,7 @@ pub fn preference(
             rejected: wrong.caption(),
         }
     } else {
-        let (kind, present) = if index % 2 == 0 {
+        let (kind, present) = if index.is_multiple_of(2) {
             (fake, false)
         } else {
             (scene.objects[index / 2 % scene.objects.len()].kind(), true)
