@@ -104,3 +104,17 @@ pub fn smoke_teacher(dir: &Path, stages: Option<usize>) -> (PathBuf, PathBuf) {
     run_recipe(&recipe, &device, &info, &opts, &mut Silent).expect("smoke teacher trains");
     (data, runs)
 }
+
+/// Copies a folder tree (a run folder, to resume it elsewhere).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}

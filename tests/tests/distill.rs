@@ -9,7 +9,7 @@ use condenser_engine::backend::{BackendChoice, select};
 use condenser_engine::config::{Recipe, load_recipe};
 use condenser_engine::train::{Event, Observer, RunOptions, Silent, run_recipe};
 use condenser_tests::{
-    assert_same_weights, repo, scratch, smoke_recipe, smoke_teacher, tiny_world, weights,
+    assert_same_weights, copy_dir, repo, scratch, smoke_recipe, smoke_teacher, tiny_world, weights,
 };
 
 fn kd_recipe(data: &Path) -> Recipe {
@@ -135,19 +135,6 @@ fn distill_without_a_teacher_or_with_a_mismatched_one_is_refused() {
         !runs.join("smoke-kd").exists(),
         "a refused run left a folder"
     );
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), target).unwrap();
-        }
-    }
 }
 
 /// LLaVADI's initialisation copies the teacher's embeddings and first layers into a shallower

@@ -14,7 +14,9 @@ use condenser_engine::model::Visual;
 use condenser_engine::model::moe::{LayerRouting, Phase};
 use condenser_engine::train::checkpoint::{load_full, load_upcycled};
 use condenser_engine::train::{Event, Observer, RunOptions, Silent, run_recipe};
-use condenser_tests::{assert_same_weights, repo, scratch, smoke_recipe, tiny_world, weights};
+use condenser_tests::{
+    assert_same_weights, copy_dir, repo, scratch, smoke_recipe, tiny_world, weights,
+};
 
 fn recipe(name: &str, data: &Path) -> Recipe {
     let mut r = load_recipe(repo().join(format!("assets/recipes/{name}.toml"))).unwrap();
@@ -60,12 +62,7 @@ fn logits(model: &Mllm, data: &Path, device: &Device) -> Vec<f32> {
     let nv = model.config.vision.num_visual_tokens();
     let hb = host_batch(&ex, nv, tok.special.pad, Padding::Right);
     let s = model.config.vision.image_size;
-    let mut px = Vec::new();
-    for &i in &idx {
-        let k = test.image_of[i].unwrap();
-        px.extend_from_slice(&test.images[k * test.image_len..(k + 1) * test.image_len]);
-    }
-    let images = Tensor::<4>::from_data(TensorData::new(px, [idx.len(), 3, s, s]), device);
+    let images = test.pixels(&idx, s, device);
     let batch = hb.to_device(Visual::Pixels(images), device);
     let (h, trace) = model.hidden_routed(&batch, Phase::Eval);
     if model.config.llm.moe.is_some() {
@@ -251,17 +248,4 @@ fn upcycling_and_preference_misuse_is_refused_before_any_folder() {
         "{err}"
     );
     assert!(!runs.join("smoke-mod").exists());
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let p = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &p);
-        } else {
-            std::fs::copy(e.path(), p).unwrap();
-        }
-    }
 }

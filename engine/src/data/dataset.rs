@@ -4,6 +4,8 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use burn::prelude::*;
+
 use super::image::load_image;
 use super::llava::{Conversation, load_conversations, load_preferences};
 use super::template::{Encoded, encode_conversation};
@@ -146,6 +148,21 @@ impl Dataset {
     pub fn is_empty(&self) -> bool {
         self.records.is_empty()
     }
+    /// The images of records `idx` as one `[idx.len(), 3, size, size]` tensor (zeros for a
+    /// text-only record): the pixel batch of evaluation and routing passes.
+    pub fn pixels(&self, idx: &[usize], size: usize, device: &Device) -> Tensor<4> {
+        let mut px = Vec::with_capacity(idx.len() * self.image_len);
+        for &i in idx {
+            match self.image_of[i] {
+                Some(k) => {
+                    px.extend_from_slice(&self.images[k * self.image_len..(k + 1) * self.image_len])
+                }
+                None => px.extend(std::iter::repeat_n(0.0, 3 * size * size)),
+            }
+        }
+        Tensor::<4>::from_data(TensorData::new(px, [idx.len(), 3, size, size]), device)
+    }
+
     pub fn num_images(&self) -> usize {
         self.image_paths.len()
     }

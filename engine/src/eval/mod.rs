@@ -8,7 +8,6 @@ pub mod routing;
 
 use std::collections::BTreeMap;
 
-use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::data::{
@@ -100,16 +99,7 @@ pub fn evaluate(
             .collect();
         let refs: Vec<_> = prompts.iter().collect();
         let hb = host_batch(&refs, nv, tok.special.pad, Padding::Left);
-        let mut px = Vec::with_capacity(idx.len() * data.image_len);
-        for &i in &idx {
-            match data.image_of[i] {
-                Some(k) => {
-                    px.extend_from_slice(&data.images[k * data.image_len..(k + 1) * data.image_len])
-                }
-                None => px.extend(std::iter::repeat_n(0.0, 3 * s * s)),
-            }
-        }
-        let images = Tensor::<4>::from_data(TensorData::new(px, [idx.len(), 3, s, s]), &device);
+        let images = data.pixels(&idx, s, &device);
         let batch = hb.to_device(Visual::Pixels(images), &device);
         let outs = model.generate(&batch, &opts);
         for (&i, out) in idx.iter().zip(outs) {

@@ -4,7 +4,6 @@
 
 use std::path::Path;
 
-use burn::prelude::*;
 
 use crate::data::{Dataset, Padding, TextTokenizer, host_batch};
 use crate::model::Mllm;
@@ -33,16 +32,7 @@ pub fn routing_profile(
         let idx: Vec<usize> = (start..(start + batch_size).min(n)).collect();
         let examples: Vec<_> = idx.iter().map(|&i| &data.encoded[i]).collect();
         let hb = host_batch(&examples, nv, tok.special.pad, Padding::Right);
-        let mut px = Vec::with_capacity(idx.len() * data.image_len);
-        for &i in &idx {
-            match data.image_of[i] {
-                Some(k) => {
-                    px.extend_from_slice(&data.images[k * data.image_len..(k + 1) * data.image_len])
-                }
-                None => px.extend(std::iter::repeat_n(0.0, 3 * s * s)),
-            }
-        }
-        let images = Tensor::<4>::from_data(TensorData::new(px, [idx.len(), 3, s, s]), &device);
+        let images = data.pixels(&idx, s, &device);
         let batch = hb.to_device(Visual::Pixels(images), &device);
         let (_, trace) = model.hidden_routed(&batch, Phase::Eval);
         if total.is_empty() {
