@@ -124,7 +124,18 @@ mod tests {
 
     #[test]
     fn every_variant_matches_its_formula_forward_and_backward() {
-        let device = Device::flex().autodiff();
+        variants_match_on(Device::flex().autodiff());
+    }
+
+    /// The same on the wgpu device (lavapipe in CI); fails without an adapter.
+    #[test]
+    fn every_variant_matches_its_formula_on_wgpu() {
+        let (device, _) = crate::backend::select(crate::backend::BackendChoice::Wgpu)
+            .expect("a wgpu adapter (scripts/setup.sh installs lavapipe)");
+        variants_match_on(device.autodiff());
+    }
+
+    fn variants_match_on(device: Device) {
         let pc = [-3.0, -1.5, -7.0, -0.4];
         let pr = [-2.0, -4.0, -6.5, -9.0];
         let rc = [-2.5, -2.0, -5.0, -1.0];

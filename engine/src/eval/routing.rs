@@ -4,7 +4,6 @@
 
 use std::path::Path;
 
-
 use crate::data::{Dataset, Padding, TextTokenizer, host_batch};
 use crate::model::Mllm;
 use crate::model::Visual;
