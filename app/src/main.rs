@@ -6,6 +6,7 @@ mod cli;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    condenser_engine::backend::tune_allocator();
     env_logger::Builder::from_env(
         env_logger::Env::default().default_filter_or("warn,condenser=info,condenser_engine=info"),
     )

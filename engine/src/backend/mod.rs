@@ -2,6 +2,10 @@
 //! lavapipe on GPU-less machines) and falls back to burn's pure-Rust CPU backend `flex` when no
 //! adapter exists. The kernel extension trait of the design lands here with the kernels issue.
 
+mod host;
+
+pub use host::tune_allocator;
+
 use burn::prelude::{Device, DeviceKind};
 
 /// Which backend the user asked for.
