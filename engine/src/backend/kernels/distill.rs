@@ -1,0 +1,294 @@
+//! Launch code of the distillation-loss kernels (`shaders/distill_*.wgsl`) and their autodiff
+//! wiring. The reference they replace is `distill::divergence::token_divergence`.
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::Autodiff;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::wgpu::{
+    CubeBackend, CubeTensor, KernelSource, SourceKernel, SourceTemplate, into_contiguous,
+};
+use burn::cubecl::prelude::KernelId;
+use burn::cubecl::server::KernelArguments;
+use burn::cubecl::{CubeCount, CubeDim};
+use burn::tensor::{DType, Shape};
+
+use super::KernelOps;
+
+/// Threads per workgroup; one workgroup reduces one row.
+const WG: u32 = 256;
+/// Workgroups per dispatch dimension (WebGPU's guaranteed minimum limit).
+const MAX_PER_DIM: u32 = 65_535;
+/// The largest `[rows, V]` slab one launch may bind: lavapipe caps a storage-buffer binding at
+/// 128 MiB, so callers split bigger logits by rows (see `distill::divergence`).
+pub const DISTILL_MAX_ROW_BYTES: usize = 128 << 20;
+
+/// Divergence codes shared with the WGSL (`KIND`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum DistillKind {
+    ForwardKl = 0,
+    ReverseKl = 1,
+    Jsd = 2,
+    SkewForwardKl = 3,
+    SkewReverseKl = 4,
+    Tvd = 5,
+}
+
+impl DistillKind {
+    pub fn code(self) -> u32 {
+        self as u32
+    }
+}
+
+const COMMON: &str = include_str!("../../../../shaders/distill_common.wgsl");
+const FORWARD: &str = include_str!("../../../../shaders/distill_forward.wgsl");
+const BACKWARD: &str = include_str!("../../../../shaders/distill_backward.wgsl");
+
+/// One compiled variant: which shader and which divergence (a compile-time constant in WGSL,
+/// so that branches on it are uniform).
+#[derive(Debug, Clone, Copy)]
+struct DistillKernel {
+    backward: bool,
+    kind: u32,
+}
+
+impl KernelSource for DistillKernel {
+    fn source(&self) -> SourceTemplate {
+        let body = if self.backward { BACKWARD } else { FORWARD };
+        SourceTemplate::new(body)
+            .add_template(COMMON)
+            .register("wg", WG.to_string())
+            .register("kind", self.kind.to_string())
+    }
+
+    fn id(&self) -> KernelId {
+        // The cache is keyed by id alone: the shader text's length rides along so that an
+        // edited shader is never served from a stale cache entry within one build.
+        KernelId::new::<Self>().info((self.backward, self.kind, WG, FORWARD.len() + BACKWARD.len()))
+    }
+
+    fn lang(&self) -> &'static str {
+        "wgsl"
+    }
+}
+
+fn as_f32(t: CubeTensor) -> CubeTensor {
+    assert_eq!(
+        t.dtype,
+        DType::F32,
+        "the distillation kernels take f32 logits, got {:?}",
+        t.dtype
+    );
+    into_contiguous(t)
+}
+
+fn info_buffer(t: &CubeTensor, n: usize, v: usize, per_x: u32, kind_param: (f32, f32)) -> burn::cubecl::server::Handle {
+    let (inv_temp, param) = kind_param;
+    let words = [n as u32, v as u32, per_x, inv_temp.to_bits(), param.to_bits()];
+    let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+    t.client.create_from_slice(&bytes)
+}
+
+fn grid(n: usize) -> (CubeCount, u32) {
+    let n = n as u32;
+    let per_x = n.clamp(1, MAX_PER_DIM);
+    (CubeCount::Static(per_x, n.div_ceil(per_x), 1), per_x)
+}
+
+fn rows_and_vocab(t: &CubeTensor) -> (usize, usize) {
+    let shape = t.meta.shape();
+    assert_eq!(shape.num_dims(), 2, "distillation kernels take [N, V] logits");
+    let (n, v) = (shape[0], shape[1]);
+    assert!(n > 0 && v > 0, "distillation kernels need N, V > 0, got [{n}, {v}]");
+    assert!(
+        n * v * 4 <= DISTILL_MAX_ROW_BYTES,
+        "[{n}, {v}] logits exceed one binding ({DISTILL_MAX_ROW_BYTES} bytes): split the rows"
+    );
+    (n, v)
+}
+
+/// Forward launch: `(divergence [N], log-sum-exps [N, 2])`.
+fn forward(
+    student: CubeTensor,
+    teacher: CubeTensor,
+    kind: u32,
+    param: f32,
+    inv_temp: f32,
+) -> (CubeTensor, CubeTensor) {
+    let student = as_f32(student);
+    let teacher = as_f32(teacher);
+    let (n, v) = rows_and_vocab(&student);
+    assert_eq!(
+        teacher.meta.shape(),
+        student.meta.shape(),
+        "student and teacher logits must have the same shape"
+    );
+    let client = student.client.clone();
+    let device = student.device.clone();
+    let div = CubeTensor::new_contiguous(
+        client.clone(),
+        device.clone(),
+        Shape::new([n]),
+        client.empty(n * 4),
+        DType::F32,
+    );
+    let lse = CubeTensor::new_contiguous(
+        client.clone(),
+        device,
+        Shape::new([n, 2]),
+        client.empty(n * 2 * 4),
+        DType::F32,
+    );
+    let (count, per_x) = grid(n);
+    let info = info_buffer(&student, n, v, per_x, (inv_temp, param));
+    client.launch(
+        Box::new(SourceKernel::new(
+            DistillKernel {
+                backward: false,
+                kind,
+            },
+            CubeDim::new_1d(WG),
+        )),
+        count,
+        KernelArguments::new().with_buffers(vec![
+            student.handle.binding(),
+            teacher.handle.binding(),
+            div.handle.clone().binding(),
+            lse.handle.clone().binding(),
+            info.binding(),
+        ]),
+    );
+    (div, lse)
+}
+
+/// Backward launch: the gradient `[N, V]` with respect to the student logits.
+fn backward(
+    student: CubeTensor,
+    teacher: CubeTensor,
+    lse: CubeTensor,
+    grad_out: CubeTensor,
+    kind: u32,
+    param: f32,
+    inv_temp: f32,
+) -> CubeTensor {
+    let student = as_f32(student);
+    let teacher = as_f32(teacher);
+    let grad_out = as_f32(grad_out);
+    let (n, v) = rows_and_vocab(&student);
+    let client = student.client.clone();
+    let grad = CubeTensor::new_contiguous(
+        client.clone(),
+        student.device.clone(),
+        Shape::new([n, v]),
+        client.empty(n * v * 4),
+        DType::F32,
+    );
+    let (count, per_x) = grid(n);
+    let info = info_buffer(&student, n, v, per_x, (inv_temp, param));
+    client.launch(
+        Box::new(SourceKernel::new(
+            DistillKernel {
+                backward: true,
+                kind,
+            },
+            CubeDim::new_1d(WG),
+        )),
+        count,
+        KernelArguments::new().with_buffers(vec![
+            student.handle.binding(),
+            teacher.handle.binding(),
+            lse.handle.binding(),
+            grad_out.handle.binding(),
+            grad.handle.clone().binding(),
+            info.binding(),
+        ]),
+    );
+    grad
+}
+
+impl KernelOps for CubeBackend {
+    fn distill_rows(
+        student: FloatTensor<Self>,
+        teacher: FloatTensor<Self>,
+        kind: u32,
+        param: f32,
+        inv_temp: f32,
+    ) -> FloatTensor<Self> {
+        forward(student, teacher, kind, param, inv_temp).0
+    }
+}
+
+/// What the backward pass needs: both logit tensors (the teacher as a constant), the
+/// forward's normalisers, and the divergence's parameters.
+#[derive(Debug, Clone)]
+struct DistillState {
+    student: CubeTensor,
+    teacher: CubeTensor,
+    lse: CubeTensor,
+    kind: u32,
+    param: f32,
+    inv_temp: f32,
+}
+
+#[derive(Debug)]
+struct DistillBackward;
+
+impl Backward<CubeBackend, 1> for DistillBackward {
+    type State = DistillState;
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 1>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let [student_node] = ops.parents;
+        let grad_out = grads.consume::<CubeBackend>(&ops.node);
+        let s = ops.state;
+        if let Some(node) = student_node {
+            let grad = backward(
+                s.student, s.teacher, s.lse, grad_out, s.kind, s.param, s.inv_temp,
+            );
+            grads.register::<CubeBackend>(node.id, grad);
+        }
+    }
+}
+
+impl<C: CheckpointStrategy> KernelOps for Autodiff<CubeBackend, C> {
+    fn distill_rows(
+        student: FloatTensor<Self>,
+        teacher: FloatTensor<Self>,
+        kind: u32,
+        param: f32,
+        inv_temp: f32,
+    ) -> FloatTensor<Self> {
+        // The teacher is a constant: only the student is a parent of this node.
+        let teacher = teacher.into_primitive();
+        match DistillBackward
+            .prepare::<C>([student.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let student = student.into_primitive();
+                let (div, lse) = forward(student.clone(), teacher.clone(), kind, param, inv_temp);
+                let state = DistillState {
+                    student,
+                    teacher,
+                    lse,
+                    kind,
+                    param,
+                    inv_temp,
+                };
+                prep.finish(state, div)
+            }
+            OpsKind::UnTracked(prep) => {
+                let (div, _) = forward(student.into_primitive(), teacher, kind, param, inv_temp);
+                prep.finish(div)
+            }
+        }
+    }
+}
