@@ -66,7 +66,8 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     run_recipe(&vision, &device, &info, &opts(false), &mut Bars::default())?;
     // the baseline student needs only the encoder, so it trains beside the teacher (a CPU
     // backend run of these small models keeps about one core busy); the KD student needs the
-    // finished teacher and starts after it
+    // finished teacher and starts right after its training, while the teacher's evaluation
+    // runs beside it (run_recipe on a finished run only evaluates)
     let teacher = load(recipes::TEACHER)?;
     let student = load(recipes::STUDENT)?;
     let kd = load(recipes::KD)?;
@@ -77,22 +78,39 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             let opts = opts(true);
             s.spawn(move || run_recipe(student, device, info, &opts, &mut Bars::in_group(group)))
         };
-        let t = run_recipe(
+        let trained = run_recipe(
             &teacher,
             &device,
             &info,
-            &opts(true),
+            &opts(false),
             &mut Bars::in_group(&group),
         );
-        let kd_out = match &t {
-            Ok(_) => Some(run_recipe(
-                &kd,
-                &device,
-                &info,
-                &opts(true),
-                &mut Bars::in_group(&group),
-            )),
-            Err(_) => None,
+        let (t, kd_out) = match trained {
+            Ok(_) => {
+                let teacher_eval = {
+                    let (device, info, group, teacher) = (&device, &info, &group, &teacher);
+                    // evaluate the run just trained: never start it over, even with --fresh
+                    let opts = RunOptions {
+                        overwrite: false,
+                        ..opts(true)
+                    };
+                    s.spawn(move || {
+                        run_recipe(teacher, device, info, &opts, &mut Bars::in_group(group))
+                    })
+                };
+                let kd_out = run_recipe(
+                    &kd,
+                    &device,
+                    &info,
+                    &opts(true),
+                    &mut Bars::in_group(&group),
+                );
+                (
+                    teacher_eval.join().expect("teacher evaluation thread"),
+                    Some(kd_out),
+                )
+            }
+            Err(e) => (Err(e), None),
         };
         (t, side.join().expect("student thread"), kd_out)
     });

@@ -1,6 +1,7 @@
 //! Command-line interface: one subcommand per file.
 
 mod ablate;
+mod bench;
 mod chat;
 mod demo;
 mod eval;
@@ -47,6 +48,8 @@ enum Command {
     Ablate(ablate::Args),
     /// Build hallucination preference pairs from LLaVA-format conversations.
     Prefs(prefs::Args),
+    /// Benchmark the WGSL kernels against the burn-ops compositions they replace (wgpu only).
+    Bench(bench::Args),
 }
 
 /// Options shared by commands that compute.
@@ -86,5 +89,6 @@ pub fn run() -> anyhow::Result<()> {
         Command::Demo(a) => demo::main(a),
         Command::Ablate(a) => ablate::main(a),
         Command::Prefs(a) => prefs::main(a),
+        Command::Bench(a) => bench::main(a),
     }
 }

@@ -35,6 +35,10 @@ pub struct Args {
     /// Skip the final evaluation on the data's test.json.
     #[arg(long)]
     pub no_eval: bool,
+    /// `auto`: Condenser's WGSL kernels on wgpu devices; `reference`: the plain burn-ops
+    /// composition everywhere (for A/B runs). Overrides the recipe's `kernels`.
+    #[arg(long)]
+    pub kernels: Option<condenser_engine::backend::kernels::KernelPolicy>,
     /// Stop after this many optimiser steps, with a checkpoint written (as if killed).
     #[arg(long, hide = true)]
     pub stop_after: Option<usize>,
@@ -50,6 +54,9 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     }
     if let Some(s) = args.seed {
         recipe.seed = s;
+    }
+    if let Some(k) = args.kernels {
+        recipe.kernels = k;
     }
     let (device, info) = args.device.device()?;
     let opts = RunOptions {

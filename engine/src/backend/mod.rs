@@ -3,6 +3,7 @@
 //! adapter exists. The kernel extension trait of the design lands here with the kernels issue.
 
 mod host;
+pub mod kernels;
 
 pub use host::tune_allocator;
 

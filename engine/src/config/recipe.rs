@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::MllmConfig;
+use crate::backend::kernels::KernelPolicy;
 use crate::{Error, Result};
 
 /// A whole recipe.
@@ -31,6 +32,10 @@ pub struct Recipe {
     /// Require `<image>` in every conversation (a multimodal recipe does).
     #[serde(default = "yes")]
     pub require_image: bool,
+    /// `auto` runs Condenser's WGSL kernels on wgpu devices; `reference` runs the plain
+    /// burn-ops composition everywhere (A/B runs). Left out of the saved recipe when `auto`.
+    #[serde(default, skip_serializing_if = "is_auto")]
+    pub kernels: KernelPolicy,
     /// Stages, run in order.
     #[serde(rename = "stage")]
     pub stages: Vec<StageSpec>,
@@ -38,6 +43,9 @@ pub struct Recipe {
 
 fn yes() -> bool {
     true
+}
+fn is_auto(p: &KernelPolicy) -> bool {
+    *p == KernelPolicy::Auto
 }
 fn default_seed() -> u64 {
     42
@@ -377,6 +385,9 @@ pub enum DataOrder {
     /// visual tokens, then to pick one object among several, instead of having to discover both
     /// at once.
     Curriculum,
+    /// Shuffled, then batches of similar length: windows of 16 batches are sorted by length,
+    /// re-cut and shuffled again, so batches carry less padding (same examples per epoch).
+    Bucketed,
 }
 
 fn one() -> f64 {

@@ -12,6 +12,7 @@ use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 use serde::{Deserialize, Serialize};
 
+use crate::backend::kernels::{self, DistillKind, KernelOps, KernelPolicy};
 use crate::model::masked_mean;
 
 /// Which divergence compares `p_T` (teacher) and `p_S` (student).
@@ -80,6 +81,10 @@ pub struct DivergenceSpec {
     /// logits, so the student matches the teacher's ranking rather than its confidence.
     #[serde(default)]
     pub zscore: bool,
+    /// Set from the recipe's top-level `kernels` when the stage starts (not a per-objective
+    /// key): whether the fused WGSL kernel may replace the reference below.
+    #[serde(skip)]
+    pub kernels: KernelPolicy,
 }
 
 fn one() -> f64 {
@@ -92,6 +97,7 @@ impl Default for DivergenceSpec {
             divergence: Divergence::ForwardKl,
             temperature: 1.0,
             zscore: false,
+            kernels: KernelPolicy::Auto,
         }
     }
 }
@@ -157,6 +163,10 @@ pub fn token_divergence(
     } else {
         (student, teacher)
     };
+    if kernels::kernels_apply(spec.kernels, &student.device()) {
+        let rows = (kernels::DISTILL_MAX_ROW_BYTES / (student.dims()[1] * 4)).max(1);
+        return fused_token_divergence(student, teacher, spec, rows);
+    }
     let inv_t = 1.0 / spec.temperature;
     let ls = log_softmax(student * inv_t, 1);
     let lt = log_softmax(teacher * inv_t, 1);
@@ -180,6 +190,66 @@ pub fn token_divergence(
             ((ls.exp() - lt.exp()).abs().sum_dim(1) * 0.5).reshape([n])
         }
     }
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+/// The divergence's code and parameter in the WGSL kernels.
+fn kernel_kind(d: Divergence) -> (DistillKind, f32) {
+    match d {
+        Divergence::ForwardKl => (DistillKind::ForwardKl, 0.0),
+        Divergence::ReverseKl => (DistillKind::ReverseKl, 0.0),
+        Divergence::Jsd { beta } => (DistillKind::Jsd, beta as f32),
+        Divergence::SkewForwardKl { alpha } => (DistillKind::SkewForwardKl, alpha as f32),
+        Divergence::SkewReverseKl { alpha } => (DistillKind::SkewReverseKl, alpha as f32),
+        Divergence::Tvd => (DistillKind::Tvd, 0.0),
+    }
+}
+
+/// [`token_divergence`] through the fused WGSL kernel (`shaders/distill_*.wgsl`): one launch
+/// per slab of about `rows` rows (one slab must fit one storage binding); the softmaxes are
+/// never stored. Inputs are already z-scored and the teacher detached. Only valid where
+/// [`kernels::kernels_apply`] holds.
+///
+/// A slab is a view into the logits, bound at its byte offset, and WebGPU only binds at
+/// multiples of 256 bytes (`min_storage_buffer_offset_alignment`), so slabs hold a multiple of
+/// `64 / gcd(V, 64)` rows: `rows` is rounded down to that (and up to one such unit).
+pub(crate) fn fused_token_divergence(
+    student: Tensor<2>,
+    teacher: Tensor<2>,
+    spec: &DivergenceSpec,
+    rows: usize,
+) -> Tensor<1> {
+    let [n, v] = student.dims();
+    let unit = 64 / gcd(v, 64);
+    let rows = (rows / unit).max(1) * unit;
+    let (kind, param) = kernel_kind(spec.divergence);
+    let inv_t = (1.0 / spec.temperature) as f32;
+    let launch = |s: Tensor<2>, t: Tensor<2>| {
+        Tensor::from_dispatch(burn::backend::Dispatch::distill_rows(
+            s.into_dispatch(),
+            t.into_dispatch(),
+            kind.code(),
+            param,
+            inv_t,
+        ))
+    };
+    if n <= rows {
+        return launch(student, teacher);
+    }
+    let parts = (0..n)
+        .step_by(rows)
+        .map(|r| {
+            let len = rows.min(n - r);
+            launch(
+                student.clone().narrow(0, r, len),
+                teacher.clone().narrow(0, r, len),
+            )
+        })
+        .collect();
+    Tensor::cat(parts, 0)
 }
 
 /// Mean divergence over the tokens where `mask` is 1, scaled by `T^2`: `student`/`teacher`

@@ -2,7 +2,7 @@
 //! distributions, relation distillation over visual tokens, hidden-state alignment, and the
 //! vocabulary policy. Plain burn ops; the fused kernels of `shaders/` implement the same specs.
 
-mod divergence;
+pub(crate) mod divergence;
 mod hidden;
 mod preference;
 mod relation;

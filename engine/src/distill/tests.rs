@@ -5,6 +5,7 @@
 use burn::prelude::*;
 
 use super::*;
+use crate::backend::kernels::KernelPolicy;
 
 fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data()
@@ -87,6 +88,10 @@ fn reference_masked(zs: &[f64], zt: &[f64], mask: &[f64], v: usize, spec: &Diver
 }
 
 fn all_specs() -> Vec<DivergenceSpec> {
+    all_specs_with(KernelPolicy::Auto)
+}
+
+fn all_specs_with(kernels: KernelPolicy) -> Vec<DivergenceSpec> {
     let kinds = [
         Divergence::ForwardKl,
         Divergence::ReverseKl,
@@ -103,6 +108,7 @@ fn all_specs() -> Vec<DivergenceSpec> {
                 divergence,
                 temperature,
                 zscore,
+                kernels,
             });
         }
     }
@@ -142,22 +148,29 @@ fn gradients_match_finite_differences_and_skip_masked_tokens() {
     gradients_match_on(Device::flex().autodiff());
 }
 
-/// The same checks on the wgpu device (lavapipe where there is no GPU). There must be an
-/// adapter: CI installs lavapipe, and this test fails rather than skip without one.
+/// The same checks on the wgpu device (lavapipe where there is no GPU), once through the fused
+/// WGSL kernel and once through the burn-ops reference. There must be an adapter: CI installs
+/// lavapipe, and this test fails rather than skip without one.
 #[test]
 fn divergences_match_the_formulas_on_wgpu() {
     let (device, _) = crate::backend::select(crate::backend::BackendChoice::Wgpu)
         .expect("a wgpu adapter (scripts/setup.sh installs lavapipe)");
-    masked_values_match_on(device.clone());
-    gradients_match_on(device.autodiff());
+    for policy in [KernelPolicy::Auto, KernelPolicy::Reference] {
+        masked_values_match_on_with(device.clone(), policy);
+        gradients_match_on_with(device.clone().autodiff(), policy);
+    }
 }
 
 fn masked_values_match_on(device: Device) {
+    masked_values_match_on_with(device, KernelPolicy::Auto)
+}
+
+fn masked_values_match_on_with(device: Device, policy: KernelPolicy) {
     let (b, t, v) = (2, 3, 13);
     let zs = logits(b * t * v, 2, 2.5);
     let zt = logits(b * t * v, 3, 4.0);
     let mask = [1.0, 0.0, 1.0, 1.0, 1.0, 0.0];
-    for spec in all_specs() {
+    for spec in all_specs_with(policy) {
         let got = host(masked_divergence(
             tensor3(&zs, [b, t, v], &device),
             tensor3(&zt, [b, t, v], &device),
@@ -185,11 +198,15 @@ fn masked_values_match_on(device: Device) {
 }
 
 fn gradients_match_on(device: Device) {
+    gradients_match_on_with(device, KernelPolicy::Auto)
+}
+
+fn gradients_match_on_with(device: Device, policy: KernelPolicy) {
     let (b, t, v) = (1, 3, 7);
     let zs = logits(b * t * v, 4, 1.5);
     let zt = logits(b * t * v, 5, 2.0);
     let mask = [1.0, 0.0, 1.0];
-    for spec in all_specs() {
+    for spec in all_specs_with(policy) {
         let student = tensor3(&zs, [b, t, v], &device).require_grad();
         let teacher = tensor3(&zt, [b, t, v], &device).require_grad();
         let loss = masked_divergence(

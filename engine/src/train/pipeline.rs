@@ -350,6 +350,8 @@ pub fn run_recipe(
                 } else {
                     TeacherSource::Live(Box::new(tvis))
                 };
+                let mut d = d.clone();
+                d.divergence.kernels = recipe.kernels;
                 Some((d, t, source))
             }
             _ => None,
@@ -408,8 +410,21 @@ pub fn run_recipe(
             _ => None,
         };
         let mut order = Order::new(recipe.seed, si, data.units());
-        if spec.order == DataOrder::Curriculum {
-            order = order.curriculum();
+        match spec.order {
+            DataOrder::Shuffled => {}
+            DataOrder::Curriculum => order = order.curriculum(),
+            DataOrder::Bucketed => {
+                let lengths = (0..data.units())
+                    .map(|u| {
+                        data.unit_records(&[u])
+                            .iter()
+                            .map(|&r| data.encoded[r].ids.len())
+                            .max()
+                            .unwrap_or(0)
+                    })
+                    .collect();
+                order = order.bucketed(lengths);
+            }
         }
         let stage_start = Instant::now();
         let mut loss_sum = 0.0f64;

@@ -292,3 +292,19 @@ impl<C: CheckpointStrategy> KernelOps for Autodiff<CubeBackend, C> {
         }
     }
 }
+
+#[cfg(test)]
+/// Every variant's filled-in WGSL, named `shader(kind)`, for validation tests.
+pub(crate) fn all_sources() -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for backward in [false, true] {
+        for kind in 0..6 {
+            let name = format!(
+                "shaders/distill_{}.wgsl (kind {kind})",
+                if backward { "backward" } else { "forward" }
+            );
+            out.push((name, DistillKernel { backward, kind }.source().complete()));
+        }
+    }
+    out
+}

@@ -6,6 +6,7 @@
 //! in `distill` and `model` check [`kernels_apply`] and use the plain burn-ops reference instead,
 //! which is also the oracle of every kernel test.
 
+pub mod bench;
 mod distill;
 
 use burn::backend::tensor::FloatTensor;
@@ -60,3 +61,6 @@ pub trait KernelOps: burn::backend::Backend {
         inv_temp: f32,
     ) -> FloatTensor<Self>;
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,166 @@
+//! The WGSL kernels against the plain burn-ops reference they replace, on the wgpu device
+//! (lavapipe in CI): forward values and gradients, over sizes that are not multiples of the
+//! workgroup, rows longer than many workgroups, more rows than one dispatch dimension holds,
+//! and row slabs split across launches. There must be an adapter: without one these fail.
+
+use burn::prelude::*;
+
+use super::KernelPolicy;
+use crate::distill::divergence::fused_token_divergence;
+use crate::distill::{Divergence, DivergenceSpec, token_divergence};
+
+fn wgpu() -> Device {
+    crate::backend::select(crate::backend::BackendChoice::Wgpu)
+        .expect("a wgpu adapter (scripts/setup.sh installs lavapipe)")
+        .0
+}
+
+fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .expect("f32 data")
+}
+
+fn logits(n: usize, v: usize, seed: u64, scale: f64, device: &Device) -> Tensor<2> {
+    let mut rng = crate::model::Rng::new(seed);
+    let data: Vec<f32> = (0..n * v).map(|_| (rng.normal() * scale) as f32).collect();
+    Tensor::from_data(TensorData::new(data, [n, v]), device)
+}
+
+fn kinds() -> [Divergence; 7] {
+    [
+        Divergence::ForwardKl,
+        Divergence::ReverseKl,
+        Divergence::Jsd { beta: 0.5 },
+        Divergence::Jsd { beta: 0.9 },
+        Divergence::SkewForwardKl { alpha: 0.1 },
+        Divergence::SkewReverseKl { alpha: 0.3 },
+        Divergence::Tvd,
+    ]
+}
+
+fn spec(divergence: Divergence, temperature: f64, kernels: KernelPolicy) -> DivergenceSpec {
+    DivergenceSpec {
+        divergence,
+        temperature,
+        zscore: false,
+        kernels,
+    }
+}
+
+fn close(what: &str, got: &[f32], want: &[f32], rel: f32, abs: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    let mut worst = (0.0f32, 0usize);
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(g.is_finite(), "{what}[{i}] is {g}");
+        let err = (g - w).abs() - rel * w.abs();
+        if err > worst.0 {
+            worst = (err, i);
+        }
+    }
+    let i = worst.1;
+    assert!(
+        worst.0 <= abs,
+        "{what}[{i}]: kernel {} vs reference {} (beyond {rel} rel + {abs} abs)",
+        got[i],
+        want[i]
+    );
+}
+
+/// Forward and student gradient of the kernel (rows split into slabs of `rows`) against the
+/// reference, with a random upstream gradient per row so that each row's scale is checked.
+fn check(n: usize, v: usize, rows: usize, temperature: f64, scale: f64) {
+    let device = wgpu();
+    let ad = device.clone().autodiff();
+    let s = logits(n, v, 11 + n as u64, scale, &ad);
+    let t = logits(n, v, 12 + v as u64, scale * 1.5, &ad);
+    let up = logits(n, 1, 13, 1.0, &ad).reshape([n]);
+    for d in kinds() {
+        let label = format!("{} n={n} v={v} rows={rows} T={temperature}", d.label());
+        let run = |fused: bool| {
+            let student = s.clone().detach().require_grad();
+            let out = if fused {
+                fused_token_divergence(
+                    student.clone(),
+                    t.clone().detach(),
+                    &spec(d, temperature, KernelPolicy::Auto),
+                    rows,
+                )
+            } else {
+                token_divergence(
+                    student.clone(),
+                    t.clone(),
+                    &spec(d, temperature, KernelPolicy::Reference),
+                )
+            };
+            let grads = (out.clone() * up.clone()).sum().backward();
+            let g = student.grad(&grads).expect("student gradient");
+            (host(out), host(g))
+        };
+        let (kv, kg) = run(true);
+        let (rv, rg) = run(false);
+        close(&format!("{label} value"), &kv, &rv, 1e-4, 2e-5);
+        close(&format!("{label} grad"), &kg, &rg, 1e-3, 1e-6);
+    }
+}
+
+#[test]
+fn distill_kernel_matches_reference_on_odd_sizes() {
+    check(1, 1, 1, 1.0, 1.0);
+    check(5, 13, 64, 1.0, 3.0);
+    check(7, 257, 64, 2.0, 2.0);
+    check(33, 1000, 64, 0.5, 1.0);
+}
+
+#[test]
+fn distill_kernel_matches_reference_on_long_rows_and_slabs() {
+    // rows of 100k entries (390 strides of the workgroup) in slabs of 2 rows (800 000 bytes,
+    // a multiple of the 256-byte binding alignment)
+    check(5, 100_000, 2, 1.0, 4.0);
+    // 40 rows in slabs of 3: the last slab is short
+    check(40, 128, 3, 1.0, 2.0);
+    // an odd vocabulary: slabs are rounded to 64 rows to stay aligned
+    check(130, 1001, 5, 1.0, 2.0);
+}
+
+#[test]
+fn distill_kernel_covers_more_rows_than_one_dispatch_dimension() {
+    // 70000 rows: the grid wraps into its second dimension
+    let device = wgpu();
+    let (n, v) = (70_000, 3);
+    let s = logits(n, v, 1, 2.0, &device);
+    let t = logits(n, v, 2, 2.0, &device);
+    let sp = spec(Divergence::ForwardKl, 1.0, KernelPolicy::Auto);
+    let k = host(fused_token_divergence(s.clone(), t.clone(), &sp, n));
+    let r = host(token_divergence(
+        s,
+        t,
+        &spec(Divergence::ForwardKl, 1.0, KernelPolicy::Reference),
+    ));
+    close("fkl n=70000", &k, &r, 1e-4, 2e-5);
+}
+
+#[test]
+fn distill_kernel_is_used_on_wgpu_and_not_under_the_reference_policy() {
+    let device = wgpu();
+    assert!(super::kernels_apply(KernelPolicy::Auto, &device));
+    assert!(!super::kernels_apply(KernelPolicy::Reference, &device));
+    assert!(!super::kernels_apply(KernelPolicy::Auto, &Device::flex()));
+}
+
+/// Every shader parses and validates with naga (after template filling), so a broken shader
+/// fails here with its file and line before any device is touched.
+#[test]
+fn shaders_validate_with_naga() {
+    for (name, source) in super::distill::all_sources() {
+        let module = naga::front::wgsl::parse_str(&source)
+            .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(&source)));
+        naga::valid::Validator::new(
+            naga::valid::ValidationFlags::all(),
+            naga::valid::Capabilities::empty(),
+        )
+        .validate(&module)
+        .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(&source)));
+    }
+}
