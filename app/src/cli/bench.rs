@@ -9,11 +9,13 @@ use condenser_engine::backend::kernels::bench;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Distillation-loss sizes as TOKENSxVOCAB, comma-separated.
+    /// Distillation-loss sizes as TOKENSxVOCAB, comma-separated. The burn-ops reference binds
+    /// each logit tensor whole, so a size must fit the adapter's largest storage binding
+    /// (lavapipe: 128 MiB, i.e. 1048 x 32000).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "256x32000,1024x32000,4096x32000,1024x151936"
+        default_value = "256x32000,1024x32000"
     )]
     pub distill: Vec<String>,
     /// Timed repetitions per size (the median is reported).
@@ -47,6 +49,24 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     }
     // the kernels only exist on wgpu: no CPU fallback here
     let (device, info) = backend::select(BackendChoice::Wgpu)?;
+    // the burn-ops reference binds each [tokens, vocab] tensor whole: refuse sizes the adapter
+    // cannot bind rather than fail inside the device
+    if let Some(limit) = backend::adapters()
+        .first()
+        .map(|a| a.max_storage_buffer_binding_size)
+    {
+        for (n, v) in &sizes {
+            let bytes = (n * v * 4) as u64;
+            if bytes > limit {
+                bail!(
+                    "size {n}x{v}: its logits ({} MiB) exceed this adapter's largest storage \
+                     binding ({} MiB), which the burn-ops reference needs; use fewer tokens",
+                    bytes >> 20,
+                    limit >> 20
+                );
+            }
+        }
+    }
     eprintln!("benchmarking on {}", info.name);
     let rows = bench::distill_sweep(&device, &sizes, args.repeats, &mut |r| {
         eprintln!(
