@@ -48,14 +48,13 @@ fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(local_invocation_index) tid: u32,
 ) {
-    let n = info[0];
-    let v = info[1];
-    let inv_t = bitcast<f32>(info[3]);
-    let param = bitcast<f32>(info[4]);
-    let row_raw = row_of(wid, info[2]);
-    let valid = row_raw < n;
-    let row = min(row_raw, n - 1u);
-    let base = row * v;
+    let r = row_setup(wid);
+    let v = r.v;
+    let inv_t = r.inv_t;
+    let param = r.param;
+    let valid = r.valid;
+    let row = r.row;
+    let base = r.base;
     let lse_s = lse[2u * row];
     let lse_t = lse[2u * row + 1u];
 

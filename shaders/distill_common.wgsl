@@ -19,9 +19,24 @@ fn log_mix(a: f32, x: f32, y: f32) -> f32 {
     return m + log(1.0 + exp(-abs(xa - yb)));
 }
 
-// Row and validity of this workgroup: rows run over x, then y (a dispatch is at most 65535
-// workgroups per dimension). Invalid workgroups compute a clamped row and write nothing, so
-// that every workgroupBarrier stays in uniform control flow.
-fn row_of(wid: vec3<u32>, per_x: u32) -> u32 {
-    return wid.y * per_x + wid.x;
+// What a workgroup reads from the kernel's `info` buffer (declared by each kernel, in its
+// last binding: n_rows, vocab, rows per x, bits(1 / T), bits(PARAM)) and the row it owns.
+// Rows run over x, then y (a dispatch is at most 65535 workgroups per dimension). An invalid
+// workgroup computes a clamped row and writes nothing, so that every workgroupBarrier stays in
+// uniform control flow.
+struct Row {
+    v: u32,
+    inv_t: f32,
+    param: f32,
+    row: u32,
+    valid: bool,
+    base: u32,
+}
+
+fn row_setup(wid: vec3<u32>) -> Row {
+    let n = info[0];
+    let v = info[1];
+    let raw = wid.y * info[2] + wid.x;
+    let row = min(raw, n - 1u);
+    return Row(v, bitcast<f32>(info[3]), bitcast<f32>(info[4]), row, raw < n, row * v);
 }

@@ -4,19 +4,15 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use condenser_engine::backend::{self, BackendChoice};
 use condenser_engine::backend::kernels::bench;
+use condenser_engine::backend::{self, BackendChoice};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Distillation-loss sizes as TOKENSxVOCAB, comma-separated. The burn-ops reference binds
     /// each logit tensor whole, so a size must fit the adapter's largest storage binding
     /// (lavapipe: 128 MiB, i.e. 1048 x 32000).
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "256x32000,1024x32000"
-    )]
+    #[arg(long, value_delimiter = ',', default_value = "256x32000,1024x32000")]
     pub distill: Vec<String>,
     /// Timed repetitions per size (the median is reported).
     #[arg(long, default_value_t = 5)]
@@ -30,8 +26,14 @@ fn parse_size(s: &str) -> anyhow::Result<(usize, usize)> {
     let (a, b) = s
         .split_once('x')
         .with_context(|| format!("size {s:?}: expected TOKENSxVOCAB, e.g. 4096x32000"))?;
-    let n: usize = a.trim().parse().with_context(|| format!("size {s:?}: tokens"))?;
-    let v: usize = b.trim().parse().with_context(|| format!("size {s:?}: vocab"))?;
+    let n: usize = a
+        .trim()
+        .parse()
+        .with_context(|| format!("size {s:?}: tokens"))?;
+    let v: usize = b
+        .trim()
+        .parse()
+        .with_context(|| format!("size {s:?}: vocab"))?;
     if n == 0 || v == 0 {
         bail!("size {s:?}: tokens and vocab must be positive");
     }

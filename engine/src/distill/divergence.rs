@@ -164,7 +164,7 @@ pub fn token_divergence(
         (student, teacher)
     };
     if kernels::kernels_apply(spec.kernels, &student.device()) {
-        let rows = (kernels::DISTILL_MAX_ROW_BYTES / (student.dims()[1] * 4)).max(1);
+        let rows = kernels::distill_slab_rows(student.dims()[1]);
         return fused_token_divergence(student, teacher, spec, rows);
     }
     let inv_t = 1.0 / spec.temperature;

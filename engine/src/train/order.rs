@@ -146,7 +146,12 @@ mod tests {
                 .map(|b| b.len() * b.iter().map(|&u| lengths[u]).max().unwrap())
                 .sum()
         };
-        assert!(padded(&b) * 5 < padded(&a) * 4, "{} vs {}", padded(&b), padded(&a));
+        assert!(
+            padded(&b) * 5 < padded(&a) * 4,
+            "{} vs {}",
+            padded(&b),
+            padded(&a)
+        );
         // batch order within a window is shuffled, not longest-first
         let firsts: Vec<usize> = b[..BUCKET_WINDOW].iter().map(|x| lengths[x[0]]).collect();
         assert!(firsts.windows(2).any(|p| p[0] < p[1]));

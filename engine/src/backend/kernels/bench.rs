@@ -50,8 +50,8 @@ fn reserved(device: &Device) -> u64 {
 /// One forward+backward of the mean divergence; returns the loss.
 fn pass(s: &Tensor<2>, t: &Tensor<2>, spec: &DivergenceSpec, fused: bool) -> f32 {
     let student = s.clone().require_grad();
-    // the slab split of the training path: one launch binds at most DISTILL_MAX_ROW_BYTES
-    let rows = (super::DISTILL_MAX_ROW_BYTES / (s.dims()[1] * 4)).max(1);
+    // the slab split of the training path
+    let rows = super::distill_slab_rows(s.dims()[1]);
     let per_token = if fused {
         fused_token_divergence(student.clone(), t.clone(), spec, rows)
     } else {

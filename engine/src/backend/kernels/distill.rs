@@ -1,11 +1,11 @@
 //! Launch code of the distillation-loss kernels (`shaders/distill_*.wgsl`) and their autodiff
 //! wiring. The reference they replace is `distill::divergence::token_divergence`.
 
+use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::autodiff::Autodiff;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::wgpu::{
     CubeBackend, CubeTensor, KernelSource, SourceKernel, SourceTemplate, into_contiguous,
@@ -24,6 +24,11 @@ const MAX_PER_DIM: u32 = 65_535;
 /// The largest `[rows, V]` slab one launch may bind: lavapipe caps a storage-buffer binding at
 /// 128 MiB, so callers split bigger logits by rows (see `distill::divergence`).
 pub const DISTILL_MAX_ROW_BYTES: usize = 128 << 20;
+
+/// Rows of `vocab` logits that one launch may bind (at least one).
+pub fn distill_slab_rows(vocab: usize) -> usize {
+    (DISTILL_MAX_ROW_BYTES / (vocab * 4)).max(1)
+}
 
 /// Divergence codes shared with the WGSL (`KIND`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,7 +72,12 @@ impl KernelSource for DistillKernel {
     fn id(&self) -> KernelId {
         // The cache is keyed by id alone: the shader text's length rides along so that an
         // edited shader is never served from a stale cache entry within one build.
-        KernelId::new::<Self>().info((self.backward, self.kind, WG, FORWARD.len() + BACKWARD.len()))
+        KernelId::new::<Self>().info((
+            self.backward,
+            self.kind,
+            WG,
+            COMMON.len() + FORWARD.len() + BACKWARD.len(),
+        ))
     }
 
     fn lang(&self) -> &'static str {
@@ -85,24 +95,68 @@ fn as_f32(t: CubeTensor) -> CubeTensor {
     into_contiguous(t)
 }
 
-fn info_buffer(t: &CubeTensor, n: usize, v: usize, per_x: u32, kind_param: (f32, f32)) -> burn::cubecl::server::Handle {
-    let (inv_temp, param) = kind_param;
-    let words = [n as u32, v as u32, per_x, inv_temp.to_bits(), param.to_bits()];
-    let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
-    t.client.create_from_slice(&bytes)
+/// The divergence and its scalars, as the forward and backward launches take them.
+#[derive(Debug, Clone, Copy)]
+struct Params {
+    kind: u32,
+    param: f32,
+    inv_temp: f32,
 }
 
-fn grid(n: usize) -> (CubeCount, u32) {
-    let n = n as u32;
-    let per_x = n.clamp(1, MAX_PER_DIM);
-    (CubeCount::Static(per_x, n.div_ceil(per_x), 1), per_x)
+/// A fresh contiguous f32 tensor on `like`'s device.
+fn empty_f32(like: &CubeTensor, shape: Shape) -> CubeTensor {
+    let bytes = shape.num_elements() * 4;
+    CubeTensor::new_contiguous(
+        like.client.clone(),
+        like.device.clone(),
+        shape,
+        like.client.empty(bytes),
+        DType::F32,
+    )
+}
+
+/// Launches one variant over `n` rows of `v`: the info buffer (n, v, rows per x, 1/T, param)
+/// goes last, after `buffers` in binding order.
+fn launch(backward: bool, p: Params, n: usize, v: usize, buffers: Vec<&CubeTensor>) {
+    let client = buffers[0].client.clone();
+    let rows = n as u32;
+    let per_x = rows.clamp(1, MAX_PER_DIM);
+    let words = [
+        rows,
+        v as u32,
+        per_x,
+        p.inv_temp.to_bits(),
+        p.param.to_bits(),
+    ];
+    let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+    let info = client.create_from_slice(&bytes);
+    let mut bindings: Vec<_> = buffers.iter().map(|t| t.handle.clone().binding()).collect();
+    bindings.push(info.binding());
+    client.launch(
+        Box::new(SourceKernel::new(
+            DistillKernel {
+                backward,
+                kind: p.kind,
+            },
+            CubeDim::new_1d(WG),
+        )),
+        CubeCount::Static(per_x, rows.div_ceil(per_x), 1),
+        KernelArguments::new().with_buffers(bindings),
+    );
 }
 
 fn rows_and_vocab(t: &CubeTensor) -> (usize, usize) {
     let shape = t.meta.shape();
-    assert_eq!(shape.num_dims(), 2, "distillation kernels take [N, V] logits");
+    assert_eq!(
+        shape.num_dims(),
+        2,
+        "distillation kernels take [N, V] logits"
+    );
     let (n, v) = (shape[0], shape[1]);
-    assert!(n > 0 && v > 0, "distillation kernels need N, V > 0, got [{n}, {v}]");
+    assert!(
+        n > 0 && v > 0,
+        "distillation kernels need N, V > 0, got [{n}, {v}]"
+    );
     assert!(
         n * v * 4 <= DISTILL_MAX_ROW_BYTES,
         "[{n}, {v}] logits exceed one binding ({DISTILL_MAX_ROW_BYTES} bytes): split the rows"
@@ -111,13 +165,7 @@ fn rows_and_vocab(t: &CubeTensor) -> (usize, usize) {
 }
 
 /// Forward launch: `(divergence [N], log-sum-exps [N, 2])`.
-fn forward(
-    student: CubeTensor,
-    teacher: CubeTensor,
-    kind: u32,
-    param: f32,
-    inv_temp: f32,
-) -> (CubeTensor, CubeTensor) {
+fn forward(student: CubeTensor, teacher: CubeTensor, p: Params) -> (CubeTensor, CubeTensor) {
     let student = as_f32(student);
     let teacher = as_f32(teacher);
     let (n, v) = rows_and_vocab(&student);
@@ -126,41 +174,9 @@ fn forward(
         student.meta.shape(),
         "student and teacher logits must have the same shape"
     );
-    let client = student.client.clone();
-    let device = student.device.clone();
-    let div = CubeTensor::new_contiguous(
-        client.clone(),
-        device.clone(),
-        Shape::new([n]),
-        client.empty(n * 4),
-        DType::F32,
-    );
-    let lse = CubeTensor::new_contiguous(
-        client.clone(),
-        device,
-        Shape::new([n, 2]),
-        client.empty(n * 2 * 4),
-        DType::F32,
-    );
-    let (count, per_x) = grid(n);
-    let info = info_buffer(&student, n, v, per_x, (inv_temp, param));
-    client.launch(
-        Box::new(SourceKernel::new(
-            DistillKernel {
-                backward: false,
-                kind,
-            },
-            CubeDim::new_1d(WG),
-        )),
-        count,
-        KernelArguments::new().with_buffers(vec![
-            student.handle.binding(),
-            teacher.handle.binding(),
-            div.handle.clone().binding(),
-            lse.handle.clone().binding(),
-            info.binding(),
-        ]),
-    );
+    let div = empty_f32(&student, Shape::new([n]));
+    let lse = empty_f32(&student, Shape::new([n, 2]));
+    launch(false, p, n, v, vec![&student, &teacher, &div, &lse]);
     (div, lse)
 }
 
@@ -170,41 +186,19 @@ fn backward(
     teacher: CubeTensor,
     lse: CubeTensor,
     grad_out: CubeTensor,
-    kind: u32,
-    param: f32,
-    inv_temp: f32,
+    p: Params,
 ) -> CubeTensor {
     let student = as_f32(student);
     let teacher = as_f32(teacher);
     let grad_out = as_f32(grad_out);
     let (n, v) = rows_and_vocab(&student);
-    let client = student.client.clone();
-    let grad = CubeTensor::new_contiguous(
-        client.clone(),
-        student.device.clone(),
-        Shape::new([n, v]),
-        client.empty(n * v * 4),
-        DType::F32,
-    );
-    let (count, per_x) = grid(n);
-    let info = info_buffer(&student, n, v, per_x, (inv_temp, param));
-    client.launch(
-        Box::new(SourceKernel::new(
-            DistillKernel {
-                backward: true,
-                kind,
-            },
-            CubeDim::new_1d(WG),
-        )),
-        count,
-        KernelArguments::new().with_buffers(vec![
-            student.handle.binding(),
-            teacher.handle.binding(),
-            lse.handle.binding(),
-            grad_out.handle.binding(),
-            grad.handle.clone().binding(),
-            info.binding(),
-        ]),
+    let grad = empty_f32(&student, Shape::new([n, v]));
+    launch(
+        true,
+        p,
+        n,
+        v,
+        vec![&student, &teacher, &lse, &grad_out, &grad],
     );
     grad
 }
@@ -217,7 +211,16 @@ impl KernelOps for CubeBackend {
         param: f32,
         inv_temp: f32,
     ) -> FloatTensor<Self> {
-        forward(student, teacher, kind, param, inv_temp).0
+        forward(
+            student,
+            teacher,
+            Params {
+                kind,
+                param,
+                inv_temp,
+            },
+        )
+        .0
     }
 }
 
@@ -228,9 +231,7 @@ struct DistillState {
     student: CubeTensor,
     teacher: CubeTensor,
     lse: CubeTensor,
-    kind: u32,
-    param: f32,
-    inv_temp: f32,
+    params: Params,
 }
 
 #[derive(Debug)]
@@ -249,9 +250,7 @@ impl Backward<CubeBackend, 1> for DistillBackward {
         let grad_out = grads.consume::<CubeBackend>(&ops.node);
         let s = ops.state;
         if let Some(node) = student_node {
-            let grad = backward(
-                s.student, s.teacher, s.lse, grad_out, s.kind, s.param, s.inv_temp,
-            );
+            let grad = backward(s.student, s.teacher, s.lse, grad_out, s.params);
             grads.register::<CubeBackend>(node.id, grad);
         }
     }
@@ -267,6 +266,11 @@ impl<C: CheckpointStrategy> KernelOps for Autodiff<CubeBackend, C> {
     ) -> FloatTensor<Self> {
         // The teacher is a constant: only the student is a parent of this node.
         let teacher = teacher.into_primitive();
+        let params = Params {
+            kind,
+            param,
+            inv_temp,
+        };
         match DistillBackward
             .prepare::<C>([student.node()])
             .compute_bound()
@@ -274,19 +278,17 @@ impl<C: CheckpointStrategy> KernelOps for Autodiff<CubeBackend, C> {
         {
             OpsKind::Tracked(prep) => {
                 let student = student.into_primitive();
-                let (div, lse) = forward(student.clone(), teacher.clone(), kind, param, inv_temp);
+                let (div, lse) = forward(student.clone(), teacher.clone(), params);
                 let state = DistillState {
                     student,
                     teacher,
                     lse,
-                    kind,
-                    param,
-                    inv_temp,
+                    params,
                 };
                 prep.finish(state, div)
             }
             OpsKind::UnTracked(prep) => {
-                let (div, _) = forward(student.into_primitive(), teacher, kind, param, inv_temp);
+                let (div, _) = forward(student.into_primitive(), teacher, params);
                 prep.finish(div)
             }
         }

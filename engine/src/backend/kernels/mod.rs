@@ -14,7 +14,7 @@ use burn::backend::{DispatchDevice, backend_extension};
 use burn::prelude::Device;
 use serde::{Deserialize, Serialize};
 
-pub use distill::{DISTILL_MAX_ROW_BYTES, DistillKind};
+pub use distill::{DISTILL_MAX_ROW_BYTES, DistillKind, distill_slab_rows};
 
 /// Whether the fused kernels run where they can (`auto`, the default) or the plain burn-ops
 /// reference runs everywhere (`reference`), for A/B runs and for bisecting a numerical

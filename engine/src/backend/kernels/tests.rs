@@ -104,7 +104,13 @@ fn check(n: usize, v: usize, rows: usize, temperature: f64, scale: f64) {
         // gradient entries of a long row span many orders of magnitude: the absolute slack is
         // relative to the largest one (f32 sums over 100k terms differ in their last bits)
         let scale = rg.iter().fold(0.0f32, |m, x| m.max(x.abs()));
-        close(&format!("{label} grad"), &kg, &rg, 1e-3, (2e-4 * scale).max(1e-6));
+        close(
+            &format!("{label} grad"),
+            &kg,
+            &rg,
+            1e-3,
+            (2e-4 * scale).max(1e-6),
+        );
     }
 }
 
