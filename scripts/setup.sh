@@ -15,6 +15,22 @@ if [ "$need_vulkan" = 1 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq mesa-vulkan-drivers libvulkan1 >/dev/null
 fi
+# the desktop app's screenshot test: a virtual X server, ImageMagick, and the X libraries winit
+# loads at run time
+gui_pkgs=""
+command -v Xvfb >/dev/null || gui_pkgs="$gui_pkgs xvfb"
+command -v import >/dev/null || gui_pkgs="$gui_pkgs imagemagick"
+for lib in libxkbcommon-x11.so.0 libXcursor.so.1 libXrandr.so.2 libXi.so.6 libX11-xcb.so.1; do
+  ldconfig -p | grep -q "$lib" || gui_pkgs="$gui_pkgs libxkbcommon-x11-0 libxcursor1 libxrandr2 libxi6 libx11-xcb1"
+done
+if [ -n "$gui_pkgs" ]; then
+  SUDO=""
+  if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+  echo "setup: installing$gui_pkgs"
+  $SUDO apt-get update -qq
+  # shellcheck disable=SC2086
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $gui_pkgs >/dev/null
+fi
 if ! command -v cargo >/dev/null; then
   echo "setup: cargo not found; install Rust 1.95+ with rustup first" >&2
   exit 1

@@ -7,3 +7,5 @@ bash scripts/setup.sh
 # the Vulkan loader complains on every start when this is unset (headless machines)
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
 cargo test --workspace
+# the real desktop app under Xvfb on a fixture run: a screenshot that must not be blank
+bash scripts/gui-screenshot.sh target/gui-screenshot.png

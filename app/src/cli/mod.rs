@@ -5,6 +5,7 @@ mod bench;
 mod chat;
 mod demo;
 mod eval;
+mod gui;
 mod info;
 mod prefs;
 mod progress;
@@ -48,6 +49,9 @@ enum Command {
     Ablate(ablate::Args),
     /// Build hallucination preference pairs from LLaVA-format conversations.
     Prefs(prefs::Args),
+    /// The desktop app: watch, start, stop and compare runs (stage progress, loss curves,
+    /// expert routing heatmaps, relation matrices, sample answers).
+    Gui(gui::Args),
     /// Benchmark the WGSL kernels against the burn-ops compositions they replace (wgpu only).
     Bench(bench::Args),
 }
@@ -90,5 +94,6 @@ pub fn run() -> anyhow::Result<()> {
         Command::Ablate(a) => ablate::main(a),
         Command::Prefs(a) => prefs::main(a),
         Command::Bench(a) => bench::main(a),
+        Command::Gui(a) => gui::main(a),
     }
 }

@@ -125,7 +125,16 @@ impl Observer for Bars {
             Event::RunEnd { seconds } => {
                 self.say(format!("[{}] finished in {seconds:.1}s", self.run))
             }
-            Event::Checkpoint { .. } => {}
+            Event::Checkpoint { .. } | Event::Relation { .. } => {}
+            Event::Stopped { global_step } => {
+                if let Some(b) = self.bar.take() {
+                    b.abandon();
+                }
+                self.say(format!(
+                    "[{}] stopped at global step {global_step}, checkpoint written; --resume continues",
+                    self.run
+                ));
+            }
         }
     }
 }

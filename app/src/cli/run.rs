@@ -66,6 +66,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         stop_after_steps: args.stop_after,
         eval: !args.no_eval,
         eval_limit: None,
+        stop: Default::default(),
     };
     let out = run_recipe(&recipe, &device, &info, &opts, &mut Bars::default())?;
     if out.finished {

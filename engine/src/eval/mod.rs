@@ -45,6 +45,9 @@ pub struct Sample {
     pub expected: String,
     pub answer: String,
     pub correct: bool,
+    /// The record's image, relative to the data folder (as in the LLaVA JSON).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -118,6 +121,7 @@ pub fn evaluate(
                         .trim()
                         .to_string(),
                     correct: answer == expected,
+                    image: r.image.clone(),
                     expected,
                     answer,
                 },
@@ -199,6 +203,7 @@ mod tests {
             expected: expected.into(),
             answer: answer.into(),
             correct: expected == answer,
+            image: None,
         }
     }
 

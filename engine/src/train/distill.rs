@@ -13,6 +13,7 @@ use crate::config::{DistillSpec, KdTokens, MllmConfig, RelationFeatures};
 use crate::data::{Dataset, Encoded, HostBatch, Padding, TextTokenizer, host_batch};
 use crate::distill::{
     HiddenProjection, VocabAlignment, hidden_mse, masked_divergence, relation_loss,
+    self_correlation,
 };
 use crate::model::{Mllm, Visual, masked_cross_entropy};
 use crate::{Error, Result};
@@ -142,6 +143,9 @@ pub struct DistillLoss {
     pub terms: BTreeMap<String, f32>,
     /// The student's MoE routing in this step (empty when dense).
     pub routing: Vec<crate::model::moe::LayerRouting>,
+    /// When asked for and the spec has a relation term: the first example's visual-token
+    /// self-correlation `(n, teacher, student)`, row-major `n x n`, for the event log.
+    pub relation: Option<(usize, Vec<f32>, Vec<f32>)>,
 }
 
 /// One distillation loss evaluation: `student_visual` is the batch's visual input for the
@@ -155,6 +159,7 @@ pub fn distill_loss(
     hb: &HostBatch,
     student_visual: Visual,
     t_out: TeacherOut,
+    want_relation: bool,
     ad: &Device,
 ) -> DistillLoss {
     let batch = hb.to_device(student_visual, ad);
@@ -166,6 +171,7 @@ pub fn distill_loss(
 
     let mut total = Tensor::<1>::zeros([1], ad);
     let mut terms = BTreeMap::new();
+    let mut relation = None;
     let mut add = |name: &str, weight: f64, value: Tensor<1>, total: &mut Tensor<1>| {
         terms.insert(name.to_string(), value.clone().into_scalar::<f32>());
         *total = total.clone() + value * weight;
@@ -209,7 +215,18 @@ pub fn distill_loss(
                 RelationFeatures::Logits => (s_logits.clone(), t_out.logits.clone()),
                 RelationFeatures::Hidden => (s_hidden.clone(), t_out.hidden.clone()),
             };
-            let rel = relation_loss(rows(ys, &index, b, n), rows(yt, &index, b, n));
+            let (ys, yt) = (rows(ys, &index, b, n), rows(yt, &index, b, n));
+            if want_relation {
+                let first = |y: &Tensor<3>| {
+                    let r = self_correlation(y.clone().slice([0..1]).detach());
+                    r.into_data()
+                        .convert::<f32>()
+                        .try_to_vec::<f32>()
+                        .expect("f32 data")
+                };
+                relation = Some((n, first(&yt), first(&ys)));
+            }
+            let rel = relation_loss(ys, yt);
             add("rel", spec.rel, rel, &mut total);
         }
     }
@@ -223,6 +240,7 @@ pub fn distill_loss(
         total,
         terms,
         routing: trace.layers,
+        relation,
     }
 }
 

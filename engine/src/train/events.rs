@@ -5,12 +5,12 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
 /// Something that happened in a run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
     RunStart {
@@ -51,8 +51,24 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         routing: Vec<crate::model::moe::LayerRouting>,
     },
+    /// The visual-token self-correlation matrices (RDist, LLaVA-KD eq. 4) of the first
+    /// example of a distillation batch, row-major `n x n`, logged every
+    /// [`RELATION_EVERY`](super::RELATION_EVERY) steps of a stage with a relation term.
+    Relation {
+        stage: usize,
+        name: String,
+        global_step: usize,
+        n: usize,
+        teacher: Vec<f32>,
+        student: Vec<f32>,
+    },
     Checkpoint {
         path: String,
+        global_step: usize,
+    },
+    /// The run was asked to stop (not killed): its newest checkpoint is written and
+    /// `--resume` continues from it.
+    Stopped {
         global_step: usize,
     },
     StageEnd {

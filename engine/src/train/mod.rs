@@ -7,11 +7,20 @@ pub mod contrastive;
 pub mod distill;
 pub mod events;
 pub mod freeze;
+pub mod history;
 mod order;
 mod pipeline;
 pub mod preference;
 pub mod router;
+pub mod runs;
 pub mod schedule;
+pub mod tail;
 
 pub use events::{Event, EventLog, Observer, Silent};
-pub use pipeline::{RunOptions, RunOutcome, run_recipe};
+pub use history::{RunHistory, RunStatus};
+pub use pipeline::{RunOptions, RunOutcome, StopFlag, run_recipe};
+pub use tail::{BadLine, EventTail, read_events};
+
+/// Steps between two [`Event::Relation`] snapshots in a stage with a relation term (and its
+/// first and last step).
+pub const RELATION_EVERY: usize = 25;

@@ -41,6 +41,23 @@ pub struct RunOptions {
     pub eval: bool,
     /// Cap on evaluated questions (all when `None`).
     pub eval_limit: Option<usize>,
+    /// Raised by another thread (the desktop app's Stop button) to end the run after its
+    /// current step with a checkpoint written, exactly as `--resume` expects.
+    pub stop: StopFlag,
+}
+
+/// A request to stop a run cleanly, shared between the run and whoever may ask.
+#[derive(Debug, Clone, Default)]
+pub struct StopFlag(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl StopFlag {
+    pub fn request(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn requested(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 impl Default for RunOptions {
@@ -52,6 +69,7 @@ impl Default for RunOptions {
             stop_after_steps: None,
             eval: true,
             eval_limit: None,
+            stop: StopFlag::default(),
         }
     }
 }
@@ -442,6 +460,9 @@ pub fn run_recipe(
             let vis = visual.for_batch(data, &idx, &ad);
             let mut terms = BTreeMap::new();
             let mut routing = Vec::new();
+            let mut relation = None;
+            let want_relation =
+                step == 0 || (step + 1) % super::RELATION_EVERY == 0 || step + 1 == steps;
             let loss = match spec.objective {
                 Objective::LanguageModel => {
                     let batch = hb.to_device(vis, &ad);
@@ -476,10 +497,12 @@ pub fn run_recipe(
                         &hb,
                         vis,
                         t_out,
+                        want_relation,
                         &ad,
                     );
                     terms = out.terms;
                     routing = out.routing;
+                    relation = out.relation;
                     out.total
                 }
                 Objective::Preference(p) => {
@@ -560,7 +583,18 @@ pub fn run_recipe(
                 elapsed_s: started.elapsed().as_secs_f64(),
                 routing,
             })?;
-            let stop_now = opts.stop_after_steps == Some(state.global_step);
+            if let Some((n, teacher, student)) = relation {
+                log.emit(Event::Relation {
+                    stage: si,
+                    name: spec.name.clone(),
+                    global_step: state.global_step,
+                    n,
+                    teacher,
+                    student,
+                })?;
+            }
+            let stop_now =
+                opts.stop_after_steps == Some(state.global_step) || opts.stop.requested();
             let periodic = spec.checkpoint_every > 0 && (step + 1) % spec.checkpoint_every == 0;
             if (periodic || stop_now) && step + 1 < steps {
                 let name = format!("step-{:06}", state.global_step);
@@ -576,6 +610,9 @@ pub fn run_recipe(
                 )?;
             }
             if stop_now && step + 1 < steps {
+                log.emit(Event::Stopped {
+                    global_step: state.global_step,
+                })?;
                 return Ok(RunOutcome::stopped(run_dir, model));
             }
         }
@@ -588,7 +625,11 @@ pub fn run_recipe(
             mean_loss: (loss_sum / loss_n.max(1) as f64) as f32,
             seconds: stage_start.elapsed().as_secs_f64(),
         })?;
-        if opts.stop_after_steps == Some(state.global_step) && si + 1 < recipe.stages.len() {
+        let stop_now = opts.stop_after_steps == Some(state.global_step) || opts.stop.requested();
+        if stop_now && si + 1 < recipe.stages.len() {
+            log.emit(Event::Stopped {
+                global_step: state.global_step,
+            })?;
             return Ok(RunOutcome::stopped(run_dir, model));
         }
     }

@@ -1,0 +1,7 @@
+//! Small drawing helpers shared by the panels.
+
+pub mod heatmap;
+pub mod palette;
+pub mod smooth;
+
+pub use heatmap::{Heatmap, heatmap};
