@@ -132,6 +132,8 @@ pub struct RunHistory {
     pub seconds: Option<f64>,
     /// Lines of `events.jsonl` that were skipped.
     pub bad_lines: Vec<BadLine>,
+    /// `(global_step, elapsed_s)` of the recent steps of this session and stage (the pace).
+    recent: std::collections::VecDeque<(usize, f64)>,
 }
 
 impl Default for RunHistory {
@@ -153,6 +155,7 @@ impl Default for RunHistory {
             eval: None,
             seconds: None,
             bad_lines: Vec::new(),
+            recent: Default::default(),
         }
     }
 }
@@ -180,6 +183,8 @@ impl RunHistory {
                 self.run = run.clone();
                 self.device = device.clone();
                 self.status = RunStatus::Running;
+                // elapsed time restarts with every session
+                self.recent.clear();
                 if let Some(r) = resumed_from {
                     self.resumed_from.push(r.clone());
                 }
@@ -207,6 +212,8 @@ impl RunHistory {
                     s.first_global_step = first;
                 }
                 self.current_stage = Some(*stage);
+                // the first step of a stage includes its set-up (teacher caching): no pace
+                self.recent.clear();
             }
             Event::Step {
                 stage,
@@ -222,8 +229,16 @@ impl RunHistory {
                 elapsed_s,
                 routing,
             } => {
-                let prev_elapsed = self.elapsed_s;
-                let prev_global = self.global_step;
+                if self.recent.len() == PACE_WINDOW + 1 {
+                    self.recent.pop_front();
+                }
+                self.recent.push_back((*global_step, *elapsed_s));
+                let pace = match (self.recent.front(), self.recent.back()) {
+                    (Some(a), Some(b)) if b.0 > a.0 && b.1 > a.1 => {
+                        Some((b.1 - a.1) / (b.0 - a.0) as f64)
+                    }
+                    _ => None,
+                };
                 let s = self.stage_mut(*stage);
                 if s.name.is_empty() {
                     s.name = name.clone();
@@ -232,14 +247,8 @@ impl RunHistory {
                 }
                 s.done = *step;
                 s.tokens_per_s = *tokens_per_s;
-                // pace from consecutive steps of one session (elapsed restarts on resume)
-                if *global_step == prev_global + 1 && *elapsed_s > prev_elapsed {
-                    let dt = elapsed_s - prev_elapsed;
-                    let w = 1.0 / PACE_WINDOW as f64;
-                    s.seconds_per_step = Some(match s.seconds_per_step {
-                        None => dt,
-                        Some(old) => old * (1.0 - w) + dt * w,
-                    });
+                if pace.is_some() {
+                    s.seconds_per_step = pace;
                 }
                 self.current_stage = Some(*stage);
                 self.global_step = *global_step;
@@ -468,7 +477,8 @@ mod tests {
         assert_eq!(h.loss_terms(), vec!["loss", "ce"]);
         let s = &h.stages[0];
         assert_eq!((s.done, s.steps, s.first_global_step), (3, 4, 0));
-        // two paced steps of 2 s each; the resumed step is not paced (elapsed restarted)
+        // paced over the first session's steps 1 -> 3 (2 s each); the resumed session's single
+        // step gives no pace of its own (its elapsed time restarted)
         assert_eq!(s.seconds_per_step, Some(2.0));
         assert_eq!(s.eta_s(), Some(2.0));
         assert_eq!(h.routing.len(), 3);
