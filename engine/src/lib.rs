@@ -12,6 +12,7 @@ pub mod data;
 pub mod distill;
 pub mod error;
 pub mod eval;
+pub mod io;
 pub mod model;
 pub mod train;
 

@@ -1,0 +1,306 @@
+//! Llama and Qwen2 decoders from a Hugging Face folder: `config.json` mapped onto
+//! [`LlmConfig`], every parameter taken by its HF name (`model.layers.3.self_attn.q_proj.weight`,
+//! ...). Our modules already carry HF's names and layouts (rotate-half RoPE, RMSNorm, SwiGLU,
+//! GQA); only two conventions differ: burn's `Linear` stores `[in, out]` where PyTorch stores
+//! `[out, in]` (transposed on import), and burn's RMSNorm scale is `gamma` where HF says `weight`.
+//!
+//! Anything the decoder cannot represent (another architecture, RoPE scaling, a non-SiLU
+//! activation, biases on the MLP) is refused with the config key that says so; missing tensors
+//! are listed all at once, as are shape mismatches.
+
+use burn::module::{Module, ModuleMapper, Param};
+use burn::prelude::*;
+use serde::Deserialize;
+
+use super::safetensors::TensorFolder;
+use crate::config::LlmConfig;
+use crate::model::Llm;
+use crate::model::init::Rng;
+use crate::{Error, Result};
+
+/// The keys of a HF `config.json` the decoder reads.
+#[derive(Debug, Deserialize)]
+struct HfConfig {
+    model_type: String,
+    vocab_size: usize,
+    hidden_size: usize,
+    intermediate_size: usize,
+    num_hidden_layers: usize,
+    num_attention_heads: usize,
+    num_key_value_heads: Option<usize>,
+    /// transformers < 5 writes the RoPE base here ...
+    #[serde(default)]
+    rope_theta: Option<f64>,
+    /// ... and transformers 5 here, with the RoPE type.
+    #[serde(default)]
+    rope_parameters: Option<RopeParameters>,
+    #[serde(default)]
+    use_sliding_window: Option<bool>,
+    rms_norm_eps: f64,
+    #[serde(default)]
+    tie_word_embeddings: bool,
+    max_position_embeddings: usize,
+    #[serde(default)]
+    rope_scaling: Option<serde_json::Value>,
+    #[serde(default)]
+    hidden_act: Option<String>,
+    #[serde(default)]
+    attention_bias: Option<bool>,
+    #[serde(default)]
+    mlp_bias: Option<bool>,
+    #[serde(default)]
+    head_dim: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RopeParameters {
+    #[serde(default)]
+    rope_theta: Option<f64>,
+    #[serde(default)]
+    rope_type: Option<String>,
+}
+
+/// transformers' default RoPE base when a config names none.
+const DEFAULT_ROPE_THETA: f64 = 10000.0;
+
+/// The decoder architectures this importer knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Arch {
+    Llama,
+    Qwen2,
+}
+
+/// Reads `dir/config.json` as a decoder config.
+pub fn hf_llm_config(dir: &std::path::Path) -> Result<LlmConfig> {
+    let path = dir.join("config.json");
+    let text = crate::error::read_to_string(&path)?;
+    let c: HfConfig = serde_json::from_str(&text).map_err(|e| Error::json(&path, e))?;
+    let refuse = |message: String| Error::Checkpoint {
+        path: path.clone(),
+        message,
+    };
+    let arch = match c.model_type.as_str() {
+        "llama" => Arch::Llama,
+        "qwen2" => Arch::Qwen2,
+        other => {
+            return Err(refuse(format!(
+                "model_type {other:?} is not a decoder this importer knows (llama, qwen2)"
+            )));
+        }
+    };
+    if let Some(act) = &c.hidden_act {
+        if act != "silu" {
+            return Err(refuse(format!(
+                "hidden_act {act:?}: only \"silu\" (SwiGLU) is supported"
+            )));
+        }
+    }
+    if c.rope_scaling.as_ref().is_some_and(|v| !v.is_null()) {
+        return Err(refuse(
+            "rope_scaling is set: scaled RoPE is not supported".into(),
+        ));
+    }
+    if let Some(t) = c.rope_parameters.as_ref().and_then(|r| r.rope_type.as_deref()) {
+        if t != "default" {
+            return Err(refuse(format!(
+                "rope_parameters.rope_type {t:?}: only the default (unscaled) RoPE is supported"
+            )));
+        }
+    }
+    if c.use_sliding_window == Some(true) {
+        return Err(refuse("use_sliding_window = true: sliding-window attention is not supported".into()));
+    }
+    let rope_theta = c
+        .rope_parameters
+        .as_ref()
+        .and_then(|r| r.rope_theta)
+        .or(c.rope_theta)
+        .unwrap_or(DEFAULT_ROPE_THETA);
+    if c.mlp_bias == Some(true) {
+        return Err(refuse(
+            "mlp_bias = true: the SwiGLU block has no biases here".into(),
+        ));
+    }
+    if c.num_attention_heads == 0 || c.hidden_size % c.num_attention_heads != 0 {
+        return Err(refuse(format!(
+            "hidden_size {} is not a multiple of num_attention_heads {}",
+            c.hidden_size, c.num_attention_heads
+        )));
+    }
+    if let Some(hd) = c.head_dim {
+        if hd != c.hidden_size / c.num_attention_heads {
+            return Err(refuse(format!(
+                "head_dim {hd} differs from hidden_size / num_attention_heads = {}",
+                c.hidden_size / c.num_attention_heads
+            )));
+        }
+    }
+    let qkv_bias = match arch {
+        Arch::Qwen2 => true,
+        Arch::Llama => c.attention_bias.unwrap_or(false),
+    };
+    Ok(LlmConfig {
+        vocab_size: c.vocab_size,
+        hidden: c.hidden_size,
+        layers: c.num_hidden_layers,
+        heads: c.num_attention_heads,
+        kv_heads: c.num_key_value_heads.unwrap_or(c.num_attention_heads),
+        intermediate: c.intermediate_size,
+        rope_theta,
+        rms_eps: c.rms_norm_eps,
+        tie_embeddings: c.tie_word_embeddings,
+        qkv_bias,
+        max_positions: c.max_position_embeddings,
+        moe: None,
+    })
+}
+
+/// Our parameter path (`layers.0.self_attn.q_proj.weight`) to the HF tensor name, and whether
+/// the tensor is stored transposed there.
+fn hf_name(path: &str) -> (String, bool) {
+    if path == "lm_head" {
+        return ("lm_head.weight".into(), true);
+    }
+    let renamed = path.strip_suffix(".gamma").map(|p| format!("{p}.weight"));
+    let name = format!("model.{}", renamed.as_deref().unwrap_or(path));
+    let linear_weight = path.ends_with("_proj.weight");
+    (name, linear_weight)
+}
+
+/// Replaces every parameter by its HF tensor, recording what is missing or misshapen.
+struct Loader {
+    path: Vec<String>,
+    folder: TensorFolder,
+    device: Device,
+    missing: Vec<String>,
+    mismatched: Vec<String>,
+}
+
+impl ModuleMapper for Loader {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        // an enum's variant adds a level HF does not have (`mlp.Dense.gate_proj`)
+        if !container_type.starts_with("Enum:") {
+            self.path.push(name.to_string());
+        } else {
+            self.path.push(String::new());
+        }
+    }
+
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let ours = self
+            .path
+            .iter()
+            .filter(|s| !s.is_empty())
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(".");
+        let (name, transposed) = hf_name(&ours);
+        let want = param.val().dims().to_vec();
+        let Some(t) = self.folder.take(&name) else {
+            self.missing.push(name);
+            return param;
+        };
+        let mut got = t.shape.clone();
+        if transposed {
+            got.reverse();
+        }
+        if got != want || t.shape.len() != D {
+            self.mismatched.push(format!(
+                "{name}: file has {:?}, model needs {want:?}{}",
+                t.shape,
+                if transposed { " (transposed)" } else { "" }
+            ));
+            return param;
+        }
+        let mut value = Tensor::<D>::from_data(TensorData::new(t.values, t.shape), &self.device);
+        if transposed {
+            value = value.transpose();
+        }
+        param.map(|_| value)
+    }
+}
+
+/// Loads a Llama/Qwen2 decoder from a HF folder (config.json + safetensors) onto `device`.
+pub fn load_hf_llm(dir: &std::path::Path, device: &Device) -> Result<Llm> {
+    let config = hf_llm_config(dir)?;
+    let folder = TensorFolder::read(dir)?;
+    let llm = Llm::new(&config, &mut Rng::new(0), device);
+    let mut loader = Loader {
+        path: Vec::new(),
+        folder,
+        device: device.clone(),
+        missing: Vec::new(),
+        mismatched: Vec::new(),
+    };
+    let llm = llm.map(&mut loader);
+    if !loader.missing.is_empty() {
+        return Err(Error::Checkpoint {
+            path: dir.into(),
+            message: format!(
+                "{} tensors missing: {}",
+                loader.missing.len(),
+                loader.missing.join(", ")
+            ),
+        });
+    }
+    if !loader.mismatched.is_empty() {
+        return Err(Error::Checkpoint {
+            path: dir.into(),
+            message: format!("shape mismatches: {}", loader.mismatched.join("; ")),
+        });
+    }
+    // tied checkpoints may still store the head; RoPE buffers are recomputed here
+    let unused: Vec<&String> = loader
+        .folder
+        .tensors
+        .keys()
+        .filter(|k| {
+            !(k.ends_with("rotary_emb.inv_freq")
+                || (config.tie_embeddings && *k == "lm_head.weight"))
+        })
+        .collect();
+    if !unused.is_empty() {
+        log::warn!(
+            "{}: {} tensors not used by the decoder: {}",
+            dir.display(),
+            unused.len(),
+            unused
+                .iter()
+                .take(10)
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(llm)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn names_map_to_hf() {
+        use super::hf_name;
+        assert_eq!(
+            hf_name("layers.3.self_attn.q_proj.weight"),
+            ("model.layers.3.self_attn.q_proj.weight".into(), true)
+        );
+        assert_eq!(
+            hf_name("layers.3.self_attn.q_proj.bias"),
+            ("model.layers.3.self_attn.q_proj.bias".into(), false)
+        );
+        assert_eq!(
+            hf_name("layers.0.input_layernorm.gamma"),
+            ("model.layers.0.input_layernorm.weight".into(), false)
+        );
+        assert_eq!(hf_name("norm.gamma"), ("model.norm.weight".into(), false));
+        assert_eq!(
+            hf_name("embed_tokens.weight"),
+            ("model.embed_tokens.weight".into(), false)
+        );
+        assert_eq!(hf_name("lm_head"), ("lm_head.weight".into(), true));
+    }
+}
