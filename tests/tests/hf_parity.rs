@@ -36,7 +36,11 @@ fn check(name: &str) {
     for (key, ours) in [("last_hidden_state", hidden), ("logits", logits)] {
         let mut want = Vec::new();
         flatten(&expected[key], &mut want);
-        let got = ours.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+        let got = ours
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .unwrap();
         assert_eq!(got.len(), want.len(), "{name} {key}: sizes");
         let diff = got
             .iter()
@@ -66,17 +70,26 @@ fn unknown_architectures_and_missing_tensors_are_clear_errors() {
     let src = repo().join("tests/fixtures/hf/qwen2");
     // another architecture
     let config = std::fs::read_to_string(src.join("config.json")).unwrap();
-    std::fs::write(scratch.join("config.json"), config.replace("\"qwen2\"", "\"gpt2\"")).unwrap();
-    std::fs::copy(src.join("model.safetensors"), scratch.join("model.safetensors")).unwrap();
+    std::fs::write(
+        scratch.join("config.json"),
+        config.replace("\"qwen2\"", "\"gpt2\""),
+    )
+    .unwrap();
+    std::fs::copy(
+        src.join("model.safetensors"),
+        scratch.join("model.safetensors"),
+    )
+    .unwrap();
     let e = load_hf_llm(&scratch, &device).unwrap_err().to_string();
     assert!(e.contains("gpt2") && e.contains("llama, qwen2"), "{e}");
     // a llama config over qwen2 tensors: no biases expected, so the biases are unused (warned),
     // but an untied head is expected and missing
     std::fs::write(
         scratch.join("config.json"),
-        config
-            .replace("\"qwen2\"", "\"llama\"")
-            .replace("\"tie_word_embeddings\": true", "\"tie_word_embeddings\": false"),
+        config.replace("\"qwen2\"", "\"llama\"").replace(
+            "\"tie_word_embeddings\": true",
+            "\"tie_word_embeddings\": false",
+        ),
     )
     .unwrap();
     let e = load_hf_llm(&scratch, &device).unwrap_err().to_string();
@@ -88,5 +101,8 @@ fn unknown_architectures_and_missing_tensors_are_clear_errors() {
     )
     .unwrap();
     let e = load_hf_llm(&scratch, &device).unwrap_err().to_string();
-    assert!(e.contains("shape mismatches") && e.contains("gate_proj"), "{e}");
+    assert!(
+        e.contains("shape mismatches") && e.contains("gate_proj"),
+        "{e}"
+    );
 }

@@ -121,10 +121,8 @@ impl OpenRun {
             Feed::Job(job) => {
                 let had = job.outcome.is_some();
                 let ev = job.drain();
-                if !had {
-                    if let Some(Err(e)) = &job.outcome {
-                        self.warnings.push(format!("the run failed: {e}"));
-                    }
+                if !had && let Some(Err(e)) = &job.outcome {
+                    self.warnings.push(format!("the run failed: {e}"));
                 }
                 ev
             }

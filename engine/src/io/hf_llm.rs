@@ -88,27 +88,32 @@ pub fn hf_llm_config(dir: &std::path::Path) -> Result<LlmConfig> {
             )));
         }
     };
-    if let Some(act) = &c.hidden_act {
-        if act != "silu" {
-            return Err(refuse(format!(
-                "hidden_act {act:?}: only \"silu\" (SwiGLU) is supported"
-            )));
-        }
+    if let Some(act) = &c.hidden_act
+        && act != "silu"
+    {
+        return Err(refuse(format!(
+            "hidden_act {act:?}: only \"silu\" (SwiGLU) is supported"
+        )));
     }
     if c.rope_scaling.as_ref().is_some_and(|v| !v.is_null()) {
         return Err(refuse(
             "rope_scaling is set: scaled RoPE is not supported".into(),
         ));
     }
-    if let Some(t) = c.rope_parameters.as_ref().and_then(|r| r.rope_type.as_deref()) {
-        if t != "default" {
-            return Err(refuse(format!(
-                "rope_parameters.rope_type {t:?}: only the default (unscaled) RoPE is supported"
-            )));
-        }
+    if let Some(t) = c
+        .rope_parameters
+        .as_ref()
+        .and_then(|r| r.rope_type.as_deref())
+        && t != "default"
+    {
+        return Err(refuse(format!(
+            "rope_parameters.rope_type {t:?}: only the default (unscaled) RoPE is supported"
+        )));
     }
     if c.use_sliding_window == Some(true) {
-        return Err(refuse("use_sliding_window = true: sliding-window attention is not supported".into()));
+        return Err(refuse(
+            "use_sliding_window = true: sliding-window attention is not supported".into(),
+        ));
     }
     let rope_theta = c
         .rope_parameters
@@ -121,19 +126,19 @@ pub fn hf_llm_config(dir: &std::path::Path) -> Result<LlmConfig> {
             "mlp_bias = true: the SwiGLU block has no biases here".into(),
         ));
     }
-    if c.num_attention_heads == 0 || c.hidden_size % c.num_attention_heads != 0 {
+    if c.num_attention_heads == 0 || !c.hidden_size.is_multiple_of(c.num_attention_heads) {
         return Err(refuse(format!(
             "hidden_size {} is not a multiple of num_attention_heads {}",
             c.hidden_size, c.num_attention_heads
         )));
     }
-    if let Some(hd) = c.head_dim {
-        if hd != c.hidden_size / c.num_attention_heads {
-            return Err(refuse(format!(
-                "head_dim {hd} differs from hidden_size / num_attention_heads = {}",
-                c.hidden_size / c.num_attention_heads
-            )));
-        }
+    if let Some(hd) = c.head_dim
+        && hd != c.hidden_size / c.num_attention_heads
+    {
+        return Err(refuse(format!(
+            "head_dim {hd} differs from hidden_size / num_attention_heads = {}",
+            c.hidden_size / c.num_attention_heads
+        )));
     }
     let qkv_bias = match arch {
         Arch::Qwen2 => true,

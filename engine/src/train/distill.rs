@@ -218,7 +218,7 @@ pub fn distill_loss(
             let (ys, yt) = (rows(ys, &index, b, n), rows(yt, &index, b, n));
             if want_relation {
                 let first = |y: &Tensor<3>| {
-                    let r = self_correlation(y.clone().slice([0..1]).detach());
+                    let r = self_correlation(y.clone().slice(0..1).detach());
                     r.into_data()
                         .convert::<f32>()
                         .try_to_vec::<f32>()

@@ -368,7 +368,7 @@ pub fn run_recipe(
                 } else {
                     TeacherSource::Live(Box::new(tvis))
                 };
-                let mut d = d.clone();
+                let mut d = *d;
                 d.divergence.kernels = recipe.kernels;
                 Some((d, t, source))
             }

@@ -193,7 +193,7 @@ mod tests {
         assert_eq!(p.bad[0].line, 2, "{:?}", p.bad);
         assert!(!p.reset);
 
-        write!(f, "{}\n", &half[10..]).unwrap();
+        writeln!(f, "{}", &half[10..]).unwrap();
         f.flush().unwrap();
         let p = tail.poll().unwrap();
         assert_eq!(

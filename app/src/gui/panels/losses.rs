@@ -81,6 +81,9 @@ pub fn segments(points: &[[f64; 2]]) -> Vec<&[[f64; 2]]> {
     out
 }
 
+/// A term's colour index, name and plotted segments.
+type Curve<'a> = (usize, &'a str, Vec<Vec<[f64; 2]>>);
+
 /// Terms that can be negative or are not losses: never on a log axis.
 fn linear_only(term: &str) -> bool {
     term == "margin"
@@ -134,7 +137,7 @@ pub fn show(ui: &mut Ui, run: &OpenRun, view: &mut LossView) {
             })
             .collect()
     };
-    let curves: Vec<(usize, &str, Vec<Vec<[f64; 2]>>)> = terms
+    let curves: Vec<Curve> = terms
         .iter()
         .enumerate()
         .filter(|(_, t)| !view.hidden.contains(**t))

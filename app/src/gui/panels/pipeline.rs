@@ -21,15 +21,15 @@ pub fn show(ui: &mut Ui, run: &OpenRun) {
             RunStatus::Finished => ("finished", Color32::LIGHT_BLUE),
         };
         ui.label(RichText::new(status).strong().color(color));
-        if let Some(job) = run.job() {
-            if job.stopping() {
-                ui.label("— stopping after this step…");
-            }
+        if let Some(job) = run.job()
+            && job.stopping()
+        {
+            ui.label("— stopping after this step…");
         }
-        if let Some(q) = run.quiet_for() {
-            if q > 30.0 {
-                ui.label(format!("(no event for {}; killed?)", duration(q)));
-            }
+        if let Some(q) = run.quiet_for()
+            && q > 30.0
+        {
+            ui.label(format!("(no event for {}; killed?)", duration(q)));
         }
         ui.separator();
         ui.label(format!(

@@ -78,22 +78,21 @@ pub fn show(ui: &mut Ui, p: &RunsPanel, view: &mut RunsView) -> Option<RunsActio
             action = Some(RunsAction::Start(PathBuf::from(view.recipe.trim())));
         }
     });
-    if let Some(run) = p.open {
-        if let Some(job) = run.job() {
-            if job.running() {
-                let label = if job.stopping() {
-                    "stopping…"
-                } else {
-                    "stop"
-                };
-                if ui
-                    .add_enabled(!job.stopping(), egui::Button::new(label))
-                    .on_hover_text("checkpoint after the current step and stop; resume later")
-                    .clicked()
-                {
-                    action = Some(RunsAction::Stop);
-                }
-            }
+    if let Some(run) = p.open
+        && let Some(job) = run.job()
+        && job.running()
+    {
+        let label = if job.stopping() {
+            "stopping…"
+        } else {
+            "stop"
+        };
+        if ui
+            .add_enabled(!job.stopping(), egui::Button::new(label))
+            .on_hover_text("checkpoint after the current step and stop; resume later")
+            .clicked()
+        {
+            action = Some(RunsAction::Stop);
         }
     }
     ui.separator();
