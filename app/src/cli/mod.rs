@@ -5,6 +5,7 @@ mod bench;
 mod chat;
 mod demo;
 mod eval;
+mod generate;
 mod gui;
 mod info;
 mod prefs;
@@ -49,6 +50,8 @@ enum Command {
     Ablate(ablate::Args),
     /// Build hallucination preference pairs from LLaVA-format conversations.
     Prefs(prefs::Args),
+    /// Continue a text with an imported decoder (HF safetensors folder or llama GGUF file).
+    Generate(generate::Args),
     /// The desktop app: watch, start, stop and compare runs (stage progress, loss curves,
     /// expert routing heatmaps, relation matrices, sample answers).
     Gui(gui::Args),
@@ -95,5 +98,6 @@ pub fn run() -> anyhow::Result<()> {
         Command::Prefs(a) => prefs::main(a),
         Command::Bench(a) => bench::main(a),
         Command::Gui(a) => gui::main(a),
+        Command::Generate(a) => generate::main(a),
     }
 }

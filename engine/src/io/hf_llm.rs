@@ -233,7 +233,15 @@ impl ModuleMapper for Loader {
 pub fn load_hf_llm(dir: &std::path::Path, device: &Device) -> Result<Llm> {
     let config = hf_llm_config(dir)?;
     let folder = TensorFolder::read(dir)?;
-    let llm = Llm::new(&config, &mut Rng::new(0), device);
+    llm_from_tensors(&config, folder, device)
+}
+
+/// Builds the decoder of `config` from tensors under their HF names (a safetensors folder, or
+/// a GGUF file renamed by [`super::gguf`]).
+pub fn llm_from_tensors(config: &LlmConfig, folder: TensorFolder, device: &Device) -> Result<Llm> {
+    let dir = folder.dir.clone();
+    let dir = dir.as_path();
+    let llm = Llm::new(config, &mut Rng::new(0), device);
     let mut loader = Loader {
         path: Vec::new(),
         folder,

@@ -169,3 +169,48 @@ mod tests {
         assert!(seen.iter().all(|s| *s));
     }
 }
+
+impl super::llm::Llm {
+    /// Continues one text-only prompt with the decoder alone (imported LLMs, no image); returns
+    /// the new ids, without the stop id that ended it.
+    pub fn generate_text(&self, prompt: &[u32], opts: &GenerateOptions) -> Vec<u32> {
+        let device = self.embed_tokens.weight.val().device();
+        let t = prompt.len();
+        let mut out = Vec::new();
+        if t == 0 || t >= self.max_positions() {
+            return out;
+        }
+        let mut rng = Rng::new(opts.seed);
+        let mut cache = KvCache::default();
+        let ids: Vec<i64> = prompt.iter().map(|&i| i as i64).collect();
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, t]), &device);
+        let pos = Tensor::<1, Int>::arange(0..t as i64, &device).reshape([1, t]);
+        let bias = super::attention::causal_bias(t, t, &device);
+        let h = self.hidden(self.embed(ids), pos, bias, Some(&mut cache));
+        let mut logits = self.logits(h.narrow(1, t - 1, 1));
+        for step in 0..opts.max_new_tokens {
+            let host: Vec<f32> = logits
+                .into_data()
+                .convert::<f32>()
+                .try_to_vec::<f32>()
+                .unwrap_or_default();
+            let id = pick(&host, opts.sampling, &mut rng);
+            if opts.stop.contains(&id) {
+                break;
+            }
+            out.push(id);
+            let p = t + step;
+            if step + 1 == opts.max_new_tokens || p + 1 >= self.max_positions() {
+                break;
+            }
+            let ids =
+                Tensor::<2, Int>::from_data(TensorData::new(vec![id as i64], [1, 1]), &device);
+            let pos = Tensor::<2, Int>::from_data(TensorData::new(vec![p as i64], [1, 1]), &device);
+            // the new token sees every cached position
+            let bias = Tensor::<4>::zeros([1, 1, 1, p + 1], &device);
+            let h = self.hidden(self.embed(ids), pos, bias, Some(&mut cache));
+            logits = self.logits(h);
+        }
+        out
+    }
+}

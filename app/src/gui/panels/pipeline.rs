@@ -27,7 +27,7 @@ pub fn show(ui: &mut Ui, run: &OpenRun) {
             ui.label("— stopping after this step…");
         }
         if let Some(q) = run.quiet_for()
-            && q > 30.0
+            && q > super::runs::STALE_WRITER_S
         {
             ui.label(format!("(no event for {}; killed?)", duration(q)));
         }

@@ -8,7 +8,12 @@ use eframe::egui::{self, Color32, RichText, Ui};
 
 use condenser_engine::train::runs::RunFolder;
 
+use condenser_engine::train::RunStatus;
+
 use crate::gui::OpenRun;
+
+/// Seconds without an event after which a run followed from disk counts as killed.
+pub const STALE_WRITER_S: f64 = 60.0;
 
 /// What the user asked for; the app carries it out.
 #[derive(Debug, Clone, PartialEq)]
@@ -129,7 +134,14 @@ pub fn show(ui: &mut Ui, p: &RunsPanel, view: &mut RunsView) -> Option<RunsActio
                 if !mark.is_empty() {
                     ui.label(RichText::new(mark).small().weak());
                 }
+                // never beside a live writer: only a stopped run, or one whose writer went
+                // quiet (killed) long ago
+                let idle = p.open.is_some_and(|o| {
+                    o.history.status == RunStatus::Stopped
+                        || o.quiet_for().is_some_and(|q| q > STALE_WRITER_S)
+                });
                 if is_open
+                    && idle
                     && r.resumable
                     && !r.has_report
                     && !p.busy

@@ -1,0 +1,284 @@
+//! Llama-architecture GGUF files (llama.cpp's format; e.g. SmolLM2-135M-Instruct): metadata to
+//! [`LlmConfig`], tensors dequantised to f32 by candle's reader (Q4_0, Q4_1, Q5_0, Q8_0, Q4_K,
+//! Q6_K, F16, F32) and renamed to their HF names, so the same loader as for safetensors folders
+//! fills the decoder. The embedded BPE vocabulary and merges become a `tokenizers` tokenizer.
+//!
+//! One layout differs from HF: llama.cpp's converter permutes the rows of `attn_q` / `attn_k`
+//! so RoPE can rotate interleaved pairs; HF (and this decoder) rotates halves. The permutation
+//! is undone per head on import.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use candle_core::quantized::gguf_file::{Content, Value};
+
+use super::safetensors::{HostTensor, TensorFolder};
+use crate::config::LlmConfig;
+use crate::{Error, Result};
+
+/// A GGUF file read into host tensors under HF names, its decoder config and its tokenizer.
+pub struct GgufLlm {
+    pub config: LlmConfig,
+    pub tensors: TensorFolder,
+    pub tokenizer: tokenizers::Tokenizer,
+    /// End-of-sequence id named by the file, if any.
+    pub eos: Option<u32>,
+}
+
+fn bad(path: &Path, message: impl Into<String>) -> Error {
+    Error::Checkpoint {
+        path: path.into(),
+        message: message.into(),
+    }
+}
+
+/// GGUF tensor name -> HF name (`blk.3.attn_q.weight` -> `model.layers.3.self_attn.q_proj.weight`).
+fn hf_name(gguf: &str) -> Option<String> {
+    let fixed = match gguf {
+        "token_embd.weight" => Some("model.embed_tokens.weight"),
+        "output_norm.weight" => Some("model.norm.weight"),
+        "output.weight" => Some("lm_head.weight"),
+        _ => None,
+    };
+    if let Some(f) = fixed {
+        return Some(f.to_string());
+    }
+    let rest = gguf.strip_prefix("blk.")?;
+    let (layer, part) = rest.split_once('.')?;
+    let layer: usize = layer.parse().ok()?;
+    let (module, kind) = part.rsplit_once('.')?;
+    let ours = match module {
+        "attn_q" => "self_attn.q_proj",
+        "attn_k" => "self_attn.k_proj",
+        "attn_v" => "self_attn.v_proj",
+        "attn_output" => "self_attn.o_proj",
+        "ffn_gate" => "mlp.gate_proj",
+        "ffn_up" => "mlp.up_proj",
+        "ffn_down" => "mlp.down_proj",
+        "attn_norm" => "input_layernorm",
+        "ffn_norm" => "post_attention_layernorm",
+        _ => return None,
+    };
+    Some(format!("model.layers.{layer}.{ours}.{kind}"))
+}
+
+/// Undoes llama.cpp's q/k row permutation: within each head, GGUF row `2i + j` holds HF row
+/// `i + j * d / 2` (for a `[out, in]` matrix or an `[out]` bias).
+fn unpermute(t: &HostTensor, heads: usize) -> HostTensor {
+    let out = t.shape[0];
+    let cols: usize = t.shape[1..].iter().product::<usize>().max(1);
+    let d = out / heads;
+    let half = d / 2;
+    let mut values = vec![0f32; t.values.len()];
+    for h in 0..heads {
+        for i in 0..half {
+            for j in 0..2 {
+                let src = h * d + 2 * i + j;
+                let dst = h * d + i + j * half;
+                values[dst * cols..(dst + 1) * cols]
+                    .copy_from_slice(&t.values[src * cols..(src + 1) * cols]);
+            }
+        }
+    }
+    HostTensor {
+        shape: t.shape.clone(),
+        values,
+    }
+}
+
+fn meta<'a>(c: &'a Content, key: &str, path: &Path) -> Result<&'a Value> {
+    c.metadata
+        .get(key)
+        .ok_or_else(|| bad(path, format!("metadata key {key} missing")))
+}
+
+fn meta_u(c: &Content, key: &str, path: &Path) -> Result<usize> {
+    let v = meta(c, key, path)?;
+    v.to_u32()
+        .map(|x| x as usize)
+        .or_else(|_| v.to_u64().map(|x| x as usize))
+        .map_err(|e| bad(path, format!("{key}: {e}")))
+}
+
+fn meta_f(c: &Content, key: &str, path: &Path) -> Result<f64> {
+    meta(c, key, path)?
+        .to_f32()
+        .map(|x| x as f64)
+        .map_err(|e| bad(path, format!("{key}: {e}")))
+}
+
+fn strings(c: &Content, key: &str, path: &Path) -> Result<Vec<String>> {
+    meta(c, key, path)?
+        .to_vec()
+        .map_err(|e| bad(path, format!("{key}: {e}")))?
+        .iter()
+        .map(|v| {
+            v.to_string()
+                .cloned()
+                .map_err(|e| bad(path, format!("{key}: {e}")))
+        })
+        .collect()
+}
+
+/// Reads a llama-architecture GGUF file.
+pub fn read_gguf(path: &Path) -> Result<GgufLlm> {
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let content = Content::read(&mut f).map_err(|e| bad(path, format!("not a GGUF file: {e}")))?;
+    let arch = meta(&content, "general.architecture", path)?
+        .to_string()
+        .map_err(|e| bad(path, e.to_string()))?
+        .clone();
+    if arch != "llama" {
+        return Err(bad(
+            path,
+            format!("general.architecture {arch:?}: only \"llama\" GGUF files are supported"),
+        ));
+    }
+    let tokens = strings(&content, "tokenizer.ggml.tokens", path)?;
+    let heads = meta_u(&content, "llama.attention.head_count", path)?;
+    let kv_heads = meta_u(&content, "llama.attention.head_count_kv", path).unwrap_or(heads);
+    let config = LlmConfig {
+        vocab_size: tokens.len(),
+        hidden: meta_u(&content, "llama.embedding_length", path)?,
+        layers: meta_u(&content, "llama.block_count", path)?,
+        heads,
+        kv_heads,
+        intermediate: meta_u(&content, "llama.feed_forward_length", path)?,
+        rope_theta: meta_f(&content, "llama.rope.freq_base", path).unwrap_or(10000.0),
+        rms_eps: meta_f(&content, "llama.attention.layer_norm_rms_epsilon", path)?,
+        tie_embeddings: !content.tensor_infos.contains_key("output.weight"),
+        qkv_bias: content.tensor_infos.contains_key("blk.0.attn_q.bias"),
+        max_positions: meta_u(&content, "llama.context_length", path)?,
+        moe: None,
+    };
+    let mut tensors = BTreeMap::new();
+    let mut names: Vec<&String> = content.tensor_infos.keys().collect();
+    names.sort();
+    for name in names {
+        let Some(hf) = hf_name(name) else {
+            log::warn!(
+                "{}: tensor {name} is not used by the decoder",
+                path.display()
+            );
+            continue;
+        };
+        let q = content
+            .tensor(&mut f, name, &candle_core::Device::Cpu)
+            .map_err(|e| bad(path, format!("{name}: {e}")))?;
+        let t = q
+            .dequantize(&candle_core::Device::Cpu)
+            .map_err(|e| bad(path, format!("{name}: cannot dequantise ({e})")))?;
+        let shape = t.dims().to_vec();
+        let values = t
+            .flatten_all()
+            .and_then(|t| t.to_vec1::<f32>())
+            .map_err(|e| bad(path, format!("{name}: {e}")))?;
+        let mut host = HostTensor { shape, values };
+        if name.starts_with("blk.") && name.contains(".attn_q.") {
+            host = unpermute(&host, heads);
+        } else if name.starts_with("blk.") && name.contains(".attn_k.") {
+            host = unpermute(&host, kv_heads);
+        }
+        tensors.insert(hf, (host, path.to_path_buf()));
+    }
+    let (tokenizer, eos) = tokenizer(&content, tokens, path)?;
+    Ok(GgufLlm {
+        config,
+        tensors: TensorFolder {
+            dir: path.to_path_buf(),
+            tensors,
+        },
+        tokenizer,
+        eos,
+    })
+}
+
+/// The byte-level BPE tokenizer of a `gpt2`-model GGUF vocabulary.
+fn tokenizer(
+    c: &Content,
+    tokens: Vec<String>,
+    path: &Path,
+) -> Result<(tokenizers::Tokenizer, Option<u32>)> {
+    use tokenizers::models::bpe::BPE;
+    use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+    use tokenizers::pre_tokenizers::digits::Digits;
+    use tokenizers::pre_tokenizers::sequence::Sequence;
+    let model = meta(c, "tokenizer.ggml.model", path)?
+        .to_string()
+        .map_err(|e| bad(path, e.to_string()))?;
+    if model != "gpt2" {
+        return Err(bad(
+            path,
+            format!("tokenizer.ggml.model {model:?}: only byte-level BPE (\"gpt2\") is supported"),
+        ));
+    }
+    let merges = strings(c, "tokenizer.ggml.merges", path)?;
+    let vocab: tokenizers::models::bpe::Vocab = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), i as u32))
+        .collect();
+    let merges: Vec<(String, String)> = merges
+        .iter()
+        .filter_map(|m| m.split_once(' '))
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    let bpe = BPE::builder()
+        .vocab_and_merges(vocab, merges)
+        .build()
+        .map_err(|e| bad(path, format!("tokenizer: {e}")))?;
+    let mut tok = tokenizers::Tokenizer::new(bpe);
+    // SmolLM2's own tokenizer.json: digits one by one, then byte-level without a prefix space
+    tok.with_pre_tokenizer(Some(Sequence::new(vec![
+        Digits::new(true).into(),
+        ByteLevel::new(false, true, true).into(),
+    ])));
+    tok.with_decoder(Some(ByteLevel::default()));
+    let eos = c
+        .metadata
+        .get("tokenizer.ggml.eos_token_id")
+        .and_then(|v| v.to_u32().ok());
+    Ok((tok, eos))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gguf_names_map_to_hf() {
+        assert_eq!(
+            hf_name("blk.12.attn_q.weight").as_deref(),
+            Some("model.layers.12.self_attn.q_proj.weight")
+        );
+        assert_eq!(
+            hf_name("blk.0.ffn_norm.weight").as_deref(),
+            Some("model.layers.0.post_attention_layernorm.weight")
+        );
+        assert_eq!(hf_name("output.weight").as_deref(), Some("lm_head.weight"));
+        assert_eq!(hf_name("rope_freqs.weight"), None);
+    }
+
+    #[test]
+    fn unpermute_inverts_llama_cpp_permutation() {
+        // llama.cpp: w.reshape(heads, 2, d/2, cols).swapaxes(1, 2).reshape(out, cols)
+        let (heads, d, cols) = (2, 4, 3);
+        let hf: Vec<f32> = (0..heads * d * cols).map(|x| x as f32).collect();
+        let mut gguf = vec![0f32; hf.len()];
+        for h in 0..heads {
+            for two in 0..2 {
+                for i in 0..d / 2 {
+                    let src = h * d + two * (d / 2) + i;
+                    let dst = h * d + i * 2 + two;
+                    gguf[dst * cols..(dst + 1) * cols]
+                        .copy_from_slice(&hf[src * cols..(src + 1) * cols]);
+                }
+            }
+        }
+        let t = HostTensor {
+            shape: vec![heads * d, cols],
+            values: gguf,
+        };
+        assert_eq!(unpermute(&t, heads).values, hf);
+    }
+}
