@@ -106,3 +106,37 @@ fn unknown_architectures_and_missing_tensors_are_clear_errors() {
         "{e}"
     );
 }
+
+#[test]
+fn export_then_import_gives_the_same_model() {
+    use condenser_engine::io::export_hf_llm;
+    let (device, _) = select(BackendChoice::Cpu).unwrap();
+    for name in ["llama", "qwen2"] {
+        let src = repo().join("tests/fixtures/hf").join(name);
+        let llm = load_hf_llm(&src, &device).unwrap();
+        let out = condenser_tests::scratch(&format!("hf-export-{name}"));
+        export_hf_llm(&llm, &out).unwrap();
+        // same tensor names as transformers wrote (tied heads stay unstored)
+        let names = |dir: &std::path::Path| {
+            condenser_engine::io::TensorFolder::read(dir)
+                .unwrap()
+                .tensors
+                .into_iter()
+                .map(|(k, (t, _))| (k, t))
+                .collect::<std::collections::BTreeMap<_, _>>()
+        };
+        let (a, b) = (names(&src), names(&out));
+        assert_eq!(
+            a.keys().collect::<Vec<_>>(),
+            b.keys().collect::<Vec<_>>(),
+            "{name}"
+        );
+        assert_eq!(a, b, "{name}: every tensor byte for byte");
+        // and the config reads back to the same decoder config
+        assert_eq!(
+            condenser_engine::io::hf_llm_config(&out).unwrap(),
+            llm.config,
+            "{name}"
+        );
+    }
+}

@@ -5,6 +5,7 @@ mod bench;
 mod chat;
 mod demo;
 mod eval;
+mod export;
 mod generate;
 mod gui;
 mod info;
@@ -50,6 +51,8 @@ enum Command {
     Ablate(ablate::Args),
     /// Build hallucination preference pairs from LLaVA-format conversations.
     Prefs(prefs::Args),
+    /// Write a decoder (checkpoint's LLM, GGUF file or HF folder) as a Hugging Face folder.
+    Export(export::Args),
     /// Continue a text with an imported decoder (HF safetensors folder or llama GGUF file).
     Generate(generate::Args),
     /// The desktop app: watch, start, stop and compare runs (stage progress, loss curves,
@@ -99,5 +102,6 @@ pub fn run() -> anyhow::Result<()> {
         Command::Bench(a) => bench::main(a),
         Command::Gui(a) => gui::main(a),
         Command::Generate(a) => generate::main(a),
+        Command::Export(a) => export::main(a),
     }
 }

@@ -140,10 +140,15 @@ pub fn hf_llm_config(dir: &std::path::Path) -> Result<LlmConfig> {
             c.hidden_size / c.num_attention_heads
         )));
     }
-    let qkv_bias = match arch {
-        Arch::Qwen2 => true,
-        Arch::Llama => c.attention_bias.unwrap_or(false),
-    };
+    if arch == Arch::Llama && c.attention_bias == Some(true) {
+        // Llama's attention_bias also puts a bias on o_proj, which this decoder does not have
+        return Err(refuse(
+            "attention_bias = true on a llama model (biases on q/k/v/o): not supported; \
+             Qwen2's q/k/v biases are"
+                .into(),
+        ));
+    }
+    let qkv_bias = arch == Arch::Qwen2;
     Ok(LlmConfig {
         vocab_size: c.vocab_size,
         hidden: c.hidden_size,
@@ -162,7 +167,7 @@ pub fn hf_llm_config(dir: &std::path::Path) -> Result<LlmConfig> {
 
 /// Our parameter path (`layers.0.self_attn.q_proj.weight`) to the HF tensor name, and whether
 /// the tensor is stored transposed there.
-fn hf_name(path: &str) -> (String, bool) {
+pub(crate) fn hf_name(path: &str) -> (String, bool) {
     if path == "lm_head" {
         return ("lm_head.weight".into(), true);
     }

@@ -3,10 +3,12 @@
 //! transformers loads here and gives the same numbers; llama-architecture GGUF files (quantised,
 //! dequantised to f32 on import) through the same name mapping.
 
+pub mod export;
 pub mod gguf;
 pub mod hf_llm;
 pub mod safetensors;
 
+pub use export::export_hf_llm;
 pub use gguf::{GgufLlm, read_gguf};
 pub use hf_llm::{hf_llm_config, llm_from_tensors, load_hf_llm};
 pub use safetensors::{HostTensor, TensorFolder};

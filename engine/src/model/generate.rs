@@ -141,35 +141,6 @@ fn argmax(row: &[f32]) -> u32 {
     best as u32
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn greedy_picks_max_and_top_p_stays_in_nucleus() {
-        let mut rng = Rng::new(1);
-        assert_eq!(pick(&[0.1, 3.0, 2.0], Sampling::Greedy, &mut rng), 1);
-        // top_p small: only the best token survives
-        for _ in 0..50 {
-            let s = Sampling::TopP {
-                temperature: 1.0,
-                top_p: 0.1,
-            };
-            assert_eq!(pick(&[0.0, 5.0, 4.9], s, &mut rng), 1);
-        }
-        // top_p 1: all tokens reachable
-        let mut seen = [false; 3];
-        for _ in 0..300 {
-            let s = Sampling::TopP {
-                temperature: 1.0,
-                top_p: 1.0,
-            };
-            seen[pick(&[0.0, 0.0, 0.0], s, &mut rng) as usize] = true;
-        }
-        assert!(seen.iter().all(|s| *s));
-    }
-}
-
 impl super::llm::Llm {
     /// Continues one text-only prompt with the decoder alone (imported LLMs, no image); returns
     /// the new ids, without the stop id that ended it.
@@ -212,5 +183,34 @@ impl super::llm::Llm {
             logits = self.logits(h);
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn greedy_picks_max_and_top_p_stays_in_nucleus() {
+        let mut rng = Rng::new(1);
+        assert_eq!(pick(&[0.1, 3.0, 2.0], Sampling::Greedy, &mut rng), 1);
+        // top_p small: only the best token survives
+        for _ in 0..50 {
+            let s = Sampling::TopP {
+                temperature: 1.0,
+                top_p: 0.1,
+            };
+            assert_eq!(pick(&[0.0, 5.0, 4.9], s, &mut rng), 1);
+        }
+        // top_p 1: all tokens reachable
+        let mut seen = [false; 3];
+        for _ in 0..300 {
+            let s = Sampling::TopP {
+                temperature: 1.0,
+                top_p: 1.0,
+            };
+            seen[pick(&[0.0, 0.0, 0.0], s, &mut rng) as usize] = true;
+        }
+        assert!(seen.iter().all(|s| *s));
     }
 }
