@@ -11,6 +11,6 @@ pub use model::{LlmConfig, MllmConfig, ProjectorConfig, VisionConfig};
 pub use moe::{MoeConfig, MoeSpec, Placement};
 pub use recipe::{
     DataKind, DataOrder, DistillSpec, FreezePolicy, FreezeSpec, InitSpec, KdTokens, Objective,
-    PreferenceSpec, Recipe, RelationFeatures, StageFreeze, StageKind, StageSpec, TeacherSpec,
-    load_recipe, parse_recipe,
+    PreferenceReference, PreferenceSpec, Recipe, RelationFeatures, StageFreeze, StageKind,
+    StageSpec, TeacherSpec, load_recipe, parse_recipe,
 };

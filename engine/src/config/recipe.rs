@@ -150,6 +150,26 @@ pub struct PreferenceSpec {
     /// Weight of cross-entropy on the chosen answers (0: the preference loss alone).
     #[serde(default)]
     pub ce: f64,
+    /// The reference model of the implicit reward: the teacher (LLaVA-MoD) or the student as it
+    /// entered the stage (plain DPO; a diagnostic). Left out of saved recipes when `teacher`.
+    #[serde(default, skip_serializing_if = "PreferenceReference::is_teacher")]
+    pub reference: PreferenceReference,
+}
+
+/// Whose log-probabilities the preference loss measures the student against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PreferenceReference {
+    #[default]
+    Teacher,
+    /// The student's own weights at the start of the stage, frozen.
+    Student,
+}
+
+impl PreferenceReference {
+    fn is_teacher(&self) -> bool {
+        *self == PreferenceReference::Teacher
+    }
 }
 
 fn tenth() -> f64 {
@@ -162,6 +182,7 @@ impl Default for PreferenceSpec {
             loss: Default::default(),
             beta: 0.1,
             ce: 0.0,
+            reference: PreferenceReference::Teacher,
         }
     }
 }
@@ -613,5 +634,33 @@ freeze = { vision = "frozen", projector = "full", llm = { from_layer = 1 } }
             .unwrap_err()
             .to_string();
         assert!(err.contains("patch_size"), "{err}");
+    }
+
+    #[test]
+    fn preference_reference_defaults_to_the_teacher_and_is_left_out_when_default() {
+        let text = GOOD.replace(
+            "data = \"caption\"",
+            "data = \"preference\"\nobjective = { kind = \"preference\" }",
+        ) + "[teacher]\nfrom = \"x\"\n";
+        let r = parse_recipe(&text, Path::new("x.toml")).unwrap();
+        let Objective::Preference(p) = r.stages[0].objective else {
+            panic!("a preference objective")
+        };
+        assert_eq!(p.reference, PreferenceReference::Teacher);
+        let saved = r.to_toml();
+        assert!(
+            !saved.contains("reference ="),
+            "left out when default:\n{saved}"
+        );
+        let mut with_student = r.clone();
+        if let Objective::Preference(p) = &mut with_student.stages[0].objective {
+            p.reference = PreferenceReference::Student;
+        }
+        let text = with_student.to_toml();
+        assert!(text.contains("reference = \"student\""), "{text}");
+        assert_eq!(
+            parse_recipe(&text, Path::new("y.toml")).unwrap(),
+            with_student
+        );
     }
 }

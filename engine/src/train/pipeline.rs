@@ -405,20 +405,38 @@ pub fn run_recipe(
             }
             Objective::LanguageModel | Objective::Distill(_) | Objective::Preference(_) => None,
         };
-        // preference distillation: the teacher's log-probs of every answer, once per stage
+        // preference distillation: the reference model's log-probs of every answer, once per
+        // stage (the teacher, as in LLaVA-MoD, or the student as it enters the stage)
         let reference = match (&spec.objective, &teacher) {
-            (Objective::Preference(_), Some(t)) => {
-                let tvis = VisualSource::frozen(&t.model.vision, data, &inner);
+            (Objective::Preference(p), Some(t)) => {
                 let t0 = Instant::now();
-                let r = super::preference::reference_logps(
-                    t,
-                    data,
-                    inputs.tokenizer.special.pad,
-                    &|idx| tvis.for_batch(data, idx, &inner),
-                    &inner,
-                );
+                let (who, r) = match p.reference {
+                    crate::config::PreferenceReference::Teacher => {
+                        let tvis = VisualSource::frozen(&t.model.vision, data, &inner);
+                        let r = super::preference::reference_logps(
+                            &t.model,
+                            data,
+                            inputs.tokenizer.special.pad,
+                            &|idx| tvis.for_batch(data, idx, &inner),
+                            &inner,
+                        );
+                        ("teacher", r)
+                    }
+                    crate::config::PreferenceReference::Student => {
+                        let frozen = model.valid();
+                        let svis = VisualSource::frozen(&frozen.vision, data, &inner);
+                        let r = super::preference::reference_logps(
+                            &frozen,
+                            data,
+                            inputs.tokenizer.special.pad,
+                            &|idx| svis.for_batch(data, idx, &inner),
+                            &inner,
+                        );
+                        ("initial student", r)
+                    }
+                };
                 log::info!(
-                    "stage {:?}: teacher log-probs of {} answers in {:.1} s",
+                    "stage {:?}: {who} log-probs of {} answers in {:.1} s",
                     spec.name,
                     r.len(),
                     t0.elapsed().as_secs_f64()

@@ -6,29 +6,29 @@ use std::collections::BTreeMap;
 
 use burn::prelude::*;
 
-use super::distill::Teacher;
 use crate::config::PreferenceSpec;
 use crate::data::{Dataset, Encoded, HostBatch, Padding, host_batch};
 use crate::distill::{PairLogps, preference_loss, sequence_logps};
 use crate::model::moe::{LayerRouting, Phase};
 use crate::model::{Mllm, Visual, masked_cross_entropy};
 
-/// The teacher's summed log-probability of every record's response, in record order.
+/// The reference model's (the teacher's, or the frozen student's) summed log-probability of
+/// every record's response, in record order.
 pub fn reference_logps(
-    teacher: &Teacher,
+    reference: &Mllm,
     data: &Dataset,
     pad: u32,
     visual: &dyn Fn(&[usize]) -> Visual,
     inner: &Device,
 ) -> Vec<f32> {
-    let nv = teacher.model.config.vision.num_visual_tokens();
+    let nv = reference.config.vision.num_visual_tokens();
     let all: Vec<usize> = (0..data.len()).collect();
     let mut out = Vec::with_capacity(data.len());
     for chunk in all.chunks(64) {
         let examples: Vec<&Encoded> = chunk.iter().map(|&i| &data.encoded[i]).collect();
         let hb = host_batch(&examples, nv, pad, Padding::Right);
         let batch = hb.to_device(visual(chunk), inner);
-        let logits = teacher.model.logits(&batch);
+        let logits = reference.logits(&batch);
         let lp = sequence_logps(logits, batch.targets.clone(), batch.loss_mask.clone());
         out.extend(
             lp.into_data()
