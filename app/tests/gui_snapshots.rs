@@ -58,11 +58,13 @@ fn pipeline_panel_shows_every_stage() {
 }
 
 #[test]
-fn pipeline_panel_of_a_stopped_run_shows_progress_and_eta() {
+fn pipeline_panel_of_a_stopped_run_shows_progress_and_the_stages_to_come() {
     let run = open("smoke-kd-stopped");
     assert_eq!(run.history.status, RunStatus::Stopped);
     let mut h = panel([1100.0, 420.0], |ui| pipeline::show(ui, &run));
     h.get_by_label_contains("stopped (resumable)");
+    // the recipe's third stage has not started; it shows anyway
+    h.get_by_label("not started");
     h.snapshot("pipeline_stopped");
 }
 

@@ -31,6 +31,8 @@ pub struct OpenRun {
     pub history: RunHistory,
     pub report: Option<SavedReport>,
     pub samples: Vec<SampleRow>,
+    /// The stage names of the run's saved recipe, so stages that have not started yet show too.
+    pub planned_stages: Vec<String>,
     /// Problems met while reading the run (skipped event lines, an unreadable report), shown
     /// in the UI; none of them stops the run from opening.
     pub warnings: Vec<String>,
@@ -54,6 +56,9 @@ impl OpenRun {
             history: RunHistory::default(),
             report: None,
             samples: Vec::new(),
+            planned_stages: condenser_engine::config::load_recipe(dir.join("recipe.toml"))
+                .map(|r| r.stages.iter().map(|s| s.name.clone()).collect())
+                .unwrap_or_default(),
             warnings: Vec::new(),
             feed,
             last_poll: None,

@@ -98,7 +98,9 @@ pub fn show(ui: &mut Ui, run: &OpenRun) {
                     bar
                 });
                 ui.label(format!("{}/{}", s.done, s.steps));
-                ui.label(s.eta_s().map_or("—".into(), duration));
+                // an ETA only while something is training
+                let eta = s.eta_s().filter(|_| h.status == RunStatus::Running);
+                ui.label(eta.map_or("—".into(), duration));
                 ui.label(if s.tokens_per_s > 0.0 {
                     format!("{:.0}", s.tokens_per_s)
                 } else {
@@ -107,6 +109,14 @@ pub fn show(ui: &mut Ui, run: &OpenRun) {
                 ui.label(s.examples.to_string());
                 ui.label(s.mean_loss.map_or("—".into(), |l| format!("{l:.4}")));
                 ui.label(s.seconds.map_or("—".into(), duration));
+                ui.end_row();
+            }
+            for (i, name) in pending(run) {
+                ui.label(format!("{i} {name}"));
+                ui.label(RichText::new("not started").weak());
+                for _ in 0..6 {
+                    ui.label("—");
+                }
                 ui.end_row();
             }
         });
@@ -125,10 +135,22 @@ pub fn show(ui: &mut Ui, run: &OpenRun) {
     }
 }
 
-/// Stages as blocks on one line: done part filled, the current one outlined.
+/// Stages of the saved recipe that have not started: `(index, name)`.
+fn pending(run: &OpenRun) -> impl Iterator<Item = (usize, &str)> {
+    run.planned_stages
+        .iter()
+        .enumerate()
+        .skip(run.history.stages.len())
+        .map(|(i, n)| (i, n.as_str()))
+}
+
+/// Stages as blocks on one line: done part filled, the current one outlined; stages not yet
+/// started (their step counts unknown until they begin) as outlines of the mean known width.
 fn timeline(ui: &mut Ui, run: &OpenRun) {
     let h = &run.history;
-    let total: usize = h.stages.iter().map(|s| s.steps.max(1)).sum();
+    let known: usize = h.stages.iter().map(|s| s.steps.max(1)).sum();
+    let mean = known / h.stages.len().max(1);
+    let total = known + mean * pending(run).count();
     let width = ui.available_width().min(900.0);
     let (rect, _) = ui.allocate_exact_size(vec2(width, 34.0), Sense::hover());
     let painter = ui.painter_at(rect);
@@ -161,6 +183,24 @@ fn timeline(ui: &mut Ui, run: &OpenRun) {
             &s.name,
             FontId::proportional(13.0),
             Color32::WHITE,
+        );
+        x += w;
+    }
+    for (_, name) in pending(run) {
+        let w = width * mean as f32 / total.max(1) as f32;
+        let block = egui::Rect::from_min_size(pos2(x, rect.min.y), vec2(w - 2.0, rect.height()));
+        painter.rect_stroke(
+            block,
+            3.0,
+            Stroke::new(1.0, Color32::from_gray(110)),
+            egui::StrokeKind::Inside,
+        );
+        painter.text(
+            block.center(),
+            Align2::CENTER_CENTER,
+            name,
+            FontId::proportional(13.0),
+            Color32::from_gray(150),
         );
         x += w;
     }
