@@ -3,6 +3,7 @@
 mod ablate;
 mod bench;
 mod chat;
+mod data;
 mod demo;
 mod eval;
 mod export;
@@ -51,6 +52,9 @@ enum Command {
     Ablate(ablate::Args),
     /// Build hallucination preference pairs from LLaVA-format conversations.
     Prefs(prefs::Args),
+    /// Convert a public data set (easy-VQA) to LLaVA JSON + images + tokenizer.json.
+    #[command(subcommand_value_name = "SET")]
+    Data(data::Args),
     /// Write a decoder (checkpoint's LLM, GGUF file or HF folder) as a Hugging Face folder.
     Export(export::Args),
     /// Continue a text with an imported decoder (HF safetensors folder or llama GGUF file).
@@ -103,5 +107,6 @@ pub fn run() -> anyhow::Result<()> {
         Command::Gui(a) => gui::main(a),
         Command::Generate(a) => generate::main(a),
         Command::Export(a) => export::main(a),
+        Command::Data(a) => data::main(a),
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod batch;
 pub mod dataset;
+pub mod easy_vqa;
 pub mod image;
 pub mod llava;
 pub mod prefs;

@@ -7,7 +7,7 @@
 mod draw;
 mod qa;
 mod scene;
-mod vocab;
+pub mod vocab;
 
 #[cfg(test)]
 mod tests;

@@ -26,7 +26,14 @@ pub fn words() -> Vec<String> {
 
 /// The `tokenizer.json` document.
 pub fn tokenizer_json() -> Value {
-    let words = words();
+    tokenizer_json_for(&words())
+}
+
+/// A word-level `tokenizer.json` over `words`, which must start with [`SPECIAL_TOKENS`] in
+/// order (the chat template relies on their ids). Other LLaVA-format sets with a small closed
+/// vocabulary (easy-VQA) use the same layout.
+pub fn tokenizer_json_for(words: &[String]) -> Value {
+    debug_assert!(words.iter().zip(SPECIAL_TOKENS).all(|(w, s)| w == s));
     let vocab: serde_json::Map<String, Value> = words
         .iter()
         .enumerate()

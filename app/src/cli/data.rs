@@ -1,0 +1,43 @@
+//! `condenser data`: convert public data sets to Condenser's layout (LLaVA JSON + images +
+//! tokenizer.json), so recipes train on them like on the Shapes world.
+
+use std::path::PathBuf;
+
+use condenser_engine::data::easy_vqa;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(subcommand)]
+    pub set: Set,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum Set {
+    /// easy-VQA (MIT; 4,000 train + 1,000 test shape images with questions). Fetch it with
+    /// scripts/fetch-easy-vqa.sh, then point --from at its data folder.
+    EasyVqa {
+        /// The package's `easy_vqa/data` folder (train/ and test/ with questions.json, images/).
+        #[arg(long, default_value = ".cache/easy-vqa/easy_vqa/data")]
+        from: PathBuf,
+        /// Output data folder.
+        #[arg(long, default_value = "data/easy-vqa")]
+        out: PathBuf,
+    },
+}
+
+pub fn main(args: Args) -> anyhow::Result<()> {
+    match args.set {
+        Set::EasyVqa { from, out } => {
+            let c = easy_vqa::convert(&from, &out)?;
+            println!(
+                "wrote {}: {} train and {} test questions over {} images, {} tokens in tokenizer.json",
+                out.display(),
+                c.train,
+                c.test,
+                c.images,
+                c.vocab
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,138 @@
+//! easy-VQA (MIT): 64x64 PNG images of one coloured shape, with (question, answer, image id)
+//! triples; 4,000 train and 1,000 test images. Converted to Condenser's data layout: LLaVA
+//! conversation JSON (`train.json`, `test.json`), the images under `images/<split>/`, and a
+//! word-level `tokenizer.json` over every question and answer (the same layout as the Shapes
+//! world's, so the chat template and recipes work unchanged).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use super::llava::{Conversation, Turn};
+use super::shapes::vocab::{SPECIAL_TOKENS, tokenizer_json_for};
+use crate::{Error, Result};
+
+/// What a conversion wrote.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Converted {
+    pub train: usize,
+    pub test: usize,
+    pub images: usize,
+    pub vocab: usize,
+}
+
+/// Splits text the way the tokenizer's `Whitespace` pre-tokeniser does (`\w+|[^\w\s]+`), after
+/// lowercasing, so the vocabulary holds exactly the tokens encoding will ask for.
+fn words(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut cur_word = false;
+    for c in text.to_lowercase().chars() {
+        if c.is_whitespace() {
+            if !cur.is_empty() {
+                out.push(std::mem::take(&mut cur));
+            }
+            continue;
+        }
+        let w = c.is_alphanumeric() || c == '_';
+        if !cur.is_empty() && w != cur_word {
+            out.push(std::mem::take(&mut cur));
+        }
+        cur_word = w;
+        cur.push(c);
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// Converts the package's `easy_vqa/data` folder (holding `train/` and `test/`, each with
+/// `questions.json` and `images/`) into `out`.
+pub fn convert(src: &Path, out: &Path) -> Result<Converted> {
+    for split in ["train", "test"] {
+        let q = src.join(split).join("questions.json");
+        if !q.exists() {
+            return Err(Error::io(
+                &q,
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "expected easy-VQA's data folder (train/questions.json, test/questions.json)",
+                ),
+            ));
+        }
+    }
+    let mut vocab: BTreeSet<String> = BTreeSet::new();
+    let mut counts = [0usize; 2];
+    let mut images = 0;
+    for (k, split) in ["train", "test"].into_iter().enumerate() {
+        let qpath = src.join(split).join("questions.json");
+        let text = crate::error::read_to_string(&qpath)?;
+        let triples: Vec<(String, String, u64)> =
+            serde_json::from_str(&text).map_err(|e| Error::json(&qpath, e))?;
+        let img_dir = out.join("images").join(split);
+        std::fs::create_dir_all(&img_dir).map_err(|e| Error::io(&img_dir, e))?;
+        let mut copied = BTreeSet::new();
+        let mut records = Vec::with_capacity(triples.len());
+        for (i, (question, answer, image)) in triples.into_iter().enumerate() {
+            let from: PathBuf = src.join(split).join("images").join(format!("{image}.png"));
+            let rel = format!("images/{split}/{image}.png");
+            if copied.insert(image) {
+                if !from.exists() {
+                    return Err(Error::Record {
+                        path: qpath.clone(),
+                        index: i,
+                        id: image.to_string(),
+                        message: format!("its image {} is missing", from.display()),
+                    });
+                }
+                let to = out.join(&rel);
+                std::fs::copy(&from, &to).map_err(|e| Error::io(&to, e))?;
+            }
+            vocab.extend(words(&question));
+            vocab.extend(words(&answer));
+            records.push(Conversation {
+                id: format!("easy-vqa-{split}-{i:05}"),
+                image: Some(rel),
+                conversations: vec![
+                    Turn::human(format!("<image>\n{question}")),
+                    Turn::gpt(answer),
+                ],
+                question_types: None,
+                regions: None,
+            });
+        }
+        images += copied.len();
+        counts[k] = records.len();
+        let json = serde_json::to_string(&records).expect("serialisable");
+        crate::error::write_atomic(out.join(format!("{split}.json")), json.as_bytes())?;
+    }
+    let words: Vec<String> = SPECIAL_TOKENS
+        .iter()
+        .map(|s| s.to_string())
+        .chain(
+            vocab
+                .into_iter()
+                .filter(|w| !SPECIAL_TOKENS.contains(&w.as_str())),
+        )
+        .collect();
+    let tok = serde_json::to_string_pretty(&tokenizer_json_for(&words)).expect("serialisable");
+    crate::error::write_atomic(out.join("tokenizer.json"), tok.as_bytes())?;
+    Ok(Converted {
+        train: counts[0],
+        test: counts[1],
+        images,
+        vocab: words.len(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn splits_like_the_whitespace_pre_tokenizer() {
+        assert_eq!(
+            super::words("What is the Blue shape?"),
+            vec!["what", "is", "the", "blue", "shape", "?"]
+        );
+        assert_eq!(super::words("a  b?!c"), vec!["a", "b", "?!", "c"]);
+    }
+}
