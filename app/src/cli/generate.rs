@@ -5,7 +5,6 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use condenser_engine::io::{llm_from_tensors, load_hf_llm, read_gguf};
-use condenser_engine::model::{GenerateOptions, Sampling};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -20,14 +19,8 @@ pub struct Args {
     pub tokenizer: Option<PathBuf>,
     #[arg(long, default_value_t = 16)]
     pub max_tokens: usize,
-    /// Sampling temperature; 0 means greedy.
-    #[arg(long, default_value_t = 0.0)]
-    pub temperature: f32,
-    /// Nucleus mass kept when sampling.
-    #[arg(long, default_value_t = 0.9)]
-    pub top_p: f32,
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    #[command(flatten)]
+    pub sampling: super::SamplingArgs,
     #[command(flatten)]
     pub device: super::DeviceArgs,
 }
@@ -51,22 +44,11 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     let enc = tok
         .encode(args.prompt.as_str(), false)
         .map_err(|e| anyhow::anyhow!("cannot tokenise the prompt: {e}"))?;
-    let sampling = if args.temperature > 0.0 {
-        Sampling::TopP {
-            temperature: args.temperature,
-            top_p: args.top_p,
-        }
-    } else {
-        Sampling::Greedy
-    };
     let out = llm.generate_text(
         enc.get_ids(),
-        &GenerateOptions {
-            max_new_tokens: args.max_tokens,
-            sampling,
-            stop: eos.into_iter().collect(),
-            seed: args.seed,
-        },
+        &args
+            .sampling
+            .options(args.max_tokens, eos.into_iter().collect()),
     );
     let text = tok
         .decode(&out, false)

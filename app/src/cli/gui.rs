@@ -21,9 +21,9 @@ pub struct Args {
     /// Start training this recipe at once (resumes its run if it exists).
     #[arg(long, conflicts_with = "open")]
     pub start: Option<PathBuf>,
-    /// The tab shown first.
-    #[arg(long, value_enum, default_value = "pipeline")]
-    pub tab: Tab,
+    /// The tab shown first (default: pipeline, or compare with --compare).
+    #[arg(long, value_enum)]
+    pub tab: Option<Tab>,
     /// Show frame times (build and interval) in a debug overlay.
     #[arg(long)]
     pub overlay: bool,

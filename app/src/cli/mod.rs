@@ -74,6 +74,43 @@ pub struct DeviceArgs {
     pub backend: BackendChoice,
 }
 
+/// How `chat` and `generate` pick tokens.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SamplingArgs {
+    /// Sampling temperature; 0 means greedy.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    /// Nucleus mass kept when sampling.
+    #[arg(long, default_value_t = 0.9)]
+    pub top_p: f32,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+impl SamplingArgs {
+    /// Generation options for up to `max_new_tokens` tokens, ending at any of `stop`.
+    pub fn options(
+        &self,
+        max_new_tokens: usize,
+        stop: Vec<u32>,
+    ) -> condenser_engine::model::GenerateOptions {
+        use condenser_engine::model::Sampling;
+        condenser_engine::model::GenerateOptions {
+            max_new_tokens,
+            sampling: if self.temperature > 0.0 {
+                Sampling::TopP {
+                    temperature: self.temperature,
+                    top_p: self.top_p,
+                }
+            } else {
+                Sampling::Greedy
+            },
+            stop,
+            seed: self.seed,
+        }
+    }
+}
+
 fn parse_backend(s: &str) -> Result<BackendChoice, String> {
     s.parse()
 }

@@ -42,7 +42,6 @@ pub struct OpenRun {
     pub last_event: Option<Instant>,
     report_checked: bool,
     partial_since: Option<Instant>,
-    finish_tail_later: bool,
 }
 
 impl OpenRun {
@@ -65,7 +64,6 @@ impl OpenRun {
             last_event: None,
             report_checked: false,
             partial_since: None,
-            finish_tail_later: false,
         }
     }
 
@@ -121,6 +119,8 @@ impl OpenRun {
     /// Takes in whatever arrived; true when something changed.
     pub fn refresh(&mut self) -> bool {
         let now = Instant::now();
+        // an unfinished line left alone too long: read as truncated once the feed is released
+        let mut stale_line = false;
         let events = match &mut self.feed {
             Feed::Fixed => return false,
             Feed::Job(job) => {
@@ -155,7 +155,7 @@ impl OpenRun {
                             >= PARTIAL_LINE_STALE
                         {
                             self.partial_since = None;
-                            self.finish_tail_later = true;
+                            stale_line = true;
                         }
                         p.events
                     }
@@ -175,7 +175,7 @@ impl OpenRun {
         for e in &events {
             self.history.apply(e);
         }
-        if std::mem::take(&mut self.finish_tail_later) {
+        if stale_line {
             self.finish_tail();
         }
         let ended = matches!(
@@ -210,9 +210,11 @@ impl OpenRun {
             Ok(r) => self.report = r,
             Err(e) => self.warnings.push(format!("report: {e}")),
         }
-        match sample_rows(&self.dir) {
-            Ok(s) => self.samples = s,
-            Err(e) => self.warnings.push(format!("samples: {e}")),
+        if let Some(report) = &self.report {
+            match sample_rows(&self.dir, report) {
+                Ok(s) => self.samples = s,
+                Err(e) => self.warnings.push(format!("samples: {e}")),
+            }
         }
     }
 

@@ -21,7 +21,8 @@ pub struct GuiOptions {
     pub compare: Option<PathBuf>,
     /// A recipe to start training at once.
     pub start: Option<PathBuf>,
-    pub tab: Tab,
+    /// The tab shown first; `None`: Pipeline, or Compare when `compare` is given.
+    pub tab: Option<Tab>,
     pub device: Option<(Device, DeviceInfo)>,
     pub overlay: bool,
     /// Close the window after this long and print the frame-time summary.
@@ -66,7 +67,6 @@ impl eframe::App for Shell {
 /// Opens the window and returns when it is closed.
 pub fn launch(opts: GuiOptions) -> anyhow::Result<()> {
     let mut app = CondenserApp::new(opts.runs_dir, opts.device);
-    app.tab = opts.tab;
     app.show_overlay = opts.overlay;
     if let Some(r) = &opts.open {
         let dir = app.resolve(r);
@@ -75,7 +75,9 @@ pub fn launch(opts: GuiOptions) -> anyhow::Result<()> {
     if let Some(c) = &opts.compare {
         let dir = app.resolve(c);
         app.compare_with(&dir);
-        app.tab = opts.tab;
+    }
+    if let Some(tab) = opts.tab {
+        app.tab = tab;
     }
     let shell = Shell {
         app,

@@ -11,38 +11,27 @@ use burn::prelude::*;
 use safetensors::Dtype;
 use safetensors::tensor::TensorView;
 
-use super::hf_llm::hf_name;
+use super::hf_llm::{ParamPath, hf_name};
 use crate::model::Llm;
 use crate::{Error, Result};
 
 /// Collects every parameter under its HF name, transposed back to PyTorch's layout.
 struct Collect {
-    path: Vec<String>,
+    path: ParamPath,
     out: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
 }
 
 impl ModuleVisitor for Collect {
     fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.path.push(if container_type.starts_with("Enum:") {
-            String::new()
-        } else {
-            name.to_string()
-        });
+        self.path.enter(name, container_type);
     }
 
     fn exit_module(&mut self, _: &str, _: &str) {
-        self.path.pop();
+        self.path.exit();
     }
 
     fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
-        let ours = self
-            .path
-            .iter()
-            .filter(|s| !s.is_empty())
-            .cloned()
-            .collect::<Vec<_>>()
-            .join(".");
-        let (name, transposed) = hf_name(&ours);
+        let (name, transposed) = hf_name(&self.path.current());
         let mut t = p.val();
         if transposed {
             t = t.transpose();
@@ -69,7 +58,7 @@ pub fn export_hf_llm(llm: &Llm, dir: &Path) -> Result<()> {
     }
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let mut v = Collect {
-        path: Vec::new(),
+        path: ParamPath::default(),
         out: BTreeMap::new(),
     };
     llm.visit(&mut v);

@@ -177,9 +177,37 @@ pub(crate) fn hf_name(path: &str) -> (String, bool) {
     (name, linear_weight)
 }
 
+/// A parameter's dotted path as a module visitor walks the tree (`layers.0.mlp.gate_proj.weight`).
+/// An enum's variant adds a level HF does not have (`mlp.Dense.gate_proj`): it is left out.
+#[derive(Default)]
+pub(crate) struct ParamPath(Vec<String>);
+
+impl ParamPath {
+    pub(crate) fn enter(&mut self, name: &str, container_type: &str) {
+        self.0.push(if container_type.starts_with("Enum:") {
+            String::new()
+        } else {
+            name.to_string()
+        });
+    }
+
+    pub(crate) fn exit(&mut self) {
+        self.0.pop();
+    }
+
+    pub(crate) fn current(&self) -> String {
+        self.0
+            .iter()
+            .filter(|s| !s.is_empty())
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(".")
+    }
+}
+
 /// Replaces every parameter by its HF tensor, recording what is missing or misshapen.
 struct Loader {
-    path: Vec<String>,
+    path: ParamPath,
     folder: TensorFolder,
     device: Device,
     missing: Vec<String>,
@@ -188,27 +216,15 @@ struct Loader {
 
 impl ModuleMapper for Loader {
     fn enter_module(&mut self, name: &str, container_type: &str) {
-        // an enum's variant adds a level HF does not have (`mlp.Dense.gate_proj`)
-        if !container_type.starts_with("Enum:") {
-            self.path.push(name.to_string());
-        } else {
-            self.path.push(String::new());
-        }
+        self.path.enter(name, container_type);
     }
 
     fn exit_module(&mut self, _: &str, _: &str) {
-        self.path.pop();
+        self.path.exit();
     }
 
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let ours = self
-            .path
-            .iter()
-            .filter(|s| !s.is_empty())
-            .cloned()
-            .collect::<Vec<_>>()
-            .join(".");
-        let (name, transposed) = hf_name(&ours);
+        let (name, transposed) = hf_name(&self.path.current());
         let want = param.val().dims().to_vec();
         let Some(t) = self.folder.take(&name) else {
             self.missing.push(name);
@@ -248,7 +264,7 @@ pub fn llm_from_tensors(config: &LlmConfig, folder: TensorFolder, device: &Devic
     let dir = dir.as_path();
     let llm = Llm::new(config, &mut Rng::new(0), device);
     let mut loader = Loader {
-        path: Vec::new(),
+        path: ParamPath::default(),
         folder,
         device: device.clone(),
         missing: Vec::new(),

@@ -52,11 +52,7 @@ impl Mllm {
         let mut out = vec![Vec::new(); b];
         let mut done = vec![false; b];
         for step in 0..opts.max_new_tokens {
-            let host: Vec<f32> = logits
-                .into_data()
-                .convert::<f32>()
-                .try_to_vec::<f32>()
-                .unwrap_or_default();
+            let host = to_host(logits);
             let mut ids = Vec::with_capacity(b);
             for row in 0..b {
                 let id = pick(&host[row * v..(row + 1) * v], opts.sampling, &mut rng);
@@ -94,6 +90,15 @@ impl Mllm {
 }
 
 /// Chooses one id from a row of logits.
+/// Last-position logits on the host, where the next token is chosen.
+fn to_host<const D: usize>(logits: Tensor<D>) -> Vec<f32> {
+    logits
+        .into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .unwrap_or_default()
+}
+
 fn pick(row: &[f32], sampling: Sampling, rng: &mut Rng) -> u32 {
     match sampling {
         Sampling::Greedy => argmax(row),
@@ -160,11 +165,7 @@ impl super::llm::Llm {
         let h = self.hidden(self.embed(ids), pos, bias, Some(&mut cache));
         let mut logits = self.logits(h.narrow(1, t - 1, 1));
         for step in 0..opts.max_new_tokens {
-            let host: Vec<f32> = logits
-                .into_data()
-                .convert::<f32>()
-                .try_to_vec::<f32>()
-                .unwrap_or_default();
+            let host = to_host(logits);
             let id = pick(&host, opts.sampling, &mut rng);
             if opts.stop.contains(&id) {
                 break;

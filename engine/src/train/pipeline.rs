@@ -46,6 +46,14 @@ pub struct RunOptions {
     pub stop: StopFlag,
 }
 
+impl RunOptions {
+    /// Whether the run stops (checkpoint written) after global step `global_step`: the
+    /// `stop_after_steps` limit, or a stop requested through [`StopFlag`].
+    fn stop_due(&self, global_step: usize) -> bool {
+        self.stop_after_steps == Some(global_step) || self.stop.requested()
+    }
+}
+
 /// A request to stop a run cleanly, shared between the run and whoever may ask.
 #[derive(Debug, Clone, Default)]
 pub struct StopFlag(std::sync::Arc<std::sync::atomic::AtomicBool>);
@@ -611,8 +619,7 @@ pub fn run_recipe(
                     student,
                 })?;
             }
-            let stop_now =
-                opts.stop_after_steps == Some(state.global_step) || opts.stop.requested();
+            let stop_now = opts.stop_due(state.global_step);
             let periodic = spec.checkpoint_every > 0 && (step + 1) % spec.checkpoint_every == 0;
             if (periodic || stop_now) && step + 1 < steps {
                 let name = format!("step-{:06}", state.global_step);
@@ -643,7 +650,7 @@ pub fn run_recipe(
             mean_loss: (loss_sum / loss_n.max(1) as f64) as f32,
             seconds: stage_start.elapsed().as_secs_f64(),
         })?;
-        let stop_now = opts.stop_after_steps == Some(state.global_step) || opts.stop.requested();
+        let stop_now = opts.stop_due(state.global_step);
         if stop_now && si + 1 < recipe.stages.len() {
             log.emit(Event::Stopped {
                 global_step: state.global_step,

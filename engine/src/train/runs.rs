@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use serde::Deserialize;
 
 use super::checkpoint;
-use crate::config::load_recipe;
+use crate::config::{Recipe, load_recipe};
 use crate::eval::EvalResult;
 use crate::{Error, Result};
 
@@ -115,34 +115,29 @@ pub struct SampleRow {
 
 /// The run folder of the recipe's teacher (`[teacher] from`: a run name or a checkpoint folder
 /// `runs/<name>/checkpoints/<ck>`), when the recipe has one.
-pub fn teacher_run(run_dir: &Path) -> Option<PathBuf> {
-    let recipe = load_recipe(run_dir.join("recipe.toml")).ok()?;
-    let from = recipe.teacher?.from;
+fn teacher_run(recipe: &Recipe, run_dir: &Path) -> Option<PathBuf> {
+    let from = &recipe.teacher.as_ref()?.from;
     let runs_dir = run_dir.parent()?;
-    let named = runs_dir.join(&from);
+    let named = runs_dir.join(from);
     if named.join("report.json").exists() {
         return Some(named);
     }
     // a checkpoint folder: two levels below its run
-    let ck = PathBuf::from(&from);
+    let ck = PathBuf::from(from);
     let run = ck.parent()?.parent()?;
     run.join("report.json").exists().then(|| run.to_path_buf())
 }
 
-/// The run's evaluation samples beside the teacher's answers. Images are looked up under the
-/// recipe's data folder, then under the run folder (a copied run keeps working when its images
-/// travel with it).
-pub fn sample_rows(run_dir: &Path) -> Result<Vec<SampleRow>> {
-    let Some(report) = load_report(run_dir)? else {
-        return Ok(Vec::new());
-    };
-    let teacher = match teacher_run(run_dir) {
+/// The evaluation samples of a run's `report` beside the teacher's answers. Images are looked
+/// up under the recipe's data folder, then under the run folder (a copied run keeps working
+/// when its images travel with it).
+pub fn sample_rows(run_dir: &Path, report: &SavedReport) -> Result<Vec<SampleRow>> {
+    let recipe = load_recipe(run_dir.join("recipe.toml")).ok();
+    let teacher = match recipe.as_ref().and_then(|r| teacher_run(r, run_dir)) {
         Some(t) => load_report(&t)?,
         None => None,
     };
-    let data_dir = load_recipe(run_dir.join("recipe.toml"))
-        .ok()
-        .map(|r| r.data);
+    let data_dir = recipe.map(|r| r.data);
     Ok(report
         .eval
         .samples

@@ -7,6 +7,7 @@ use eframe::egui::{self, Color32, RichText, Ui, vec2};
 use crate::gui::OpenRun;
 use crate::gui::widgets::heatmap::legend;
 use crate::gui::widgets::palette::Palette;
+use crate::gui::widgets::scrub::scrub;
 use crate::gui::widgets::{Heatmap, heatmap};
 use condenser_engine::train::history::{RoutingSnapshot, dead_experts};
 
@@ -81,23 +82,11 @@ pub fn show(ui: &mut Ui, run: &OpenRun, view: &mut ExpertView) {
         ui.label("This run logged no MoE routing: the student is dense (no expert layers).");
         return;
     }
-    let last = routing.len() - 1;
-    let mut idx = view.step.unwrap_or(last).min(last);
+    let mut idx = 0;
     ui.horizontal(|ui| {
-        let mut follow = view.step.is_none();
-        ui.checkbox(&mut follow, "follow newest");
-        let slider = ui.add_enabled(
-            !follow,
-            egui::Slider::new(&mut idx, 0..=last)
-                .text("step")
-                .custom_formatter(|v, _| routing[(v as usize).min(last)].global_step.to_string()),
-        );
-        if follow {
-            view.step = None;
-            idx = last;
-        } else if slider.changed() || view.step.is_none() {
-            view.step = Some(idx);
-        }
+        idx = scrub(ui, &mut view.step, routing.len(), "step", |i| {
+            routing[i].global_step.to_string()
+        });
         ui.add(egui::Slider::new(&mut view.window, 1..=100).text("steps averaged"));
         ui.separator();
         ui.selectable_value(&mut view.split, TokenSplit::All, "all tokens");
@@ -122,7 +111,6 @@ pub fn show(ui: &mut Ui, run: &OpenRun, view: &mut ExpertView) {
             heatmap(
                 ui,
                 &Heatmap {
-                    id: "routing",
                     values: &values,
                     rows: layers,
                     cols: experts,

@@ -2,11 +2,12 @@
 //! RDist) side by side at one logged step, scrubbable, with the relation loss at that step.
 //! Relation distillation works when the student's matrix comes to look like the teacher's.
 
-use eframe::egui::{self, RichText, Ui, vec2};
+use eframe::egui::{RichText, Ui, vec2};
 
 use crate::gui::OpenRun;
 use crate::gui::widgets::heatmap::legend;
 use crate::gui::widgets::palette::Palette;
+use crate::gui::widgets::scrub::scrub;
 use crate::gui::widgets::{Heatmap, heatmap};
 
 #[derive(Debug, Clone, Default)]
@@ -26,25 +27,11 @@ pub fn show(ui: &mut Ui, run: &OpenRun, view: &mut RelationView) {
         );
         return;
     }
-    let last = rel.len() - 1;
-    let mut idx = view.index.unwrap_or(last).min(last);
+    let mut idx = 0;
     ui.horizontal(|ui| {
-        let mut follow = view.index.is_none();
-        ui.checkbox(&mut follow, "follow newest");
-        let s = ui.add_enabled(
-            !follow,
-            egui::Slider::new(&mut idx, 0..=last)
-                .text("snapshot")
-                .custom_formatter(|v, _| {
-                    format!("step {}", rel[(v as usize).min(last)].global_step)
-                }),
-        );
-        if follow {
-            view.index = None;
-            idx = last;
-        } else if s.changed() || view.index.is_none() {
-            view.index = Some(idx);
-        }
+        idx = scrub(ui, &mut view.index, rel.len(), "snapshot", |i| {
+            format!("step {}", rel[i].global_step)
+        });
     });
     let snap = &rel[idx];
     let loss = run
@@ -70,7 +57,6 @@ pub fn show(ui: &mut Ui, run: &OpenRun, view: &mut RelationView) {
                 heatmap(
                     ui,
                     &Heatmap {
-                        id: title,
                         values,
                         rows: snap.n,
                         cols: snap.n,

@@ -7,7 +7,6 @@ use super::palette::Palette;
 
 /// What to draw.
 pub struct Heatmap<'a> {
-    pub id: &'a str,
     /// Row-major `rows x cols`.
     pub values: &'a [f32],
     pub rows: usize,

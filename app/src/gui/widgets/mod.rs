@@ -2,6 +2,7 @@
 
 pub mod heatmap;
 pub mod palette;
+pub mod scrub;
 pub mod smooth;
 
 pub use heatmap::{Heatmap, heatmap};
