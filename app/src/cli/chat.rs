@@ -2,10 +2,8 @@
 
 use std::path::PathBuf;
 
-use condenser_engine::burn::prelude::*;
 use condenser_engine::data::image::load_image;
-use condenser_engine::data::{Padding, Turn, encode_prompt, host_batch};
-use condenser_engine::model::Visual;
+use condenser_engine::data::question_batch;
 use condenser_engine::train::checkpoint;
 
 #[derive(clap::Args, Debug)]
@@ -37,22 +35,9 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     tok.check_fits(model.config.llm.vocab_size)?;
     let cfg = &model.config.vision;
     let pixels = load_image(&args.image, cfg)?;
-    let prompt = if args.prompt.contains("<image>") {
-        args.prompt.clone()
-    } else {
-        format!("<image>\n{}", args.prompt)
-    };
-    let enc = encode_prompt(&tok, &[Turn::human(prompt)], cfg.num_visual_tokens())?;
-    let hb = host_batch(
-        &[&enc],
-        cfg.num_visual_tokens(),
-        tok.special.pad,
-        Padding::Left,
-    );
-    let s = cfg.image_size;
-    let images = Tensor::<4>::from_data(TensorData::new(pixels, [1, 3, s, s]), &device);
+    let batch = question_batch(&tok, cfg, pixels, &args.prompt, &device)?;
     let out = model.generate(
-        &hb.to_device(Visual::Pixels(images), &device),
+        &batch,
         &args
             .sampling
             .options(args.max_tokens, vec![tok.special.end]),

@@ -1,7 +1,8 @@
 //! `condenser export`: a decoder as a Hugging Face folder (config.json + model.safetensors with
 //! HF names, plus tokenizer.json) that transformers' `from_pretrained` loads. The source is a
 //! Condenser checkpoint (its LLM: e.g. a distilled student's decoder), a llama GGUF file, or a
-//! HF folder.
+//! HF folder. With `--web`, the whole multimodal checkpoint as the browser page's bundle
+//! (see `export_web`).
 
 use std::path::PathBuf;
 
@@ -19,6 +20,13 @@ pub struct Args {
     /// Tokenizer to copy beside the weights (default: the run folder's, or the GGUF's own).
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
+    /// Write the browser page's bundle (vision encoder, projector and LLM; config.json,
+    /// weights.safetensors, tokenizer.json, bundle.json) instead of a HF decoder folder. The
+    /// source must be a checkpoint folder.
+    #[arg(long)]
+    pub web: bool,
+    #[command(flatten)]
+    pub web_args: super::export_web::WebArgs,
     #[command(flatten)]
     pub device: super::DeviceArgs,
 }
@@ -26,6 +34,9 @@ pub struct Args {
 pub fn main(args: Args) -> anyhow::Result<()> {
     let (device, _) = args.device.device()?;
     let src = &args.source;
+    if args.web {
+        return super::export_web::main(src, &args.out, args.tokenizer, &args.web_args, &device);
+    }
     let (llm, own_tokenizer, default_tokenizer) = if src.is_file() {
         let g = read_gguf(src)?;
         let llm = llm_from_tensors(&g.config, g.tensors, &device)?;

@@ -7,6 +7,7 @@ mod data;
 mod demo;
 mod eval;
 mod export;
+mod export_web;
 mod generate;
 mod gui;
 mod info;
@@ -55,7 +56,8 @@ enum Command {
     /// Convert a public data set (easy-VQA) to LLaVA JSON + images + tokenizer.json.
     #[command(subcommand_value_name = "SET")]
     Data(data::Args),
-    /// Write a decoder (checkpoint's LLM, GGUF file or HF folder) as a Hugging Face folder.
+    /// Write a decoder (checkpoint's LLM, GGUF file or HF folder) as a Hugging Face folder, or
+    /// (`--web`) a checkpoint as the browser page's bundle.
     Export(export::Args),
     /// Continue a text with an imported decoder (HF safetensors folder or llama GGUF file).
     Generate(generate::Args),

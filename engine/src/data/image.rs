@@ -17,9 +17,15 @@ pub fn load_image(path: &Path, cfg: &VisionConfig) -> Result<Vec<f32>> {
             _ => format!("cannot read image: {e}"),
         },
     })?;
-    let img = image::load_from_memory(&bytes).map_err(|e| Error::Image {
-        path: path.to_path_buf(),
-        message: format!("cannot decode image (PNG expected): {e}"),
+    decode_image(&bytes, path, cfg)
+}
+
+/// Decodes an encoded image (PNG, or JPEG where the build enables it) into normalised
+/// `[3, S, S]` floats; `origin` names the bytes in errors.
+pub fn decode_image(bytes: &[u8], origin: &Path, cfg: &VisionConfig) -> Result<Vec<f32>> {
+    let img = image::load_from_memory(bytes).map_err(|e| Error::Image {
+        path: origin.to_path_buf(),
+        message: format!("cannot decode image (PNG or JPEG expected): {e}"),
     })?;
     Ok(normalise(img.to_rgb8(), cfg))
 }

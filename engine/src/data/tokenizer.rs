@@ -44,7 +44,15 @@ impl TextTokenizer {
                 message: "tokenizer file not found".into(),
             });
         }
-        let inner = tokenizers::Tokenizer::from_file(path).map_err(|e| Error::Tokenizer {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        Self::from_bytes(&bytes, path)
+    }
+
+    /// Parses the bytes of a `tokenizer.json` (the browser has no files); `origin` names them in
+    /// errors.
+    pub fn from_bytes(bytes: &[u8], origin: &Path) -> Result<Self> {
+        let path = origin;
+        let inner = tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| Error::Tokenizer {
             path: path.into(),
             message: format!("not a valid HF tokenizer.json: {e}"),
         })?;

@@ -71,6 +71,18 @@ pub fn evaluate(
     batch_size: usize,
     limit: Option<usize>,
 ) -> EvalResult {
+    score(answer_all(model, tok, data, batch_size, limit))
+}
+
+/// Every record's answer (greedy), marked right or wrong, with its question type: what
+/// [`evaluate`] scores, and what the browser export compares between f32 and f16 weights.
+pub fn answer_all(
+    model: &Mllm,
+    tok: &TextTokenizer,
+    data: &Dataset,
+    batch_size: usize,
+    limit: Option<usize>,
+) -> Vec<(Option<QuestionType>, Sample)> {
     let device = model.vision.class_embedding.val().device();
     let nv = model.config.vision.num_visual_tokens();
     let s = model.config.vision.image_size;
@@ -128,7 +140,7 @@ pub fn evaluate(
             ));
         }
     }
-    score(scored)
+    scored
 }
 
 /// Aggregates scored answers.

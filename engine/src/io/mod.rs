@@ -1,14 +1,18 @@
 //! Weights in the ecosystem's formats: Hugging Face safetensors folders (config.json plus one
 //! or several `*.safetensors` files) read by their HF tensor names, so a checkpoint trained with
 //! transformers loads here and gives the same numbers; llama-architecture GGUF files (quantised,
-//! dequantised to f32 on import) through the same name mapping.
+//! dequantised to f32 on import) through the same name mapping; and the browser bundle, the
+//! whole model in one safetensors file by module path, f16 or f32.
 
+pub mod bundle;
 pub mod export;
+#[cfg(not(target_family = "wasm"))]
 pub mod gguf;
 pub mod hf_llm;
 pub mod safetensors;
 
 pub use export::export_hf_llm;
+#[cfg(not(target_family = "wasm"))]
 pub use gguf::{GgufLlm, read_gguf};
 pub use hf_llm::{hf_llm_config, llm_from_tensors, load_hf_llm};
 pub use safetensors::{HostTensor, TensorFolder};

@@ -30,7 +30,27 @@ pub struct GenerateOptions {
 
 impl Mllm {
     /// Continues each row of a LEFT-padded prompt batch; returns the new ids per row.
+    /// Blocks on each readback: for native devices and the CPU backend (in a browser, WebGPU
+    /// readbacks must be awaited: use [`Mllm::generate_stream`]).
     pub fn generate(&self, prompt: &MllmBatch, opts: &GenerateOptions) -> Vec<Vec<u32>> {
+        pollster::block_on(self.generate_stream(prompt, opts, |_, _| std::future::ready(())))
+    }
+
+    /// The generation loop itself, shared by the CLI and the browser: every readback of logits is
+    /// awaited (a browser cannot block on the GPU), and each id kept for a row is handed to
+    /// `on_token(row, id)` as soon as it is chosen, so a face can stream the answer. The hook's
+    /// future is awaited before the next step: a page on the CPU backend yields to its event
+    /// loop there, so the streamed text is painted while generation goes on.
+    pub async fn generate_stream<F, Fut>(
+        &self,
+        prompt: &MllmBatch,
+        opts: &GenerateOptions,
+        mut on_token: F,
+    ) -> Vec<Vec<u32>>
+    where
+        F: FnMut(usize, u32) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
         let device = prompt.input_ids.device();
         let [b, t] = prompt.input_ids.dims();
         let v = self.config.llm.vocab_size;
@@ -42,7 +62,9 @@ impl Mllm {
             .positions
             .clone()
             .narrow(1, t - 1, 1)
-            .into_data()
+            .into_data_async()
+            .await
+            .expect("reading positions back from the device")
             .convert::<i64>()
             .try_to_vec::<i64>()
             .unwrap_or_default()
@@ -52,7 +74,7 @@ impl Mllm {
         let mut out = vec![Vec::new(); b];
         let mut done = vec![false; b];
         for step in 0..opts.max_new_tokens {
-            let host = to_host(logits);
+            let host = to_host(logits).await;
             let mut ids = Vec::with_capacity(b);
             for row in 0..b {
                 let id = pick(&host[row * v..(row + 1) * v], opts.sampling, &mut rng);
@@ -61,6 +83,7 @@ impl Mllm {
                         done[row] = true;
                     } else {
                         out[row].push(id);
+                        on_token(row, id).await;
                     }
                 }
                 ids.push(id as i64);
@@ -89,16 +112,18 @@ impl Mllm {
     }
 }
 
-/// Chooses one id from a row of logits.
 /// Last-position logits on the host, where the next token is chosen.
-fn to_host<const D: usize>(logits: Tensor<D>) -> Vec<f32> {
+async fn to_host<const D: usize>(logits: Tensor<D>) -> Vec<f32> {
     logits
-        .into_data()
+        .into_data_async()
+        .await
+        .expect("reading logits back from the device")
         .convert::<f32>()
         .try_to_vec::<f32>()
         .unwrap_or_default()
 }
 
+/// Chooses one id from a row of logits.
 fn pick(row: &[f32], sampling: Sampling, rng: &mut Rng) -> u32 {
     match sampling {
         Sampling::Greedy => argmax(row),
@@ -165,7 +190,7 @@ impl super::llm::Llm {
         let h = self.hidden(self.embed(ids), pos, bias, Some(&mut cache));
         let mut logits = self.logits(h.narrow(1, t - 1, 1));
         for step in 0..opts.max_new_tokens {
-            let host = to_host(logits);
+            let host = pollster::block_on(to_host(logits));
             let id = pick(&host, opts.sampling, &mut rng);
             if opts.stop.contains(&id) {
                 break;

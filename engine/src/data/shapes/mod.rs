@@ -221,6 +221,21 @@ pub fn generate(root: &Path, cfg: &WorldConfig) -> Result<WorldSummary> {
     })
 }
 
+/// One scene of the world drawn from its own seed (the browser page's "new image"): the same
+/// sampler and renderer the data files come from, so the student sees images of its training
+/// distribution. Returns the scene (its caption is the ground truth) and the picture.
+pub fn scene_from_seed(seed: u64, cfg: &WorldConfig) -> (Scene, image::RgbImage) {
+    let mut rng = Rng::new(seed);
+    let scene = Scene::sample(
+        &mut rng,
+        cfg.min_objects.clamp(1, 4),
+        cfg.max_objects.clamp(cfg.min_objects.clamp(1, 4), 4),
+        &scene::Popularity::default(),
+    );
+    let img = draw::render(&scene, cfg.image_size.max(24), &mut rng);
+    (scene, img)
+}
+
 /// Every object the world can draw, as the phrases its text uses ("red circle"): the object
 /// list `condenser prefs` uses for Shapes data.
 pub fn object_names() -> Vec<String> {

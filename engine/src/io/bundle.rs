@@ -1,0 +1,372 @@
+//! The browser bundle: everything the web page needs to rebuild a model, as plain files it can
+//! fetch. `config.json` (the [`MllmConfig`]), `weights.safetensors` (every parameter under its
+//! module path, `vision.blocks.0.attn.qkv.weight`, in f16 or f32), `tokenizer.json`, and
+//! `bundle.json` (what the files are and why the weights have the precision they have).
+//!
+//! Loading goes through bytes only (no file system), so the page and the native tests share
+//! [`decode_weights`]. f16 halves the download; f32 compute is kept on every backend, so f16 only
+//! changes the weights' rounding, which [`rounded`] reproduces natively for the export's check.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::prelude::*;
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
+use serde::{Deserialize, Serialize};
+
+use super::hf_llm::ParamPath;
+use crate::config::MllmConfig;
+use crate::model::Mllm;
+use crate::{Error, Result};
+
+pub const WEIGHTS_FILE: &str = "weights.safetensors";
+pub const CONFIG_FILE: &str = "config.json";
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+pub const MANIFEST_FILE: &str = "bundle.json";
+/// `bundle.json`'s `format`, so a page given some other folder says so instead of failing later.
+pub const FORMAT: &str = "condenser-bundle";
+pub const VERSION: u32 = 1;
+
+/// How the weights are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WeightDtype {
+    F16,
+    F32,
+}
+
+impl WeightDtype {
+    fn safetensors(self) -> Dtype {
+        match self {
+            WeightDtype::F16 => Dtype::F16,
+            WeightDtype::F32 => Dtype::F32,
+        }
+    }
+}
+
+/// The outcome of answering a question set with f16-rounded weights and with the f32 ones.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PrecisionCheck {
+    /// Where the questions came from (e.g. `data/shapes/test.json`).
+    pub questions_from: String,
+    pub questions: usize,
+    /// Questions whose greedy answer changed under f16 weights.
+    pub differing: usize,
+    /// The first change, `id: "f32 answer" -> "f16 answer"`, to show what f16 broke.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_difference: Option<String>,
+}
+
+/// `bundle.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: String,
+    pub version: u32,
+    pub dtype: WeightDtype,
+    /// Why this dtype: the check's verdict, or the user's explicit choice.
+    pub reason: String,
+    pub params: usize,
+    pub weights_bytes: u64,
+    /// The checkpoint the bundle was made from.
+    pub source: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<PrecisionCheck>,
+}
+
+impl Manifest {
+    /// Reads `bundle.json`'s text, refusing other formats and newer versions by name.
+    pub fn parse(text: &str, origin: &Path) -> Result<Manifest> {
+        let m: Manifest = serde_json::from_str(text).map_err(|e| Error::json(origin, e))?;
+        if m.format != FORMAT || m.version > VERSION {
+            return Err(Error::Checkpoint {
+                path: origin.into(),
+                message: format!(
+                    "format {:?} version {} is not a {FORMAT} of version <= {VERSION}",
+                    m.format, m.version
+                ),
+            });
+        }
+        Ok(m)
+    }
+}
+
+/// Every float parameter of a module by dotted path, with its shape and host values.
+struct Collect {
+    path: ParamPath,
+    out: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+}
+
+impl ModuleVisitor for Collect {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.path.enter(name, container_type);
+    }
+
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.exit();
+    }
+
+    fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+        let t = p.val();
+        let shape = t.dims().to_vec();
+        let values = t
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .expect("f32 data");
+        self.out.insert(self.path.current(), (shape, values));
+    }
+}
+
+/// The model's weights as one safetensors file in `dtype` (f16: round to nearest even).
+pub fn encode_weights(model: &Mllm, dtype: WeightDtype) -> Result<Vec<u8>> {
+    let mut v = Collect {
+        path: ParamPath::default(),
+        out: BTreeMap::new(),
+    };
+    model.visit(&mut v);
+    let bytes: BTreeMap<String, (Vec<usize>, Vec<u8>)> = v
+        .out
+        .into_iter()
+        .map(|(k, (shape, vals))| {
+            let b: Vec<u8> = match dtype {
+                WeightDtype::F32 => vals.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                WeightDtype::F16 => vals
+                    .iter()
+                    .flat_map(|x| half::f16::from_f32(*x).to_le_bytes())
+                    .collect(),
+            };
+            (k, (shape, b))
+        })
+        .collect();
+    let views: Vec<(String, TensorView)> = bytes
+        .iter()
+        .map(|(k, (shape, b))| {
+            let view = TensorView::new(dtype.safetensors(), shape.clone(), b)
+                .expect("consistent sizes");
+            (k.clone(), view)
+        })
+        .collect();
+    let metadata = Some(HashMap::from([("format".to_string(), FORMAT.to_string())]));
+    safetensors::serialize(views, metadata).map_err(|e| Error::Invalid(format!("cannot serialise weights: {e}")))
+}
+
+/// Replaces every parameter by the file's tensor of the same path, recording what is missing
+/// or misshapen.
+struct Loader<'a> {
+    path: ParamPath,
+    file: &'a SafeTensors<'a>,
+    device: Device,
+    used: usize,
+    problems: Vec<String>,
+}
+
+impl ModuleMapper for Loader<'_> {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.path.enter(name, container_type);
+    }
+
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.exit();
+    }
+
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let name = self.path.current();
+        let want = param.val().dims().to_vec();
+        let Ok(view) = self.file.tensor(&name) else {
+            self.problems.push(format!("{name}: missing"));
+            return param;
+        };
+        if view.shape() != want.as_slice() {
+            self.problems.push(format!(
+                "{name}: file has {:?}, model needs {want:?}",
+                view.shape()
+            ));
+            return param;
+        }
+        let values: Vec<f32> = match view.dtype() {
+            Dtype::F32 => view
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            Dtype::F16 => view
+                .data()
+                .chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            other => {
+                self.problems
+                    .push(format!("{name}: dtype {other:?} (f16 or f32 expected)"));
+                return param;
+            }
+        };
+        self.used += 1;
+        let value = Tensor::<D>::from_data(TensorData::new(values, want), &self.device);
+        param.map(|_| value)
+    }
+}
+
+/// Builds the model of `config` on `device` from the bytes of a `weights.safetensors`;
+/// `origin` names them in errors. Every parameter must be present with its shape, and the file
+/// must hold nothing else (a bundle of another model is refused, never half-loaded).
+pub fn decode_weights(
+    config: &MllmConfig,
+    bytes: &[u8],
+    origin: &Path,
+    device: &Device,
+) -> Result<Mllm> {
+    let bad = |message: String| Error::Checkpoint {
+        path: origin.into(),
+        message,
+    };
+    config.validate().map_err(|e| bad(format!("config: {e}")))?;
+    let file = SafeTensors::deserialize(bytes)
+        .map_err(|e| bad(format!("not a safetensors file: {e}")))?;
+    let mut loader = Loader {
+        path: ParamPath::default(),
+        file: &file,
+        device: device.clone(),
+        used: 0,
+        problems: Vec::new(),
+    };
+    let model = Mllm::new(config, 0, device).map(&mut loader);
+    let extra = file.len().saturating_sub(loader.used);
+    if !loader.problems.is_empty() || extra > 0 {
+        let mut shown: Vec<String> = loader.problems.iter().take(5).cloned().collect();
+        if loader.problems.len() > 5 {
+            shown.push(format!("... {} more", loader.problems.len() - 5));
+        }
+        if loader.problems.is_empty() {
+            shown.push(format!("{extra} tensors the model does not have"));
+        }
+        return Err(bad(format!(
+            "these weights do not fit the bundle's config: {}",
+            shown.join("; ")
+        )));
+    }
+    Ok(model)
+}
+
+/// The model with its weights rounded through `dtype`: exactly what a page that loads a bundle
+/// of that dtype computes with.
+pub fn rounded(model: &Mllm, dtype: WeightDtype) -> Result<Mllm> {
+    let device = model.vision.class_embedding.val().device();
+    let bytes = encode_weights(model, dtype)?;
+    decode_weights(&model.config, &bytes, Path::new("(in memory)"), &device)
+}
+
+/// Writes a bundle folder: the four files go to a temporary sibling folder that is renamed into
+/// place, so `dir` is either the old bundle or the new one, never a mix.
+pub fn write_bundle(
+    dir: &Path,
+    model: &Mllm,
+    tokenizer_json: &[u8],
+    dtype: WeightDtype,
+    mut manifest: Manifest,
+) -> Result<Manifest> {
+    let weights = encode_weights(model, dtype)?;
+    manifest.dtype = dtype;
+    manifest.weights_bytes = weights.len() as u64;
+    manifest.params = model.num_params();
+    let tmp = crate::error::tmp_sibling(dir);
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    let write = |name: &str, bytes: &[u8]| {
+        let p = tmp.join(name);
+        std::fs::write(&p, bytes).map_err(|e| Error::io(&p, e))
+    };
+    write(WEIGHTS_FILE, &weights)?;
+    write(
+        CONFIG_FILE,
+        serde_json::to_string_pretty(&model.config)
+            .expect("serialisable")
+            .as_bytes(),
+    )?;
+    write(TOKENIZER_FILE, tokenizer_json)?;
+    write(
+        MANIFEST_FILE,
+        serde_json::to_string_pretty(&manifest)
+            .expect("serialisable")
+            .as_bytes(),
+    )?;
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    std::fs::rename(&tmp, dir).map_err(|e| Error::io(dir, e))?;
+    Ok(manifest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::tests::tiny_config as tiny;
+
+    #[test]
+    fn f32_round_trip_is_exact_and_f16_rounds_each_weight() {
+        let device = Device::flex();
+        let model = Mllm::new(&tiny(), 3, &device);
+        let back = rounded(&model, WeightDtype::F32).unwrap();
+        let mut a = Collect {
+            path: ParamPath::default(),
+            out: BTreeMap::new(),
+        };
+        model.visit(&mut a);
+        let mut b = Collect {
+            path: ParamPath::default(),
+            out: BTreeMap::new(),
+        };
+        back.visit(&mut b);
+        assert_eq!(a.out, b.out);
+        assert!(a.out.len() > 10);
+
+        let half = rounded(&model, WeightDtype::F16).unwrap();
+        let mut h = Collect {
+            path: ParamPath::default(),
+            out: BTreeMap::new(),
+        };
+        half.visit(&mut h);
+        for (name, (shape, vals)) in &a.out {
+            let (hs, hv) = &h.out[name];
+            assert_eq!(shape, hs);
+            for (x, y) in vals.iter().zip(hv) {
+                assert_eq!(half::f16::from_f32(*x).to_f32(), *y, "{name}");
+                assert!((x - y).abs() <= x.abs() * 1e-3 + 1e-7, "{name}: {x} vs {y}");
+            }
+        }
+        let f16 = encode_weights(&model, WeightDtype::F16).unwrap().len();
+        let f32 = encode_weights(&model, WeightDtype::F32).unwrap().len();
+        assert!(f16 * 10 < f32 * 6, "f16 {f16} bytes vs f32 {f32}");
+    }
+
+    #[test]
+    fn weights_of_another_model_are_refused_by_name() {
+        let device = Device::flex();
+        let model = Mllm::new(&tiny(), 3, &device);
+        let bytes = encode_weights(&model, WeightDtype::F16).unwrap();
+        let mut other = tiny();
+        other.llm.intermediate += 8;
+        let err = decode_weights(&other, &bytes, Path::new("w.safetensors"), &device)
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("w.safetensors: "), "{err}");
+        assert!(err.contains("mlp") && err.contains("model needs"), "{err}");
+        let err = decode_weights(&tiny(), b"not safetensors", Path::new("w"), &device)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a safetensors file"), "{err}");
+    }
+
+    #[test]
+    fn manifest_of_another_format_is_refused() {
+        let text = r#"{"format":"other","version":1,"dtype":"f16","reason":"","params":1,
+            "weights_bytes":1,"source":"x"}"#;
+        let err = Manifest::parse(text, Path::new("bundle.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a condenser-bundle"), "{err}");
+    }
+}

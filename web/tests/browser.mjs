@@ -1,0 +1,116 @@
+// Drives the demo page in Debian's headless Chromium with playwright-core: loads a bundle,
+// uploads an image, asks a question, and reports per backend what it answered and measured.
+//
+//   node web/tests/browser.mjs --bundle DIR --image FILE --question "..." \
+//        [--expect "answer"] [--require cpu] [--try webgpu] [--json out.json]
+//
+// Backends in --require must load and (with --expect) answer exactly the expected text, else
+// the exit status is 1; backends in --try are attempted and reported either way.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+import { serve } from '../serve.mjs';
+
+const web = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+function arg(name, fallback = null) {
+  const i = process.argv.indexOf(name);
+  return i >= 0 && i + 1 < process.argv.length ? process.argv[i + 1] : fallback;
+}
+const list = (s) => (s ? s.split(',').map((x) => x.trim()).filter(Boolean) : []);
+
+const bundle = arg('--bundle');
+const image = arg('--image');
+const question = arg('--question');
+const expect = arg('--expect');
+const required = list(arg('--require', 'cpu'));
+const tried = list(arg('--try', ''));
+const jsonOut = arg('--json');
+const chromiumPath = arg('--chromium', process.env.CHROMIUM ?? '/usr/bin/chromium');
+const timeoutMs = Number(arg('--timeout-ms', 120000));
+
+function fail(msg) {
+  console.error(`browser test: ${msg}`);
+  process.exit(2);
+}
+if (!bundle || !image || !question) fail('--bundle, --image and --question are required');
+if (!fs.existsSync(path.join(web, 'pkg', 'condenser_web_bg.wasm'))) {
+  fail('web/pkg/condenser_web_bg.wasm is missing: run scripts/web-build.sh');
+}
+if (!fs.existsSync(chromiumPath)) fail(`${chromiumPath} not found: run scripts/setup.sh`);
+
+const { server, url } = await serve({ bundle, port: 0, quiet: true });
+const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'condenser-chromium-'));
+const context = await chromium.launchPersistentContext(profile, {
+  executablePath: chromiumPath,
+  headless: true,
+  args: [
+    '--no-sandbox',
+    '--enable-unsafe-webgpu',
+    '--disable-background-networking',
+    '--disable-component-update',
+    '--disable-sync',
+    '--no-first-run',
+    '--disable-quic',
+  ],
+});
+
+async function runBackend(backend) {
+  const page = await context.newPage();
+  const log = [];
+  page.on('console', (m) => log.push(`${m.type()}: ${m.text()}`));
+  page.on('pageerror', (e) => log.push(`pageerror: ${e.message}`));
+  const result = { backend, loaded: false, answered: false };
+  try {
+    await page.goto(`${url}?backend=${backend}`);
+    // resolves when the model is built, rejects with the page's own error message
+    await page.evaluate(() => window.condenser.ready, null, { timeout: timeoutMs });
+    Object.assign(result, await page.evaluate(() => ({
+      loaded: true,
+      ran: window.condenser.backend,
+      loadMs: window.condenser.loadMs,
+      timings: window.condenser.timings,
+      backendText: document.getElementById('backend').textContent,
+      adapter: null,
+    })));
+    await page.setInputFiles('#upload', image);
+    await page.waitForFunction(() => document.getElementById('caption').textContent.startsWith('Uploaded'));
+    await page.fill('#question', question);
+    await page.click('#ask');
+    await page.waitForSelector('#answer[data-state="done"], #answer[data-state="error"]', { timeout: timeoutMs });
+    const state = await page.getAttribute('#answer', 'data-state');
+    const text = await page.textContent('#answer');
+    if (state !== 'done') throw new Error(`the page answered with an error: ${text}`);
+    const last = await page.evaluate(() => window.condenser.last);
+    Object.assign(result, { answered: true, answer: text, ...last });
+  } catch (e) {
+    result.error = String(e.message ?? e).split('\n')[0];
+  }
+  result.console = log.slice(-8);
+  await page.close();
+  return result;
+}
+
+const results = [];
+for (const b of [...required, ...tried]) results.push(await runBackend(b));
+await context.close();
+server.close();
+fs.rmSync(profile, { recursive: true, force: true });
+
+const wasm = fs.statSync(path.join(web, 'pkg', 'condenser_web_bg.wasm')).size;
+const weights = fs.statSync(path.join(bundle, 'weights.safetensors')).size;
+const report = { question, expect, wasmBytes: wasm, weightsBytes: weights, results };
+if (jsonOut) fs.writeFileSync(jsonOut, JSON.stringify(report, null, 2));
+console.log(JSON.stringify(report, null, 2));
+
+let ok = true;
+for (const r of results) {
+  const must = required.includes(r.backend);
+  const matches = expect === null || r.answer === expect;
+  const verdict = !r.answered ? `did not answer (${r.error})` : matches ? 'answer matches' : `answer ${JSON.stringify(r.answer)} differs from ${JSON.stringify(expect)}`;
+  console.error(`${must ? 'required' : 'tried'} ${r.backend}: ran on ${r.ran ?? '-'}; ${verdict}`);
+  if (must && (!r.answered || !matches || r.ran !== (r.backend === 'auto' ? r.ran : r.backend))) ok = false;
+}
+process.exit(ok ? 0 : 1);
