@@ -62,13 +62,14 @@ fn page_answers_like_the_cli() {
         serde_json::from_slice(&std::fs::read(bundle.join("bundle.json")).unwrap()).unwrap();
     let check = &manifest["check"];
     assert!(check["questions"].as_u64().unwrap() > 0, "{manifest}");
-    // the dtype follows the check's verdict
-    let want_dtype = if check["differing"].as_u64() == Some(0) {
-        "f16"
-    } else {
-        "f32"
-    };
-    assert_eq!(manifest["dtype"], want_dtype, "{manifest}");
+    // the precision is the first trial's that changed no answer (f32 when none did)
+    let trials = check["trials"].as_array().expect("trials");
+    assert_eq!(trials[0]["precision"]["f16"].as_array().unwrap().len(), 3);
+    let want = trials
+        .iter()
+        .find(|t| t["differing"].as_u64() == Some(0))
+        .map_or(serde_json::json!({ "f16": [] }), |t| t["precision"].clone());
+    assert_eq!(manifest["precision"], want, "{manifest}");
 
     let image = data.join("images/test_00001.png");
     let question = "what colour is the circle ?";

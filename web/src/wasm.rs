@@ -128,15 +128,14 @@ impl Student {
         self.session.model.num_params() as u32
     }
 
-    /// The weights' precision from `bundle.json` (`"f16"`, `"f32"`, or `"unknown"`).
+    /// The weights' precision from `bundle.json` (`"f16"`, `"f32"`, `"f16 vision, f32
+    /// projector+llm"`, or `"unknown"` without one).
     #[wasm_bindgen(getter)]
     pub fn dtype(&self) -> String {
-        self.session.manifest.as_ref().map_or("unknown".into(), |m| {
-            serde_json::to_value(m.dtype)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default()
-        })
+        self.session
+            .manifest
+            .as_ref()
+            .map_or("unknown".into(), |m| m.precision.label())
     }
 
     /// Answers `question` about `image` (PNG or JPEG bytes) greedily; `onText(text, tokens)` is

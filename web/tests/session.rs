@@ -9,7 +9,7 @@ use condenser_engine::config::MllmConfig;
 use condenser_engine::data::image::decode_image;
 use condenser_engine::data::shapes::tokenizer_json;
 use condenser_engine::data::{TextTokenizer, question_batch};
-use condenser_engine::io::bundle::{self, WeightDtype};
+use condenser_engine::io::bundle::{self, Part, Precision};
 use condenser_engine::model::{GenerateOptions, Mllm, Sampling};
 use condenser_web::Session;
 use condenser_web::session::shapes_png;
@@ -37,9 +37,13 @@ fn session_streams_the_cli_answer() {
     assert!(!caption.is_empty());
     let question = "how many objects are there ?";
 
-    for dtype in [WeightDtype::F32, WeightDtype::F16] {
+    for precision in [
+        Precision::f32(),
+        Precision::f16(),
+        Precision::only(&[Part::Vision]),
+    ] {
         // the CLI's path on the weights the page will hold
-        let reference = bundle::rounded(&model, dtype).unwrap();
+        let reference = bundle::rounded(&model, &precision).unwrap();
         let pixels = decode_image(&png, Path::new("scene"), &cfg.vision).unwrap();
         let batch = question_batch(&tok, &cfg.vision, pixels, question, &device).unwrap();
         let opts = GenerateOptions {
@@ -50,7 +54,7 @@ fn session_streams_the_cli_answer() {
         };
         let want = reference.generate(&batch, &opts).remove(0);
 
-        let weights = bundle::encode_weights(&model, dtype).unwrap();
+        let weights = bundle::encode_weights(&model, &precision).unwrap();
         let config_bytes = serde_json::to_vec(&cfg).unwrap();
         let session =
             Session::from_bundle(None, &config_bytes, &weights, &tok_json, device.clone()).unwrap();
@@ -60,7 +64,7 @@ fn session_streams_the_cli_answer() {
             std::future::ready(())
         }))
         .unwrap();
-        assert_eq!(answer.ids, want, "{dtype:?}");
+        assert_eq!(answer.ids, want, "{precision:?}");
         assert_eq!(answer.text, tok.decode(&want));
         assert_eq!(streamed.len(), want.len());
         if let Some((last, n)) = streamed.last() {
@@ -74,7 +78,7 @@ fn bad_inputs_are_named() {
     let device = Device::flex();
     let cfg = config();
     let model = Mllm::new(&cfg, 1, &device);
-    let weights = bundle::encode_weights(&model, WeightDtype::F16).unwrap();
+    let weights = bundle::encode_weights(&model, &Precision::f16()).unwrap();
     let tok_json = serde_json::to_vec(&tokenizer_json()).unwrap();
     let config_bytes = serde_json::to_vec(&cfg).unwrap();
     let err = |r: condenser_engine::Result<Session>| r.err().expect("an error").to_string();

@@ -1,7 +1,9 @@
 //! `condenser export --web`: a checkpoint as the browser page's bundle (config.json,
-//! weights.safetensors, tokenizer.json, bundle.json). With `--dtype auto` the weights are f16
-//! when the student's greedy answers on a question set (the Shapes test split by default) are
-//! identical with f16-rounded and with f32 weights, else f32; the verdict is kept in bundle.json.
+//! weights.safetensors, tokenizer.json, bundle.json). With `--dtype auto` the smallest of
+//! these precisions that leaves every greedy answer on a question set (the Shapes test split by
+//! default) identical to the f32 weights' is chosen: all f16; then f16 for some parts (vision
+//! encoder + projector, LLM + projector, vision encoder, LLM; the largest saving first); else
+//! all f32. The trials are kept in bundle.json.
 
 use std::path::{Path, PathBuf};
 
@@ -9,14 +11,15 @@ use anyhow::Context;
 use condenser_engine::burn::prelude::Device;
 use condenser_engine::data::{Dataset, TextTokenizer};
 use condenser_engine::eval::answer_all;
-use condenser_engine::io::bundle::{self, Manifest, PrecisionCheck, WeightDtype};
+use condenser_engine::io::bundle::{self, Manifest, Part, Precision, PrecisionCheck, Trial};
 use condenser_engine::model::Mllm;
 use condenser_engine::train::checkpoint;
 
 /// The weights' precision in a browser bundle.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DtypeChoice {
-    /// f16 if it changes no answer on the check split, else f32.
+    /// The smallest precision (all f16, then f16 for some of vision / projector / LLM) that
+    /// changes no answer on the check split, else f32.
     Auto,
     F16,
     F32,
@@ -59,52 +62,60 @@ pub fn main(
     tok.check_fits(model.config.llm.vocab_size)?;
     let tok_bytes =
         std::fs::read(&tok.path).with_context(|| format!("reading {}", tok.path.display()))?;
-    let (dtype, reason, check) = match web.dtype {
-        DtypeChoice::F16 => (WeightDtype::F16, "asked for (--dtype f16)".to_string(), None),
-        DtypeChoice::F32 => (WeightDtype::F32, "asked for (--dtype f32)".to_string(), None),
+    let (precision, reason, check) = match web.dtype {
+        DtypeChoice::F16 => (Precision::f16(), "asked for (--dtype f16)".to_string(), None),
+        DtypeChoice::F32 => (Precision::f32(), "asked for (--dtype f32)".to_string(), None),
         DtypeChoice::Auto => {
-            let check = f16_check(&model, &tok, web)?;
-            let (dtype, reason) = if check.differing == 0 {
-                (
-                    WeightDtype::F16,
-                    format!("f16 weights give the same answers on all {} questions", check.questions),
-                )
-            } else {
-                (
-                    WeightDtype::F32,
+            let check = precision_check(&model, &tok, web)?;
+            let (precision, reason) = match check.trials.iter().find(|t| t.differing == 0) {
+                Some(t) => (
+                    t.precision.clone(),
                     format!(
-                        "f16 weights change {} of {} answers",
-                        check.differing, check.questions
+                        "{} weights give the f32 answers to all {} questions",
+                        t.precision.label(),
+                        check.questions
                     ),
-                )
+                ),
+                None => (
+                    Precision::f32(),
+                    format!(
+                        "every f16 choice changed answers (all f16: {} of {})",
+                        check.trials[0].differing, check.questions
+                    ),
+                ),
             };
-            (dtype, reason, Some(check))
+            (precision, reason, Some(check))
         }
     };
     let manifest = Manifest {
         format: bundle::FORMAT.into(),
         version: bundle::VERSION,
-        dtype,
+        precision,
         reason,
         params: 0,
         weights_bytes: 0,
         source: source.display().to_string(),
         check,
     };
-    let m = bundle::write_bundle(out, &model, &tok_bytes, dtype, manifest)?;
+    let m = bundle::write_bundle(out, &model, &tok_bytes, manifest)?;
     println!(
         "wrote {}: {} parameters, {} weights ({:.1} KiB): {}",
         out.display(),
         m.params,
-        serde_json::to_value(m.dtype)?.as_str().unwrap_or_default(),
+        m.precision.label(),
         m.weights_bytes as f64 / 1024.0,
         m.reason
     );
     Ok(())
 }
 
-/// Answers the check split with the f32 weights and with f16-rounded ones.
-fn f16_check(model: &Mllm, tok: &TextTokenizer, web: &WebArgs) -> anyhow::Result<PrecisionCheck> {
+/// Answers the check split with the f32 weights, then with each candidate precision until one
+/// changes nothing.
+fn precision_check(
+    model: &Mllm,
+    tok: &TextTokenizer,
+    web: &WebArgs,
+) -> anyhow::Result<PrecisionCheck> {
     let split = web.data.join(&web.split);
     if !split.exists() {
         anyhow::bail!(
@@ -121,21 +132,57 @@ fn f16_check(model: &Mllm, tok: &TextTokenizer, web: &WebArgs) -> anyhow::Result
         model.config.llm.max_positions,
         false,
     )?;
-    let half = bundle::rounded(model, WeightDtype::F16)?;
     let full = answer_all(model, tok, &data, 64, web.check_limit);
-    let rounded = answer_all(&half, tok, &data, 64, web.check_limit);
-    let mut differing = 0;
-    let mut first = None;
-    for ((_, a), (_, b)) in full.iter().zip(&rounded) {
-        if a.answer != b.answer {
-            differing += 1;
-            first.get_or_insert_with(|| format!("{}: {:?} -> {:?}", a.id, a.answer, b.answer));
+    // all f16 first, then the partial choices, largest saving first
+    let counts = model.param_counts();
+    let saving = |p: &Precision| {
+        p.f16
+            .iter()
+            .map(|part| match part {
+                Part::Vision => counts.vision,
+                Part::Projector => counts.projector,
+                Part::Llm => counts.llm,
+            })
+            .sum::<usize>()
+    };
+    let mut candidates = vec![
+        Precision::only(&[Part::Vision, Part::Projector]),
+        Precision::only(&[Part::Llm, Part::Projector]),
+        Precision::only(&[Part::Vision]),
+        Precision::only(&[Part::Llm]),
+    ];
+    candidates.sort_by_key(|p| std::cmp::Reverse(saving(p)));
+    candidates.insert(0, Precision::f16());
+    let mut trials = Vec::new();
+    for precision in candidates {
+        let rounded = answer_all(
+            &bundle::rounded(model, &precision)?,
+            tok,
+            &data,
+            64,
+            web.check_limit,
+        );
+        let mut differing = 0;
+        let mut first = None;
+        for ((_, a), (_, b)) in full.iter().zip(&rounded) {
+            if a.answer != b.answer {
+                differing += 1;
+                first.get_or_insert_with(|| format!("{}: {:?} -> {:?}", a.id, a.answer, b.answer));
+            }
+        }
+        let done = differing == 0;
+        trials.push(Trial {
+            precision,
+            differing,
+            first_difference: first,
+        });
+        if done {
+            break;
         }
     }
     Ok(PrecisionCheck {
         questions_from: split.display().to_string(),
         questions: full.len(),
-        differing,
-        first_difference: first,
+        trials,
     })
 }

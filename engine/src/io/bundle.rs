@@ -1,7 +1,8 @@
 //! The browser bundle: everything the web page needs to rebuild a model, as plain files it can
 //! fetch. `config.json` (the [`MllmConfig`]), `weights.safetensors` (every parameter under its
 //! module path, `vision.blocks.0.attn.qkv.weight`, in f16 or f32), `tokenizer.json`, and
-//! `bundle.json` (what the files are and why the weights have the precision they have).
+//! `bundle.json` (what the files are and why the weights have the precision they have: f16 or
+//! f32 per part, vision / projector / llm).
 //!
 //! Loading goes through bytes only (no file system), so the page and the native tests share
 //! [`decode_weights`]. f16 halves the download; f32 compute is kept on every backend, so f16 only
@@ -29,34 +30,103 @@ pub const MANIFEST_FILE: &str = "bundle.json";
 pub const FORMAT: &str = "condenser-bundle";
 pub const VERSION: u32 = 1;
 
-/// How the weights are stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// The three parts of the model, whose weights may be stored at different precisions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum WeightDtype {
-    F16,
-    F32,
+pub enum Part {
+    Vision,
+    Projector,
+    Llm,
 }
 
-impl WeightDtype {
-    fn safetensors(self) -> Dtype {
+impl Part {
+    pub const ALL: [Part; 3] = [Part::Vision, Part::Projector, Part::Llm];
+
+    fn of(path: &str) -> Option<Part> {
+        let top = path.split('.').next()?;
+        Part::ALL.into_iter().find(|p| p.name() == top)
+    }
+
+    pub fn name(self) -> &'static str {
         match self {
-            WeightDtype::F16 => Dtype::F16,
-            WeightDtype::F32 => Dtype::F32,
+            Part::Vision => "vision",
+            Part::Projector => "projector",
+            Part::Llm => "llm",
         }
     }
 }
 
-/// The outcome of answering a question set with f16-rounded weights and with the f32 ones.
+/// Which parts are stored as f16 (the others as f32). Compute is f32 everywhere; this is only
+/// how the weights travel.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Precision {
+    pub f16: Vec<Part>,
+}
+
+impl Precision {
+    pub fn f32() -> Precision {
+        Precision { f16: Vec::new() }
+    }
+
+    pub fn f16() -> Precision {
+        Precision {
+            f16: Part::ALL.to_vec(),
+        }
+    }
+
+    pub fn only(parts: &[Part]) -> Precision {
+        let mut f16 = parts.to_vec();
+        f16.sort();
+        f16.dedup();
+        Precision { f16 }
+    }
+
+    fn dtype_of(&self, path: &str) -> Dtype {
+        match Part::of(path) {
+            Some(p) if self.f16.contains(&p) => Dtype::F16,
+            _ => Dtype::F32,
+        }
+    }
+
+    /// `f16`, `f32`, or e.g. `f16 vision+projector, f32 llm`.
+    pub fn label(&self) -> String {
+        let half: Vec<&str> = Part::ALL
+            .iter()
+            .filter(|p| self.f16.contains(p))
+            .map(|p| p.name())
+            .collect();
+        let full: Vec<&str> = Part::ALL
+            .iter()
+            .filter(|p| !self.f16.contains(p))
+            .map(|p| p.name())
+            .collect();
+        match (half.is_empty(), full.is_empty()) {
+            (true, _) => "f32".into(),
+            (_, true) => "f16".into(),
+            _ => format!("f16 {}, f32 {}", half.join("+"), full.join("+")),
+        }
+    }
+}
+
+/// One precision tried against the f32 weights on a question set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Trial {
+    pub precision: Precision,
+    /// Questions whose greedy answer changed.
+    pub differing: usize,
+    /// The first change, `id: "f32 answer" -> "answer"`, to show what the rounding broke.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_difference: Option<String>,
+}
+
+/// The export's check: precisions tried in order of size, the first that changes no answer
+/// is the bundle's.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PrecisionCheck {
     /// Where the questions came from (e.g. `data/shapes/test.json`).
     pub questions_from: String,
     pub questions: usize,
-    /// Questions whose greedy answer changed under f16 weights.
-    pub differing: usize,
-    /// The first change, `id: "f32 answer" -> "f16 answer"`, to show what f16 broke.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub first_difference: Option<String>,
+    pub trials: Vec<Trial>,
 }
 
 /// `bundle.json`.
@@ -64,8 +134,8 @@ pub struct PrecisionCheck {
 pub struct Manifest {
     pub format: String,
     pub version: u32,
-    pub dtype: WeightDtype,
-    /// Why this dtype: the check's verdict, or the user's explicit choice.
+    pub precision: Precision,
+    /// Why this precision: the check's verdict, or the user's explicit choice.
     pub reason: String,
     pub params: usize,
     pub weights_bytes: u64,
@@ -78,17 +148,18 @@ pub struct Manifest {
 impl Manifest {
     /// Reads `bundle.json`'s text, refusing other formats and newer versions by name.
     pub fn parse(text: &str, origin: &Path) -> Result<Manifest> {
-        let m: Manifest = serde_json::from_str(text).map_err(|e| Error::json(origin, e))?;
-        if m.format != FORMAT || m.version > VERSION {
+        let v: serde_json::Value = serde_json::from_str(text).map_err(|e| Error::json(origin, e))?;
+        let format = v.get("format").and_then(|f| f.as_str()).unwrap_or("");
+        let version = v.get("version").and_then(|f| f.as_u64()).unwrap_or(0);
+        if format != FORMAT || version > VERSION as u64 {
             return Err(Error::Checkpoint {
                 path: origin.into(),
                 message: format!(
-                    "format {:?} version {} is not a {FORMAT} of version <= {VERSION}",
-                    m.format, m.version
+                    "format {format:?} version {version} is not a {FORMAT} of version <= {VERSION}"
                 ),
             });
         }
-        Ok(m)
+        serde_json::from_value(v).map_err(|e| Error::json(origin, e))
     }
 }
 
@@ -119,32 +190,32 @@ impl ModuleVisitor for Collect {
     }
 }
 
-/// The model's weights as one safetensors file in `dtype` (f16: round to nearest even).
-pub fn encode_weights(model: &Mllm, dtype: WeightDtype) -> Result<Vec<u8>> {
+/// The model's weights as one safetensors file at `precision` (f16: round to nearest even).
+pub fn encode_weights(model: &Mllm, precision: &Precision) -> Result<Vec<u8>> {
     let mut v = Collect {
         path: ParamPath::default(),
         out: BTreeMap::new(),
     };
     model.visit(&mut v);
-    let bytes: BTreeMap<String, (Vec<usize>, Vec<u8>)> = v
+    let bytes: BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)> = v
         .out
         .into_iter()
         .map(|(k, (shape, vals))| {
+            let dtype = precision.dtype_of(&k);
             let b: Vec<u8> = match dtype {
-                WeightDtype::F32 => vals.iter().flat_map(|x| x.to_le_bytes()).collect(),
-                WeightDtype::F16 => vals
+                Dtype::F16 => vals
                     .iter()
                     .flat_map(|x| half::f16::from_f32(*x).to_le_bytes())
                     .collect(),
+                _ => vals.iter().flat_map(|x| x.to_le_bytes()).collect(),
             };
-            (k, (shape, b))
+            (k, (dtype, shape, b))
         })
         .collect();
     let views: Vec<(String, TensorView)> = bytes
         .iter()
-        .map(|(k, (shape, b))| {
-            let view = TensorView::new(dtype.safetensors(), shape.clone(), b)
-                .expect("consistent sizes");
+        .map(|(k, (dtype, shape, b))| {
+            let view = TensorView::new(*dtype, shape.clone(), b).expect("consistent sizes");
             (k.clone(), view)
         })
         .collect();
@@ -249,11 +320,11 @@ pub fn decode_weights(
     Ok(model)
 }
 
-/// The model with its weights rounded through `dtype`: exactly what a page that loads a bundle
-/// of that dtype computes with.
-pub fn rounded(model: &Mllm, dtype: WeightDtype) -> Result<Mllm> {
+/// The model with its weights rounded through `precision`: exactly what a page that loads a
+/// bundle of that precision computes with.
+pub fn rounded(model: &Mllm, precision: &Precision) -> Result<Mllm> {
     let device = model.vision.class_embedding.val().device();
-    let bytes = encode_weights(model, dtype)?;
+    let bytes = encode_weights(model, precision)?;
     decode_weights(&model.config, &bytes, Path::new("(in memory)"), &device)
 }
 
@@ -263,11 +334,9 @@ pub fn write_bundle(
     dir: &Path,
     model: &Mllm,
     tokenizer_json: &[u8],
-    dtype: WeightDtype,
     mut manifest: Manifest,
 ) -> Result<Manifest> {
-    let weights = encode_weights(model, dtype)?;
-    manifest.dtype = dtype;
+    let weights = encode_weights(model, &manifest.precision)?;
     manifest.weights_bytes = weights.len() as u64;
     manifest.params = model.num_params();
     let tmp = crate::error::tmp_sibling(dir);
@@ -309,7 +378,7 @@ mod tests {
     fn f32_round_trip_is_exact_and_f16_rounds_each_weight() {
         let device = Device::flex();
         let model = Mllm::new(&tiny(), 3, &device);
-        let back = rounded(&model, WeightDtype::F32).unwrap();
+        let back = rounded(&model, &Precision::f32()).unwrap();
         let mut a = Collect {
             path: ParamPath::default(),
             out: BTreeMap::new(),
@@ -323,7 +392,7 @@ mod tests {
         assert_eq!(a.out, b.out);
         assert!(a.out.len() > 10);
 
-        let half = rounded(&model, WeightDtype::F16).unwrap();
+        let half = rounded(&model, &Precision::f16()).unwrap();
         let mut h = Collect {
             path: ParamPath::default(),
             out: BTreeMap::new(),
@@ -337,16 +406,32 @@ mod tests {
                 assert!((x - y).abs() <= x.abs() * 1e-3 + 1e-7, "{name}: {x} vs {y}");
             }
         }
-        let f16 = encode_weights(&model, WeightDtype::F16).unwrap().len();
-        let f32 = encode_weights(&model, WeightDtype::F32).unwrap().len();
+        let f16 = encode_weights(&model, &Precision::f16()).unwrap().len();
+        let f32 = encode_weights(&model, &Precision::f32()).unwrap().len();
         assert!(f16 * 10 < f32 * 6, "f16 {f16} bytes vs f32 {f32}");
+
+        // mixed: only the vision encoder's weights are rounded
+        let vision_only = Precision::only(&[Part::Vision]);
+        assert_eq!(vision_only.label(), "f16 vision, f32 projector+llm");
+        let mixed = rounded(&model, &vision_only).unwrap();
+        let mut m = Collect {
+            path: ParamPath::default(),
+            out: BTreeMap::new(),
+        };
+        mixed.visit(&mut m);
+        for (name, (_, vals)) in &a.out {
+            let want = if name.starts_with("vision.") { &h.out[name].1 } else { vals };
+            assert_eq!(&m.out[name].1, want, "{name}");
+        }
+        let size = encode_weights(&model, &vision_only).unwrap().len();
+        assert!(f16 < size && size < f32);
     }
 
     #[test]
     fn weights_of_another_model_are_refused_by_name() {
         let device = Device::flex();
         let model = Mllm::new(&tiny(), 3, &device);
-        let bytes = encode_weights(&model, WeightDtype::F16).unwrap();
+        let bytes = encode_weights(&model, &Precision::f16()).unwrap();
         let mut other = tiny();
         other.llm.intermediate += 8;
         let err = decode_weights(&other, &bytes, Path::new("w.safetensors"), &device)
@@ -362,8 +447,7 @@ mod tests {
 
     #[test]
     fn manifest_of_another_format_is_refused() {
-        let text = r#"{"format":"other","version":1,"dtype":"f16","reason":"","params":1,
-            "weights_bytes":1,"source":"x"}"#;
+        let text = r#"{"format":"other","version":1}"#;
         let err = Manifest::parse(text, Path::new("bundle.json"))
             .unwrap_err()
             .to_string();
