@@ -23,10 +23,13 @@ cargo build -p condenser-web --target wasm32-unknown-unknown --profile web
 rm -rf web/pkg.tmp
 wasm-bindgen --target web --no-typescript --out-dir web/pkg.tmp \
   target/wasm32-unknown-unknown/web/condenser_web.wasm
+# what a browser downloads: web/serve.mjs sends this gzip-encoded copy to browsers accepting it
+gzip -6 -k -f web/pkg.tmp/condenser_web_bg.wasm
 rm -rf web/pkg
 mv web/pkg.tmp web/pkg
 size=$(stat -c %s web/pkg/condenser_web_bg.wasm)
-echo "web-build: web/pkg ready (condenser_web_bg.wasm: $((size / 1024)) KiB)"
+gz=$(stat -c %s web/pkg/condenser_web_bg.wasm.gz)
+echo "web-build: web/pkg ready (condenser_web_bg.wasm: $((size / 1024)) KiB, $((gz / 1024)) KiB gzip-encoded)"
 
 if [ ! -d web/node_modules/playwright-core ]; then
   (cd web && npm ci --no-audit --no-fund --silent)

@@ -99,7 +99,7 @@ async function ask(question) {
       firstTokenMs: tFirst === null ? null : tFirst - t0, tokensPerS: perS,
       overallTokensPerS: tokens > 0 ? tokens / ((t1 - t0) / 1000) : null,
     };
-    stats.textContent = `${tokens} tokens in ${(t1 - t0).toFixed(0)} ms` +
+    stats.textContent = `${tokens} token${tokens === 1 ? '' : 's'} in ${(t1 - t0).toFixed(0)} ms` +
       (tFirst === null ? '' : ` · first token after ${(tFirst - t0).toFixed(0)} ms`) +
       (perS === null ? '' : ` · ${perS.toFixed(1)} tokens/s after it`);
     return text;
@@ -149,6 +149,7 @@ async function main() {
   page.loadMs = tReady;
   page.backend = s.backend;
   page.timings = { wasmMs: tWasm - t0, fetchMs: tFetch - tWasm, buildMs: tReady - tFetch };
+  progress.hidden = true;
   setStatus('ready', `Ready in ${tReady.toFixed(0)} ms (wasm ${page.timings.wasmMs.toFixed(0)} ms, ` +
     `bundle ${page.timings.fetchMs.toFixed(0)} ms, model ${page.timings.buildMs.toFixed(0)} ms).`);
   drawScene(Number($('seed').value));

@@ -1,6 +1,8 @@
 // A static server for the demo page: web/ at the root, a bundle folder at /bundle/.
 // Usage: node web/serve.mjs --bundle DIR [--port 8080] [--host 127.0.0.1]
 // Also imported by the browser test (serve()). No dependencies beyond Node itself.
+// A file with a precompressed `NAME.gz` beside it (web-build.sh writes one for the wasm) is sent
+// gzip-encoded to browsers that accept it: what a visitor downloads.
 import http from 'node:http';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -47,12 +49,25 @@ export function serve({ root = here, bundle, port = 8080, host = '127.0.0.1', qu
         if (!quiet) console.log(`404 ${url.pathname}`);
         return;
       }
-      res.writeHead(200, {
+      const headers = {
         'content-type': TYPES[path.extname(file)] ?? 'application/octet-stream',
-        'content-length': st.size,
         'cache-control': 'no-store',
-      });
-      fs.createReadStream(file).pipe(res);
+      };
+      let body = file;
+      let size = st.size;
+      const gz = file + '.gz';
+      if (/\bgzip\b/.test(req.headers['accept-encoding'] ?? '') && fs.existsSync(gz)) {
+        const gst = fs.statSync(gz);
+        if (gst.mtimeMs >= st.mtimeMs) {
+          body = gz;
+          size = gst.size;
+          headers['content-encoding'] = 'gzip';
+          headers['vary'] = 'accept-encoding';
+        }
+      }
+      headers['content-length'] = size;
+      res.writeHead(200, headers);
+      fs.createReadStream(body).pipe(res);
     });
   });
   return new Promise((resolve, reject) => {

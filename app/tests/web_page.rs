@@ -24,6 +24,17 @@ fn condenser(args: &[&str]) -> String {
     String::from_utf8(out.stdout).expect("utf-8 output")
 }
 
+fn condenser_fails(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_condenser"))
+        .args(args)
+        .output()
+        .expect("condenser runs");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "condenser {args:?} should fail");
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
 fn require(path: &Path, what: &str) {
     assert!(path.exists(), "{} is missing: {what}", path.display());
 }
@@ -46,6 +57,17 @@ fn page_answers_like_the_cli() {
     let ckpt = runs.join("smoke/checkpoints/final");
     let ck = ckpt.to_str().unwrap();
     let bundle = dir.join("bundle");
+    let (b, d) = (bundle.to_str().unwrap(), data.to_str().unwrap());
+
+    // bad input: named, and no bundle folder left behind
+    let err = condenser_fails(&["export", "--web", d, "-o", b, "--backend", "cpu"]);
+    assert!(err.contains("needs a Condenser checkpoint folder"), "{err}");
+    let missing = dir.join("no-such-data");
+    let m = missing.to_str().unwrap();
+    let err = condenser_fails(&["export", "--web", ck, "-o", b, "--data", m, "--backend", "cpu"]);
+    assert!(err.contains("test.json") && err.contains("--dtype"), "{err}");
+    assert!(!bundle.exists());
+
     let out = condenser(&[
         "export",
         "--web",

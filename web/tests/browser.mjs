@@ -3,6 +3,7 @@
 //
 //   node web/tests/browser.mjs --bundle DIR --image FILE --question "..." \
 //        [--expect "answer"] [--require cpu] [--try webgpu] [--json out.json]
+//        [--screenshot page.png]
 //
 // Backends in --require must load and (with --expect) answer exactly the expected text, else
 // the exit status is 1; backends in --try are attempted and reported either way.
@@ -28,6 +29,7 @@ const expect = arg('--expect');
 const required = list(arg('--require', 'cpu'));
 const tried = list(arg('--try', ''));
 const jsonOut = arg('--json');
+const screenshot = arg('--screenshot');
 const chromiumPath = arg('--chromium', process.env.CHROMIUM ?? '/usr/bin/chromium');
 const timeoutMs = Number(arg('--timeout-ms', 120000));
 
@@ -73,7 +75,10 @@ async function runBackend(backend) {
       loadMs: window.condenser.loadMs,
       timings: window.condenser.timings,
       backendText: document.getElementById('backend').textContent,
-      adapter: null,
+      // what crossed the wire for the wasm (gzip-encoded when the server has a .gz copy)
+      wasmEncodedBytes: performance.getEntriesByType('resource')
+        .filter((e) => e.name.endsWith('.wasm'))
+        .map((e) => e.encodedBodySize)[0] ?? null,
     })));
     await page.setInputFiles('#upload', image);
     await page.waitForFunction(() => document.getElementById('caption').textContent.startsWith('Uploaded'));
@@ -85,6 +90,10 @@ async function runBackend(backend) {
     if (state !== 'done') throw new Error(`the page answered with an error: ${text}`);
     const last = await page.evaluate(() => window.condenser.last);
     Object.assign(result, { answered: true, answer: text, ...last });
+    if (screenshot && backend === required[0]) {
+      await page.setViewportSize({ width: 820, height: 900 });
+      await page.screenshot({ path: screenshot, fullPage: true });
+    }
   } catch (e) {
     result.error = String(e.message ?? e).split('\n')[0];
   }
