@@ -23,7 +23,7 @@ cargo build -p condenser-web --target wasm32-unknown-unknown --profile web
 rm -rf web/pkg.tmp
 wasm-bindgen --target web --no-typescript --remove-name-section --remove-producers-section \
   --out-dir web/pkg.tmp \
-  target/wasm32-unknown-unknown/web/condenser_web.wasm
+  "${CARGO_TARGET_DIR:-target}/wasm32-unknown-unknown/web/condenser_web.wasm"
 # what a browser downloads: web/serve.mjs sends this gzip-encoded copy to browsers accepting it
 gzip -6 -k -f web/pkg.tmp/condenser_web_bg.wasm
 rm -rf web/pkg
