@@ -15,7 +15,6 @@ use burn::cubecl::server::KernelArguments;
 use burn::cubecl::{CubeCount, CubeDim};
 use burn::tensor::{DType, Shape};
 
-use super::KernelOps;
 
 /// Threads per workgroup; one workgroup reduces one row.
 const WG: u32 = 256;
@@ -203,25 +202,24 @@ fn backward(
     grad
 }
 
-impl KernelOps for CubeBackend {
-    fn distill_rows(
-        student: FloatTensor<Self>,
-        teacher: FloatTensor<Self>,
-        kind: u32,
-        param: f32,
-        inv_temp: f32,
-    ) -> FloatTensor<Self> {
-        forward(
-            student,
-            teacher,
-            Params {
-                kind,
-                param,
-                inv_temp,
-            },
-        )
-        .0
-    }
+/// `distill_rows` on the CubeCL backend (no autodiff).
+pub(super) fn cube_distill_rows(
+    student: CubeTensor,
+    teacher: CubeTensor,
+    kind: u32,
+    param: f32,
+    inv_temp: f32,
+) -> CubeTensor {
+    forward(
+        student,
+        teacher,
+        Params {
+            kind,
+            param,
+            inv_temp,
+        },
+    )
+    .0
 }
 
 /// What the backward pass needs: both logit tensors (the teacher as a constant), the
@@ -256,14 +254,15 @@ impl Backward<CubeBackend, 1> for DistillBackward {
     }
 }
 
-impl<C: CheckpointStrategy> KernelOps for Autodiff<CubeBackend, C> {
-    fn distill_rows(
-        student: FloatTensor<Self>,
-        teacher: FloatTensor<Self>,
-        kind: u32,
-        param: f32,
-        inv_temp: f32,
-    ) -> FloatTensor<Self> {
+/// `distill_rows` under autodiff.
+pub(super) fn autodiff_distill_rows<C: CheckpointStrategy>(
+    student: FloatTensor<Autodiff<CubeBackend, C>>,
+    teacher: FloatTensor<Autodiff<CubeBackend, C>>,
+    kind: u32,
+    param: f32,
+    inv_temp: f32,
+) -> FloatTensor<Autodiff<CubeBackend, C>> {
+    {
         // The teacher is a constant: only the student is a parent of this node.
         let teacher = teacher.into_primitive();
         let params = Params {

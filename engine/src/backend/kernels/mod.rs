@@ -6,14 +6,19 @@
 //! in `distill` and `model` check [`kernels_apply`] and use the plain burn-ops reference instead,
 //! which is also the oracle of every kernel test.
 
+mod attention;
 pub mod bench;
 mod distill;
 
+use burn::backend::autodiff::Autodiff;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::tensor::FloatTensor;
+use burn::backend::wgpu::CubeBackend;
 use burn::backend::{DispatchDevice, backend_extension};
 use burn::prelude::Device;
 use serde::{Deserialize, Serialize};
 
+pub use attention::ATTENTION_MAX_HEAD_DIM;
 pub use distill::{DISTILL_MAX_ROW_BYTES, DistillKind, distill_slab_rows};
 
 /// Whether the fused kernels run where they can (`auto`, the default) or the plain burn-ops
@@ -60,7 +65,89 @@ pub trait KernelOps: burn::backend::Backend {
         param: f32,
         inv_temp: f32,
     ) -> FloatTensor<Self>;
+
+    /// Flash attention `softmax(scale q k^T + mask) v` for `q [B, H, Tq, D]`, `k`/`v
+    /// [B, Hk, Tk, D]` (grouped-query heads when `Hk < H`) and a `[B, Tk]` 0/1 key mask;
+    /// `causal` (0/1) lets query i see keys up to `i + Tk - Tq`. A query that sees no key gets a
+    /// zero output. Gradients flow to q, k and v. Head dimension at most
+    /// [`ATTENTION_MAX_HEAD_DIM`].
+    fn flash_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        key_mask: FloatTensor<Self>,
+        causal: u32,
+        scale: f32,
+    ) -> FloatTensor<Self>;
 }
 
+impl KernelOps for CubeBackend {
+    fn distill_rows(
+        student: FloatTensor<Self>,
+        teacher: FloatTensor<Self>,
+        kind: u32,
+        param: f32,
+        inv_temp: f32,
+    ) -> FloatTensor<Self> {
+        distill::cube_distill_rows(student, teacher, kind, param, inv_temp)
+    }
+
+    fn flash_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        key_mask: FloatTensor<Self>,
+        causal: u32,
+        scale: f32,
+    ) -> FloatTensor<Self> {
+        attention::cube_attention(q, k, v, key_mask, causal, scale)
+    }
+}
+
+impl<C: CheckpointStrategy> KernelOps for Autodiff<CubeBackend, C> {
+    fn distill_rows(
+        student: FloatTensor<Self>,
+        teacher: FloatTensor<Self>,
+        kind: u32,
+        param: f32,
+        inv_temp: f32,
+    ) -> FloatTensor<Self> {
+        distill::autodiff_distill_rows::<C>(student, teacher, kind, param, inv_temp)
+    }
+
+    fn flash_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        key_mask: FloatTensor<Self>,
+        causal: u32,
+        scale: f32,
+    ) -> FloatTensor<Self> {
+        attention::autodiff_attention::<C>(q, k, v, key_mask, causal, scale)
+    }
+}
+
+/// Flash attention on a wgpu device (see [`KernelOps::flash_attention`]); only valid where
+/// [`kernels_apply`] holds. `key_mask` is `[B, Tk]`, 1 for real keys.
+pub fn flash_attention(
+    q: burn::prelude::Tensor<4>,
+    k: burn::prelude::Tensor<4>,
+    v: burn::prelude::Tensor<4>,
+    key_mask: burn::prelude::Tensor<2>,
+    causal: bool,
+    scale: f32,
+) -> burn::prelude::Tensor<4> {
+    burn::prelude::Tensor::from_dispatch(burn::backend::Dispatch::flash_attention(
+        q.into_dispatch(),
+        k.into_dispatch(),
+        v.into_dispatch(),
+        key_mask.into_dispatch(),
+        causal as u32,
+        scale,
+    ))
+}
+
+#[cfg(test)]
+mod attention_tests;
 #[cfg(test)]
 mod tests;

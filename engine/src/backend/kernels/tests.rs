@@ -162,7 +162,10 @@ fn distill_kernel_is_used_on_wgpu_and_not_under_the_reference_policy() {
 /// fails here with its file and line before any device is touched.
 #[test]
 fn shaders_validate_with_naga() {
-    for (name, source) in super::distill::all_sources() {
+    let all = super::distill::all_sources()
+        .into_iter()
+        .chain(super::attention::all_sources());
+    for (name, source) in all {
         let module = naga::front::wgsl::parse_str(&source)
             .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(&source)));
         naga::valid::Validator::new(

@@ -1,0 +1,342 @@
+//! Launch code of the flash-attention kernels (`shaders/attention_*.wgsl`) and their autodiff
+//! wiring. The reference they replace is `model::attention::attention_reference`, which
+//! materialises the `[B, H, Tq, Tk]` scores; these keep `O(T)` memory per head: the forward saves
+//! only the output and one log-sum-exp per query row, and the backward recomputes the
+//! probabilities tile by tile.
+
+use burn::backend::autodiff::Autodiff;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::tensor::FloatTensor;
+use burn::backend::wgpu::{
+    CubeBackend, CubeTensor, KernelSource, SourceKernel, SourceTemplate, into_contiguous,
+};
+use burn::cubecl::prelude::KernelId;
+use burn::cubecl::server::KernelArguments;
+use burn::cubecl::{CubeCount, CubeDim};
+use burn::tensor::{DType, Shape};
+
+/// Query (or key) rows per workgroup, one per invocation.
+const WG: u32 = 64;
+/// Largest head dimension: per-invocation row accumulators are private arrays of this size.
+pub const ATTENTION_MAX_HEAD_DIM: usize = 128;
+/// Floats per workgroup tile: 8 KiB, so two tiles stay inside WebGPU's 16 KiB minimum.
+const TILE_FLOATS: u32 = 2048;
+const MAX_PER_DIM: usize = 65_535;
+
+const COMMON: &str = include_str!("../../../../shaders/attention_common.wgsl");
+const FORWARD: &str = include_str!("../../../../shaders/attention_forward.wgsl");
+const BACKWARD_DQ: &str = include_str!("../../../../shaders/attention_backward_dq.wgsl");
+const BACKWARD_DKV: &str = include_str!("../../../../shaders/attention_backward_dkv.wgsl");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Pass {
+    Forward,
+    BackwardQ,
+    BackwardKv,
+}
+
+/// One compiled variant: the pass and the head dimension (a compile-time constant, so the
+/// row accumulators are fixed-size private arrays).
+#[derive(Debug, Clone, Copy)]
+struct AttentionKernel {
+    pass: Pass,
+    d: u32,
+}
+
+impl AttentionKernel {
+    fn tile_rows(&self) -> u32 {
+        (TILE_FLOATS / self.d).max(1)
+    }
+}
+
+impl KernelSource for AttentionKernel {
+    fn source(&self) -> SourceTemplate {
+        let body = match self.pass {
+            Pass::Forward => FORWARD,
+            Pass::BackwardQ => BACKWARD_DQ,
+            Pass::BackwardKv => BACKWARD_DKV,
+        };
+        let tr = self.tile_rows();
+        SourceTemplate::new(body)
+            .add_template(COMMON)
+            .register("d", self.d.to_string())
+            .register("wg", WG.to_string())
+            .register("tr", tr.to_string())
+            .register("tile", (tr * self.d).to_string())
+    }
+
+    fn id(&self) -> KernelId {
+        KernelId::new::<Self>().info((
+            self.pass,
+            self.d,
+            WG,
+            COMMON.len() + FORWARD.len() + BACKWARD_DQ.len() + BACKWARD_DKV.len(),
+        ))
+    }
+
+    fn lang(&self) -> &'static str {
+        "wgsl"
+    }
+}
+
+fn as_f32(t: CubeTensor, what: &str) -> CubeTensor {
+    assert_eq!(
+        t.dtype,
+        DType::F32,
+        "the attention kernels take f32 {what}, got {:?}",
+        t.dtype
+    );
+    into_contiguous(t)
+}
+
+fn empty_f32(like: &CubeTensor, shape: Shape) -> CubeTensor {
+    let bytes = shape.num_elements() * 4;
+    CubeTensor::new_contiguous(
+        like.client.clone(),
+        like.device.clone(),
+        shape,
+        like.client.empty(bytes),
+        DType::F32,
+    )
+}
+
+/// The sizes and mask of one attention call.
+#[derive(Debug, Clone, Copy)]
+struct Dims {
+    b: usize,
+    h: usize,
+    hk: usize,
+    tq: usize,
+    tk: usize,
+    d: usize,
+    causal: bool,
+    scale: f32,
+}
+
+impl Dims {
+    fn of(q: &CubeTensor, k: &CubeTensor, v: &CubeTensor, mask: &CubeTensor, causal: bool, scale: f32) -> Dims {
+        let (qs, ks, vs, ms) = (q.meta.shape(), k.meta.shape(), v.meta.shape(), mask.meta.shape());
+        assert!(
+            qs.num_dims() == 4 && ks.num_dims() == 4 && ms.num_dims() == 2,
+            "attention kernels take q [B, H, Tq, D], k/v [B, Hk, Tk, D], key mask [B, Tk]"
+        );
+        let (b, h, tq, d) = (qs[0], qs[1], qs[2], qs[3]);
+        let (hk, tk) = (ks[1], ks[2]);
+        assert_eq!(ks, vs, "k and v must have the same shape");
+        assert!(
+            ks[0] == b && ks[3] == d && ms[0] == b && ms[1] == tk,
+            "attention shapes disagree: q {qs:?}, k {ks:?}, key mask {ms:?}"
+        );
+        assert!(
+            hk > 0 && h.is_multiple_of(hk),
+            "query heads ({h}) must be a multiple of key/value heads ({hk})"
+        );
+        assert!(
+            (1..=ATTENTION_MAX_HEAD_DIM).contains(&d),
+            "head dimension {d} outside 1..={ATTENTION_MAX_HEAD_DIM}"
+        );
+        assert!(tq > 0 && tk > 0 && (!causal || tk >= tq), "Tq {tq}, Tk {tk}");
+        assert!(b * h <= MAX_PER_DIM, "B*H = {} exceeds one dispatch dimension", b * h);
+        Dims {
+            b,
+            h,
+            hk,
+            tq,
+            tk,
+            d,
+            causal,
+            scale,
+        }
+    }
+
+    fn info(&self, like: &CubeTensor) -> burn::cubecl::server::Handle {
+        let words = [
+            self.b as u32,
+            self.h as u32,
+            self.hk as u32,
+            self.tq as u32,
+            self.tk as u32,
+            self.causal as u32,
+            (self.tk - self.tq.min(self.tk)) as u32,
+            self.scale.to_bits(),
+        ];
+        let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        like.client.create_from_slice(&bytes)
+    }
+}
+
+fn launch(pass: Pass, dims: &Dims, rows: usize, groups: usize, buffers: Vec<&CubeTensor>) {
+    let client = buffers[0].client.clone();
+    let info = dims.info(buffers[0]);
+    let mut bindings: Vec<_> = buffers.iter().map(|t| t.handle.clone().binding()).collect();
+    bindings.push(info.binding());
+    client.launch(
+        Box::new(SourceKernel::new(
+            AttentionKernel {
+                pass,
+                d: dims.d as u32,
+            },
+            CubeDim::new_1d(WG),
+        )),
+        CubeCount::Static((rows as u32).div_ceil(WG), groups as u32, 1),
+        KernelArguments::new().with_buffers(bindings),
+    );
+}
+
+/// Forward launch: `(out [B, H, Tq, D], lse [B, H, Tq])`.
+fn forward(
+    q: CubeTensor,
+    k: CubeTensor,
+    v: CubeTensor,
+    mask: CubeTensor,
+    causal: bool,
+    scale: f32,
+) -> (CubeTensor, CubeTensor, Dims, [CubeTensor; 4]) {
+    let (q, k, v) = (as_f32(q, "queries"), as_f32(k, "keys"), as_f32(v, "values"));
+    let mask = as_f32(mask, "key mask");
+    let dims = Dims::of(&q, &k, &v, &mask, causal, scale);
+    let out = empty_f32(&q, q.meta.shape().clone());
+    let lse = empty_f32(&q, Shape::new([dims.b, dims.h, dims.tq]));
+    launch(
+        Pass::Forward,
+        &dims,
+        dims.tq,
+        dims.b * dims.h,
+        vec![&q, &k, &v, &mask, &out, &lse],
+    );
+    (out, lse, dims, [q, k, v, mask])
+}
+
+/// Backward launches: `(dq, dk, dv)`.
+fn backward(s: &AttentionState, grad_out: CubeTensor) -> (CubeTensor, CubeTensor, CubeTensor) {
+    let d_o = as_f32(grad_out, "output gradient");
+    let dims = &s.dims;
+    let [q, k, v, mask] = &s.inputs;
+    let dq = empty_f32(q, q.meta.shape().clone());
+    let delta = empty_f32(q, Shape::new([dims.b, dims.h, dims.tq]));
+    launch(
+        Pass::BackwardQ,
+        dims,
+        dims.tq,
+        dims.b * dims.h,
+        vec![q, k, v, mask, &s.out, &d_o, &s.lse, &dq, &delta],
+    );
+    let dk = empty_f32(k, k.meta.shape().clone());
+    let dv = empty_f32(v, v.meta.shape().clone());
+    launch(
+        Pass::BackwardKv,
+        dims,
+        dims.tk,
+        dims.b * dims.hk,
+        vec![q, k, v, mask, &d_o, &s.lse, &delta, &dk, &dv],
+    );
+    (dq, dk, dv)
+}
+
+/// `flash_attention` on the CubeCL backend (no autodiff).
+pub(super) fn cube_attention(
+    q: CubeTensor,
+    k: CubeTensor,
+    v: CubeTensor,
+    mask: CubeTensor,
+    causal: u32,
+    scale: f32,
+) -> CubeTensor {
+    forward(q, k, v, mask, causal == 1, scale).0
+}
+
+/// What the backward pass needs: the inputs, the output and its log-sum-exps.
+#[derive(Debug, Clone)]
+struct AttentionState {
+    inputs: [CubeTensor; 4],
+    out: CubeTensor,
+    lse: CubeTensor,
+    dims: Dims,
+}
+
+#[derive(Debug)]
+struct AttentionBackward;
+
+impl Backward<CubeBackend, 3> for AttentionBackward {
+    type State = AttentionState;
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 3>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let [nq, nk, nv] = ops.parents;
+        let grad_out = grads.consume::<CubeBackend>(&ops.node);
+        let (dq, dk, dv) = backward(&ops.state, grad_out);
+        for (node, grad) in [(nq, dq), (nk, dk), (nv, dv)] {
+            if let Some(node) = node {
+                grads.register::<CubeBackend>(node.id, grad);
+            }
+        }
+    }
+}
+
+/// `flash_attention` under autodiff: gradients flow to q, k and v (the key mask is a constant).
+pub(super) fn autodiff_attention<C: CheckpointStrategy>(
+    q: FloatTensor<Autodiff<CubeBackend, C>>,
+    k: FloatTensor<Autodiff<CubeBackend, C>>,
+    v: FloatTensor<Autodiff<CubeBackend, C>>,
+    mask: FloatTensor<Autodiff<CubeBackend, C>>,
+    causal: u32,
+    scale: f32,
+) -> FloatTensor<Autodiff<CubeBackend, C>> {
+    let mask = mask.into_primitive();
+    match AttentionBackward
+        .prepare::<C>([q.node(), k.node(), v.node()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            let (out, lse, dims, inputs) = forward(
+                q.into_primitive(),
+                k.into_primitive(),
+                v.into_primitive(),
+                mask,
+                causal == 1,
+                scale,
+            );
+            let state = AttentionState {
+                inputs,
+                out: out.clone(),
+                lse,
+                dims,
+            };
+            prep.finish(state, out)
+        }
+        OpsKind::UnTracked(prep) => {
+            let (out, ..) = forward(
+                q.into_primitive(),
+                k.into_primitive(),
+                v.into_primitive(),
+                mask,
+                causal == 1,
+                scale,
+            );
+            prep.finish(out)
+        }
+    }
+}
+
+#[cfg(test)]
+/// Every pass's filled-in WGSL at a few head dimensions, for validation tests.
+pub(crate) fn all_sources() -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for pass in [Pass::Forward, Pass::BackwardQ, Pass::BackwardKv] {
+        for d in [1u32, 16, 64, 80, 128] {
+            out.push((
+                format!("shaders/attention ({pass:?}, d {d})"),
+                AttentionKernel { pass, d }.source().complete(),
+            ));
+        }
+    }
+    out
+}

@@ -1,0 +1,91 @@
+// Flash-attention forward: out = softmax(scale * q k^T + mask) v per query row, and the row's
+// log-sum-exp for the backward pass. Workgroup (x: block of WG query rows, y: b * H + h).
+
+@group(0) @binding(0) var<storage, read_write> q: array<f32>;
+@group(0) @binding(1) var<storage, read_write> k: array<f32>;
+@group(0) @binding(2) var<storage, read_write> v: array<f32>;
+@group(0) @binding(3) var<storage, read_write> key_mask: array<f32>;
+@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+@group(0) @binding(5) var<storage, read_write> lse: array<f32>;
+@group(0) @binding(6) var<storage, read_write> info: array<u32>;
+
+var<workgroup> k_tile: array<f32, TILE>;
+var<workgroup> v_tile: array<f32, TILE>;
+var<workgroup> m_tile: array<f32, TR>;
+
+@compute @workgroup_size({{ wg }}, 1, 1)
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) tid: u32,
+) {
+    let p = params();
+    let bh = wid.y;
+    let b = bh / p.h;
+    let kvh = (bh % p.h) / (p.h / p.hk);
+    let i = wid.x * WG + tid;
+    let live = i < p.tq;
+    let row = bh * p.tq + min(i, p.tq - 1u);
+
+    var qr: array<f32, D>;
+    var acc: array<f32, D>;
+    for (var d = 0u; d < D; d++) {
+        qr[d] = q[row * D + d] * p.scale;
+        acc[d] = 0.0;
+    }
+    var m = NEG;
+    var l = 0.0;
+    let kv0 = (b * p.hk + kvh) * p.tk;
+    // keys past the block's last query are invisible to all of it under a causal mask
+    var kend = p.tk;
+    if (p.causal) {
+        kend = min(p.tk, wid.x * WG + WG - 1u + p.offset + 1u);
+    }
+    for (var t0 = 0u; t0 < kend; t0 += TR) {
+        workgroupBarrier();
+        for (var e = tid; e < TILE; e += WG) {
+            let j = t0 + e / D;
+            if (j < p.tk) {
+                k_tile[e] = k[(kv0 + j) * D + e % D];
+                v_tile[e] = v[(kv0 + j) * D + e % D];
+            }
+        }
+        for (var r = tid; r < TR; r += WG) {
+            let j = t0 + r;
+            m_tile[r] = select(0.0, key_mask[b * p.tk + min(j, p.tk - 1u)], j < p.tk);
+        }
+        workgroupBarrier();
+        if (live) {
+            for (var r = 0u; r < TR; r++) {
+                let j = t0 + r;
+                if (j >= kend || m_tile[r] == 0.0 || !visible(p, i, j)) {
+                    continue;
+                }
+                var s = 0.0;
+                for (var d = 0u; d < D; d++) {
+                    s += qr[d] * k_tile[r * D + d];
+                }
+                if (s > m) {
+                    let c = exp(m - s);
+                    l = l * c + 1.0;
+                    for (var d = 0u; d < D; d++) {
+                        acc[d] = acc[d] * c + v_tile[r * D + d];
+                    }
+                    m = s;
+                } else {
+                    let e = exp(s - m);
+                    l += e;
+                    for (var d = 0u; d < D; d++) {
+                        acc[d] += e * v_tile[r * D + d];
+                    }
+                }
+            }
+        }
+    }
+    if (live) {
+        let inv = select(0.0, 1.0 / l, l > 0.0);
+        for (var d = 0u; d < D; d++) {
+            out[row * D + d] = acc[d] * inv;
+        }
+        lse[row] = select(BIG, m + log(l), l > 0.0);
+    }
+}
