@@ -2,19 +2,19 @@
 // its group (grouped-query attention) and every query that sees it. Needs `delta` from the
 // query-side kernel. Workgroup (x: block of WG key rows, y: b * Hk + kv head).
 
-@group(0) @binding(0) var<storage, read_write> q: array<f32>;
-@group(0) @binding(1) var<storage, read_write> k: array<f32>;
-@group(0) @binding(2) var<storage, read_write> v: array<f32>;
+@group(0) @binding(0) var<storage, read_write> q: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read_write> k: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> v: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> key_mask: array<f32>;
-@group(0) @binding(4) var<storage, read_write> d_o: array<f32>;
+@group(0) @binding(4) var<storage, read_write> d_o: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read_write> lse: array<f32>;
 @group(0) @binding(6) var<storage, read_write> delta: array<f32>;
-@group(0) @binding(7) var<storage, read_write> dk: array<f32>;
-@group(0) @binding(8) var<storage, read_write> dv: array<f32>;
+@group(0) @binding(7) var<storage, read_write> dk: array<vec4<f32>>;
+@group(0) @binding(8) var<storage, read_write> dv: array<vec4<f32>>;
 @group(0) @binding(9) var<storage, read_write> info: array<u32>;
 
-var<workgroup> q_tile: array<f32, TILE>;
-var<workgroup> do_tile: array<f32, TILE>;
+var<workgroup> q_tile: array<vec4<f32>, TILE4>;
+var<workgroup> do_tile: array<vec4<f32>, TILE4>;
 var<workgroup> l_tile: array<f32, TR>;
 var<workgroup> dl_tile: array<f32, TR>;
 
@@ -31,18 +31,11 @@ fn main(
     let j = wid.x * WG + tid;
     let jc = min(j, p.tk - 1u);
     let krow = bkv * p.tk + jc;
+    let kb = krow * D4;
     let live = j < p.tk && key_mask[b * p.tk + jc] != 0.0;
 
-    var kr: array<f32, D>;
-    var vr: array<f32, D>;
-    var dka: array<f32, D>;
-    var dva: array<f32, D>;
-    for (var d = 0u; d < D; d++) {
-        kr[d] = k[krow * D + d];
-        vr[d] = v[krow * D + d];
-        dka[d] = 0.0;
-        dva[d] = 0.0;
-    }
+    // k0.., v0.. (this key's rows) and dk0.., dv0.. (their gradients)
+    {{ dkv_init }}
     // queries before the block's first key cannot see any of it under a causal mask
     var qstart = 0u;
     let j0 = wid.x * WG;
@@ -53,11 +46,11 @@ fn main(
         let bh = b * p.h + kvh * group + g;
         for (var t0 = qstart; t0 < p.tq; t0 += TR) {
             workgroupBarrier();
-            for (var e = tid; e < TILE; e += WG) {
-                let i = t0 + e / D;
+            for (var e = tid; e < TILE4; e += WG) {
+                let i = t0 + e / D4;
                 if (i < p.tq) {
-                    q_tile[e] = q[(bh * p.tq + i) * D + e % D] * p.scale;
-                    do_tile[e] = d_o[(bh * p.tq + i) * D + e % D];
+                    q_tile[e] = q[(bh * p.tq + i) * D4 + e % D4] * p.scale;
+                    do_tile[e] = d_o[(bh * p.tq + i) * D4 + e % D4];
                 }
             }
             for (var r = tid; r < TR; r += WG) {
@@ -66,33 +59,22 @@ fn main(
                 dl_tile[r] = delta[bh * p.tq + i];
             }
             workgroupBarrier();
-            if (live) {
-                for (var r = 0u; r < TR; r++) {
-                    let i = t0 + r;
-                    if (i >= p.tq || !visible(p, i, j)) {
-                        continue;
-                    }
-                    var s = 0.0;
-                    var dp = 0.0;
-                    for (var d = 0u; d < D; d++) {
-                        s += q_tile[r * D + d] * kr[d];
-                        dp += do_tile[r * D + d] * vr[d];
-                    }
-                    let pr = exp(s - l_tile[r]);
-                    let ds = pr * (dp - dl_tile[r]);
-                    for (var d = 0u; d < D; d++) {
-                        dva[d] += pr * do_tile[r * D + d];
-                        dka[d] += ds * q_tile[r * D + d];
-                    }
-                }
+            // every lane runs every query (see the forward kernel): no divergent branch
+            for (var r = 0u; r < TR; r++) {
+                let i = t0 + r;
+                let ok = live && i < p.tq && visible(p, i, j);
+                let qt = r * D4;
+                var s = 0.0;
+                var dp = 0.0;
+                {{ dkv_dots }}
+                let pr = select(0.0, exp(s - l_tile[r]), ok);
+                let ds = pr * (dp - dl_tile[r]);
+                {{ dkv_add }}
             }
         }
     }
     if (j < p.tk) {
-        for (var d = 0u; d < D; d++) {
-            // q_tile already carries the scale, so dS q_scaled = scale dS q
-            dk[krow * D + d] = dka[d];
-            dv[krow * D + d] = dva[d];
-        }
+        // q_tile already carries the scale, so dS q_scaled = scale dS q
+        {{ dkv_store }}
     }
 }

@@ -2,19 +2,19 @@
 // reads. Probabilities are recomputed from the forward's log-sum-exp; dS = P (dO V^T - delta).
 // Workgroup (x: block of WG query rows, y: b * H + h).
 
-@group(0) @binding(0) var<storage, read_write> q: array<f32>;
-@group(0) @binding(1) var<storage, read_write> k: array<f32>;
-@group(0) @binding(2) var<storage, read_write> v: array<f32>;
+@group(0) @binding(0) var<storage, read_write> q: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read_write> k: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> v: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> key_mask: array<f32>;
-@group(0) @binding(4) var<storage, read_write> o: array<f32>;
-@group(0) @binding(5) var<storage, read_write> d_o: array<f32>;
+@group(0) @binding(4) var<storage, read_write> o: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> d_o: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read_write> lse: array<f32>;
-@group(0) @binding(7) var<storage, read_write> dq: array<f32>;
+@group(0) @binding(7) var<storage, read_write> dq: array<vec4<f32>>;
 @group(0) @binding(8) var<storage, read_write> delta: array<f32>;
 @group(0) @binding(9) var<storage, read_write> info: array<u32>;
 
-var<workgroup> k_tile: array<f32, TILE>;
-var<workgroup> v_tile: array<f32, TILE>;
+var<workgroup> k_tile: array<vec4<f32>, TILE4>;
+var<workgroup> v_tile: array<vec4<f32>, TILE4>;
 var<workgroup> m_tile: array<f32, TR>;
 
 @compute @workgroup_size({{ wg }}, 1, 1)
@@ -29,17 +29,11 @@ fn main(
     let i = wid.x * WG + tid;
     let live = i < p.tq;
     let row = bh * p.tq + min(i, p.tq - 1u);
+    let qb = row * D4;
 
-    var qr: array<f32, D>;
-    var dor: array<f32, D>;
-    var acc: array<f32, D>;
+    // q0.. (scaled query), g0.. (output gradient), a0.. (dQ), and dlt = dO . O
     var dlt = 0.0;
-    for (var d = 0u; d < D; d++) {
-        qr[d] = q[row * D + d] * p.scale;
-        dor[d] = d_o[row * D + d];
-        dlt += dor[d] * o[row * D + d];
-        acc[d] = 0.0;
-    }
+    {{ dq_init }}
     let li = lse[row];
     let kv0 = (b * p.hk + kvh) * p.tk;
     var kend = p.tk;
@@ -48,11 +42,11 @@ fn main(
     }
     for (var t0 = 0u; t0 < kend; t0 += TR) {
         workgroupBarrier();
-        for (var e = tid; e < TILE; e += WG) {
-            let j = t0 + e / D;
+        for (var e = tid; e < TILE4; e += WG) {
+            let j = t0 + e / D4;
             if (j < p.tk) {
-                k_tile[e] = k[(kv0 + j) * D + e % D];
-                v_tile[e] = v[(kv0 + j) * D + e % D];
+                k_tile[e] = k[(kv0 + j) * D4 + e % D4];
+                v_tile[e] = v[(kv0 + j) * D4 + e % D4];
             }
         }
         for (var r = tid; r < TR; r += WG) {
@@ -60,29 +54,20 @@ fn main(
             m_tile[r] = select(0.0, key_mask[b * p.tk + min(j, p.tk - 1u)], j < p.tk);
         }
         workgroupBarrier();
-        if (live) {
-            for (var r = 0u; r < TR; r++) {
-                let j = t0 + r;
-                if (j >= kend || m_tile[r] == 0.0 || !visible(p, i, j)) {
-                    continue;
-                }
-                var s = 0.0;
-                var dp = 0.0;
-                for (var d = 0u; d < D; d++) {
-                    s += qr[d] * k_tile[r * D + d];
-                    dp += dor[d] * v_tile[r * D + d];
-                }
-                let ds = exp(s - li) * (dp - dlt);
-                for (var d = 0u; d < D; d++) {
-                    acc[d] += ds * k_tile[r * D + d];
-                }
-            }
+        // every lane runs every key (see the forward kernel): no divergent branch
+        for (var r = 0u; r < TR; r++) {
+            let j = t0 + r;
+            let ok = j < kend && m_tile[r] != 0.0 && visible(p, i, j);
+            let kb = r * D4;
+            var s = 0.0;
+            var dp = 0.0;
+            {{ dq_dots }}
+            let ds = select(0.0, exp(s - li) * (dp - dlt), ok);
+            {{ dq_add }}
         }
     }
     if (live) {
-        for (var d = 0u; d < D; d++) {
-            dq[row * D + d] = acc[d] * p.scale;
-        }
+        {{ dq_store }}
         delta[row] = dlt;
     }
 }

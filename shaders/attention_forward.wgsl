@@ -1,16 +1,16 @@
 // Flash-attention forward: out = softmax(scale * q k^T + mask) v per query row, and the row's
 // log-sum-exp for the backward pass. Workgroup (x: block of WG query rows, y: b * H + h).
 
-@group(0) @binding(0) var<storage, read_write> q: array<f32>;
-@group(0) @binding(1) var<storage, read_write> k: array<f32>;
-@group(0) @binding(2) var<storage, read_write> v: array<f32>;
+@group(0) @binding(0) var<storage, read_write> q: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read_write> k: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> v: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> key_mask: array<f32>;
-@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+@group(0) @binding(4) var<storage, read_write> out: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read_write> lse: array<f32>;
 @group(0) @binding(6) var<storage, read_write> info: array<u32>;
 
-var<workgroup> k_tile: array<f32, TILE>;
-var<workgroup> v_tile: array<f32, TILE>;
+var<workgroup> k_tile: array<vec4<f32>, TILE4>;
+var<workgroup> v_tile: array<vec4<f32>, TILE4>;
 var<workgroup> m_tile: array<f32, TR>;
 
 @compute @workgroup_size({{ wg }}, 1, 1)
@@ -25,13 +25,10 @@ fn main(
     let i = wid.x * WG + tid;
     let live = i < p.tq;
     let row = bh * p.tq + min(i, p.tq - 1u);
+    let qb = row * D4;
 
-    var qr: array<f32, D>;
-    var acc: array<f32, D>;
-    for (var d = 0u; d < D; d++) {
-        qr[d] = q[row * D + d] * p.scale;
-        acc[d] = 0.0;
-    }
+    // q0.. (the scaled query row) and a0.. (the unnormalised output)
+    {{ fwd_init }}
     var m = NEG;
     var l = 0.0;
     let kv0 = (b * p.hk + kvh) * p.tk;
@@ -42,11 +39,11 @@ fn main(
     }
     for (var t0 = 0u; t0 < kend; t0 += TR) {
         workgroupBarrier();
-        for (var e = tid; e < TILE; e += WG) {
-            let j = t0 + e / D;
+        for (var e = tid; e < TILE4; e += WG) {
+            let j = t0 + e / D4;
             if (j < p.tk) {
-                k_tile[e] = k[(kv0 + j) * D + e % D];
-                v_tile[e] = v[(kv0 + j) * D + e % D];
+                k_tile[e] = k[(kv0 + j) * D4 + e % D4];
+                v_tile[e] = v[(kv0 + j) * D4 + e % D4];
             }
         }
         for (var r = tid; r < TR; r += WG) {
@@ -54,38 +51,26 @@ fn main(
             m_tile[r] = select(0.0, key_mask[b * p.tk + min(j, p.tk - 1u)], j < p.tk);
         }
         workgroupBarrier();
-        if (live) {
-            for (var r = 0u; r < TR; r++) {
-                let j = t0 + r;
-                if (j >= kend || m_tile[r] == 0.0 || !visible(p, i, j)) {
-                    continue;
-                }
-                var s = 0.0;
-                for (var d = 0u; d < D; d++) {
-                    s += qr[d] * k_tile[r * D + d];
-                }
-                if (s > m) {
-                    let c = exp(m - s);
-                    l = l * c + 1.0;
-                    for (var d = 0u; d < D; d++) {
-                        acc[d] = acc[d] * c + v_tile[r * D + d];
-                    }
-                    m = s;
-                } else {
-                    let e = exp(s - m);
-                    l += e;
-                    for (var d = 0u; d < D; d++) {
-                        acc[d] += e * v_tile[r * D + d];
-                    }
-                }
-            }
+        // every lane runs every key (rows past Tq compute on a clamped row and store nothing):
+        // no divergent branch, so the tile reads stay uniform broadcasts
+        for (var r = 0u; r < TR; r++) {
+            let j = t0 + r;
+            let ok = j < kend && m_tile[r] != 0.0 && visible(p, i, j);
+            let kb = r * D4;
+            var s = 0.0;
+            {{ fwd_dot }}
+            // online softmax; a key this query may not see changes nothing
+            let mn = select(m, max(m, s), ok);
+            let c = exp(m - mn);
+            let e = select(0.0, exp(s - mn), ok);
+            l = l * c + e;
+            {{ fwd_update }}
+            m = mn;
         }
     }
     if (live) {
         let inv = select(0.0, 1.0 / l, l > 0.0);
-        for (var d = 0u; d < D; d++) {
-            out[row * D + d] = acc[d] * inv;
-        }
+        {{ fwd_store }}
         lse[row] = select(BIG, m + log(l), l > 0.0);
     }
 }

@@ -6,7 +6,7 @@
 use condenser_engine::backend::{BackendChoice, select};
 use condenser_engine::burn::prelude::*;
 use condenser_engine::io::load_hf_llm;
-use condenser_engine::model::causal_bias;
+use condenser_engine::model::AttnMask;
 use condenser_tests::repo;
 
 /// Max |a - b| over two nested-list JSON values flattened against our output.
@@ -31,7 +31,12 @@ fn check(name: &str) {
     let pos = Tensor::<1, Int>::arange(0..t as i64, &device)
         .reshape([1, t])
         .repeat_dim(0, b);
-    let hidden = llm.hidden(llm.embed(ids), pos, causal_bias(t, t, &device), None);
+    let hidden = llm.hidden(
+        llm.embed(ids),
+        pos,
+        AttnMask::causal(Tensor::ones([1, t], &device)),
+        None,
+    );
     let logits = llm.logits(hidden.clone());
     for (key, ours) in [("last_hidden_state", hidden), ("logits", logits)] {
         let mut want = Vec::new();

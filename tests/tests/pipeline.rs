@@ -133,3 +133,37 @@ fn wgpu_and_cpu_agree_on_the_first_losses() {
         );
     }
 }
+
+/// The issue-5 A/B switch end to end: the same smoke stages on wgpu with Condenser's kernels
+/// (flash attention in the vision encoder and the decoder) and with the plain burn-ops
+/// reference give the same losses at every step, within float32 reduction-order noise.
+#[test]
+fn kernels_on_and_off_give_the_same_losses() {
+    use condenser_engine::backend::kernels::KernelPolicy;
+    let dir = scratch("kernels-ab");
+    let data = tiny_world(&dir);
+    let mut recipe = smoke_recipe(&data);
+    recipe.stages.truncate(2);
+    let (device, info) = select(BackendChoice::Wgpu).expect("a wgpu adapter");
+    let run = |policy: KernelPolicy, sub: &str| {
+        let mut r = recipe.clone();
+        r.kernels = policy;
+        let opts = RunOptions {
+            runs_dir: dir.join(sub),
+            eval: false,
+            ..RunOptions::default()
+        };
+        let mut l = Losses(Vec::new());
+        run_recipe(&r, &device, &info, &opts, &mut l).unwrap();
+        l.0
+    };
+    let on = run(KernelPolicy::Auto, "auto");
+    let off = run(KernelPolicy::Reference, "reference");
+    assert_eq!(on.len(), off.len());
+    assert!(on.len() >= 6, "{on:?}");
+    eprintln!("losses kernels {on:?}\nlosses reference {off:?}");
+    for (i, (a, b)) in on.iter().zip(&off).enumerate() {
+        let rel = (a - b).abs() / b.abs().max(1e-6);
+        assert!(rel < 1e-3, "step {}: kernels {a} vs reference {b} (rel {rel})", i + 1);
+    }
+}

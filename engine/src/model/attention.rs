@@ -1,8 +1,78 @@
-//! Scaled dot-product attention as plain burn ops. This is the reference the WGSL flash
-//! kernel will replace (and be tested against); it materialises the `[B, H, Tq, Tk]` scores.
+//! Scaled dot-product attention. [`attention`] runs Condenser's flash kernels on wgpu devices
+//! (`backend::kernels`, `O(T)` memory) and otherwise [`attention_reference`], plain burn ops that
+//! materialise the `[B, H, Tq, Tk]` scores and are the kernels' test oracle.
 
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
+
+use crate::backend::kernels::{self, ATTENTION_MAX_HEAD_DIM, KernelPolicy};
+
+/// Which keys each query may see: a key-padding mask and causality, kept structured (not as an
+/// additive `[.., Tq, Tk]` bias) so the flash kernels never need a `T x T` tensor.
+#[derive(Debug, Clone)]
+pub struct AttnMask {
+    /// `[B, Tk]`, 1 for real keys and 0 for padding; `None` when every key is real.
+    pub keys: Option<Tensor<2>>,
+    /// Query i (at absolute position `Tk - Tq + i`) sees keys up to its own position.
+    pub causal: bool,
+}
+
+impl AttnMask {
+    /// Every query sees every key (the vision encoder).
+    pub fn full() -> AttnMask {
+        AttnMask {
+            keys: None,
+            causal: false,
+        }
+    }
+
+    /// Causal over a `[B, Tk]` key mask (the decoder).
+    pub fn causal(keys: Tensor<2>) -> AttnMask {
+        AttnMask {
+            keys: Some(keys),
+            causal: true,
+        }
+    }
+
+    /// The additive bias `[B or 1, 1, Tq, Tk]` the reference adds to the scores.
+    pub fn bias(&self, tq: usize, tk: usize, device: &Device) -> Tensor<4> {
+        let pad = self.keys.clone().map(padding_bias);
+        match (pad, self.causal) {
+            (Some(p), true) => p + causal_bias(tq, tk, device),
+            (Some(p), false) => p,
+            (None, true) => causal_bias(tq, tk, device),
+            (None, false) => Tensor::zeros([1, 1, 1, tk], device),
+        }
+    }
+}
+
+/// `softmax(q k^T / sqrt(d) + mask) v` (shapes as [`attention_reference`]): the flash kernels
+/// where `kernels` allows them and the device runs them (wgpu, head dim a multiple of 4 up to
+/// 128), else the reference. The two differ only on a query that sees no key at all (a padding
+/// position), which no loss reads: the kernel returns 0 there, the reference an average.
+pub fn attention(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    mask: &AttnMask,
+    kernels: KernelPolicy,
+) -> Tensor<4> {
+    let [b, h, tq, d] = q.dims();
+    let tk = k.dims()[2];
+    let device = q.device();
+    let fits = d % 4 == 0
+        && d <= ATTENTION_MAX_HEAD_DIM
+        && b * h <= 65_535
+        && (!mask.causal || tk >= tq);
+    if fits && kernels::kernels_apply(kernels, &device) {
+        let keys = mask
+            .keys
+            .clone()
+            .unwrap_or_else(|| Tensor::ones([b, tk], &device));
+        return kernels::flash_attention(q, k, v, keys, mask.causal, 1.0 / (d as f32).sqrt());
+    }
+    attention_reference(q, k, v, mask.bias(tq, tk, &device))
+}
 
 /// Large negative bias for masked positions (finite, so fully masked rows stay NaN-free).
 pub const MASKED: f32 = -1.0e9;

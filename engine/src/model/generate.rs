@@ -3,7 +3,7 @@
 
 use burn::prelude::*;
 
-use super::attention::padding_bias;
+use super::attention::AttnMask;
 use super::init::Rng;
 use super::llm::KvCache;
 use super::mllm::{Mllm, MllmBatch};
@@ -104,7 +104,7 @@ impl Mllm {
             let x = self.llm.embed(ids);
             let h = self
                 .llm
-                .hidden(x, pos, padding_bias(mask.clone()), Some(&mut cache));
+                .hidden(x, pos, AttnMask::causal(mask.clone()), Some(&mut cache));
             logits = self.llm.logits(h).reshape([b, v]);
             next_pos.iter_mut().for_each(|p| *p += 1);
         }
@@ -186,8 +186,12 @@ impl super::llm::Llm {
         let ids: Vec<i64> = prompt.iter().map(|&i| i as i64).collect();
         let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, t]), &device);
         let pos = Tensor::<1, Int>::arange(0..t as i64, &device).reshape([1, t]);
-        let bias = super::attention::causal_bias(t, t, &device);
-        let h = self.hidden(self.embed(ids), pos, bias, Some(&mut cache));
+        let h = self.hidden(
+            self.embed(ids),
+            pos,
+            AttnMask::causal(Tensor::ones([1, t], &device)),
+            Some(&mut cache),
+        );
         let mut logits = self.logits(h.narrow(1, t - 1, 1));
         for step in 0..opts.max_new_tokens {
             let host = pollster::block_on(to_host(logits));
@@ -204,8 +208,7 @@ impl super::llm::Llm {
                 Tensor::<2, Int>::from_data(TensorData::new(vec![id as i64], [1, 1]), &device);
             let pos = Tensor::<2, Int>::from_data(TensorData::new(vec![p as i64], [1, 1]), &device);
             // the new token sees every cached position
-            let bias = Tensor::<4>::zeros([1, 1, 1, p + 1], &device);
-            let h = self.hidden(self.embed(ids), pos, bias, Some(&mut cache));
+            let h = self.hidden(self.embed(ids), pos, AttnMask::full(), Some(&mut cache));
             logits = self.logits(h);
         }
         out

@@ -8,7 +8,8 @@ use burn::nn::{Embedding, Linear, RmsNorm, RmsNormConfig};
 use burn::prelude::*;
 use burn::tensor::activation::silu;
 
-use super::attention::attention_reference;
+use super::attention::{AttnMask, attention};
+use crate::backend::kernels::KernelPolicy;
 use super::init::{INIT_STD, Rng, embedding, linear, normal_tensor};
 use super::moe::{LayerRouting, MoeMlp, Phase, Route, RouterLosses};
 use super::rope::Rope;
@@ -71,6 +72,9 @@ pub struct Llm {
     pub config: LlmConfig,
     #[module(skip)]
     rope: Rope,
+    /// Whether attention runs the flash kernels on wgpu (see [`super::Mllm::set_kernels`]).
+    #[module(skip)]
+    pub kernels: KernelPolicy,
 }
 
 /// Per-layer cached keys and values `[B, Hkv, T, d]` for incremental decoding.
@@ -98,7 +102,8 @@ impl Attention {
         x: Tensor<3>,
         rope: &Rope,
         pos: Tensor<2, Int>,
-        bias: Tensor<4>,
+        mask: &AttnMask,
+        kernels: KernelPolicy,
         cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>,
     ) -> Tensor<3> {
         let [b, t, _] = x.dims();
@@ -119,7 +124,7 @@ impl Attention {
             }
             *slot = Some((k.clone(), v.clone()));
         }
-        let out = attention_reference(q, k, v, bias);
+        let out = attention(q, k, v, mask, kernels);
         let [_, h, _, d] = out.dims();
         self.o_proj
             .forward(out.swap_dims(1, 2).reshape([b, t, h * d]))
@@ -197,6 +202,7 @@ impl Llm {
             lm_head,
             config: c.clone(),
             rope: Rope::new(hd, c.max_positions, c.rope_theta, device),
+            kernels: KernelPolicy::Auto,
         }
     }
 
@@ -206,17 +212,17 @@ impl Llm {
     }
 
     /// Runs the decoder stack on embeddings `[B, T, D]` and returns the final-norm hidden
-    /// states `[B, T, D]`. `pos [B, T]` are RoPE positions; `bias` is the additive attention
-    /// bias broadcastable to `[B, 1, T, Tcache + T]`. MoE layers route every token at the
+    /// states `[B, T, D]`. `pos [B, T]` are RoPE positions; `mask` says which of the
+    /// `Tcache + T` keys each position sees. MoE layers route every token at the
     /// evaluation capacity; training goes through [`Llm::hidden_routed`].
     pub fn hidden(
         &self,
         x: Tensor<3>,
         pos: Tensor<2, Int>,
-        bias: Tensor<4>,
+        mask: AttnMask,
         cache: Option<&mut KvCache>,
     ) -> Tensor<3> {
-        self.hidden_routed(x, pos, bias, cache, None).0
+        self.hidden_routed(x, pos, mask, cache, None).0
     }
 
     /// [`Llm::hidden`] with the MoE layers' inputs spelled out (`route`: which tokens take part,
@@ -226,7 +232,7 @@ impl Llm {
         &self,
         x: Tensor<3>,
         pos: Tensor<2, Int>,
-        bias: Tensor<4>,
+        mask: AttnMask,
         mut cache: Option<&mut KvCache>,
         route: Option<&Route>,
     ) -> (Tensor<3>, MoeTrace) {
@@ -245,7 +251,8 @@ impl Llm {
                 layer.input_layernorm.forward(h.clone()),
                 &self.rope,
                 pos.clone(),
-                bias.clone(),
+                &mask,
+                self.kernels,
                 slot,
             );
             h = h + a;

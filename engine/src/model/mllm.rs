@@ -4,7 +4,7 @@
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 
-use super::attention::{causal_bias, padding_bias};
+use super::attention::AttnMask;
 use super::init::Rng;
 use super::llm::{KvCache, Llm, MoeTrace};
 use super::moe::{Phase, Route};
@@ -118,6 +118,13 @@ impl Mllm {
         }
     }
 
+    /// Chooses where attention runs: `Auto` (the default of a new or loaded model) uses the
+    /// flash kernels on wgpu devices, `Reference` the plain burn-ops composition (A/B runs).
+    pub fn set_kernels(&mut self, kernels: crate::backend::kernels::KernelPolicy) {
+        self.vision.kernels = kernels;
+        self.llm.kernels = kernels;
+    }
+
     pub fn param_counts(&self) -> ParamCounts {
         ParamCounts {
             vision: self.vision.num_params(),
@@ -155,11 +162,10 @@ impl Mllm {
     /// Final hidden states and what the MoE routers did (`phase` picks the capacity factor).
     pub fn hidden_routed(&self, batch: &MllmBatch, phase: Phase) -> (Tensor<3>, MoeTrace) {
         let x = self.input_embeddings(batch);
-        let t = x.dims()[1];
-        let bias = padding_bias(batch.attention_mask.clone()) + causal_bias(t, t, &x.device());
+        let mask = AttnMask::causal(batch.attention_mask.clone());
         let route = batch.route(phase);
         self.llm
-            .hidden_routed(x, batch.positions.clone(), bias, None, Some(&route))
+            .hidden_routed(x, batch.positions.clone(), mask, None, Some(&route))
     }
 
     /// Logits `[B, T, V]`.
@@ -181,11 +187,11 @@ impl Mllm {
     pub fn prefill(&self, batch: &MllmBatch, cache: &mut KvCache) -> Tensor<2> {
         let x = self.input_embeddings(batch);
         let [b, t, _] = x.dims();
-        let bias = padding_bias(batch.attention_mask.clone()) + causal_bias(t, t, &x.device());
+        let mask = AttnMask::causal(batch.attention_mask.clone());
         let route = batch.route(Phase::Eval);
         let (h, _) =
             self.llm
-                .hidden_routed(x, batch.positions.clone(), bias, Some(cache), Some(&route));
+                .hidden_routed(x, batch.positions.clone(), mask, Some(cache), Some(&route));
         let last = h.narrow(1, t - 1, 1);
         let v = self.config.llm.vocab_size;
         self.llm.logits(last).reshape([b, v])

@@ -12,7 +12,7 @@ mod projector;
 mod rope;
 mod vision;
 
-pub use attention::{attention_reference, causal_bias, padding_bias};
+pub use attention::{AttnMask, attention, attention_reference, causal_bias, padding_bias};
 pub use generate::{GenerateOptions, Sampling};
 pub use init::Rng;
 pub use llm::{DecoderLayer, Ffn, KvCache, Llm, Mlp, MoeTrace};

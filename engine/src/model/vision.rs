@@ -7,7 +7,8 @@ use burn::nn::{LayerNorm, LayerNormConfig, Linear};
 use burn::prelude::*;
 use burn::tensor::activation::gelu;
 
-use super::attention::attention_reference;
+use super::attention::{AttnMask, attention};
+use crate::backend::kernels::KernelPolicy;
 use super::init::{INIT_STD, Rng, linear, normal_tensor};
 use crate::config::VisionConfig;
 
@@ -45,17 +46,20 @@ pub struct VisionEncoder {
     pub post_layernorm: LayerNorm,
     #[module(skip)]
     pub config: VisionConfig,
+    /// Whether attention runs the flash kernels on wgpu (see [`super::Mllm::set_kernels`]).
+    #[module(skip)]
+    pub kernels: KernelPolicy,
 }
 
 impl VisionAttention {
-    fn forward(&self, x: Tensor<3>, bias: Tensor<4>) -> Tensor<3> {
+    fn forward(&self, x: Tensor<3>, kernels: KernelPolicy) -> Tensor<3> {
         let [b, t, c] = x.dims();
         let h = self.heads;
         let split = |y: Tensor<3>| y.reshape([b, t, h, c / h]).swap_dims(1, 2);
         let q = split(self.q_proj.forward(x.clone()));
         let k = split(self.k_proj.forward(x.clone()));
         let v = split(self.v_proj.forward(x));
-        let o = attention_reference(q, k, v, bias);
+        let o = attention(q, k, v, &AttnMask::full(), kernels);
         self.out_proj.forward(o.swap_dims(1, 2).reshape([b, t, c]))
     }
 }
@@ -98,6 +102,7 @@ impl VisionEncoder {
             layers,
             post_layernorm: ln(),
             config: c.clone(),
+            kernels: KernelPolicy::Auto,
         }
     }
 
@@ -122,13 +127,11 @@ impl VisionEncoder {
         let patches = self.patch_embedding.forward(self.patchify(images));
         let cls = self.class_embedding.val().expand([b, 1, c]);
         let mut x = Tensor::cat(vec![cls, patches], 1) + self.position_embedding.val();
-        let n = x.dims()[1];
-        let bias = Tensor::<4>::zeros([1, 1, 1, n], &x.device());
         for layer in &self.layers {
             x = x.clone()
                 + layer
                     .self_attn
-                    .forward(layer.layer_norm1.forward(x), bias.clone());
+                    .forward(layer.layer_norm1.forward(x), self.kernels);
             let y = layer.mlp.fc2.forward(gelu(
                 layer.mlp.fc1.forward(layer.layer_norm2.forward(x.clone())),
             ));
@@ -136,6 +139,7 @@ impl VisionEncoder {
         }
         let x = self.post_layernorm.forward(x);
         if self.config.drop_cls {
+            let n = x.dims()[1];
             x.narrow(1, 1, n - 1)
         } else {
             x

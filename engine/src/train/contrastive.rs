@@ -6,7 +6,7 @@ use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 
 use crate::data::{Dataset, Speaker, TextTokenizer};
-use crate::model::{Mllm, Visual, causal_bias, padding_bias};
+use crate::model::{AttnMask, Mllm, Visual};
 use crate::{Error, Result};
 
 /// Text side of the contrastive objective, tokenised once per stage.
@@ -143,8 +143,9 @@ fn encode_texts(model: &Mllm, seqs: &[&Vec<u32>], pad: u32, device: &Device) -> 
     let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [b, t]), device);
     let mask = Tensor::<2>::from_data(TensorData::new(mask, [b, t]), device);
     let pos = Tensor::<2, Int>::from_data(TensorData::new(pos, [b, t]), device);
-    let bias = padding_bias(mask) + causal_bias(t, t, device);
-    let h = model.llm.hidden(model.llm.embed(ids), pos, bias, None);
+    let h = model
+        .llm
+        .hidden(model.llm.embed(ids), pos, AttnMask::causal(mask), None);
     let d = h.dims()[2];
     let last = Tensor::<1, Int>::from_data(TensorData::new(last, [b]), device);
     h.reshape([b * t, d]).select(0, last)

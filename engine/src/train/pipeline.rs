@@ -203,12 +203,13 @@ pub fn run_recipe(
         None => None,
         Some(t) => {
             let ck = resolve_checkpoint(&t.from, &opts.runs_dir)?;
-            let teacher = Teacher::load(
+            let mut teacher = Teacher::load(
                 &ck,
                 &recipe.model,
                 &inputs.tokenizer,
                 &device.clone().inner(),
             )?;
+            teacher.model.set_kernels(recipe.kernels);
             if recipe.init.llm_from_teacher {
                 checkpoint::check_llm_prefix(&ck, &recipe.model.llm)?;
             }
@@ -315,6 +316,8 @@ pub fn run_recipe(
             model = checkpoint::load_llm_prefix(&t.checkpoint, model)?;
         }
     }
+    // attention follows the recipe's kernel policy like the distillation loss does
+    model.set_kernels(recipe.kernels);
 
     let first_stage = if state.stage_done {
         state.stage + 1

@@ -20,7 +20,8 @@ use burn::tensor::{DType, Shape};
 
 /// Query (or key) rows per workgroup, one per invocation.
 const WG: u32 = 64;
-/// Largest head dimension: per-invocation row accumulators are private arrays of this size.
+/// Largest head dimension (a multiple of 4): an invocation keeps up to four rows of this size
+/// in registers.
 pub const ATTENTION_MAX_HEAD_DIM: usize = 128;
 /// Floats per workgroup tile: 8 KiB, so two tiles stay inside WebGPU's 16 KiB minimum.
 const TILE_FLOATS: u32 = 2048;
@@ -52,6 +53,71 @@ impl AttentionKernel {
     }
 }
 
+/// One statement per vec4 of the head dimension, `f(n)` for n in 0..d/4, on indented lines.
+fn per_vec4(d4: u32, f: impl Fn(u32) -> String) -> String {
+    (0..d4).map(f).collect::<Vec<_>>().join("\n        ")
+}
+
+/// The unrolled row code the shaders splice in (see attention_common.wgsl).
+fn snippets(d4: u32) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "fwd_init",
+            per_vec4(d4, |n| {
+                format!("var q{n} = q[qb + {n}u] * p.scale; var a{n} = vec4<f32>(0.0);")
+            }),
+        ),
+        ("fwd_dot", per_vec4(d4, |n| format!("s += dot(q{n}, k_tile[kb + {n}u]);"))),
+        (
+            "fwd_update",
+            per_vec4(d4, |n| format!("a{n} = a{n} * c + e * v_tile[kb + {n}u];")),
+        ),
+        ("fwd_store", per_vec4(d4, |n| format!("out[qb + {n}u] = a{n} * inv;"))),
+        (
+            "dq_init",
+            per_vec4(d4, |n| {
+                format!(
+                    "var q{n} = q[qb + {n}u] * p.scale; var g{n} = d_o[qb + {n}u]; \
+                     dlt += dot(g{n}, o[qb + {n}u]); var a{n} = vec4<f32>(0.0);"
+                )
+            }),
+        ),
+        (
+            "dq_dots",
+            per_vec4(d4, |n| {
+                format!("s += dot(q{n}, k_tile[kb + {n}u]); dp += dot(g{n}, v_tile[kb + {n}u]);")
+            }),
+        ),
+        ("dq_add", per_vec4(d4, |n| format!("a{n} += ds * k_tile[kb + {n}u];"))),
+        ("dq_store", per_vec4(d4, |n| format!("dq[qb + {n}u] = a{n} * p.scale;"))),
+        (
+            "dkv_init",
+            per_vec4(d4, |n| {
+                format!(
+                    "var k{n} = k[kb + {n}u]; var v{n} = v[kb + {n}u]; \
+                     var dk{n} = vec4<f32>(0.0); var dv{n} = vec4<f32>(0.0);"
+                )
+            }),
+        ),
+        (
+            "dkv_dots",
+            per_vec4(d4, |n| {
+                format!("s += dot(q_tile[qt + {n}u], k{n}); dp += dot(do_tile[qt + {n}u], v{n});")
+            }),
+        ),
+        (
+            "dkv_add",
+            per_vec4(d4, |n| {
+                format!("dv{n} += pr * do_tile[qt + {n}u]; dk{n} += ds * q_tile[qt + {n}u];")
+            }),
+        ),
+        (
+            "dkv_store",
+            per_vec4(d4, |n| format!("dk[kb + {n}u] = dk{n}; dv[kb + {n}u] = dv{n};")),
+        ),
+    ]
+}
+
 impl KernelSource for AttentionKernel {
     fn source(&self) -> SourceTemplate {
         let body = match self.pass {
@@ -60,12 +126,18 @@ impl KernelSource for AttentionKernel {
             Pass::BackwardKv => BACKWARD_DKV,
         };
         let tr = self.tile_rows();
-        SourceTemplate::new(body)
+        let d4 = self.d / 4;
+        let mut t = SourceTemplate::new(body)
             .add_template(COMMON)
             .register("d", self.d.to_string())
+            .register("d4", d4.to_string())
             .register("wg", WG.to_string())
             .register("tr", tr.to_string())
-            .register("tile", (tr * self.d).to_string())
+            .register("tile4", (tr * d4).to_string());
+        for (name, code) in snippets(d4) {
+            t = t.register(name, code);
+        }
+        t
     }
 
     fn id(&self) -> KernelId {
@@ -135,8 +207,8 @@ impl Dims {
             "query heads ({h}) must be a multiple of key/value heads ({hk})"
         );
         assert!(
-            (1..=ATTENTION_MAX_HEAD_DIM).contains(&d),
-            "head dimension {d} outside 1..={ATTENTION_MAX_HEAD_DIM}"
+            (1..=ATTENTION_MAX_HEAD_DIM).contains(&d) && d.is_multiple_of(4),
+            "head dimension {d}: the kernels take multiples of 4 up to {ATTENTION_MAX_HEAD_DIM}"
         );
         assert!(tq > 0 && tk > 0 && (!causal || tk >= tq), "Tq {tq}, Tk {tk}");
         assert!(b * h <= MAX_PER_DIM, "B*H = {} exceeds one dispatch dimension", b * h);
@@ -331,7 +403,7 @@ pub(super) fn autodiff_attention<C: CheckpointStrategy>(
 pub(crate) fn all_sources() -> Vec<(String, String)> {
     let mut out = Vec::new();
     for pass in [Pass::Forward, Pass::BackwardQ, Pass::BackwardKv] {
-        for d in [1u32, 16, 64, 80, 128] {
+        for d in [4u32, 16, 64, 80, 128] {
             out.push((
                 format!("shaders/attention ({pass:?}, d {d})"),
                 AttentionKernel { pass, d }.source().complete(),

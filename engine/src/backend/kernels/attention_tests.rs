@@ -117,7 +117,7 @@ fn attention_kernel_matches_reference_causal_gqa_padding() {
     // grouped-query heads, causal self-attention, left padding, sizes off the 64-row block
     check(Case { b: 3, h: 4, hk: 2, tq: 37, tk: 37, d: 16, causal: true, pad: 5 });
     // one query row, one key
-    check(Case { b: 1, h: 1, hk: 1, tq: 1, tk: 1, d: 1, causal: true, pad: 0 });
+    check(Case { b: 1, h: 1, hk: 1, tq: 1, tk: 1, d: 4, causal: true, pad: 0 });
 }
 
 #[test]
@@ -131,4 +131,14 @@ fn attention_kernel_matches_reference_bidirectional_wide_heads() {
     // vision-style: no causal mask, more rows than two workgroups, head dims 80 and 128
     check(Case { b: 2, h: 3, hk: 3, tq: 130, tk: 130, d: 80, causal: false, pad: 9 });
     check(Case { b: 1, h: 2, hk: 1, tq: 65, tk: 65, d: 128, causal: false, pad: 0 });
+}
+
+
+#[test]
+fn kernels_apply_on_autodiff_wgpu_devices() {
+    let device = wgpu();
+    assert!(super::kernels_apply(super::KernelPolicy::Auto, &device));
+    let ad = device.autodiff();
+    let x = Tensor::<2>::zeros([1, 1], &ad);
+    assert!(super::kernels_apply(super::KernelPolicy::Auto, &x.device()));
 }

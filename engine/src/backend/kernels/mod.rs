@@ -45,9 +45,17 @@ impl std::str::FromStr for KernelPolicy {
     }
 }
 
-/// True when `policy` allows the kernels and `device` runs them (a CubeCL device, i.e. wgpu).
+/// True when `policy` allows the kernels and `device` runs them (a CubeCL device, i.e. wgpu, with
+/// or without autodiff).
+/// Training runs on autodiff devices: they answer for the device they wrap (an autodiff device
+/// is never itself a Cube device, and testing only for that once kept every kernel out of
+/// training while the kernel tests, which call the kernels directly, passed).
 pub fn kernels_apply(policy: KernelPolicy, device: &Device) -> bool {
-    policy == KernelPolicy::Auto && matches!(device.as_dispatch(), DispatchDevice::Cube(_))
+    policy == KernelPolicy::Auto
+        && matches!(
+            device.clone().inner().as_dispatch(),
+            DispatchDevice::Cube(_)
+        )
 }
 
 /// The fused operations. Implemented for `CubeBackend` (launches) and `Autodiff<CubeBackend>`
@@ -69,7 +77,7 @@ pub trait KernelOps: burn::backend::Backend {
     /// Flash attention `softmax(scale q k^T + mask) v` for `q [B, H, Tq, D]`, `k`/`v
     /// [B, Hk, Tk, D]` (grouped-query heads when `Hk < H`) and a `[B, Tk]` 0/1 key mask;
     /// `causal` (0/1) lets query i see keys up to `i + Tk - Tq`. A query that sees no key gets a
-    /// zero output. Gradients flow to q, k and v. Head dimension at most
+    /// zero output. Gradients flow to q, k and v. Head dimension a multiple of 4, at most
     /// [`ATTENTION_MAX_HEAD_DIM`].
     fn flash_attention(
         q: FloatTensor<Self>,
