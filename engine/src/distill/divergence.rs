@@ -252,6 +252,38 @@ pub(crate) fn fused_token_divergence(
     Tensor::cat(parts, 0)
 }
 
+/// `sum_i w_i * div_i` for the student logits `hidden [N, H] @ weight [H, V]` against
+/// `teacher [N, V]`, before the `T^2` scale; `row_weight [N]` carries the mask and the mean's
+/// normaliser. On wgpu (and without z-scoring) the fused-linear kernel path runs, `chunk` rows
+/// at a time, and the `[N, V]` student logits never exist whole; elsewhere the logits are formed
+/// and [`token_divergence`] runs on them. Gradients reach `hidden` and `weight`.
+pub fn linear_divergence(
+    hidden: Tensor<2>,
+    weight: Tensor<2>,
+    teacher: Tensor<2>,
+    row_weight: Tensor<1>,
+    spec: &DivergenceSpec,
+    chunk: usize,
+) -> Tensor<1> {
+    let teacher = teacher.detach();
+    let row_weight = row_weight.detach();
+    if !spec.zscore && kernels::kernels_apply(spec.kernels, &hidden.device()) {
+        let (kind, param) = kernel_kind(spec.divergence);
+        return Tensor::from_dispatch(burn::backend::Dispatch::fused_linear_distill(
+            hidden.into_dispatch(),
+            weight.into_dispatch(),
+            teacher.into_dispatch(),
+            row_weight.into_dispatch(),
+            kind.code(),
+            param,
+            (1.0 / spec.temperature) as f32,
+            chunk.max(1) as u32,
+        ));
+    }
+    let per_token = token_divergence(hidden.matmul(weight), teacher, spec);
+    (per_token * row_weight).sum()
+}
+
 /// Mean divergence over the tokens where `mask` is 1, scaled by `T^2`: `student`/`teacher`
 /// `[B, T, V]`, `mask [B, T]`. Returns a `[1]` tensor; 0 when no token is counted.
 pub fn masked_divergence(

@@ -96,10 +96,10 @@ fn as_f32(t: CubeTensor) -> CubeTensor {
 
 /// The divergence and its scalars, as the forward and backward launches take them.
 #[derive(Debug, Clone, Copy)]
-struct Params {
-    kind: u32,
-    param: f32,
-    inv_temp: f32,
+pub(super) struct Params {
+    pub kind: u32,
+    pub param: f32,
+    pub inv_temp: f32,
 }
 
 /// A fresh contiguous f32 tensor on `like`'s device.
@@ -164,7 +164,11 @@ fn rows_and_vocab(t: &CubeTensor) -> (usize, usize) {
 }
 
 /// Forward launch: `(divergence [N], log-sum-exps [N, 2])`.
-fn forward(student: CubeTensor, teacher: CubeTensor, p: Params) -> (CubeTensor, CubeTensor) {
+pub(super) fn forward(
+    student: CubeTensor,
+    teacher: CubeTensor,
+    p: Params,
+) -> (CubeTensor, CubeTensor) {
     let student = as_f32(student);
     let teacher = as_f32(teacher);
     let (n, v) = rows_and_vocab(&student);
@@ -180,7 +184,7 @@ fn forward(student: CubeTensor, teacher: CubeTensor, p: Params) -> (CubeTensor, 
 }
 
 /// Backward launch: the gradient `[N, V]` with respect to the student logits.
-fn backward(
+pub(super) fn backward(
     student: CubeTensor,
     teacher: CubeTensor,
     lse: CubeTensor,

@@ -9,6 +9,7 @@
 mod attention;
 pub mod bench;
 mod distill;
+mod fused_linear;
 
 use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -74,6 +75,21 @@ pub trait KernelOps: burn::backend::Backend {
         inv_temp: f32,
     ) -> FloatTensor<Self>;
 
+    /// Fused-linear distillation: `sum_i w_i * div_i` where `div_i` is the divergence of row i of
+    /// the student logits `hidden [N, H] @ weight [H, V]` from `teacher [N, V]` (as
+    /// [`KernelOps::distill_rows`]), taken `chunk` rows at a time so the `[N, V]` student logits
+    /// never exist whole. Returns `[1]`; gradients flow to `hidden` and `weight`.
+    fn fused_linear_distill(
+        hidden: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        teacher: FloatTensor<Self>,
+        row_weight: FloatTensor<Self>,
+        kind: u32,
+        param: f32,
+        inv_temp: f32,
+        chunk: u32,
+    ) -> FloatTensor<Self>;
+
     /// Flash attention `softmax(scale q k^T + mask) v` for `q [B, H, Tq, D]`, `k`/`v
     /// [B, Hk, Tk, D]` (grouped-query heads when `Hk < H`) and a `[B, Tk]` 0/1 key mask;
     /// `causal` (0/1) lets query i see keys up to `i + Tk - Tq`. A query that sees no key gets a
@@ -110,6 +126,24 @@ impl KernelOps for CubeBackend {
     ) -> FloatTensor<Self> {
         attention::cube_attention(q, k, v, key_mask, causal, scale)
     }
+
+    fn fused_linear_distill(
+        hidden: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        teacher: FloatTensor<Self>,
+        row_weight: FloatTensor<Self>,
+        kind: u32,
+        param: f32,
+        inv_temp: f32,
+        chunk: u32,
+    ) -> FloatTensor<Self> {
+        let p = distill::Params {
+            kind,
+            param,
+            inv_temp,
+        };
+        fused_linear::cube_fused_linear(hidden, weight, teacher, row_weight, p, chunk as usize)
+    }
 }
 
 impl<C: CheckpointStrategy> KernelOps for Autodiff<CubeBackend, C> {
@@ -132,6 +166,31 @@ impl<C: CheckpointStrategy> KernelOps for Autodiff<CubeBackend, C> {
         scale: f32,
     ) -> FloatTensor<Self> {
         attention::autodiff_attention::<C>(q, k, v, key_mask, causal, scale)
+    }
+
+    fn fused_linear_distill(
+        hidden: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        teacher: FloatTensor<Self>,
+        row_weight: FloatTensor<Self>,
+        kind: u32,
+        param: f32,
+        inv_temp: f32,
+        chunk: u32,
+    ) -> FloatTensor<Self> {
+        let p = distill::Params {
+            kind,
+            param,
+            inv_temp,
+        };
+        fused_linear::autodiff_fused_linear::<C>(
+            hidden,
+            weight,
+            teacher,
+            row_weight,
+            p,
+            chunk as usize,
+        )
     }
 }
 

@@ -176,3 +176,59 @@ fn shaders_validate_with_naga() {
         .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(&source)));
     }
 }
+
+/// The fused-linear path (`linear_divergence` on wgpu) against the composition it replaces,
+/// forming the `[N, V]` logits and running the distillation kernel on them (itself checked
+/// against plain burn ops above), and against plain burn ops throughout: the loss and the
+/// gradients of the hidden states and the head weight, for token counts that are not multiples
+/// of the 64-row chunk, chunks smaller and larger than the token count, an odd vocabulary, and
+/// every divergence kind.
+#[test]
+fn fused_linear_matches_logits_then_reference() {
+    use crate::distill::divergence::linear_divergence;
+    let device = wgpu();
+    let ad = device.clone().autodiff();
+    for &(n, h, v, chunk) in &[(130usize, 24usize, 1001usize, 64usize), (7, 8, 300, 1000), (200, 16, 5000, 128)] {
+        let hid = logits(n, h, 21 + n as u64, 1.0, &ad);
+        let w = logits(h, v, 22 + v as u64, 0.5, &ad);
+        let t = logits(n, v, 23, 3.0, &ad);
+        // a mask with holes, normalised like a masked mean
+        let rw: Vec<f32> = (0..n).map(|i| if i % 5 == 3 { 0.0 } else { 1.0 / n as f32 }).collect();
+        let rw = Tensor::<1>::from_data(TensorData::new(rw, [n]), &ad);
+        for d in kinds() {
+            let label = format!("{} n={n} h={h} v={v} chunk={chunk}", d.label());
+            // fused: the op; unfused: logits, then the per-row divergence (kernel or burn ops)
+            let run = |fused: bool, policy| {
+                let hs = hid.clone().detach().require_grad();
+                let ws = w.clone().detach().require_grad();
+                let sp = spec(d, 2.0, policy);
+                let loss = if fused {
+                    linear_divergence(hs.clone(), ws.clone(), t.clone(), rw.clone(), &sp, chunk)
+                } else {
+                    (token_divergence(hs.clone().matmul(ws.clone()), t.clone(), &sp) * rw.clone())
+                        .sum()
+                };
+                let grads = (loss.clone() * 3.0).backward();
+                (
+                    host(loss),
+                    host(hs.grad(&grads).expect("hidden gradient")),
+                    host(ws.grad(&grads).expect("weight gradient")),
+                )
+            };
+            let (kl, kh, kw) = run(true, KernelPolicy::Auto);
+            let max = |g: &[f32]| g.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+            // the same arithmetic in another grouping: tight
+            let (ul, uh, uw) = run(false, KernelPolicy::Auto);
+            close(&format!("{label} loss vs unfused"), &kl, &ul, 1e-5, 1e-7);
+            close(&format!("{label} d hidden vs unfused"), &kh, &uh, 1e-4, 1e-5 * max(&uh));
+            close(&format!("{label} d weight vs unfused"), &kw, &uw, 1e-4, 1e-5 * max(&uw));
+            // plain burn ops: the loss as tight as the kernel's own test; the gradients, folded
+            // through the head from logit gradients that agree to 2e-4 of their largest entry,
+            // to a wider share of theirs
+            let (rl, rh, rww) = run(false, KernelPolicy::Reference);
+            close(&format!("{label} loss vs burn ops"), &kl, &rl, 1e-4, 1e-6);
+            close(&format!("{label} d hidden vs burn ops"), &kh, &rh, 1e-3, 1e-2 * max(&rh));
+            close(&format!("{label} d weight vs burn ops"), &kw, &rww, 1e-3, 1e-2 * max(&rww));
+        }
+    }
+}
