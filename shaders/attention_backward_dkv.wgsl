@@ -17,6 +17,7 @@ var<workgroup> q_tile: array<vec4<f32>, TILE4>;
 var<workgroup> do_tile: array<vec4<f32>, TILE4>;
 var<workgroup> l_tile: array<f32, TR>;
 var<workgroup> dl_tile: array<f32, TR>;
+var<workgroup> bounds: vec3<u32>;
 
 @compute @workgroup_size({{ wg }}, 1, 1)
 fn main(
@@ -42,9 +43,15 @@ fn main(
     if (p.causal && j0 > p.offset) {
         qstart = ((j0 - p.offset) / TR) * TR;
     }
-    for (var g = 0u; g < group; g++) {
+    // values read from a storage buffer are not uniform to WGSL's analysis, and every
+    // workgroupBarrier below must be: the loop bounds go through workgroupUniformLoad
+    if (tid == 0u) {
+        bounds = vec3<u32>(group, qstart, p.tq);
+    }
+    let u = workgroupUniformLoad(&bounds);
+    for (var g = 0u; g < u.x; g++) {
         let bh = b * p.h + kvh * group + g;
-        for (var t0 = qstart; t0 < p.tq; t0 += TR) {
+        for (var t0 = u.y; t0 < u.z; t0 += TR) {
             workgroupBarrier();
             for (var e = tid; e < TILE4; e += WG) {
                 let i = t0 + e / D4;

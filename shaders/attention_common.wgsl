@@ -19,8 +19,8 @@
 const D: u32 = {{ d }}u;
 const D4: u32 = {{ d4 }}u;
 const WG: u32 = {{ wg }}u;
-// Rows per tile: TR * D4 = TILE4 vec4s (8 KiB), so two tiles fit WebGPU's 16 KiB of workgroup
-// memory.
+// Rows per tile: two tiles of TILE4 = TR * D4 vec4s and two [TR] vectors fit WebGPU's 16 KiB
+// of workgroup memory (the launch code picks TR).
 const TR: u32 = {{ tr }}u;
 const TILE4: u32 = {{ tile4 }}u;
 const NEG: f32 = -3.0e38;

@@ -12,6 +12,7 @@
 var<workgroup> k_tile: array<vec4<f32>, TILE4>;
 var<workgroup> v_tile: array<vec4<f32>, TILE4>;
 var<workgroup> m_tile: array<f32, TR>;
+var<workgroup> bound: u32;
 
 @compute @workgroup_size({{ wg }}, 1, 1)
 fn main(
@@ -37,7 +38,13 @@ fn main(
     if (p.causal) {
         kend = min(p.tk, wid.x * WG + WG - 1u + p.offset + 1u);
     }
-    for (var t0 = 0u; t0 < kend; t0 += TR) {
+    // values read from a storage buffer are not uniform to WGSL's analysis, and every
+    // workgroupBarrier below must be: the loop bound goes through workgroupUniformLoad
+    if (tid == 0u) {
+        bound = kend;
+    }
+    let kend_u = workgroupUniformLoad(&bound);
+    for (var t0 = 0u; t0 < kend_u; t0 += TR) {
         workgroupBarrier();
         for (var e = tid; e < TILE4; e += WG) {
             let j = t0 + e / D4;

@@ -97,7 +97,8 @@ async function runBackend(backend) {
   } catch (e) {
     result.error = String(e.message ?? e).split('\n')[0];
   }
-  result.console = log.slice(-8);
+  // the first messages name the root cause, the last ones what it led to
+  result.console = log.length > 10 ? [...log.slice(0, 4), `... ${log.length - 10} more`, ...log.slice(-6)] : log;
   await page.close();
   return result;
 }

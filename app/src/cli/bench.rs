@@ -18,6 +18,12 @@ pub struct Args {
     /// skips the attention sweep.
     #[arg(long, value_delimiter = ',', default_value = "1x8x2x128x64,1x8x2x256x64,1x8x2x512x64,1x8x2x1024x64")]
     pub attention: Vec<String>,
+    /// Fused-linear sizes as TOKENSxHIDDENxVOCAB, comma-separated; `none` skips the sweep.
+    #[arg(long, value_delimiter = ',', default_value = "1024x256x8000,1024x256x16000,1024x256x32000")]
+    pub fused_linear: Vec<String>,
+    /// Token rows per chunk of the fused-linear path (rounded up to a multiple of 64).
+    #[arg(long, default_value_t = 256)]
+    pub chunk: usize,
     /// Timed repetitions per size (the median is reported).
     #[arg(long, default_value_t = 5)]
     pub repeats: usize,
@@ -65,7 +71,27 @@ fn parse_attention(s: &str) -> anyhow::Result<(usize, usize, usize, usize, usize
     Ok((b, h, hk, t, d))
 }
 
+fn parse_linear(s: &str) -> anyhow::Result<(usize, usize, usize)> {
+    let parts: Vec<usize> = s
+        .split('x')
+        .map(|p| p.trim().parse::<usize>())
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("fused-linear size {s:?}: expected NxHxV, e.g. 1024x256x32000"))?;
+    match parts[..] {
+        [n, h, v] if n > 0 && h > 0 && v > 0 => Ok((n, h, v)),
+        _ => bail!("fused-linear size {s:?}: expected three positive numbers NxHxV"),
+    }
+}
+
 pub fn main(args: Args) -> anyhow::Result<()> {
+    let linear = if args.fused_linear.iter().any(|s| s == "none") {
+        Vec::new()
+    } else {
+        args.fused_linear
+            .iter()
+            .map(|s| parse_linear(s))
+            .collect::<anyhow::Result<Vec<_>>>()?
+    };
     let attention = if args.attention.iter().any(|s| s == "none") {
         Vec::new()
     } else {
@@ -135,15 +161,33 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             r.memory_ratio()
         );
     });
+    let lin = bench::fused_linear_sweep(&device, &linear, args.chunk, args.repeats, &mut |r| {
+        eprintln!(
+            "  fused-linear {}x{}x{}: fused {:.2} ms / burn ops {:.2} ms, memory {:.1} / {:.1} MiB (weight gradient {:.1} MiB)",
+            r.tokens,
+            r.hidden,
+            r.vocab,
+            r.fused_ms,
+            r.reference_ms,
+            r.fused_mib,
+            r.reference_mib,
+            r.weight_grad_mib
+        );
+    });
     let command = format!(
-        "condenser bench --distill {} --attention {} --repeats {}",
+        "condenser bench --distill {} --attention {} --fused-linear {} --chunk {} --repeats {}",
         args.distill.join(","),
         args.attention.join(","),
+        args.fused_linear.join(","),
+        args.chunk,
         args.repeats
     );
     let mut sections = Vec::new();
     if !rows.is_empty() {
         sections.push(bench::distill_table(&info.name, &rows, &command));
+    }
+    if !lin.is_empty() {
+        sections.push(bench::fused_linear_table(&info.name, &lin, &command));
     }
     if !att.is_empty() {
         sections.push(bench::attention_table(&info.name, &att, &command));

@@ -23,8 +23,9 @@ const WG: u32 = 64;
 /// Largest head dimension (a multiple of 4): an invocation keeps up to four rows of this size
 /// in registers.
 pub const ATTENTION_MAX_HEAD_DIM: usize = 128;
-/// Floats per workgroup tile: 8 KiB, so two tiles stay inside WebGPU's 16 KiB minimum.
-const TILE_FLOATS: u32 = 2048;
+/// WebGPU's guaranteed workgroup memory (`maxComputeWorkgroupStorageSize`), which every kernel
+/// must fit: a browser's adapter may offer no more (lavapipe offers 32 KiB).
+const WORKGROUP_BYTES: u32 = 16_384;
 const MAX_PER_DIM: usize = 65_535;
 
 const COMMON: &str = include_str!("../../../../shaders/attention_common.wgsl");
@@ -48,8 +49,11 @@ struct AttentionKernel {
 }
 
 impl AttentionKernel {
+    /// Rows per tile: each kernel holds two `[TR, D]` tiles and at most two `[TR]` vectors in
+    /// workgroup memory, 8 TR (D + 1) bytes, which must fit [`WORKGROUP_BYTES`].
     fn tile_rows(&self) -> u32 {
-        (TILE_FLOATS / self.d).max(1)
+        // (less a little for the uniform loop bounds)
+        ((WORKGROUP_BYTES - 64) / (8 * (self.d + 1))).max(1)
     }
 }
 
