@@ -19,7 +19,7 @@ pub struct Args {
     #[arg(long, value_delimiter = ',', default_value = "1x8x2x128x64,1x8x2x256x64,1x8x2x512x64,1x8x2x1024x64")]
     pub attention: Vec<String>,
     /// Fused-linear sizes as TOKENSxHIDDENxVOCAB, comma-separated; `none` skips the sweep.
-    #[arg(long, value_delimiter = ',', default_value = "1024x256x8000,1024x256x16000,1024x256x32000")]
+    #[arg(long, value_delimiter = ',', default_value = "512x256x8000,2048x256x8000,1024x256x32000")]
     pub fused_linear: Vec<String>,
     /// Token rows per chunk of the fused-linear path (rounded up to a multiple of 64).
     #[arg(long, default_value_t = 256)]

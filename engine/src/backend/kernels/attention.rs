@@ -53,7 +53,9 @@ impl AttentionKernel {
     /// workgroup memory, 8 TR (D + 1) bytes, which must fit [`WORKGROUP_BYTES`].
     fn tile_rows(&self) -> u32 {
         // (less a little for the uniform loop bounds)
-        ((WORKGROUP_BYTES - 64) / (8 * (self.d + 1))).max(1)
+        let fit = (WORKGROUP_BYTES - 64) / (8 * (self.d + 1));
+        // a power of two keeps the key loop regular
+        1 << (31 - fit.max(1).leading_zeros())
     }
 }
 
