@@ -27,6 +27,10 @@ pub struct Args {
     /// Timed repetitions per size (the median is reported).
     #[arg(long, default_value_t = 5)]
     pub repeats: usize,
+    /// Internal: measure one pass's peak memory in this fresh process and print it (MiB). The
+    /// sweeps run every memory measurement this way, since a memory pool only grows.
+    #[arg(long, hide = true)]
+    pub probe: Option<String>,
     /// Write the generated markdown here (e.g. docs/results/kernels.md); printed either way.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -83,7 +87,34 @@ fn parse_linear(s: &str) -> anyhow::Result<(usize, usize, usize)> {
     }
 }
 
+/// Runs `probe` in a fresh `condenser bench --probe` process and returns its MiB.
+fn probe_mib(probe: bench::MemoryProbe) -> anyhow::Result<f64> {
+    let text = serde_json::to_string(&probe)?;
+    let exe = std::env::current_exe().context("locating the condenser binary")?;
+    let out = std::process::Command::new(exe)
+        .args(["bench", "--probe", &text])
+        .output()
+        .context("starting a memory probe")?;
+    if !out.status.success() {
+        bail!(
+            "memory probe {text} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let s = String::from_utf8_lossy(&out.stdout);
+    s.trim()
+        .parse::<f64>()
+        .with_context(|| format!("memory probe {text} printed {s:?}"))
+}
+
 pub fn main(args: Args) -> anyhow::Result<()> {
+    if let Some(text) = &args.probe {
+        let probe: bench::MemoryProbe =
+            serde_json::from_str(text).with_context(|| format!("--probe {text:?}"))?;
+        let (device, _) = backend::select(BackendChoice::Wgpu)?;
+        println!("{}", bench::run_probe(&device, probe));
+        return Ok(());
+    }
     let linear = if args.fused_linear.iter().any(|s| s == "none") {
         Vec::new()
     } else {
@@ -174,6 +205,43 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             r.weight_grad_mib
         );
     });
+    // memory, each pass alone in a fresh process (the in-process figures see a used pool)
+    eprintln!("measuring peak memory, one process per pass");
+    let mut rows = rows;
+    for r in &mut rows {
+        let p = |kernel| bench::MemoryProbe::Distill {
+            tokens: r.tokens,
+            vocab: r.vocab,
+            kernel,
+        };
+        r.kernel_mib = probe_mib(p(true))?;
+        r.reference_mib = probe_mib(p(false))?;
+    }
+    let mut att = att;
+    for r in &mut att {
+        let p = |kernel| bench::MemoryProbe::Attention {
+            batch: r.batch,
+            heads: r.heads,
+            kv_heads: r.kv_heads,
+            seq: r.seq,
+            head_dim: r.head_dim,
+            kernel,
+        };
+        r.kernel_mib = probe_mib(p(true))?;
+        r.reference_mib = probe_mib(p(false))?;
+    }
+    let mut lin = lin;
+    for r in &mut lin {
+        let p = |kernel| bench::MemoryProbe::FusedLinear {
+            tokens: r.tokens,
+            hidden: r.hidden,
+            vocab: r.vocab,
+            chunk: r.chunk,
+            kernel,
+        };
+        r.fused_mib = probe_mib(p(true))?;
+        r.reference_mib = probe_mib(p(false))?;
+    }
     let command = format!(
         "condenser bench --distill {} --attention {} --fused-linear {} --chunk {} --repeats {}",
         args.distill.join(","),

@@ -2,9 +2,9 @@
 //! the same device in the same run, so the ratios are free of machine-to-machine noise.
 //!
 //! Time is the median of several synchronised forward+backward passes after a warm-up.
-//! Memory is what the device's allocator reserved during one forward+backward beyond what it
-//! held before (inputs included in neither): burn's pools keep pages until a cleanup, so the
-//! reserve after the pass is its high-water mark.
+//! Memory is what the device's allocator reserved during one forward+backward beyond the
+//! inputs, measured by [`run_probe`] in a fresh process per pass: burn's pools keep their pages,
+//! so the reserve after the pass is its high-water mark, but only on a pool nothing else used.
 
 use std::time::Instant;
 
@@ -469,4 +469,102 @@ pub fn fused_linear_table(device_name: &str, rows: &[FusedLinearBenchRow], comma
         ));
     }
     md
+}
+
+/// One forward+backward whose peak device memory is measured alone, in a fresh process: a
+/// memory pool only grows, so within one process every measurement after the first sees the
+/// pages its predecessors left and reports too little. `condenser bench` runs each probe as
+/// `condenser bench --probe <text>` and reads the MiB it prints.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
+#[serde(tag = "probe", rename_all = "kebab-case")]
+pub enum MemoryProbe {
+    Distill {
+        tokens: usize,
+        vocab: usize,
+        kernel: bool,
+    },
+    Attention {
+        batch: usize,
+        heads: usize,
+        kv_heads: usize,
+        seq: usize,
+        head_dim: usize,
+        kernel: bool,
+    },
+    FusedLinear {
+        tokens: usize,
+        hidden: usize,
+        vocab: usize,
+        chunk: usize,
+        kernel: bool,
+    },
+}
+
+/// Runs one probe on a device nothing else has used yet; returns the MiB its pass reserved
+/// beyond the inputs.
+pub fn run_probe(device: &Device, probe: MemoryProbe) -> f64 {
+    let ad = device.clone().autodiff();
+    let mut rng = crate::model::Rng::new(1);
+    let mut data = |shape: Vec<usize>, scale: f64| -> TensorData {
+        let n = shape.iter().product();
+        let x: Vec<f32> = (0..n).map(|_| (rng.normal() * scale) as f32).collect();
+        TensorData::new(x, shape)
+    };
+    let mib = |before: u64| reserved(&ad).saturating_sub(before) as f64 / (1024.0 * 1024.0);
+    match probe {
+        MemoryProbe::Distill {
+            tokens,
+            vocab,
+            kernel,
+        } => {
+            let s = Tensor::<2>::from_data(data(vec![tokens, vocab], 2.0), &ad);
+            let t = Tensor::<2>::from_data(data(vec![tokens, vocab], 3.0), &ad);
+            let spec = DivergenceSpec {
+                divergence: Divergence::ForwardKl,
+                temperature: 1.0,
+                zscore: false,
+                kernels: if kernel {
+                    KernelPolicy::Auto
+                } else {
+                    KernelPolicy::Reference
+                },
+            };
+            let before = reserved(&ad);
+            pass(&s, &t, &spec, kernel);
+            mib(before)
+        }
+        MemoryProbe::Attention {
+            batch,
+            heads,
+            kv_heads,
+            seq,
+            head_dim,
+            kernel,
+        } => {
+            let q = Tensor::<4>::from_data(data(vec![batch, heads, seq, head_dim], 1.0), &ad);
+            let k = Tensor::<4>::from_data(data(vec![batch, kv_heads, seq, head_dim], 1.0), &ad);
+            let v = Tensor::<4>::from_data(data(vec![batch, kv_heads, seq, head_dim], 1.0), &ad);
+            let before = reserved(&ad);
+            attention_pass(&q, &k, &v, kernel, false);
+            mib(before)
+        }
+        MemoryProbe::FusedLinear {
+            tokens,
+            hidden,
+            vocab,
+            chunk,
+            kernel,
+        } => {
+            let h = Tensor::<2>::from_data(data(vec![tokens, hidden], 1.0), &ad);
+            let w = Tensor::<2>::from_data(
+                data(vec![hidden, vocab], 1.0 / (hidden as f64).sqrt()),
+                &ad,
+            );
+            let t = Tensor::<2>::from_data(data(vec![tokens, vocab], 3.0), &ad);
+            let rw = Tensor::<1>::full([tokens], 1.0 / tokens as f32, &ad);
+            let before = reserved(&ad);
+            linear_pass(&h, &w, &t, &rw, kernel, chunk);
+            mib(before)
+        }
+    }
 }
