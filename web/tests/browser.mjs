@@ -43,6 +43,13 @@ if (!fs.existsSync(path.join(web, 'pkg', 'condenser_web_bg.wasm'))) {
 }
 if (!fs.existsSync(chromiumPath)) fail(`${chromiumPath} not found: run scripts/setup.sh`);
 
+// a hung browser must not hang the test suite: give up on the whole run after a bound
+const watchdog = setTimeout(() => {
+  console.error(`browser test: no result after ${4 * timeoutMs} ms, giving up`);
+  process.exit(3);
+}, 4 * timeoutMs);
+watchdog.unref();
+
 const { server, url } = await serve({ bundle, port: 0, quiet: true });
 const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'condenser-chromium-'));
 const context = await chromium.launchPersistentContext(profile, {
@@ -67,8 +74,14 @@ async function runBackend(backend) {
   const result = { backend, loaded: false, answered: false };
   try {
     await page.goto(`${url}?backend=${backend}`);
-    // resolves when the model is built, rejects with the page's own error message
-    await page.evaluate(() => window.condenser.ready, null, { timeout: timeoutMs });
+    // resolves when the model is built, rejects with the page's own error message, or gives up
+    await page.evaluate(
+      (ms) => Promise.race([
+        window.condenser.ready,
+        new Promise((_, reject) => setTimeout(() => reject(new Error(`model not ready after ${ms} ms`)), ms)),
+      ]),
+      timeoutMs,
+    );
     Object.assign(result, await page.evaluate(() => ({
       loaded: true,
       ran: window.condenser.backend,
