@@ -274,3 +274,52 @@ fn teacher_with_another_tokenizer_is_refused() {
         "a refused run left a folder"
     );
 }
+
+/// A distillation objective without cross-entropy (and with RDist on hidden states) never needs
+/// the student's logits whole: on wgpu its divergences go through the fused-linear kernels from
+/// the hidden states and the head. Its losses, step by step, equal the reference path's.
+#[test]
+fn fused_linear_kd_terms_match_the_reference_on_wgpu() {
+    use condenser_engine::backend::kernels::KernelPolicy;
+    use condenser_engine::config::{Objective, RelationFeatures};
+    let dir = scratch("kd-fused-linear");
+    let (data, runs) = smoke_teacher(&dir, None);
+    let (device, info) = select(BackendChoice::Wgpu).expect("a wgpu adapter");
+    let run = |policy: KernelPolicy, sub: &str| {
+        let mut r = kd_recipe(&data);
+        r.kernels = policy;
+        r.stages.truncate(1);
+        for s in &mut r.stages {
+            if let Objective::Distill(d) = &mut s.objective {
+                d.ce = 0.0;
+                d.relation = RelationFeatures::Hidden;
+                d.divergence.zscore = false;
+            }
+        }
+        let out = dir.join(sub);
+        copy_dir(&runs, &out);
+        let opts = RunOptions {
+            runs_dir: out,
+            eval: false,
+            ..RunOptions::default()
+        };
+        let mut terms = Terms::default();
+        run_recipe(&r, &device, &info, &opts, &mut terms).unwrap();
+        terms.0
+    };
+    let fused = run(KernelPolicy::Auto, "fused");
+    let reference = run(KernelPolicy::Reference, "reference");
+    eprintln!("fused {fused:?}\nreference {reference:?}");
+    assert_eq!(fused.len(), reference.len());
+    assert!(fused.len() >= 3);
+    for ((stage, a), (_, b)) in fused.iter().zip(&reference) {
+        assert!(!a.contains_key("ce"), "{a:?}");
+        for key in ["res", "vis"] {
+            let (x, y) = (a[key], b[key]);
+            assert!(
+                (x - y).abs() <= 1e-3 * y.abs().max(1e-3),
+                "{stage} {key}: fused {x} vs reference {y}"
+            );
+        }
+    }
+}

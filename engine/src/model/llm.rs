@@ -285,12 +285,18 @@ impl Llm {
     /// Hidden states `[B, T, D]` to logits `[B, T, V]`.
     pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
         let [b, t, d] = hidden.dims();
-        let w = match &self.lm_head {
-            Some(w) => w.val(),
-            None => self.embed_tokens.weight.val().transpose(),
-        };
+        let w = self.head_weight();
         let v = w.dims()[1];
         hidden.reshape([b * t, d]).matmul(w).reshape([b, t, v])
+    }
+
+    /// The output head as `[D, V]` (the embedding table, transposed, when tied): logits are
+    /// `hidden @ head_weight()`.
+    pub fn head_weight(&self) -> Tensor<2> {
+        match &self.lm_head {
+            Some(w) => w.val(),
+            None => self.embed_tokens.weight.val().transpose(),
+        }
     }
 
     /// Longest sequence the RoPE tables cover.

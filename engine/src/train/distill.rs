@@ -11,9 +11,11 @@ use burn::prelude::*;
 use super::checkpoint;
 use crate::config::{DistillSpec, KdTokens, MllmConfig, RelationFeatures};
 use crate::data::{Dataset, Encoded, HostBatch, Padding, TextTokenizer, host_batch};
+use crate::backend::kernels;
+use crate::distill::divergence::linear_divergence;
 use crate::distill::{
-    HiddenProjection, VocabAlignment, hidden_mse, masked_divergence, relation_loss,
-    self_correlation,
+    DivergenceSpec, HiddenProjection, VocabAlignment, hidden_mse, masked_divergence,
+    relation_loss, self_correlation,
 };
 use crate::model::{Mllm, Visual, masked_cross_entropy};
 use crate::{Error, Result};
@@ -107,6 +109,31 @@ impl Teacher {
     }
 }
 
+/// [`masked_divergence`] from the student's hidden states `[B, T, D]` and head `[D, V]`
+/// through the fused-linear kernels: the `[B T, V]` student logits are never formed whole.
+fn linear_masked_divergence(
+    hidden: Tensor<3>,
+    head: Tensor<2>,
+    teacher: Tensor<3>,
+    mask: Tensor<2>,
+    spec: &DivergenceSpec,
+) -> Tensor<1> {
+    let [b, t, d] = hidden.dims();
+    let v = head.dims()[1];
+    let count = mask.clone().sum().clamp_min(1.0);
+    let row_weight = mask.reshape([b * t]) / count;
+    // chunks of at most 32 MiB of logits
+    let chunk = ((32usize << 20) / (4 * v)).max(64);
+    linear_divergence(
+        hidden.reshape([b * t, d]),
+        head,
+        teacher.reshape([b * t, v]),
+        row_weight,
+        spec,
+        chunk,
+    ) * (spec.temperature * spec.temperature)
+}
+
 /// What the teacher says about one batch, already on the autodiff device as constants.
 pub struct TeacherOut {
     /// `[B, T, V_shared]`.
@@ -164,8 +191,31 @@ pub fn distill_loss(
 ) -> DistillLoss {
     let batch = hb.to_device(student_visual, ad);
     let (s_hidden, trace) = student.hidden_routed(&batch, crate::model::moe::Phase::Train);
-    let s_logits_full = student.llm.logits(s_hidden.clone());
-    let s_logits = teacher.vocab.narrow(s_logits_full.clone());
+    // Without cross-entropy and logit-based RDist nothing needs the student's logits whole: the
+    // divergences then go through the fused-linear kernels from the hidden states and the head.
+    let fused = spec.ce == 0.0
+        && (spec.rel == 0.0 || spec.relation == RelationFeatures::Hidden)
+        && !spec.divergence.zscore
+        && kernels::kernels_apply(spec.divergence.kernels, ad);
+    let s_logits = (!fused).then(|| {
+        let full = student.llm.logits(s_hidden.clone());
+        (teacher.vocab.narrow(full.clone()), full)
+    });
+    let head = || {
+        let w = student.llm.head_weight();
+        let shared = t_out.logits.dims()[2];
+        w.clone().narrow(1, 0, shared)
+    };
+    let divergence = |mask: Tensor<2>| match &s_logits {
+        Some((s, _)) => masked_divergence(s.clone(), t_out.logits.clone(), mask, &spec.divergence),
+        None => linear_masked_divergence(
+            s_hidden.clone(),
+            head(),
+            t_out.logits.clone(),
+            mask,
+            &spec.divergence,
+        ),
+    };
     let (b, t) = (hb.b, hb.t);
     let mask2 = |v: Vec<f32>| Tensor::<2>::from_data(TensorData::new(v, [b, t]), ad);
 
@@ -177,9 +227,9 @@ pub fn distill_loss(
         *total = total.clone() + value * weight;
     };
 
-    if spec.ce > 0.0 {
+    if let (true, Some((_, full))) = (spec.ce > 0.0, &s_logits) {
         let ce = masked_cross_entropy(
-            s_logits_full,
+            full.clone(),
             batch.targets.clone(),
             batch.loss_mask.clone(),
         );
@@ -190,30 +240,19 @@ pub fn distill_loss(
         KdTokens::All => batch.attention_mask.clone(),
     };
     if spec.res > 0.0 {
-        let res = masked_divergence(
-            s_logits.clone(),
-            t_out.logits.clone(),
-            token_mask.clone(),
-            &spec.divergence,
-        );
-        add("res", spec.res, res, &mut total);
+        add("res", spec.res, divergence(token_mask.clone()), &mut total);
     }
     if spec.vis > 0.0 {
-        let vis = masked_divergence(
-            s_logits.clone(),
-            t_out.logits.clone(),
-            mask2(hb.visual_mask()),
-            &spec.divergence,
-        );
-        add("vis", spec.vis, vis, &mut total);
+        add("vis", spec.vis, divergence(mask2(hb.visual_mask())), &mut total);
     }
     if spec.rel > 0.0 {
         let n = student.config.vision.num_visual_tokens();
         if let Some(index) = hb.visual_index(n) {
             let index = Tensor::<1, Int>::from_data(TensorData::new(index, [b * n]), ad);
-            let (ys, yt) = match spec.relation {
-                RelationFeatures::Logits => (s_logits.clone(), t_out.logits.clone()),
-                RelationFeatures::Hidden => (s_hidden.clone(), t_out.hidden.clone()),
+            let (ys, yt) = match (spec.relation, &s_logits) {
+                (RelationFeatures::Logits, Some((s, _))) => (s.clone(), t_out.logits.clone()),
+                (RelationFeatures::Logits, None) => unreachable!("logit RDist forms the logits"),
+                (RelationFeatures::Hidden, _) => (s_hidden.clone(), t_out.hidden.clone()),
             };
             let (ys, yt) = (rows(ys, &index, b, n), rows(yt, &index, b, n));
             if want_relation {
