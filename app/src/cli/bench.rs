@@ -165,20 +165,17 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     eprintln!("benchmarking on {}", info.name);
     let rows = bench::distill_sweep(&device, &sizes, args.repeats, &mut |r| {
         eprintln!(
-            "  distill {}x{}: kernel {:.2} ms / burn ops {:.2} ms = {:.2}x faster, memory {:.1} / {:.1} MiB = {:.2}x less",
+            "  distill {}x{}: kernel {:.2} ms / burn ops {:.2} ms = {:.2}x faster",
             r.tokens,
             r.vocab,
             r.kernel_ms,
             r.reference_ms,
-            r.speedup(),
-            r.kernel_mib,
-            r.reference_mib,
-            r.memory_ratio()
+            r.speedup()
         );
     });
     let att = bench::attention_sweep(&device, &attention, args.repeats, &mut |r| {
         eprintln!(
-            "  attention b{} h{}/{} t{} d{}: kernel {:.2} ms / burn ops {:.2} ms = {:.2}x faster, memory {:.1} / {:.1} MiB = {:.2}x less",
+            "  attention b{} h{}/{} t{} d{}: kernel {:.2} ms / burn ops {:.2} ms = {:.2}x faster",
             r.batch,
             r.heads,
             r.kv_heads,
@@ -186,23 +183,17 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             r.head_dim,
             r.kernel_ms,
             r.reference_ms,
-            r.speedup(),
-            r.kernel_mib,
-            r.reference_mib,
-            r.memory_ratio()
+            r.speedup()
         );
     });
     let lin = bench::fused_linear_sweep(&device, &linear, args.chunk, args.repeats, &mut |r| {
         eprintln!(
-            "  fused-linear {}x{}x{}: fused {:.2} ms / burn ops {:.2} ms, memory {:.1} / {:.1} MiB (weight gradient {:.1} MiB)",
+            "  fused-linear {}x{}x{}: fused {:.2} ms / burn ops {:.2} ms",
             r.tokens,
             r.hidden,
             r.vocab,
             r.fused_ms,
-            r.reference_ms,
-            r.fused_mib,
-            r.reference_mib,
-            r.weight_grad_mib
+            r.reference_ms
         );
     });
     // memory, each pass alone in a fresh process (the in-process figures see a used pool)
@@ -216,6 +207,14 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         };
         r.kernel_mib = probe_mib(p(true))?;
         r.reference_mib = probe_mib(p(false))?;
+        eprintln!(
+            "  distill {}x{}: memory {:.1} / {:.1} MiB = {:.2}x less",
+            r.tokens,
+            r.vocab,
+            r.kernel_mib,
+            r.reference_mib,
+            r.memory_ratio()
+        );
     }
     let mut att = att;
     for r in &mut att {
@@ -229,6 +228,13 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         };
         r.kernel_mib = probe_mib(p(true))?;
         r.reference_mib = probe_mib(p(false))?;
+        eprintln!(
+            "  attention t{}: memory {:.1} / {:.1} MiB = {:.2}x less",
+            r.seq,
+            r.kernel_mib,
+            r.reference_mib,
+            r.memory_ratio()
+        );
     }
     let mut lin = lin;
     for r in &mut lin {
@@ -241,6 +247,15 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         };
         r.fused_mib = probe_mib(p(true))?;
         r.reference_mib = probe_mib(p(false))?;
+        eprintln!(
+            "  fused-linear {}x{}x{}: memory {:.1} / {:.1} MiB (weight gradient {:.1} MiB)",
+            r.tokens,
+            r.hidden,
+            r.vocab,
+            r.fused_mib,
+            r.reference_mib,
+            r.weight_grad_mib
+        );
     }
     let command = format!(
         "condenser bench --distill {} --attention {} --fused-linear {} --chunk {} --repeats {}",

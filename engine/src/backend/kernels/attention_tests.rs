@@ -8,20 +8,8 @@
 use burn::prelude::*;
 
 use super::flash_attention;
+use super::tests::{host, wgpu};
 use crate::model::attention::{attention_reference, causal_bias, padding_bias};
-
-fn wgpu() -> Device {
-    crate::backend::select(crate::backend::BackendChoice::Wgpu)
-        .expect("a wgpu adapter (scripts/setup.sh installs lavapipe)")
-        .0
-}
-
-fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data()
-        .convert::<f32>()
-        .try_to_vec::<f32>()
-        .expect("f32 data")
-}
 
 fn normal<const D: usize>(shape: [usize; D], seed: u64, device: &Device) -> Tensor<D> {
     let mut rng = crate::model::Rng::new(seed);

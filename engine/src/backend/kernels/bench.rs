@@ -24,7 +24,8 @@ pub struct DistillBenchRow {
     /// Median forward+backward time, milliseconds.
     pub kernel_ms: f64,
     pub reference_ms: f64,
-    /// Device memory reserved by one forward+backward, MiB.
+    /// Device memory reserved by one forward+backward, MiB: NaN until [`run_probe`] measured
+    /// it in a fresh process.
     pub kernel_mib: f64,
     pub reference_mib: f64,
     /// Largest |kernel - reference| of the mean loss, a sanity check of the timed code.
@@ -38,6 +39,19 @@ impl DistillBenchRow {
     pub fn memory_ratio(&self) -> f64 {
         self.reference_mib / self.kernel_mib.max(1e-9)
     }
+}
+
+/// Median wall time of `repeats` runs of `pass` (each one synchronises on its results), ms.
+fn median_ms(repeats: usize, mut pass: impl FnMut()) -> f64 {
+    let mut times: Vec<f64> = (0..repeats.max(1))
+        .map(|_| {
+            let t0 = Instant::now();
+            pass();
+            t0.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    times.sort_by(|a, b| a.total_cmp(b));
+    times[times.len() / 2]
 }
 
 fn reserved(device: &Device) -> u64 {
@@ -65,27 +79,18 @@ fn pass(s: &Tensor<2>, t: &Tensor<2>, spec: &DivergenceSpec, fused: bool) -> f32
     loss.into_scalar::<f32>()
 }
 
+/// Median time of the pass and its loss (memory is measured by [`run_probe`]).
 fn measure(
     s: &Tensor<2>,
     t: &Tensor<2>,
     spec: &DivergenceSpec,
     fused: bool,
     repeats: usize,
-) -> (f64, f64, f32) {
-    let device = s.device();
-    device.memory_cleanup();
-    let before = reserved(&device);
+) -> (f64, f32) {
     let loss = pass(s, t, spec, fused);
-    let mib = reserved(&device).saturating_sub(before) as f64 / (1024.0 * 1024.0);
-    let mut times: Vec<f64> = (0..repeats)
-        .map(|_| {
-            let t0 = Instant::now();
-            pass(s, t, spec, fused);
-            t0.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
-    times.sort_by(|a, b| a.total_cmp(b));
-    (times[times.len() / 2], mib, loss)
+    (median_ms(repeats, || {
+        pass(s, t, spec, fused);
+    }), loss)
 }
 
 /// Forward KL at temperature 1 (the LLaVA-KD default) over `(tokens, vocab)` sizes on a wgpu
@@ -115,17 +120,16 @@ pub fn distill_sweep(
         // warm-up compiles the kernels outside the timings
         pass(&s, &t, &spec(KernelPolicy::Auto), true);
         pass(&s, &t, &spec(KernelPolicy::Reference), false);
-        let (kernel_ms, kernel_mib, kl) = measure(&s, &t, &spec(KernelPolicy::Auto), true, repeats);
-        let (reference_ms, reference_mib, rl) =
-            measure(&s, &t, &spec(KernelPolicy::Reference), false, repeats);
+        let (kernel_ms, kl) = measure(&s, &t, &spec(KernelPolicy::Auto), true, repeats);
+        let (reference_ms, rl) = measure(&s, &t, &spec(KernelPolicy::Reference), false, repeats);
         let row = DistillBenchRow {
             tokens: n,
             vocab: v,
             divergence: Divergence::ForwardKl.label(),
             kernel_ms,
             reference_ms,
-            kernel_mib,
-            reference_mib,
+            kernel_mib: f64::NAN,
+            reference_mib: f64::NAN,
             loss_diff: (kl - rl).abs() as f64,
         };
         progress(&row);
@@ -172,7 +176,8 @@ pub struct AttentionBenchRow {
     /// Median forward+backward time (output and the gradients of q, k, v), milliseconds.
     pub kernel_ms: f64,
     pub reference_ms: f64,
-    /// Device memory reserved by one forward+backward, MiB.
+    /// Device memory reserved by one forward+backward, MiB: NaN until [`run_probe`] measured
+    /// it in a fresh process.
     pub kernel_mib: f64,
     pub reference_mib: f64,
     /// Largest |kernel - reference| over the outputs, a sanity check of the timed code.
@@ -262,22 +267,12 @@ pub fn attention_sweep(
             .map(|(a, b)| (a - b).abs() as f64)
             .fold(0.0, f64::max);
         let measure = |kernel: bool| {
-            ad.memory_cleanup();
-            let before = reserved(&ad);
-            attention_pass(&q, &k, &v, kernel, false);
-            let mib = reserved(&ad).saturating_sub(before) as f64 / (1024.0 * 1024.0);
-            let mut times: Vec<f64> = (0..repeats)
-                .map(|_| {
-                    let t0 = Instant::now();
-                    attention_pass(&q, &k, &v, kernel, false);
-                    t0.elapsed().as_secs_f64() * 1e3
-                })
-                .collect();
-            times.sort_by(|a, b| a.total_cmp(b));
-            (times[times.len() / 2], mib)
+            median_ms(repeats, || {
+                attention_pass(&q, &k, &v, kernel, false);
+            })
         };
-        let (kernel_ms, kernel_mib) = measure(true);
-        let (reference_ms, reference_mib) = measure(false);
+        let kernel_ms = measure(true);
+        let reference_ms = measure(false);
         let row = AttentionBenchRow {
             batch: b,
             heads: h,
@@ -286,8 +281,8 @@ pub fn attention_sweep(
             head_dim: d,
             kernel_ms,
             reference_ms,
-            kernel_mib,
-            reference_mib,
+            kernel_mib: f64::NAN,
+            reference_mib: f64::NAN,
             out_diff,
         };
         progress(&row);
@@ -336,7 +331,8 @@ pub struct FusedLinearBenchRow {
     /// Median forward+backward (loss, then the gradients of hidden states and head weight), ms.
     pub fused_ms: f64,
     pub reference_ms: f64,
-    /// Device memory reserved by one forward+backward beyond the inputs, MiB.
+    /// Device memory reserved by one forward+backward beyond the inputs, MiB: NaN until
+    /// [`run_probe`] measured it in a fresh process.
     pub fused_mib: f64,
     pub reference_mib: f64,
     /// The head-weight gradient `[hidden, vocab]` itself, MiB: memory no variant can avoid.
@@ -405,23 +401,14 @@ pub fn fused_linear_sweep(
         let t = data(n, v, 3.0);
         let rw = Tensor::<1>::full([n], 1.0 / n as f32, &ad);
         let measure = |fused: bool| {
-            linear_pass(&hid, &w, &t, &rw, fused, chunk);
-            ad.memory_cleanup();
-            let before = reserved(&ad);
             let loss = linear_pass(&hid, &w, &t, &rw, fused, chunk);
-            let mib = reserved(&ad).saturating_sub(before) as f64 / (1024.0 * 1024.0);
-            let mut times: Vec<f64> = (0..repeats)
-                .map(|_| {
-                    let t0 = Instant::now();
-                    linear_pass(&hid, &w, &t, &rw, fused, chunk);
-                    t0.elapsed().as_secs_f64() * 1e3
-                })
-                .collect();
-            times.sort_by(|a, b| a.total_cmp(b));
-            (times[times.len() / 2], mib, loss)
+            let ms = median_ms(repeats, || {
+                linear_pass(&hid, &w, &t, &rw, fused, chunk);
+            });
+            (ms, loss)
         };
-        let (fused_ms, fused_mib, fl) = measure(true);
-        let (reference_ms, reference_mib, rl) = measure(false);
+        let (fused_ms, fl) = measure(true);
+        let (reference_ms, rl) = measure(false);
         let row = FusedLinearBenchRow {
             tokens: n,
             hidden: h,
@@ -429,8 +416,8 @@ pub fn fused_linear_sweep(
             chunk,
             fused_ms,
             reference_ms,
-            fused_mib,
-            reference_mib,
+            fused_mib: f64::NAN,
+            reference_mib: f64::NAN,
             weight_grad_mib: (h * v * 4) as f64 / (1024.0 * 1024.0),
             loss_diff: (fl - rl).abs() as f64,
         };

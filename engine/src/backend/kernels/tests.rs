@@ -9,13 +9,13 @@ use super::KernelPolicy;
 use crate::distill::divergence::fused_token_divergence;
 use crate::distill::{Divergence, DivergenceSpec, token_divergence};
 
-fn wgpu() -> Device {
+pub(super) fn wgpu() -> Device {
     crate::backend::select(crate::backend::BackendChoice::Wgpu)
         .expect("a wgpu adapter (scripts/setup.sh installs lavapipe)")
         .0
 }
 
-fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+pub(super) fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data()
         .convert::<f32>()
         .try_to_vec::<f32>()
