@@ -64,8 +64,21 @@ fn page_answers_like_the_cli() {
     assert!(err.contains("needs a Condenser checkpoint folder"), "{err}");
     let missing = dir.join("no-such-data");
     let m = missing.to_str().unwrap();
-    let err = condenser_fails(&["export", "--web", ck, "-o", b, "--data", m, "--backend", "cpu"]);
-    assert!(err.contains("test.json") && err.contains("--dtype"), "{err}");
+    let err = condenser_fails(&[
+        "export",
+        "--web",
+        ck,
+        "-o",
+        b,
+        "--data",
+        m,
+        "--backend",
+        "cpu",
+    ]);
+    assert!(
+        err.contains("test.json") && err.contains("--dtype"),
+        "{err}"
+    );
     assert!(!bundle.exists());
 
     let out = condenser(&[

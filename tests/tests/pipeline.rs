@@ -164,6 +164,10 @@ fn kernels_on_and_off_give_the_same_losses() {
     eprintln!("losses kernels {on:?}\nlosses reference {off:?}");
     for (i, (a, b)) in on.iter().zip(&off).enumerate() {
         let rel = (a - b).abs() / b.abs().max(1e-6);
-        assert!(rel < 1e-3, "step {}: kernels {a} vs reference {b} (rel {rel})", i + 1);
+        assert!(
+            rel < 1e-3,
+            "step {}: kernels {a} vs reference {b} (rel {rel})",
+            i + 1
+        );
     }
 }

@@ -47,7 +47,8 @@ impl Session {
             .map_err(|e| Error::json(Path::new(bundle::CONFIG_FILE), e))?;
         let tokenizer = TextTokenizer::from_bytes(tokenizer, Path::new(bundle::TOKENIZER_FILE))?;
         tokenizer.check_fits(config.llm.vocab_size)?;
-        let model = bundle::decode_weights(&config, weights, Path::new(bundle::WEIGHTS_FILE), &device)?;
+        let model =
+            bundle::decode_weights(&config, weights, Path::new(bundle::WEIGHTS_FILE), &device)?;
         Ok(Session {
             model,
             tokenizer,

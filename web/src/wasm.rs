@@ -65,13 +65,19 @@ impl Student {
         backend: String,
     ) -> Result<Student, JsValue> {
         let (device, backend, note) = match backend.as_str() {
-            "cpu" => (Device::flex(), "cpu".to_string(), "CPU backend asked for".to_string()),
+            "cpu" => (
+                Device::flex(),
+                "cpu".to_string(),
+                "CPU backend asked for".to_string(),
+            ),
             "auto" | "webgpu" => {
                 let forced = backend == "webgpu";
                 let gpu = if Session::routes_on_host(&config) {
-                    Err("this student has Mixture-of-Experts layers, whose routing reads the \
+                    Err(
+                        "this student has Mixture-of-Experts layers, whose routing reads the \
                          router back synchronously: only the CPU backend can do that in a browser"
-                        .to_string())
+                            .to_string(),
+                    )
                 } else {
                     Device::wgpu_options()
                         .init_async()
@@ -90,14 +96,9 @@ impl Student {
                 )));
             }
         };
-        let session = Session::from_bundle(
-            manifest.as_deref(),
-            &config,
-            &weights,
-            &tokenizer,
-            device,
-        )
-        .map_err(js_error)?;
+        let session =
+            Session::from_bundle(manifest.as_deref(), &config, &weights, &tokenizer, device)
+                .map_err(js_error)?;
         Ok(Student {
             session: Rc::new(session),
             backend,

@@ -82,20 +82,42 @@ fn bad_inputs_are_named() {
     let tok_json = serde_json::to_vec(&tokenizer_json()).unwrap();
     let config_bytes = serde_json::to_vec(&cfg).unwrap();
     let err = |r: condenser_engine::Result<Session>| r.err().expect("an error").to_string();
-    let e = err(Session::from_bundle(None, b"{", &weights, &tok_json, device.clone()));
+    let e = err(Session::from_bundle(
+        None,
+        b"{",
+        &weights,
+        &tok_json,
+        device.clone(),
+    ));
     assert!(e.starts_with("config.json"), "{e}");
-    let e = err(Session::from_bundle(None, &config_bytes, &weights, b"[]", device.clone()));
+    let e = err(Session::from_bundle(
+        None,
+        &config_bytes,
+        &weights,
+        b"[]",
+        device.clone(),
+    ));
     assert!(e.starts_with("tokenizer.json"), "{e}");
-    let e = err(Session::from_bundle(None, &config_bytes, b"xx", &tok_json, device.clone()));
+    let e = err(Session::from_bundle(
+        None,
+        &config_bytes,
+        b"xx",
+        &tok_json,
+        device.clone(),
+    ));
     assert!(e.starts_with("weights.safetensors"), "{e}");
     let session =
         Session::from_bundle(None, &config_bytes, &weights, &tok_json, device.clone()).unwrap();
-    let e = pollster::block_on(session.ask(b"not an image", "what ?", 4, |_, _| std::future::ready(())))
-        .unwrap_err()
-        .to_string();
+    let e = pollster::block_on(
+        session.ask(b"not an image", "what ?", 4, |_, _| std::future::ready(())),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("cannot decode image"), "{e}");
-    let e = pollster::block_on(session.ask(&shapes_png(1, 36).0, "  ", 4, |_, _| std::future::ready(())))
-        .unwrap_err()
-        .to_string();
+    let e = pollster::block_on(
+        session.ask(&shapes_png(1, 36).0, "  ", 4, |_, _| std::future::ready(())),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("question is empty"), "{e}");
 }

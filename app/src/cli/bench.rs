@@ -16,10 +16,18 @@ pub struct Args {
     pub distill: Vec<String>,
     /// Attention sizes as BATCHxHEADSxKV_HEADSxSEQxHEAD_DIM (causal), comma-separated; `none`
     /// skips the attention sweep.
-    #[arg(long, value_delimiter = ',', default_value = "1x8x2x128x64,1x8x2x256x64,1x8x2x512x64,1x8x2x1024x64")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "1x8x2x128x64,1x8x2x256x64,1x8x2x512x64,1x8x2x1024x64"
+    )]
     pub attention: Vec<String>,
     /// Fused-linear sizes as TOKENSxHIDDENxVOCAB, comma-separated; `none` skips the sweep.
-    #[arg(long, value_delimiter = ',', default_value = "512x256x8000,2048x256x8000,1024x256x32000")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "512x256x8000,2048x256x8000,1024x256x32000"
+    )]
     pub fused_linear: Vec<String>,
     /// Token rows per chunk of the fused-linear path (rounded up to a multiple of 64).
     #[arg(long, default_value_t = 256)]
@@ -59,7 +67,9 @@ fn parse_attention(s: &str) -> anyhow::Result<(usize, usize, usize, usize, usize
         .split('x')
         .map(|p| p.trim().parse::<usize>())
         .collect::<Result<_, _>>()
-        .with_context(|| format!("attention size {s:?}: expected BxHxHKVxTxD, e.g. 1x8x2x512x64"))?;
+        .with_context(|| {
+            format!("attention size {s:?}: expected BxHxHKVxTxD, e.g. 1x8x2x512x64")
+        })?;
     let [b, h, hk, t, d] = parts[..] else {
         bail!("attention size {s:?}: expected five numbers BxHxHKVxTxD, e.g. 1x8x2x512x64");
     };
@@ -189,11 +199,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     let lin = bench::fused_linear_sweep(&device, &linear, args.chunk, args.repeats, &mut |r| {
         eprintln!(
             "  fused-linear {}x{}x{}: fused {:.2} ms / burn ops {:.2} ms",
-            r.tokens,
-            r.hidden,
-            r.vocab,
-            r.fused_ms,
-            r.reference_ms
+            r.tokens, r.hidden, r.vocab, r.fused_ms, r.reference_ms
         );
     });
     // memory, each pass alone in a fresh process (the in-process figures see a used pool)
@@ -249,12 +255,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         r.reference_mib = probe_mib(p(false))?;
         eprintln!(
             "  fused-linear {}x{}x{}: memory {:.1} / {:.1} MiB (weight gradient {:.1} MiB)",
-            r.tokens,
-            r.hidden,
-            r.vocab,
-            r.fused_mib,
-            r.reference_mib,
-            r.weight_grad_mib
+            r.tokens, r.hidden, r.vocab, r.fused_mib, r.reference_mib, r.weight_grad_mib
         );
     }
     let command = format!(

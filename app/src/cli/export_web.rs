@@ -63,8 +63,16 @@ pub fn main(
     let tok_bytes =
         std::fs::read(&tok.path).with_context(|| format!("reading {}", tok.path.display()))?;
     let (precision, reason, check) = match web.dtype {
-        DtypeChoice::F16 => (Precision::f16(), "asked for (--dtype f16)".to_string(), None),
-        DtypeChoice::F32 => (Precision::f32(), "asked for (--dtype f32)".to_string(), None),
+        DtypeChoice::F16 => (
+            Precision::f16(),
+            "asked for (--dtype f16)".to_string(),
+            None,
+        ),
+        DtypeChoice::F32 => (
+            Precision::f32(),
+            "asked for (--dtype f32)".to_string(),
+            None,
+        ),
         DtypeChoice::Auto => {
             let check = precision_check(&model, &tok, web)?;
             let (precision, reason) = match check.trials.iter().find(|t| t.differing == 0) {

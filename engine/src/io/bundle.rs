@@ -148,7 +148,8 @@ pub struct Manifest {
 impl Manifest {
     /// Reads `bundle.json`'s text, refusing other formats and newer versions by name.
     pub fn parse(text: &str, origin: &Path) -> Result<Manifest> {
-        let v: serde_json::Value = serde_json::from_str(text).map_err(|e| Error::json(origin, e))?;
+        let v: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| Error::json(origin, e))?;
         let format = v.get("format").and_then(|f| f.as_str()).unwrap_or("");
         let version = v.get("version").and_then(|f| f.as_u64()).unwrap_or(0);
         if format != FORMAT || version > VERSION as u64 {
@@ -220,7 +221,8 @@ pub fn encode_weights(model: &Mllm, precision: &Precision) -> Result<Vec<u8>> {
         })
         .collect();
     let metadata = Some(HashMap::from([("format".to_string(), FORMAT.to_string())]));
-    safetensors::serialize(views, metadata).map_err(|e| Error::Invalid(format!("cannot serialise weights: {e}")))
+    safetensors::serialize(views, metadata)
+        .map_err(|e| Error::Invalid(format!("cannot serialise weights: {e}")))
 }
 
 /// Replaces every parameter by the file's tensor of the same path, recording what is missing
@@ -293,8 +295,8 @@ pub fn decode_weights(
         message,
     };
     config.validate().map_err(|e| bad(format!("config: {e}")))?;
-    let file = SafeTensors::deserialize(bytes)
-        .map_err(|e| bad(format!("not a safetensors file: {e}")))?;
+    let file =
+        SafeTensors::deserialize(bytes).map_err(|e| bad(format!("not a safetensors file: {e}")))?;
     let mut loader = Loader {
         path: ParamPath::default(),
         file: &file,
@@ -420,7 +422,11 @@ mod tests {
         };
         mixed.visit(&mut m);
         for (name, (_, vals)) in &a.out {
-            let want = if name.starts_with("vision.") { &h.out[name].1 } else { vals };
+            let want = if name.starts_with("vision.") {
+                &h.out[name].1
+            } else {
+                vals
+            };
             assert_eq!(&m.out[name].1, want, "{name}");
         }
         let size = encode_weights(&model, &vision_only).unwrap().len();

@@ -60,10 +60,8 @@ pub fn attention(
     let [b, h, tq, d] = q.dims();
     let tk = k.dims()[2];
     let device = q.device();
-    let fits = d % 4 == 0
-        && d <= ATTENTION_MAX_HEAD_DIM
-        && b * h <= 65_535
-        && (!mask.causal || tk >= tq);
+    let fits =
+        d % 4 == 0 && d <= ATTENTION_MAX_HEAD_DIM && b * h <= 65_535 && (!mask.causal || tk >= tq);
     if fits && kernels::kernels_apply(kernels, &device) {
         let keys = mask
             .keys

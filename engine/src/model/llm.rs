@@ -9,10 +9,10 @@ use burn::prelude::*;
 use burn::tensor::activation::silu;
 
 use super::attention::{AttnMask, attention};
-use crate::backend::kernels::KernelPolicy;
 use super::init::{INIT_STD, Rng, embedding, linear, normal_tensor};
 use super::moe::{LayerRouting, MoeMlp, Phase, Route, RouterLosses};
 use super::rope::Rope;
+use crate::backend::kernels::KernelPolicy;
 use crate::config::LlmConfig;
 
 #[derive(Module, Debug)]

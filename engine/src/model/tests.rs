@@ -120,9 +120,12 @@ fn kv_cached_decoding_matches_full_forward() {
     // one decode step with the cache
     let ids = Tensor::<2, Int>::from_data(TensorData::new(vec![9i64], [1, 1]), &device);
     let pos = Tensor::<2, Int>::from_data(TensorData::new(vec![(t - 1) as i64], [1, 1]), &device);
-    let h = model
-        .llm
-        .hidden(model.llm.embed(ids), pos, AttnMask::full(), Some(&mut cache));
+    let h = model.llm.hidden(
+        model.llm.embed(ids),
+        pos,
+        AttnMask::full(),
+        Some(&mut cache),
+    );
     let step = host(model.llm.logits(h));
     assert!(max_abs_diff(&step, &want[(t - 1) * v..t * v]) < 1e-5);
     assert_eq!(cache.len(), t);

@@ -8,8 +8,8 @@ use burn::prelude::*;
 use burn::tensor::activation::gelu;
 
 use super::attention::{AttnMask, attention};
-use crate::backend::kernels::KernelPolicy;
 use super::init::{INIT_STD, Rng, linear, normal_tensor};
+use crate::backend::kernels::KernelPolicy;
 use crate::config::VisionConfig;
 
 #[derive(Module, Debug)]

@@ -9,13 +9,13 @@ use std::path::{Path, PathBuf};
 use burn::prelude::*;
 
 use super::checkpoint;
+use crate::backend::kernels;
 use crate::config::{DistillSpec, KdTokens, MllmConfig, RelationFeatures};
 use crate::data::{Dataset, Encoded, HostBatch, Padding, TextTokenizer, host_batch};
-use crate::backend::kernels;
 use crate::distill::divergence::linear_divergence;
 use crate::distill::{
-    DivergenceSpec, HiddenProjection, VocabAlignment, hidden_mse, masked_divergence,
-    relation_loss, self_correlation,
+    DivergenceSpec, HiddenProjection, VocabAlignment, hidden_mse, masked_divergence, relation_loss,
+    self_correlation,
 };
 use crate::model::{Mllm, Visual, masked_cross_entropy};
 use crate::{Error, Result};
@@ -228,11 +228,7 @@ pub fn distill_loss(
     };
 
     if let (true, Some((_, full))) = (spec.ce > 0.0, &s_logits) {
-        let ce = masked_cross_entropy(
-            full.clone(),
-            batch.targets.clone(),
-            batch.loss_mask.clone(),
-        );
+        let ce = masked_cross_entropy(full.clone(), batch.targets.clone(), batch.loss_mask.clone());
         add("ce", spec.ce, ce, &mut total);
     }
     let token_mask = match spec.tokens {
@@ -243,7 +239,12 @@ pub fn distill_loss(
         add("res", spec.res, divergence(token_mask.clone()), &mut total);
     }
     if spec.vis > 0.0 {
-        add("vis", spec.vis, divergence(mask2(hb.visual_mask())), &mut total);
+        add(
+            "vis",
+            spec.vis,
+            divergence(mask2(hb.visual_mask())),
+            &mut total,
+        );
     }
     if spec.rel > 0.0 {
         let n = student.config.vision.num_visual_tokens();

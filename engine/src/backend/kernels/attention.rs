@@ -73,12 +73,18 @@ fn snippets(d4: u32) -> Vec<(&'static str, String)> {
                 format!("var q{n} = q[qb + {n}u] * p.scale; var a{n} = vec4<f32>(0.0);")
             }),
         ),
-        ("fwd_dot", per_vec4(d4, |n| format!("s += dot(q{n}, k_tile[kb + {n}u]);"))),
+        (
+            "fwd_dot",
+            per_vec4(d4, |n| format!("s += dot(q{n}, k_tile[kb + {n}u]);")),
+        ),
         (
             "fwd_update",
             per_vec4(d4, |n| format!("a{n} = a{n} * c + e * v_tile[kb + {n}u];")),
         ),
-        ("fwd_store", per_vec4(d4, |n| format!("out[qb + {n}u] = a{n} * inv;"))),
+        (
+            "fwd_store",
+            per_vec4(d4, |n| format!("out[qb + {n}u] = a{n} * inv;")),
+        ),
         (
             "dq_init",
             per_vec4(d4, |n| {
@@ -94,8 +100,14 @@ fn snippets(d4: u32) -> Vec<(&'static str, String)> {
                 format!("s += dot(q{n}, k_tile[kb + {n}u]); dp += dot(g{n}, v_tile[kb + {n}u]);")
             }),
         ),
-        ("dq_add", per_vec4(d4, |n| format!("a{n} += ds * k_tile[kb + {n}u];"))),
-        ("dq_store", per_vec4(d4, |n| format!("dq[qb + {n}u] = a{n} * p.scale;"))),
+        (
+            "dq_add",
+            per_vec4(d4, |n| format!("a{n} += ds * k_tile[kb + {n}u];")),
+        ),
+        (
+            "dq_store",
+            per_vec4(d4, |n| format!("dq[qb + {n}u] = a{n} * p.scale;")),
+        ),
         (
             "dkv_init",
             per_vec4(d4, |n| {
@@ -119,7 +131,9 @@ fn snippets(d4: u32) -> Vec<(&'static str, String)> {
         ),
         (
             "dkv_store",
-            per_vec4(d4, |n| format!("dk[kb + {n}u] = dk{n}; dv[kb + {n}u] = dv{n};")),
+            per_vec4(d4, |n| {
+                format!("dk[kb + {n}u] = dk{n}; dv[kb + {n}u] = dv{n};")
+            }),
         ),
     ]
 }
@@ -195,8 +209,20 @@ struct Dims {
 }
 
 impl Dims {
-    fn of(q: &CubeTensor, k: &CubeTensor, v: &CubeTensor, mask: &CubeTensor, causal: bool, scale: f32) -> Dims {
-        let (qs, ks, vs, ms) = (q.meta.shape(), k.meta.shape(), v.meta.shape(), mask.meta.shape());
+    fn of(
+        q: &CubeTensor,
+        k: &CubeTensor,
+        v: &CubeTensor,
+        mask: &CubeTensor,
+        causal: bool,
+        scale: f32,
+    ) -> Dims {
+        let (qs, ks, vs, ms) = (
+            q.meta.shape(),
+            k.meta.shape(),
+            v.meta.shape(),
+            mask.meta.shape(),
+        );
         assert!(
             qs.num_dims() == 4 && ks.num_dims() == 4 && ms.num_dims() == 2,
             "attention kernels take q [B, H, Tq, D], k/v [B, Hk, Tk, D], key mask [B, Tk]"
@@ -216,8 +242,15 @@ impl Dims {
             (1..=ATTENTION_MAX_HEAD_DIM).contains(&d) && d.is_multiple_of(4),
             "head dimension {d}: the kernels take multiples of 4 up to {ATTENTION_MAX_HEAD_DIM}"
         );
-        assert!(tq > 0 && tk > 0 && (!causal || tk >= tq), "Tq {tq}, Tk {tk}");
-        assert!(b * h <= MAX_PER_DIM, "B*H = {} exceeds one dispatch dimension", b * h);
+        assert!(
+            tq > 0 && tk > 0 && (!causal || tk >= tq),
+            "Tq {tq}, Tk {tk}"
+        );
+        assert!(
+            b * h <= MAX_PER_DIM,
+            "B*H = {} exceeds one dispatch dimension",
+            b * h
+        );
         Dims {
             b,
             h,

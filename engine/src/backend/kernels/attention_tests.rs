@@ -74,7 +74,14 @@ fn check(c: Case) {
             v0.clone().detach().require_grad(),
         );
         let out = if kernel {
-            flash_attention(q.clone(), k.clone(), v.clone(), mask.clone(), c.causal, scale)
+            flash_attention(
+                q.clone(),
+                k.clone(),
+                v.clone(),
+                mask.clone(),
+                c.causal,
+                scale,
+            )
         } else {
             let mut bias = padding_bias(mask.clone());
             if c.causal {
@@ -103,24 +110,68 @@ fn check(c: Case) {
 #[test]
 fn attention_kernel_matches_reference_causal_gqa_padding() {
     // grouped-query heads, causal self-attention, left padding, sizes off the 64-row block
-    check(Case { b: 3, h: 4, hk: 2, tq: 37, tk: 37, d: 16, causal: true, pad: 5 });
+    check(Case {
+        b: 3,
+        h: 4,
+        hk: 2,
+        tq: 37,
+        tk: 37,
+        d: 16,
+        causal: true,
+        pad: 5,
+    });
     // one query row, one key
-    check(Case { b: 1, h: 1, hk: 1, tq: 1, tk: 1, d: 4, causal: true, pad: 0 });
+    check(Case {
+        b: 1,
+        h: 1,
+        hk: 1,
+        tq: 1,
+        tk: 1,
+        d: 4,
+        causal: true,
+        pad: 0,
+    });
 }
 
 #[test]
 fn attention_kernel_matches_reference_with_kv_cache_offset() {
     // a few new queries against a longer cache (query i sits at tk - tq + i)
-    check(Case { b: 2, h: 2, hk: 1, tq: 3, tk: 70, d: 32, causal: true, pad: 4 });
+    check(Case {
+        b: 2,
+        h: 2,
+        hk: 1,
+        tq: 3,
+        tk: 70,
+        d: 32,
+        causal: true,
+        pad: 4,
+    });
 }
 
 #[test]
 fn attention_kernel_matches_reference_bidirectional_wide_heads() {
     // vision-style: no causal mask, more rows than two workgroups, head dims 80 and 128
-    check(Case { b: 2, h: 3, hk: 3, tq: 130, tk: 130, d: 80, causal: false, pad: 9 });
-    check(Case { b: 1, h: 2, hk: 1, tq: 65, tk: 65, d: 128, causal: false, pad: 0 });
+    check(Case {
+        b: 2,
+        h: 3,
+        hk: 3,
+        tq: 130,
+        tk: 130,
+        d: 80,
+        causal: false,
+        pad: 9,
+    });
+    check(Case {
+        b: 1,
+        h: 2,
+        hk: 1,
+        tq: 65,
+        tk: 65,
+        d: 128,
+        causal: false,
+        pad: 0,
+    });
 }
-
 
 #[test]
 fn kernels_apply_on_autodiff_wgpu_devices() {

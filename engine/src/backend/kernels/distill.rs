@@ -15,7 +15,6 @@ use burn::cubecl::server::KernelArguments;
 use burn::cubecl::{CubeCount, CubeDim};
 use burn::tensor::{DType, Shape};
 
-
 /// Threads per workgroup; one workgroup reduces one row.
 const WG: u32 = 256;
 /// Workgroups per dispatch dimension (WebGPU's guaranteed minimum limit).

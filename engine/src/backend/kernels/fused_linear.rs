@@ -49,7 +49,10 @@ fn run(
     let hs = hidden.meta.shape().clone();
     let ws = weight.meta.shape().clone();
     let (n, h, v) = (hs[0], hs[1], ws[1]);
-    assert_eq!(ws[0], h, "weight must be [hidden, vocab]: {ws:?} vs hidden {hs:?}");
+    assert_eq!(
+        ws[0], h,
+        "weight must be [hidden, vocab]: {ws:?} vs hidden {hs:?}"
+    );
     assert_eq!(
         teacher.meta.shape().clone(),
         Shape::new([n, v]),
@@ -88,12 +91,7 @@ fn run(
         }
     }
     let loss = loss.expect("at least one token");
-    let grads = grads.then(|| {
-        (
-            B::float_cat(dh_parts, 0),
-            dw.expect("at least one token"),
-        )
-    });
+    let grads = grads.then(|| (B::float_cat(dh_parts, 0), dw.expect("at least one token")));
     (loss, grads)
 }
 

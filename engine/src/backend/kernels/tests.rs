@@ -188,12 +188,18 @@ fn fused_linear_matches_logits_then_reference() {
     use crate::distill::divergence::linear_divergence;
     let device = wgpu();
     let ad = device.clone().autodiff();
-    for &(n, h, v, chunk) in &[(130usize, 24usize, 1001usize, 64usize), (7, 8, 300, 1000), (200, 16, 5000, 128)] {
+    for &(n, h, v, chunk) in &[
+        (130usize, 24usize, 1001usize, 64usize),
+        (7, 8, 300, 1000),
+        (200, 16, 5000, 128),
+    ] {
         let hid = logits(n, h, 21 + n as u64, 1.0, &ad);
         let w = logits(h, v, 22 + v as u64, 0.5, &ad);
         let t = logits(n, v, 23, 3.0, &ad);
         // a mask with holes, normalised like a masked mean
-        let rw: Vec<f32> = (0..n).map(|i| if i % 5 == 3 { 0.0 } else { 1.0 / n as f32 }).collect();
+        let rw: Vec<f32> = (0..n)
+            .map(|i| if i % 5 == 3 { 0.0 } else { 1.0 / n as f32 })
+            .collect();
         let rw = Tensor::<1>::from_data(TensorData::new(rw, [n]), &ad);
         for d in kinds() {
             let label = format!("{} n={n} h={h} v={v} chunk={chunk}", d.label());
@@ -220,15 +226,39 @@ fn fused_linear_matches_logits_then_reference() {
             // the same arithmetic in another grouping: tight
             let (ul, uh, uw) = run(false, KernelPolicy::Auto);
             close(&format!("{label} loss vs unfused"), &kl, &ul, 1e-5, 1e-7);
-            close(&format!("{label} d hidden vs unfused"), &kh, &uh, 1e-4, 1e-5 * max(&uh));
-            close(&format!("{label} d weight vs unfused"), &kw, &uw, 1e-4, 1e-5 * max(&uw));
+            close(
+                &format!("{label} d hidden vs unfused"),
+                &kh,
+                &uh,
+                1e-4,
+                1e-5 * max(&uh),
+            );
+            close(
+                &format!("{label} d weight vs unfused"),
+                &kw,
+                &uw,
+                1e-4,
+                1e-5 * max(&uw),
+            );
             // plain burn ops: the loss as tight as the kernel's own test; the gradients, folded
             // through the head from logit gradients that agree to 2e-4 of their largest entry,
             // to a wider share of theirs
             let (rl, rh, rww) = run(false, KernelPolicy::Reference);
             close(&format!("{label} loss vs burn ops"), &kl, &rl, 1e-4, 1e-6);
-            close(&format!("{label} d hidden vs burn ops"), &kh, &rh, 1e-3, 1e-2 * max(&rh));
-            close(&format!("{label} d weight vs burn ops"), &kw, &rww, 1e-3, 1e-2 * max(&rww));
+            close(
+                &format!("{label} d hidden vs burn ops"),
+                &kh,
+                &rh,
+                1e-3,
+                1e-2 * max(&rh),
+            );
+            close(
+                &format!("{label} d weight vs burn ops"),
+                &kw,
+                &rww,
+                1e-3,
+                1e-2 * max(&rww),
+            );
         }
     }
 }
