@@ -10,13 +10,13 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::tensor::FloatTensor;
-use burn::backend::wgpu::{
-    CubeBackend, CubeTensor, KernelSource, SourceKernel, SourceTemplate, into_contiguous,
-};
+use burn::backend::wgpu::{CubeBackend, CubeTensor, KernelSource, SourceKernel, SourceTemplate};
 use burn::cubecl::prelude::KernelId;
 use burn::cubecl::server::KernelArguments;
 use burn::cubecl::{CubeCount, CubeDim};
-use burn::tensor::{DType, Shape};
+use burn::tensor::Shape;
+
+use super::buffers::{as_f32, empty_f32};
 
 /// Query (or key) rows per workgroup, one per invocation.
 const WG: u32 = 64;
@@ -174,27 +174,6 @@ impl KernelSource for AttentionKernel {
     }
 }
 
-fn as_f32(t: CubeTensor, what: &str) -> CubeTensor {
-    assert_eq!(
-        t.dtype,
-        DType::F32,
-        "the attention kernels take f32 {what}, got {:?}",
-        t.dtype
-    );
-    into_contiguous(t)
-}
-
-fn empty_f32(like: &CubeTensor, shape: Shape) -> CubeTensor {
-    let bytes = shape.num_elements() * 4;
-    CubeTensor::new_contiguous(
-        like.client.clone(),
-        like.device.clone(),
-        shape,
-        like.client.empty(bytes),
-        DType::F32,
-    )
-}
-
 /// The sizes and mask of one attention call.
 #[derive(Debug, Clone, Copy)]
 struct Dims {
@@ -306,8 +285,12 @@ fn forward(
     causal: bool,
     scale: f32,
 ) -> (CubeTensor, CubeTensor, Dims, [CubeTensor; 4]) {
-    let (q, k, v) = (as_f32(q, "queries"), as_f32(k, "keys"), as_f32(v, "values"));
-    let mask = as_f32(mask, "key mask");
+    let (q, k, v) = (
+        as_f32(q, "the attention kernels' queries"),
+        as_f32(k, "the attention kernels' keys"),
+        as_f32(v, "the attention kernels' values"),
+    );
+    let mask = as_f32(mask, "the attention kernels' key mask");
     let dims = Dims::of(&q, &k, &v, &mask, causal, scale);
     let out = empty_f32(&q, q.meta.shape().clone());
     let lse = empty_f32(&q, Shape::new([dims.b, dims.h, dims.tq]));
@@ -323,7 +306,7 @@ fn forward(
 
 /// Backward launches: `(dq, dk, dv)`.
 fn backward(s: &AttentionState, grad_out: CubeTensor) -> (CubeTensor, CubeTensor, CubeTensor) {
-    let d_o = as_f32(grad_out, "output gradient");
+    let d_o = as_f32(grad_out, "the attention kernels' output gradient");
     let dims = &s.dims;
     let [q, k, v, mask] = &s.inputs;
     let dq = empty_f32(q, q.meta.shape().clone());

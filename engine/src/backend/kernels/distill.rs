@@ -7,13 +7,13 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::tensor::FloatTensor;
-use burn::backend::wgpu::{
-    CubeBackend, CubeTensor, KernelSource, SourceKernel, SourceTemplate, into_contiguous,
-};
+use burn::backend::wgpu::{CubeBackend, CubeTensor, KernelSource, SourceKernel, SourceTemplate};
 use burn::cubecl::prelude::KernelId;
 use burn::cubecl::server::KernelArguments;
 use burn::cubecl::{CubeCount, CubeDim};
-use burn::tensor::{DType, Shape};
+use burn::tensor::Shape;
+
+use super::buffers::{as_f32, empty_f32};
 
 /// Threads per workgroup; one workgroup reduces one row.
 const WG: u32 = 256;
@@ -83,15 +83,7 @@ impl KernelSource for DistillKernel {
     }
 }
 
-fn as_f32(t: CubeTensor) -> CubeTensor {
-    assert_eq!(
-        t.dtype,
-        DType::F32,
-        "the distillation kernels take f32 logits, got {:?}",
-        t.dtype
-    );
-    into_contiguous(t)
-}
+const LOGITS: &str = "the distillation kernels' logits";
 
 /// The divergence and its scalars, as the forward and backward launches take them.
 #[derive(Debug, Clone, Copy)]
@@ -99,18 +91,6 @@ pub(super) struct Params {
     pub kind: u32,
     pub param: f32,
     pub inv_temp: f32,
-}
-
-/// A fresh contiguous f32 tensor on `like`'s device.
-fn empty_f32(like: &CubeTensor, shape: Shape) -> CubeTensor {
-    let bytes = shape.num_elements() * 4;
-    CubeTensor::new_contiguous(
-        like.client.clone(),
-        like.device.clone(),
-        shape,
-        like.client.empty(bytes),
-        DType::F32,
-    )
 }
 
 /// Launches one variant over `n` rows of `v`: the info buffer (n, v, rows per x, 1/T, param)
@@ -168,8 +148,8 @@ pub(super) fn forward(
     teacher: CubeTensor,
     p: Params,
 ) -> (CubeTensor, CubeTensor) {
-    let student = as_f32(student);
-    let teacher = as_f32(teacher);
+    let student = as_f32(student, LOGITS);
+    let teacher = as_f32(teacher, LOGITS);
     let (n, v) = rows_and_vocab(&student);
     assert_eq!(
         teacher.meta.shape(),
@@ -190,9 +170,9 @@ pub(super) fn backward(
     grad_out: CubeTensor,
     p: Params,
 ) -> CubeTensor {
-    let student = as_f32(student);
-    let teacher = as_f32(teacher);
-    let grad_out = as_f32(grad_out);
+    let student = as_f32(student, LOGITS);
+    let teacher = as_f32(teacher, LOGITS);
+    let grad_out = as_f32(grad_out, "the distillation kernels' upstream gradient");
     let (n, v) = rows_and_vocab(&student);
     let grad = empty_f32(&student, Shape::new([n, v]));
     launch(

@@ -8,6 +8,7 @@
 
 mod attention;
 pub mod bench;
+mod buffers;
 mod distill;
 mod fused_linear;
 
