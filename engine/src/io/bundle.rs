@@ -8,16 +8,16 @@
 //! [`decode_weights`]. f16 halves the download; f32 compute is kept on every backend, so f16 only
 //! changes the weights' rounding, which [`rounded`] reproduces natively for the export's check.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::module::{Module, ModuleMapper, Param};
 use burn::prelude::*;
-use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
 
-use super::hf_llm::ParamPath;
+use super::params::{ParamPath, host_params};
+use super::safetensors::to_f32;
 use crate::config::MllmConfig;
 use crate::model::Mllm;
 use crate::{Error, Result};
@@ -164,64 +164,24 @@ impl Manifest {
     }
 }
 
-/// Every float parameter of a module by dotted path, with its shape and host values.
-struct Collect {
-    path: ParamPath,
-    out: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
-}
-
-impl ModuleVisitor for Collect {
-    fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.path.enter(name, container_type);
-    }
-
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.path.exit();
-    }
-
-    fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
-        let t = p.val();
-        let shape = t.dims().to_vec();
-        let values = t
-            .into_data()
-            .convert::<f32>()
-            .try_to_vec::<f32>()
-            .expect("f32 data");
-        self.out.insert(self.path.current(), (shape, values));
-    }
-}
-
 /// The model's weights as one safetensors file at `precision` (f16: round to nearest even).
 pub fn encode_weights(model: &Mllm, precision: &Precision) -> Result<Vec<u8>> {
-    let mut v = Collect {
-        path: ParamPath::default(),
-        out: BTreeMap::new(),
-    };
-    model.visit(&mut v);
-    let bytes: BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)> = v
-        .out
+    let tensors: BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)> = host_params(model)
         .into_iter()
-        .map(|(k, (shape, vals))| {
+        .map(|(k, t)| {
             let dtype = precision.dtype_of(&k);
             let b: Vec<u8> = match dtype {
-                Dtype::F16 => vals
+                Dtype::F16 => t
+                    .values
                     .iter()
                     .flat_map(|x| half::f16::from_f32(*x).to_le_bytes())
                     .collect(),
-                _ => vals.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                _ => t.values.iter().flat_map(|x| x.to_le_bytes()).collect(),
             };
-            (k, (dtype, shape, b))
+            (k, (dtype, t.shape, b))
         })
         .collect();
-    let views: Vec<(String, TensorView)> = bytes
-        .iter()
-        .map(|(k, (dtype, shape, b))| {
-            let view = TensorView::new(*dtype, shape.clone(), b).expect("consistent sizes");
-            (k.clone(), view)
-        })
-        .collect();
-    let metadata = Some(HashMap::from([("format".to_string(), FORMAT.to_string())]));
-    safetensors::serialize(views, metadata)
+    super::safetensors::serialize(&tensors, FORMAT)
         .map_err(|e| Error::Invalid(format!("cannot serialise weights: {e}")))
 }
 
@@ -258,17 +218,10 @@ impl ModuleMapper for Loader<'_> {
             ));
             return param;
         }
-        let values: Vec<f32> = match view.dtype() {
-            Dtype::F32 => view
-                .data()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-            Dtype::F16 => view
-                .data()
-                .chunks_exact(2)
-                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
+        let values = match view.dtype() {
+            Dtype::F32 | Dtype::F16 => {
+                to_f32(view.dtype(), view.data()).expect("f16 and f32 convert")
+            }
             other => {
                 self.problems
                     .push(format!("{name}: dtype {other:?} (f16 or f32 expected)"));
@@ -381,29 +334,15 @@ mod tests {
         let device = Device::flex();
         let model = Mllm::new(&tiny(), 3, &device);
         let back = rounded(&model, &Precision::f32()).unwrap();
-        let mut a = Collect {
-            path: ParamPath::default(),
-            out: BTreeMap::new(),
-        };
-        model.visit(&mut a);
-        let mut b = Collect {
-            path: ParamPath::default(),
-            out: BTreeMap::new(),
-        };
-        back.visit(&mut b);
-        assert_eq!(a.out, b.out);
-        assert!(a.out.len() > 10);
+        let a = host_params(&model);
+        assert_eq!(a, host_params(&back));
+        assert!(a.len() > 10);
 
-        let half = rounded(&model, &Precision::f16()).unwrap();
-        let mut h = Collect {
-            path: ParamPath::default(),
-            out: BTreeMap::new(),
-        };
-        half.visit(&mut h);
-        for (name, (shape, vals)) in &a.out {
-            let (hs, hv) = &h.out[name];
-            assert_eq!(shape, hs);
-            for (x, y) in vals.iter().zip(hv) {
+        let h = host_params(&rounded(&model, &Precision::f16()).unwrap());
+        for (name, t) in &a {
+            let ht = &h[name];
+            assert_eq!(t.shape, ht.shape);
+            for (x, y) in t.values.iter().zip(&ht.values) {
                 assert_eq!(half::f16::from_f32(*x).to_f32(), *y, "{name}");
                 assert!((x - y).abs() <= x.abs() * 1e-3 + 1e-7, "{name}: {x} vs {y}");
             }
@@ -415,19 +354,14 @@ mod tests {
         // mixed: only the vision encoder's weights are rounded
         let vision_only = Precision::only(&[Part::Vision]);
         assert_eq!(vision_only.label(), "f16 vision, f32 projector+llm");
-        let mixed = rounded(&model, &vision_only).unwrap();
-        let mut m = Collect {
-            path: ParamPath::default(),
-            out: BTreeMap::new(),
-        };
-        mixed.visit(&mut m);
-        for (name, (_, vals)) in &a.out {
+        let m = host_params(&rounded(&model, &vision_only).unwrap());
+        for (name, t) in &a {
             let want = if name.starts_with("vision.") {
-                &h.out[name].1
+                &h[name].values
             } else {
-                vals
+                &t.values
             };
-            assert_eq!(&m.out[name].1, want, "{name}");
+            assert_eq!(&m[name].values, want, "{name}");
         }
         let size = encode_weights(&model, &vision_only).unwrap().len();
         assert!(f16 < size && size < f32);

@@ -6,44 +6,23 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use burn::module::{Module, ModuleVisitor, Param};
-use burn::prelude::*;
 use safetensors::Dtype;
-use safetensors::tensor::TensorView;
 
-use super::hf_llm::{ParamPath, hf_name};
+use super::hf_llm::hf_name;
+use super::params::host_params;
 use crate::model::Llm;
 use crate::{Error, Result};
 
-/// Collects every parameter under its HF name, transposed back to PyTorch's layout.
-struct Collect {
-    path: ParamPath,
-    out: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
-}
-
-impl ModuleVisitor for Collect {
-    fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.path.enter(name, container_type);
-    }
-
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.path.exit();
-    }
-
-    fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
-        let (name, transposed) = hf_name(&self.path.current());
-        let mut t = p.val();
-        if transposed {
-            t = t.transpose();
+/// `[rows, cols]` row-major values as `[cols, rows]`.
+fn transpose(shape: &[usize], values: &[f32]) -> (Vec<usize>, Vec<f32>) {
+    let (r, c) = (shape[0], shape[1]);
+    let mut out = vec![0.0; values.len()];
+    for i in 0..r {
+        for j in 0..c {
+            out[j * r + i] = values[i * c + j];
         }
-        let shape = t.dims().to_vec();
-        let values = t
-            .into_data()
-            .convert::<f32>()
-            .try_to_vec::<f32>()
-            .expect("f32 data");
-        self.out.insert(name, (shape, values));
     }
+    (vec![c, r], out)
 }
 
 /// Writes `llm` to `dir` as a HF folder (created if needed; existing files of the same names
@@ -57,31 +36,21 @@ pub fn export_hf_llm(llm: &Llm, dir: &Path) -> Result<()> {
         ));
     }
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let mut v = Collect {
-        path: ParamPath::default(),
-        out: BTreeMap::new(),
-    };
-    llm.visit(&mut v);
-    let bytes: BTreeMap<String, (Vec<usize>, Vec<u8>)> = v
-        .out
+    // every parameter under its HF name, linear weights transposed back to PyTorch's layout
+    let tensors: BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)> = host_params(llm)
         .into_iter()
-        .map(|(k, (shape, vals))| {
-            let b: Vec<u8> = vals.iter().flat_map(|x| x.to_le_bytes()).collect();
-            (k, (shape, b))
+        .map(|(path, t)| {
+            let (name, transposed) = hf_name(&path);
+            let (shape, values) = if transposed {
+                transpose(&t.shape, &t.values)
+            } else {
+                (t.shape, t.values)
+            };
+            let bytes = values.iter().flat_map(|x| x.to_le_bytes()).collect();
+            (name, (Dtype::F32, shape, bytes))
         })
         .collect();
-    let views: Vec<(String, TensorView)> = bytes
-        .iter()
-        .map(|(k, (shape, b))| {
-            let view = TensorView::new(Dtype::F32, shape.clone(), b).expect("consistent sizes");
-            (k.clone(), view)
-        })
-        .collect();
-    let metadata = Some(std::collections::HashMap::from([(
-        "format".to_string(),
-        "pt".to_string(),
-    )]));
-    let st = safetensors::serialize(views, metadata).map_err(|e| Error::Checkpoint {
+    let st = super::safetensors::serialize(&tensors, "pt").map_err(|e| Error::Checkpoint {
         path: dir.into(),
         message: format!("cannot serialise: {e}"),
     })?;

@@ -12,6 +12,7 @@ use burn::module::{Module, ModuleMapper, Param};
 use burn::prelude::*;
 use serde::Deserialize;
 
+use super::params::ParamPath;
 use super::safetensors::TensorFolder;
 use crate::config::LlmConfig;
 use crate::model::Llm;
@@ -175,34 +176,6 @@ pub(crate) fn hf_name(path: &str) -> (String, bool) {
     let name = format!("model.{}", renamed.as_deref().unwrap_or(path));
     let linear_weight = path.ends_with("_proj.weight");
     (name, linear_weight)
-}
-
-/// A parameter's dotted path as a module visitor walks the tree (`layers.0.mlp.gate_proj.weight`).
-/// An enum's variant adds a level HF does not have (`mlp.Dense.gate_proj`): it is left out.
-#[derive(Default)]
-pub(crate) struct ParamPath(Vec<String>);
-
-impl ParamPath {
-    pub(crate) fn enter(&mut self, name: &str, container_type: &str) {
-        self.0.push(if container_type.starts_with("Enum:") {
-            String::new()
-        } else {
-            name.to_string()
-        });
-    }
-
-    pub(crate) fn exit(&mut self) {
-        self.0.pop();
-    }
-
-    pub(crate) fn current(&self) -> String {
-        self.0
-            .iter()
-            .filter(|s| !s.is_empty())
-            .cloned()
-            .collect::<Vec<_>>()
-            .join(".")
-    }
 }
 
 /// Replaces every parameter by its HF tensor, recording what is missing or misshapen.

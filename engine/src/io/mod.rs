@@ -9,6 +9,7 @@ pub mod export;
 #[cfg(not(target_family = "wasm"))]
 pub mod gguf;
 pub mod hf_llm;
+mod params;
 pub mod safetensors;
 
 pub use export::export_hf_llm;

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 
 use crate::{Error, Result};
@@ -85,7 +86,29 @@ impl TensorFolder {
     }
 }
 
-fn to_f32(dtype: Dtype, data: &[u8]) -> Option<Vec<f32>> {
+/// Serialises `(name, dtype, shape, little-endian bytes)` tensors as one safetensors file with
+/// `format` in its metadata.
+pub(crate) fn serialize(
+    tensors: &BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)>,
+    format: &str,
+) -> std::result::Result<Vec<u8>, String> {
+    let views = tensors
+        .iter()
+        .map(|(k, (dtype, shape, b))| {
+            TensorView::new(*dtype, shape.clone(), b)
+                .map(|v| (k.clone(), v))
+                .map_err(|e| format!("{k}: {e}"))
+        })
+        .collect::<std::result::Result<Vec<_>, String>>()?;
+    let metadata = Some(std::collections::HashMap::from([(
+        "format".to_string(),
+        format.to_string(),
+    )]));
+    safetensors::serialize(views, metadata).map_err(|e| e.to_string())
+}
+
+/// Host f32 values of a tensor's little-endian bytes (F32, F16, BF16, F64; else `None`).
+pub(crate) fn to_f32(dtype: Dtype, data: &[u8]) -> Option<Vec<f32>> {
     let words = |n: usize| data.chunks_exact(n);
     Some(match dtype {
         Dtype::F32 => words(4)

@@ -1,0 +1,23 @@
+//! Device buffers as the WGSL kernels bind them: contiguous f32 inputs and fresh f32 outputs.
+
+use burn::backend::wgpu::{CubeTensor, into_contiguous};
+use burn::tensor::{DType, Shape};
+
+/// `t` as a contiguous f32 buffer; `what` names it in the panic of a wrong dtype (e.g.
+/// "the attention kernels' queries").
+pub(super) fn as_f32(t: CubeTensor, what: &str) -> CubeTensor {
+    assert_eq!(t.dtype, DType::F32, "{what} must be f32, got {:?}", t.dtype);
+    into_contiguous(t)
+}
+
+/// A fresh contiguous f32 tensor of `shape` on `like`'s device (contents undefined).
+pub(super) fn empty_f32(like: &CubeTensor, shape: Shape) -> CubeTensor {
+    let bytes = shape.num_elements() * 4;
+    CubeTensor::new_contiguous(
+        like.client.clone(),
+        like.device.clone(),
+        shape,
+        like.client.empty(bytes),
+        DType::F32,
+    )
+}
