@@ -173,19 +173,27 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         }
     }
     eprintln!("benchmarking on {}", info.name);
-    let rows = bench::distill_sweep(&device, &sizes, args.repeats, &mut |r| {
+    // memory: each pass alone in a fresh process (a memory pool only grows, so in-process
+    // figures after the first see pages their predecessors left)
+    let mut memory = |p: bench::MemoryProbe| {
+        probe_mib(p).map_err(|e| condenser_engine::Error::Device(format!("{e:#}")))
+    };
+    let rows = bench::distill_sweep(&device, &sizes, args.repeats, &mut memory, &mut |r| {
         eprintln!(
-            "  distill {}x{}: kernel {:.2} ms / burn ops {:.2} ms = {:.2}x faster",
+            "  distill {}x{}: kernel {:.2} ms / burn ops {:.2} ms = {:.2}x faster, memory {:.1} / {:.1} MiB = {:.2}x less",
             r.tokens,
             r.vocab,
             r.kernel_ms,
             r.reference_ms,
-            r.speedup()
+            r.speedup(),
+            r.kernel_mib,
+            r.reference_mib,
+            r.memory_ratio()
         );
-    });
-    let att = bench::attention_sweep(&device, &attention, args.repeats, &mut |r| {
+    })?;
+    let att = bench::attention_sweep(&device, &attention, args.repeats, &mut memory, &mut |r| {
         eprintln!(
-            "  attention b{} h{}/{} t{} d{}: kernel {:.2} ms / burn ops {:.2} ms = {:.2}x faster",
+            "  attention b{} h{}/{} t{} d{}: kernel {:.2} ms / burn ops {:.2} ms = {:.2}x faster, memory {:.1} / {:.1} MiB = {:.2}x less",
             r.batch,
             r.heads,
             r.kv_heads,
@@ -193,71 +201,32 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             r.head_dim,
             r.kernel_ms,
             r.reference_ms,
-            r.speedup()
-        );
-    });
-    let lin = bench::fused_linear_sweep(&device, &linear, args.chunk, args.repeats, &mut |r| {
-        eprintln!(
-            "  fused-linear {}x{}x{}: fused {:.2} ms / burn ops {:.2} ms",
-            r.tokens, r.hidden, r.vocab, r.fused_ms, r.reference_ms
-        );
-    });
-    // memory, each pass alone in a fresh process (the in-process figures see a used pool)
-    eprintln!("measuring peak memory, one process per pass");
-    let mut rows = rows;
-    for r in &mut rows {
-        let p = |kernel| bench::MemoryProbe::Distill {
-            tokens: r.tokens,
-            vocab: r.vocab,
-            kernel,
-        };
-        r.kernel_mib = probe_mib(p(true))?;
-        r.reference_mib = probe_mib(p(false))?;
-        eprintln!(
-            "  distill {}x{}: memory {:.1} / {:.1} MiB = {:.2}x less",
-            r.tokens,
-            r.vocab,
+            r.speedup(),
             r.kernel_mib,
             r.reference_mib,
             r.memory_ratio()
         );
-    }
-    let mut att = att;
-    for r in &mut att {
-        let p = |kernel| bench::MemoryProbe::Attention {
-            batch: r.batch,
-            heads: r.heads,
-            kv_heads: r.kv_heads,
-            seq: r.seq,
-            head_dim: r.head_dim,
-            kernel,
-        };
-        r.kernel_mib = probe_mib(p(true))?;
-        r.reference_mib = probe_mib(p(false))?;
-        eprintln!(
-            "  attention t{}: memory {:.1} / {:.1} MiB = {:.2}x less",
-            r.seq,
-            r.kernel_mib,
-            r.reference_mib,
-            r.memory_ratio()
-        );
-    }
-    let mut lin = lin;
-    for r in &mut lin {
-        let p = |kernel| bench::MemoryProbe::FusedLinear {
-            tokens: r.tokens,
-            hidden: r.hidden,
-            vocab: r.vocab,
-            chunk: r.chunk,
-            kernel,
-        };
-        r.fused_mib = probe_mib(p(true))?;
-        r.reference_mib = probe_mib(p(false))?;
-        eprintln!(
-            "  fused-linear {}x{}x{}: memory {:.1} / {:.1} MiB (weight gradient {:.1} MiB)",
-            r.tokens, r.hidden, r.vocab, r.fused_mib, r.reference_mib, r.weight_grad_mib
-        );
-    }
+    })?;
+    let lin = bench::fused_linear_sweep(
+        &device,
+        &linear,
+        args.chunk,
+        args.repeats,
+        &mut memory,
+        &mut |r| {
+            eprintln!(
+                "  fused-linear {}x{}x{}: fused {:.2} ms / burn ops {:.2} ms, memory {:.1} / {:.1} MiB (weight gradient {:.1} MiB)",
+                r.tokens,
+                r.hidden,
+                r.vocab,
+                r.fused_ms,
+                r.reference_ms,
+                r.fused_mib,
+                r.reference_mib,
+                r.weight_grad_mib
+            );
+        },
+    )?;
     let command = format!(
         "condenser bench --distill {} --attention {} --fused-linear {} --chunk {} --repeats {}",
         args.distill.join(","),

@@ -24,8 +24,7 @@ pub struct DistillBenchRow {
     /// Median forward+backward time, milliseconds.
     pub kernel_ms: f64,
     pub reference_ms: f64,
-    /// Device memory reserved by one forward+backward, MiB: NaN until [`run_probe`] measured
-    /// it in a fresh process.
+    /// Device memory reserved by one forward+backward, MiB (measured in a fresh process).
     pub kernel_mib: f64,
     pub reference_mib: f64,
     /// Largest |kernel - reference| of the mean loss, a sanity check of the timed code.
@@ -61,15 +60,48 @@ fn reserved(device: &Device) -> u64 {
         .unwrap_or(0)
 }
 
+/// Forward KL at T = 1, the LLaVA-KD default every sweep measures; `kernel` picks the path.
+fn fkl(kernel: bool) -> DivergenceSpec {
+    DivergenceSpec {
+        divergence: Divergence::ForwardKl,
+        temperature: 1.0,
+        zscore: false,
+        kernels: if kernel {
+            KernelPolicy::Auto
+        } else {
+            KernelPolicy::Reference
+        },
+    }
+}
+
+/// Seeded N(0, scale^2) values of `shape` on `device`: every sweep's inputs, and the same ones
+/// again in a memory probe.
+fn normal<const D: usize>(shape: [usize; D], seed: u64, scale: f64, device: &Device) -> Tensor<D> {
+    let mut rng = crate::model::Rng::new(seed);
+    let n = shape.iter().product();
+    let x: Vec<f32> = (0..n).map(|_| (rng.normal() * scale) as f32).collect();
+    Tensor::from_data(TensorData::new(x, shape), device)
+}
+
+/// Student and teacher logits `[n, v]` of the distillation sweep.
+fn distill_inputs(n: usize, v: usize, ad: &Device) -> (Tensor<2>, Tensor<2>) {
+    let seed = (n * 31 + v) as u64;
+    (
+        normal([n, v], seed, 2.0, ad),
+        normal([n, v], seed + 1, 3.0, ad),
+    )
+}
+
 /// One forward+backward of the mean divergence; returns the loss.
-fn pass(s: &Tensor<2>, t: &Tensor<2>, spec: &DivergenceSpec, fused: bool) -> f32 {
+fn pass(s: &Tensor<2>, t: &Tensor<2>, kernel: bool) -> f32 {
+    let spec = fkl(kernel);
     let student = s.clone().require_grad();
     // the slab split of the training path
     let rows = super::distill_slab_rows(s.dims()[1]);
-    let per_token = if fused {
-        fused_token_divergence(student.clone(), t.clone(), spec, rows)
+    let per_token = if kernel {
+        fused_token_divergence(student.clone(), t.clone(), &spec, rows)
     } else {
-        token_divergence(student.clone(), t.clone(), spec)
+        token_divergence(student.clone(), t.clone(), &spec)
     };
     let loss = per_token.mean();
     let grads = loss.clone().backward();
@@ -79,66 +111,49 @@ fn pass(s: &Tensor<2>, t: &Tensor<2>, spec: &DivergenceSpec, fused: bool) -> f32
     loss.into_scalar::<f32>()
 }
 
-/// Median time of the pass and its loss (memory is measured by [`run_probe`]).
-fn measure(
-    s: &Tensor<2>,
-    t: &Tensor<2>,
-    spec: &DivergenceSpec,
-    fused: bool,
-    repeats: usize,
-) -> (f64, f32) {
-    let loss = pass(s, t, spec, fused);
-    (
-        median_ms(repeats, || {
-            pass(s, t, spec, fused);
-        }),
-        loss,
-    )
-}
-
 /// Forward KL at temperature 1 (the LLaVA-KD default) over `(tokens, vocab)` sizes on a wgpu
-/// device (`device` must be one; the caller checks). `progress` hears about each size.
+/// device (`device` must be one; the caller checks). `memory` measures a pass's peak memory
+/// (in a fresh process: [`run_probe`]); `progress` hears about each size.
 pub fn distill_sweep(
     device: &Device,
     sizes: &[(usize, usize)],
     repeats: usize,
+    memory: &mut dyn FnMut(MemoryProbe) -> crate::Result<f64>,
     progress: &mut dyn FnMut(&DistillBenchRow),
-) -> Vec<DistillBenchRow> {
+) -> crate::Result<Vec<DistillBenchRow>> {
     let ad = device.clone().autodiff();
     let mut rows = Vec::new();
     for &(n, v) in sizes {
-        let mut rng = crate::model::Rng::new((n * 31 + v) as u64);
-        let mut data = |scale: f64| -> Tensor<2> {
-            let x: Vec<f32> = (0..n * v).map(|_| (rng.normal() * scale) as f32).collect();
-            Tensor::from_data(TensorData::new(x, [n, v]), &ad)
+        let (s, t) = distill_inputs(n, v, &ad);
+        // warm-up compiles the kernels outside the timings, and gives the losses
+        let measure = |kernel: bool| {
+            let loss = pass(&s, &t, kernel);
+            let ms = median_ms(repeats, || {
+                pass(&s, &t, kernel);
+            });
+            (ms, loss)
         };
-        let s = data(2.0);
-        let t = data(3.0);
-        let spec = |kernels| DivergenceSpec {
-            divergence: Divergence::ForwardKl,
-            temperature: 1.0,
-            zscore: false,
-            kernels,
+        let (kernel_ms, kl) = measure(true);
+        let (reference_ms, rl) = measure(false);
+        let probe = |kernel| MemoryProbe::Distill {
+            tokens: n,
+            vocab: v,
+            kernel,
         };
-        // warm-up compiles the kernels outside the timings
-        pass(&s, &t, &spec(KernelPolicy::Auto), true);
-        pass(&s, &t, &spec(KernelPolicy::Reference), false);
-        let (kernel_ms, kl) = measure(&s, &t, &spec(KernelPolicy::Auto), true, repeats);
-        let (reference_ms, rl) = measure(&s, &t, &spec(KernelPolicy::Reference), false, repeats);
         let row = DistillBenchRow {
             tokens: n,
             vocab: v,
             divergence: Divergence::ForwardKl.label(),
             kernel_ms,
             reference_ms,
-            kernel_mib: f64::NAN,
-            reference_mib: f64::NAN,
+            kernel_mib: memory(probe(true))?,
+            reference_mib: memory(probe(false))?,
             loss_diff: (kl - rl).abs() as f64,
         };
         progress(&row);
         rows.push(row);
     }
-    rows
+    Ok(rows)
 }
 
 /// The generated `docs/results/kernels.md` section for the distillation loss.
@@ -179,8 +194,7 @@ pub struct AttentionBenchRow {
     /// Median forward+backward time (output and the gradients of q, k, v), milliseconds.
     pub kernel_ms: f64,
     pub reference_ms: f64,
-    /// Device memory reserved by one forward+backward, MiB: NaN until [`run_probe`] measured
-    /// it in a fresh process.
+    /// Device memory reserved by one forward+backward, MiB (measured in a fresh process).
     pub kernel_mib: f64,
     pub reference_mib: f64,
     /// Largest |kernel - reference| over the outputs, a sanity check of the timed code.
@@ -243,25 +257,32 @@ fn attention_pass(
     }
 }
 
+/// q, k and v of the attention sweep.
+fn attention_inputs(
+    (b, h, hk, t, d): (usize, usize, usize, usize, usize),
+    ad: &Device,
+) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
+    let seed = (t * 13 + d) as u64;
+    (
+        normal([b, h, t, d], seed, 1.0, ad),
+        normal([b, hk, t, d], seed + 1, 1.0, ad),
+        normal([b, hk, t, d], seed + 2, 1.0, ad),
+    )
+}
+
 /// Causal attention forward+backward over `(batch, heads, kv_heads, seq, head_dim)` sizes on a
-/// wgpu device, kernel against `attention_reference`.
+/// wgpu device, kernel against `attention_reference` (memory as in [`distill_sweep`]).
 pub fn attention_sweep(
     device: &Device,
     sizes: &[(usize, usize, usize, usize, usize)],
     repeats: usize,
+    memory: &mut dyn FnMut(MemoryProbe) -> crate::Result<f64>,
     progress: &mut dyn FnMut(&AttentionBenchRow),
-) -> Vec<AttentionBenchRow> {
+) -> crate::Result<Vec<AttentionBenchRow>> {
     let ad = device.clone().autodiff();
     let mut rows = Vec::new();
     for &(b, h, hk, t, d) in sizes {
-        let mut rng = crate::model::Rng::new((t * 13 + d) as u64);
-        let mut data = |heads: usize| -> Tensor<4> {
-            let x: Vec<f32> = (0..b * heads * t * d)
-                .map(|_| rng.normal() as f32)
-                .collect();
-            Tensor::from_data(TensorData::new(x, [b, heads, t, d]), &ad)
-        };
-        let (q, k, v) = (data(h), data(hk), data(hk));
+        let (q, k, v) = attention_inputs((b, h, hk, t, d), &ad);
         let ko = attention_pass(&q, &k, &v, true, true);
         let ro = attention_pass(&q, &k, &v, false, true);
         let out_diff = ko
@@ -276,6 +297,14 @@ pub fn attention_sweep(
         };
         let kernel_ms = measure(true);
         let reference_ms = measure(false);
+        let probe = |kernel| MemoryProbe::Attention {
+            batch: b,
+            heads: h,
+            kv_heads: hk,
+            seq: t,
+            head_dim: d,
+            kernel,
+        };
         let row = AttentionBenchRow {
             batch: b,
             heads: h,
@@ -284,14 +313,14 @@ pub fn attention_sweep(
             head_dim: d,
             kernel_ms,
             reference_ms,
-            kernel_mib: f64::NAN,
-            reference_mib: f64::NAN,
+            kernel_mib: memory(probe(true))?,
+            reference_mib: memory(probe(false))?,
             out_diff,
         };
         progress(&row);
         rows.push(row);
     }
-    rows
+    Ok(rows)
 }
 
 /// The generated `docs/results/kernels.md` section for attention.
@@ -334,8 +363,8 @@ pub struct FusedLinearBenchRow {
     /// Median forward+backward (loss, then the gradients of hidden states and head weight), ms.
     pub fused_ms: f64,
     pub reference_ms: f64,
-    /// Device memory reserved by one forward+backward beyond the inputs, MiB: NaN until
-    /// [`run_probe`] measured it in a fresh process.
+    /// Device memory reserved by one forward+backward beyond the inputs, MiB (measured in a
+    /// fresh process).
     pub fused_mib: f64,
     pub reference_mib: f64,
     /// The head-weight gradient `[hidden, vocab]` itself, MiB: memory no variant can avoid.
@@ -354,16 +383,7 @@ fn linear_pass(
     chunk: usize,
 ) -> f32 {
     use crate::distill::divergence::linear_divergence;
-    let spec = DivergenceSpec {
-        divergence: Divergence::ForwardKl,
-        temperature: 1.0,
-        zscore: false,
-        kernels: if fused {
-            KernelPolicy::Auto
-        } else {
-            KernelPolicy::Reference
-        },
-    };
+    let spec = fkl(fused);
     let hs = hid.clone().require_grad();
     let ws = w.clone().require_grad();
     let loss = linear_divergence(hs.clone(), ws.clone(), t.clone(), rw.clone(), &spec, chunk);
@@ -381,28 +401,38 @@ fn linear_pass(
     loss.into_scalar::<f32>()
 }
 
+/// Hidden states, head weight, teacher logits and row weights (a plain mean) of the
+/// fused-linear sweep.
+fn linear_inputs(
+    n: usize,
+    h: usize,
+    v: usize,
+    ad: &Device,
+) -> (Tensor<2>, Tensor<2>, Tensor<2>, Tensor<1>) {
+    let seed = (n * 7 + h * 3 + v) as u64;
+    (
+        normal([n, h], seed, 1.0, ad),
+        normal([h, v], seed + 1, 1.0 / (h as f64).sqrt(), ad),
+        normal([n, v], seed + 2, 3.0, ad),
+        Tensor::<1>::full([n], 1.0 / n as f32, ad),
+    )
+}
+
 /// Forward KL through the head over `(tokens, hidden, vocab)` sizes on a wgpu device: the
 /// fused-linear kernel path (`chunk` rows at a time) against forming the logits and running
-/// burn ops.
+/// burn ops (memory as in [`distill_sweep`]).
 pub fn fused_linear_sweep(
     device: &Device,
     sizes: &[(usize, usize, usize)],
     chunk: usize,
     repeats: usize,
+    memory: &mut dyn FnMut(MemoryProbe) -> crate::Result<f64>,
     progress: &mut dyn FnMut(&FusedLinearBenchRow),
-) -> Vec<FusedLinearBenchRow> {
+) -> crate::Result<Vec<FusedLinearBenchRow>> {
     let ad = device.clone().autodiff();
     let mut rows = Vec::new();
     for &(n, h, v) in sizes {
-        let mut rng = crate::model::Rng::new((n * 7 + h * 3 + v) as u64);
-        let mut data = |r: usize, c: usize, scale: f64| -> Tensor<2> {
-            let x: Vec<f32> = (0..r * c).map(|_| (rng.normal() * scale) as f32).collect();
-            Tensor::from_data(TensorData::new(x, [r, c]), &ad)
-        };
-        let hid = data(n, h, 1.0);
-        let w = data(h, v, 1.0 / (h as f64).sqrt());
-        let t = data(n, v, 3.0);
-        let rw = Tensor::<1>::full([n], 1.0 / n as f32, &ad);
+        let (hid, w, t, rw) = linear_inputs(n, h, v, &ad);
         let measure = |fused: bool| {
             let loss = linear_pass(&hid, &w, &t, &rw, fused, chunk);
             let ms = median_ms(repeats, || {
@@ -412,6 +442,13 @@ pub fn fused_linear_sweep(
         };
         let (fused_ms, fl) = measure(true);
         let (reference_ms, rl) = measure(false);
+        let probe = |kernel| MemoryProbe::FusedLinear {
+            tokens: n,
+            hidden: h,
+            vocab: v,
+            chunk,
+            kernel,
+        };
         let row = FusedLinearBenchRow {
             tokens: n,
             hidden: h,
@@ -419,15 +456,15 @@ pub fn fused_linear_sweep(
             chunk,
             fused_ms,
             reference_ms,
-            fused_mib: f64::NAN,
-            reference_mib: f64::NAN,
+            fused_mib: memory(probe(true))?,
+            reference_mib: memory(probe(false))?,
             weight_grad_mib: (h * v * 4) as f64 / (1024.0 * 1024.0),
             loss_diff: (fl - rl).abs() as f64,
         };
         progress(&row);
         rows.push(row);
     }
-    rows
+    Ok(rows)
 }
 
 /// The generated `docs/results/kernels.md` section for the fused-linear loss.
@@ -494,16 +531,10 @@ pub enum MemoryProbe {
     },
 }
 
-/// Runs one probe on a device nothing else has used yet; returns the MiB its pass reserved
-/// beyond the inputs.
+/// Runs one probe on a device nothing else has used yet (the sweep's own inputs); returns the
+/// MiB its pass reserved beyond the inputs.
 pub fn run_probe(device: &Device, probe: MemoryProbe) -> f64 {
     let ad = device.clone().autodiff();
-    let mut rng = crate::model::Rng::new(1);
-    let mut data = |shape: Vec<usize>, scale: f64| -> TensorData {
-        let n = shape.iter().product();
-        let x: Vec<f32> = (0..n).map(|_| (rng.normal() * scale) as f32).collect();
-        TensorData::new(x, shape)
-    };
     let mib = |before: u64| reserved(&ad).saturating_sub(before) as f64 / (1024.0 * 1024.0);
     match probe {
         MemoryProbe::Distill {
@@ -511,20 +542,9 @@ pub fn run_probe(device: &Device, probe: MemoryProbe) -> f64 {
             vocab,
             kernel,
         } => {
-            let s = Tensor::<2>::from_data(data(vec![tokens, vocab], 2.0), &ad);
-            let t = Tensor::<2>::from_data(data(vec![tokens, vocab], 3.0), &ad);
-            let spec = DivergenceSpec {
-                divergence: Divergence::ForwardKl,
-                temperature: 1.0,
-                zscore: false,
-                kernels: if kernel {
-                    KernelPolicy::Auto
-                } else {
-                    KernelPolicy::Reference
-                },
-            };
+            let (s, t) = distill_inputs(tokens, vocab, &ad);
             let before = reserved(&ad);
-            pass(&s, &t, &spec, kernel);
+            pass(&s, &t, kernel);
             mib(before)
         }
         MemoryProbe::Attention {
@@ -535,9 +555,7 @@ pub fn run_probe(device: &Device, probe: MemoryProbe) -> f64 {
             head_dim,
             kernel,
         } => {
-            let q = Tensor::<4>::from_data(data(vec![batch, heads, seq, head_dim], 1.0), &ad);
-            let k = Tensor::<4>::from_data(data(vec![batch, kv_heads, seq, head_dim], 1.0), &ad);
-            let v = Tensor::<4>::from_data(data(vec![batch, kv_heads, seq, head_dim], 1.0), &ad);
+            let (q, k, v) = attention_inputs((batch, heads, kv_heads, seq, head_dim), &ad);
             let before = reserved(&ad);
             attention_pass(&q, &k, &v, kernel, false);
             mib(before)
@@ -549,13 +567,7 @@ pub fn run_probe(device: &Device, probe: MemoryProbe) -> f64 {
             chunk,
             kernel,
         } => {
-            let h = Tensor::<2>::from_data(data(vec![tokens, hidden], 1.0), &ad);
-            let w = Tensor::<2>::from_data(
-                data(vec![hidden, vocab], 1.0 / (hidden as f64).sqrt()),
-                &ad,
-            );
-            let t = Tensor::<2>::from_data(data(vec![tokens, vocab], 3.0), &ad);
-            let rw = Tensor::<1>::full([tokens], 1.0 / tokens as f32, &ad);
+            let (h, w, t, rw) = linear_inputs(tokens, hidden, vocab, &ad);
             let before = reserved(&ad);
             linear_pass(&h, &w, &t, &rw, kernel, chunk);
             mib(before)
