@@ -73,14 +73,10 @@ fn parse_attention(s: &str) -> anyhow::Result<(usize, usize, usize, usize, usize
     let [b, h, hk, t, d] = parts[..] else {
         bail!("attention size {s:?}: expected five numbers BxHxHKVxTxD, e.g. 1x8x2x512x64");
     };
-    if b == 0 || t == 0 || hk == 0 || h % hk != 0 {
-        bail!("attention size {s:?}: B, T > 0 and heads a multiple of kv heads");
-    }
-    if d == 0 || d > condenser_engine::backend::kernels::ATTENTION_MAX_HEAD_DIM {
-        bail!(
-            "attention size {s:?}: head dim must be 1..={}",
-            condenser_engine::backend::kernels::ATTENTION_MAX_HEAD_DIM
-        );
+    if let Some(why) =
+        condenser_engine::backend::kernels::flash_attention_unsupported(b, h, hk, t, t, d, true)
+    {
+        bail!("attention size {s:?}: {why}");
     }
     Ok((b, h, hk, t, d))
 }

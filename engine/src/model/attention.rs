@@ -5,7 +5,7 @@
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 
-use crate::backend::kernels::{self, ATTENTION_MAX_HEAD_DIM, KernelPolicy};
+use crate::backend::kernels::{self, KernelPolicy};
 
 /// Which keys each query may see: a key-padding mask and causality, kept structured (not as an
 /// additive `[.., Tq, Tk]` bias) so the flash kernels never need a `T x T` tensor.
@@ -60,8 +60,8 @@ pub fn attention(
     let [b, h, tq, d] = q.dims();
     let tk = k.dims()[2];
     let device = q.device();
-    let fits =
-        d % 4 == 0 && d <= ATTENTION_MAX_HEAD_DIM && b * h <= 65_535 && (!mask.causal || tk >= tq);
+    let hk = k.dims()[1];
+    let fits = kernels::flash_attention_unsupported(b, h, hk, tq, tk, d, mask.causal).is_none();
     if fits && kernels::kernels_apply(kernels, &device) {
         let keys = mask
             .keys

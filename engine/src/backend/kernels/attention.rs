@@ -174,6 +174,38 @@ impl KernelSource for AttentionKernel {
     }
 }
 
+/// Why the flash kernels cannot take these sizes (`None` when they can): the model runs the
+/// reference instead, the bench refuses the size, and the launch asserts it.
+pub fn flash_attention_unsupported(
+    b: usize,
+    h: usize,
+    hk: usize,
+    tq: usize,
+    tk: usize,
+    d: usize,
+    causal: bool,
+) -> Option<String> {
+    if hk == 0 || !h.is_multiple_of(hk) {
+        return Some(format!(
+            "query heads ({h}) must be a multiple of key/value heads ({hk})"
+        ));
+    }
+    if !(1..=ATTENTION_MAX_HEAD_DIM).contains(&d) || !d.is_multiple_of(4) {
+        return Some(format!(
+            "head dimension {d}: the kernels take multiples of 4 up to {ATTENTION_MAX_HEAD_DIM}"
+        ));
+    }
+    if b == 0 || tq == 0 || tk == 0 || (causal && tk < tq) {
+        return Some(format!(
+            "B {b}, Tq {tq}, Tk {tk}: sizes must be positive, and Tk >= Tq when causal"
+        ));
+    }
+    if b * h > MAX_PER_DIM {
+        return Some(format!("B*H = {} exceeds one dispatch dimension", b * h));
+    }
+    None
+}
+
 /// The sizes and mask of one attention call.
 #[derive(Debug, Clone, Copy)]
 struct Dims {
@@ -213,23 +245,9 @@ impl Dims {
             ks[0] == b && ks[3] == d && ms[0] == b && ms[1] == tk,
             "attention shapes disagree: q {qs:?}, k {ks:?}, key mask {ms:?}"
         );
-        assert!(
-            hk > 0 && h.is_multiple_of(hk),
-            "query heads ({h}) must be a multiple of key/value heads ({hk})"
-        );
-        assert!(
-            (1..=ATTENTION_MAX_HEAD_DIM).contains(&d) && d.is_multiple_of(4),
-            "head dimension {d}: the kernels take multiples of 4 up to {ATTENTION_MAX_HEAD_DIM}"
-        );
-        assert!(
-            tq > 0 && tk > 0 && (!causal || tk >= tq),
-            "Tq {tq}, Tk {tk}"
-        );
-        assert!(
-            b * h <= MAX_PER_DIM,
-            "B*H = {} exceeds one dispatch dimension",
-            b * h
-        );
+        if let Some(why) = flash_attention_unsupported(b, h, hk, tq, tk, d, causal) {
+            panic!("{why}");
+        }
         Dims {
             b,
             h,

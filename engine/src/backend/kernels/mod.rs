@@ -20,7 +20,7 @@ use burn::backend::{DispatchDevice, backend_extension};
 use burn::prelude::Device;
 use serde::{Deserialize, Serialize};
 
-pub use attention::ATTENTION_MAX_HEAD_DIM;
+pub use attention::{ATTENTION_MAX_HEAD_DIM, flash_attention_unsupported};
 pub use distill::{DISTILL_MAX_ROW_BYTES, DistillKind, distill_slab_rows};
 
 /// Whether the fused kernels run where they can (`auto`, the default) or the plain burn-ops
