@@ -284,13 +284,28 @@ pub fn rounded(model: &Mllm, precision: &Precision) -> Result<Mllm> {
 }
 
 /// Writes a bundle folder: the four files go to a temporary sibling folder that is renamed into
-/// place, so `dir` is either the old bundle or the new one, never a mix.
+/// place, so `dir` is either the old bundle or the new one, never a mix. An existing `dir` is
+/// replaced only when it is an earlier bundle or empty: anything else (a run folder given as
+/// `-o` by mistake) is refused, never deleted.
 pub fn write_bundle(
     dir: &Path,
     model: &Mllm,
     tokenizer_json: &[u8],
     mut manifest: Manifest,
 ) -> Result<Manifest> {
+    if dir.exists() && !dir.join(MANIFEST_FILE).is_file() {
+        let empty = std::fs::read_dir(dir)
+            .map_err(|e| Error::io(dir, e))?
+            .next()
+            .is_none();
+        if !empty {
+            return Err(Error::Invalid(format!(
+                "{}: exists and is not a bundle (no {MANIFEST_FILE}); choose a new or empty \
+                 folder, it would be replaced",
+                dir.display()
+            )));
+        }
+    }
     let weights = encode_weights(model, &manifest.precision)?;
     manifest.weights_bytes = weights.len() as u64;
     manifest.params = model.num_params();
@@ -383,6 +398,38 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("not a safetensors file"), "{err}");
+    }
+
+    #[test]
+    fn a_folder_that_is_not_a_bundle_is_never_replaced() {
+        let device = Device::flex();
+        let model = Mllm::new(&tiny(), 3, &device);
+        let dir = std::env::temp_dir().join(format!("condenser-bundle-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("events.jsonl"), "{}\n").unwrap();
+        let manifest = || Manifest {
+            format: FORMAT.into(),
+            version: VERSION,
+            precision: Precision::f32(),
+            reason: "test".into(),
+            params: 0,
+            weights_bytes: 0,
+            source: "test".into(),
+            check: None,
+        };
+        let err = write_bundle(&dir, &model, b"{}", manifest())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("is not a bundle"), "{err}");
+        assert!(dir.join("events.jsonl").is_file());
+        // an earlier bundle is replaced whole
+        std::fs::remove_file(dir.join("events.jsonl")).unwrap();
+        write_bundle(&dir, &model, b"{}", manifest()).unwrap();
+        std::fs::write(dir.join("stale.txt"), "x").unwrap();
+        write_bundle(&dir, &model, b"{}", manifest()).unwrap();
+        assert!(dir.join(MANIFEST_FILE).is_file() && !dir.join("stale.txt").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
