@@ -268,7 +268,7 @@ impl Llm {
                             &all
                         }
                     };
-                    let out = moe.forward(normed, &r.routed, r.phase);
+                    let out = moe.forward(normed, &r.routed, r.phase, self.kernels);
                     trace.layers.push(LayerRouting::new(i, &out.routing, r));
                     trace.losses = Some(match trace.losses.take() {
                         None => out.losses,

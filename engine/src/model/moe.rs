@@ -12,7 +12,9 @@ use burn::module::{ModuleMapper, Param};
 use burn::nn::Linear;
 use burn::prelude::*;
 use burn::tensor::IndexingUpdateOp;
-use burn::tensor::activation::softmax;
+use burn::tensor::activation::{silu, softmax};
+
+use crate::backend::kernels::{self, KernelPolicy};
 
 use super::init::{Rng, linear};
 use super::llm::Mlp;
@@ -204,17 +206,30 @@ impl MoeMlp {
     }
 
     /// `x [B, T, D]`; `routed [B*T]` says which tokens take part (padding does not); the
-    /// capacity factor is the configuration's for `phase`.
-    pub fn forward(&self, x: Tensor<3>, routed: &[bool], phase: Phase) -> MoeOutput {
+    /// capacity factor is the configuration's for `phase`. `kernels` picks the routing kernels
+    /// on wgpu or this file's plain burn-ops reference.
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        routed: &[bool],
+        phase: Phase,
+        kernels: KernelPolicy,
+    ) -> MoeOutput {
         let factor = match phase {
             Phase::Train => self.config.capacity_train,
             Phase::Eval => self.config.capacity_eval,
         };
-        self.forward_at(x, routed, factor)
+        self.forward_at(x, routed, factor, kernels)
     }
 
     /// [`MoeMlp::forward`] at an explicit capacity factor.
-    pub fn forward_at(&self, x: Tensor<3>, routed: &[bool], capacity_factor: f64) -> MoeOutput {
+    pub fn forward_at(
+        &self,
+        x: Tensor<3>,
+        routed: &[bool],
+        capacity_factor: f64,
+        kernels: KernelPolicy,
+    ) -> MoeOutput {
         let [b, t, d] = x.dims();
         let n = b * t;
         let e = self.config.experts;
@@ -224,15 +239,65 @@ impl MoeMlp {
         let x2 = x.reshape([n, d]);
         let logits = self.router.forward(x2.clone());
         let probs = softmax(logits.clone(), 1);
+        let rows: Vec<usize> = (0..n).filter(|&i| routed[i]).collect();
+        let m = rows.len();
+        let capacity = ((capacity_factor * (m * k) as f64) / e as f64).ceil() as usize;
+        let use_kernels =
+            m > 0 && e <= kernels::MOE_MAX_EXPERTS && kernels::kernels_apply(kernels, &device);
+        let (y, decided) = if use_kernels {
+            self.experts_kernels(x2, logits.clone(), &probs, routed, &rows, k, capacity)
+        } else {
+            self.experts_reference(x2, &probs, &rows, k, capacity)
+        };
+
+        // losses over routed tokens
+        let (aux, z) = if m == 0 {
+            let zero = Tensor::<1>::zeros([1], &device);
+            (zero.clone(), zero)
+        } else {
+            let ridx = int1(rows.iter().map(|&i| i as i64).collect(), &device);
+            let p = probs.select(0, ridx.clone());
+            let mean_p = p.mean_dim(0).reshape([e]);
+            let mut top1 = vec![0.0f32; e];
+            for c in &decided.top1 {
+                top1[*c] += 1.0 / m as f32;
+            }
+            let f = Tensor::<1>::from_data(TensorData::new(top1, [e]), &device);
+            let aux = (f * mean_p).sum() * e as f64;
+            let l = logits.select(0, ridx);
+            let mx = l.clone().max_dim(1);
+            let lse = (l - mx.clone()).exp().sum_dim(1).log() + mx;
+            let z = lse.powi_scalar(2).mean().reshape([1]);
+            (aux.reshape([1]), z)
+        };
+        MoeOutput {
+            y: y.reshape([b, t, d]),
+            losses: RouterLosses { aux, z },
+            routing: decided.routing,
+        }
+    }
+
+    /// The reference: routing decided on the host from the probabilities (top-k, capacity
+    /// filled slot by slot in token order), then per expert a select of its tokens, the FFN and
+    /// a scatter-add of the weighted outputs.
+    fn experts_reference(
+        &self,
+        x2: Tensor<2>,
+        probs: &Tensor<2>,
+        rows: &[usize],
+        k: usize,
+        capacity: usize,
+    ) -> (Tensor<2>, Decided) {
+        let [n, d] = x2.dims();
+        let e = self.config.experts;
+        let device = x2.device();
+        let m = rows.len();
         let host: Vec<f32> = probs
             .clone()
             .into_data()
             .convert::<f32>()
             .try_to_vec::<f32>()
             .expect("f32 probabilities");
-
-        let rows: Vec<usize> = (0..n).filter(|&i| routed[i]).collect();
-        let m = rows.len();
         // top-k per routed token, ties to the lower expert index
         let choice: Vec<Vec<usize>> = rows
             .iter()
@@ -245,7 +310,6 @@ impl MoeMlp {
             })
             .collect();
         // capacity, filled slot by slot (every token's first choice before any second choice)
-        let capacity = ((capacity_factor * (m * k) as f64) / e as f64).ceil() as usize;
         let mut load = vec![0usize; e];
         let mut chosen = vec![vec![None; k]; m];
         let mut dropped = 0;
@@ -262,10 +326,6 @@ impl MoeMlp {
         }
 
         // renormalised weights of the chosen experts (gradient flows through the probabilities)
-        let int1 = |v: Vec<i64>| {
-            let len = v.len();
-            Tensor::<1, Int>::from_data(TensorData::new(v, [len]), &device)
-        };
         let mut y = Tensor::<2>::zeros([n, d], &device);
         if m > 0 {
             let flat: Vec<i64> = rows
@@ -276,7 +336,7 @@ impl MoeMlp {
             let sel = probs
                 .clone()
                 .reshape([n * e])
-                .select(0, int1(flat))
+                .select(0, int1(flat, &device))
                 .reshape([m, k]);
             let weights = sel.clone() / sel.sum_dim(1);
             let weights = weights.reshape([m * k]);
@@ -295,56 +355,144 @@ impl MoeMlp {
                     continue;
                 }
                 let cnt = toks.len();
-                let idx = int1(toks);
+                let idx = int1(toks, &device);
                 let xe = x2.clone().select(0, idx.clone()).reshape([1, cnt, d]);
                 let ye = self.experts[ex].forward(xe).reshape([cnt, d]);
-                let we = weights.clone().select(0, int1(wpos)).reshape([cnt, 1]);
+                let we = weights
+                    .clone()
+                    .select(0, int1(wpos, &device))
+                    .reshape([cnt, 1]);
                 y = y.select_assign(0, idx, ye * we, IndexingUpdateOp::Add);
             }
         }
-
-        // losses over routed tokens
-        let (aux, z, entropy) = if m == 0 {
-            let zero = Tensor::<1>::zeros([1], &device);
-            (zero.clone(), zero, 0.0)
-        } else {
-            let ridx = int1(rows.iter().map(|&i| i as i64).collect());
-            let p = probs.select(0, ridx.clone());
-            let mean_p = p.mean_dim(0).reshape([e]);
-            let mut top1 = vec![0.0f32; e];
-            for c in &choice {
-                top1[c[0]] += 1.0 / m as f32;
-            }
-            let f = Tensor::<1>::from_data(TensorData::new(top1, [e]), &device);
-            let aux = (f * mean_p).sum() * e as f64;
-            let l = logits.select(0, ridx);
-            let mx = l.clone().max_dim(1);
-            let lse = (l - mx.clone()).exp().sum_dim(1).log() + mx;
-            let z = lse.powi_scalar(2).mean().reshape([1]);
-            let entropy = rows
-                .iter()
-                .map(|&i| {
-                    -host[i * e..(i + 1) * e]
-                        .iter()
-                        .filter(|q| **q > 0.0)
-                        .map(|q| (*q as f64) * (*q as f64).ln())
-                        .sum::<f64>()
-                })
-                .sum::<f64>()
-                / m as f64;
-            (aux.reshape([1]), z, entropy)
+        let entropy = rows
+            .iter()
+            .map(|&i| {
+                -host[i * e..(i + 1) * e]
+                    .iter()
+                    .filter(|q| **q > 0.0)
+                    .map(|q| (*q as f64) * (*q as f64).ln())
+                    .sum::<f64>()
+            })
+            .sum::<f64>()
+            / m.max(1) as f64;
+        let top1 = choice.iter().map(|c| c[0]).collect();
+        let routing = Routing {
+            tokens: load,
+            dropped,
+            chosen,
+            entropy,
         };
-        MoeOutput {
-            y: y.reshape([b, t, d]),
-            losses: RouterLosses { aux, z },
-            routing: Routing {
-                tokens: load,
-                dropped,
-                chosen,
-                entropy,
-            },
-        }
+        (y, Decided { routing, top1 })
     }
+
+    /// The routing kernels (`backend::kernels::moe`): top-k and renormalised weights, the
+    /// counting sort by expert with the capacity, and the expert FFN as two gather GEMMs over
+    /// the sorted rows with the weighted outputs gathered back per token. The same decisions as
+    /// the reference; one readback of the small routing tensors feeds the telemetry.
+    #[allow(clippy::too_many_arguments)]
+    fn experts_kernels(
+        &self,
+        x2: Tensor<2>,
+        logits: Tensor<2>,
+        probs: &Tensor<2>,
+        routed: &[bool],
+        rows: &[usize],
+        k: usize,
+        capacity: usize,
+    ) -> (Tensor<2>, Decided) {
+        let [n, d] = x2.dims();
+        let e = self.config.experts;
+        let device = x2.device();
+        let mask: Vec<f32> = routed.iter().map(|&r| r as u8 as f32).collect();
+        let mask = Tensor::<1>::from_data(TensorData::new(mask, [n]), &device);
+        let plan = kernels::moe_dispatch(logits, mask, k, capacity);
+
+        let stack = |f: &dyn Fn(&Mlp) -> Tensor<2>| {
+            Tensor::stack::<3>(self.experts.iter().map(f).collect(), 0)
+        };
+        let inter = self.experts[0].gate_proj.weight.dims()[1];
+        let gate_up = Tensor::cat(
+            vec![
+                stack(&|x: &Mlp| x.gate_proj.weight.val()),
+                stack(&|x: &Mlp| x.up_proj.weight.val()),
+            ],
+            2,
+        );
+        let down = stack(&|x: &Mlp| x.down_proj.weight.val());
+        let h = kernels::moe_gather_matmul(
+            x2,
+            plan.sorted_rows.clone(),
+            gate_up,
+            plan.offsets.clone(),
+            true,
+        );
+        let act = silu(h.clone().narrow(1, 0, inter)) * h.narrow(1, inter, inter);
+        let out =
+            kernels::moe_gather_matmul(act, plan.sorted_rows, down, plan.offsets.clone(), false);
+        let y = out
+            .select(0, plan.slot_pos.clone().reshape([n * k]))
+            .reshape([n, k, d])
+            * plan.weights.reshape([n, k, 1]);
+        let y = y.sum_dim(1).reshape([n, d]);
+
+        // telemetry: one readback of the choices, their sorted positions, the segment starts
+        // and the per-token entropy (integers below 2^24 are exact in f32)
+        let p = probs.clone().detach();
+        let ent = -(p.clone() * p.clamp_min(1e-30).log())
+            .sum_dim(1)
+            .reshape([n]);
+        let host: Vec<f32> = Tensor::cat(
+            vec![
+                plan.experts.reshape([n * k]).float(),
+                plan.slot_pos.reshape([n * k]).float(),
+                plan.offsets.float(),
+                ent,
+            ],
+            0,
+        )
+        .into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .expect("f32 routing readback");
+        let (ex_h, rest) = host.split_at(n * k);
+        let (pos_h, rest) = rest.split_at(n * k);
+        let (off_h, ent_h) = rest.split_at(e + 1);
+        let kept_total = off_h[e] as usize;
+        let tokens: Vec<usize> = (0..e).map(|i| (off_h[i + 1] - off_h[i]) as usize).collect();
+        let chosen: Vec<Vec<Option<usize>>> = rows
+            .iter()
+            .map(|&i| {
+                (0..k)
+                    .map(|slot| {
+                        ((pos_h[i * k + slot] as usize) < kept_total)
+                            .then_some(ex_h[i * k + slot] as usize)
+                    })
+                    .collect()
+            })
+            .collect();
+        let m = rows.len();
+        let routing = Routing {
+            tokens,
+            dropped: m * k - kept_total,
+            chosen,
+            entropy: rows.iter().map(|&i| ent_h[i] as f64).sum::<f64>() / m.max(1) as f64,
+        };
+        let top1 = rows.iter().map(|&i| ex_h[i * k] as usize).collect();
+        (y, Decided { routing, top1 })
+    }
+}
+
+/// What a forward decided: the telemetry, and each routed token's top-1 expert (before the
+/// capacity) for the load-balancing loss.
+struct Decided {
+    routing: Routing,
+    top1: Vec<usize>,
+}
+
+fn int1(v: Vec<i64>, device: &Device) -> Tensor<1, Int> {
+    let len = v.len();
+    Tensor::<1, Int>::from_data(TensorData::new(v, [len]), device)
 }
 
 #[cfg(test)]
@@ -447,18 +595,22 @@ mod tests {
 
     #[test]
     fn forward_and_backward_match_the_per_token_reference_with_drops() {
-        matches_reference_on(Device::flex().autodiff());
+        matches_reference_on(Device::flex().autodiff(), KernelPolicy::Auto);
     }
 
-    /// The same on the wgpu device (lavapipe in CI); fails without an adapter.
+    /// The same on the wgpu device (lavapipe in CI), through the routing kernels and through
+    /// the burn-ops reference; fails without an adapter.
     #[test]
     fn matches_the_per_token_reference_on_wgpu() {
         let (device, _) = crate::backend::select(crate::backend::BackendChoice::Wgpu)
             .expect("a wgpu adapter (scripts/setup.sh installs lavapipe)");
-        matches_reference_on(device.autodiff());
+        let device = device.autodiff();
+        assert!(kernels::kernels_apply(KernelPolicy::Auto, &device));
+        matches_reference_on(device.clone(), KernelPolicy::Auto);
+        matches_reference_on(device, KernelPolicy::Reference);
     }
 
-    fn matches_reference_on(device: Device) {
+    fn matches_reference_on(device: Device, policy: KernelPolicy) {
         let (b, t, d) = (2, 7, 8);
         let config = MoeConfig {
             experts: 4,
@@ -489,7 +641,7 @@ mod tests {
         );
 
         let x = input(b, t, d, 4, &device).require_grad();
-        let out = moe.forward(x.clone(), &routed, Phase::Train);
+        let out = moe.forward(x.clone(), &routed, Phase::Train, policy);
         assert!(
             out.routing.dropped > 0,
             "the fixture must overflow a capacity"
@@ -529,7 +681,10 @@ mod tests {
             "d expert",
         );
         // padding rows are untouched
-        let yv = host(moe.forward_at(input(b, t, d, 4, &device), &routed, 0.75).y);
+        let yv = host(
+            moe.forward_at(input(b, t, d, 4, &device), &routed, 0.75, policy)
+                .y,
+        );
         assert!(yv[6 * d..7 * d].iter().all(|v| *v == 0.0));
     }
 
@@ -541,7 +696,7 @@ mod tests {
         let routed = vec![true; b * t];
         let x = input(b, t, d, 9, &device);
         let xv = host(x.clone());
-        let out = moe.forward(x, &routed, Phase::Eval);
+        let out = moe.forward(x, &routed, Phase::Eval, KernelPolicy::Auto);
         let e = 4;
         let w = host(moe.router.weight.val());
         let mut f = vec![0.0f64; e];
@@ -592,7 +747,10 @@ mod tests {
         assert_eq!(ids.len(), 4, "experts must not share parameter ids");
         let x = input(2, 5, d, 6, &device);
         let want = host(dense.forward(x.clone()));
-        let got = host(moe.forward(x, &[true; 10], Phase::Eval).y);
+        let got = host(
+            moe.forward(x, &[true; 10], Phase::Eval, KernelPolicy::Auto)
+                .y,
+        );
         for (a, b) in got.iter().zip(&want) {
             assert!((a - b).abs() < 1e-6, "{a} vs {b}");
         }

@@ -11,10 +11,11 @@ pub mod bench;
 mod buffers;
 mod distill;
 mod fused_linear;
+mod moe;
 
 use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
-use burn::backend::tensor::FloatTensor;
+use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::wgpu::CubeBackend;
 use burn::backend::{DispatchDevice, backend_extension};
 use burn::prelude::Device;
@@ -22,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 pub use attention::{ATTENTION_MAX_HEAD_DIM, flash_attention_unsupported};
 pub use distill::{DISTILL_MAX_ROW_BYTES, DistillKind, distill_slab_rows};
+pub use moe::MOE_MAX_EXPERTS;
 
 /// Whether the fused kernels run where they can (`auto`, the default) or the plain burn-ops
 /// reference runs everywhere (`reference`), for A/B runs and for bisecting a numerical
@@ -104,6 +106,42 @@ pub trait KernelOps: burn::backend::Backend {
         causal: u32,
         scale: f32,
     ) -> FloatTensor<Self>;
+
+    /// MoE routing: for router logits `[N, E]` and a `[N]` 0/1 mask of routed tokens, the
+    /// top-`k` experts of each token (ties to the lower index; `E` for padding) and their
+    /// weights renormalised over the chosen `k` (0 for padding): `(weights [N, k], experts
+    /// [N, k])`. Gradients flow from the weights to the logits. At most [`MOE_MAX_EXPERTS`].
+    fn moe_route(
+        logits: FloatTensor<Self>,
+        routed: FloatTensor<Self>,
+        k: u32,
+    ) -> (FloatTensor<Self>, IntTensor<Self>);
+
+    /// MoE dispatch: a stable counting sort of the assignments `experts [N, k]` by expert,
+    /// filled slot-major with at most `capacity` per expert: `(sorted_rows [N k], slot_pos
+    /// [N, k], offsets [E + 1], counts [E])`; see `shaders/moe_sort.wgsl`.
+    fn moe_sort(
+        experts: IntTensor<Self>,
+        num_experts: u32,
+        capacity: u32,
+    ) -> (
+        IntTensor<Self>,
+        IntTensor<Self>,
+        IntTensor<Self>,
+        IntTensor<Self>,
+    );
+
+    /// MoE expert GEMM over the sorted rows: row s of the `[S, Nd]` result is
+    /// `a[rows[s]] @ w[e]` (`gather` 1) or `a[s] @ w[e]` (`gather` 0) for the expert e whose
+    /// segment of `offsets` holds s; rows at or past `offsets[E]` are 0. `w` is `[E, Kd, Nd]`.
+    /// Gradients flow to `a` and `w`.
+    fn moe_gather_matmul(
+        a: FloatTensor<Self>,
+        rows: IntTensor<Self>,
+        w: FloatTensor<Self>,
+        offsets: IntTensor<Self>,
+        gather: u32,
+    ) -> FloatTensor<Self>;
 }
 
 impl KernelOps for CubeBackend {
@@ -144,6 +182,37 @@ impl KernelOps for CubeBackend {
             inv_temp,
         };
         fused_linear::cube_fused_linear(hidden, weight, teacher, row_weight, p, chunk as usize)
+    }
+
+    fn moe_route(
+        logits: FloatTensor<Self>,
+        routed: FloatTensor<Self>,
+        k: u32,
+    ) -> (FloatTensor<Self>, IntTensor<Self>) {
+        moe::cube_route(logits, routed, k)
+    }
+
+    fn moe_sort(
+        experts: IntTensor<Self>,
+        num_experts: u32,
+        capacity: u32,
+    ) -> (
+        IntTensor<Self>,
+        IntTensor<Self>,
+        IntTensor<Self>,
+        IntTensor<Self>,
+    ) {
+        moe::cube_sort(experts, num_experts, capacity)
+    }
+
+    fn moe_gather_matmul(
+        a: FloatTensor<Self>,
+        rows: IntTensor<Self>,
+        w: FloatTensor<Self>,
+        offsets: IntTensor<Self>,
+        gather: u32,
+    ) -> FloatTensor<Self> {
+        moe::cube_gather_matmul(a, rows, w, offsets, gather)
     }
 }
 
@@ -193,6 +262,37 @@ impl<C: CheckpointStrategy> KernelOps for Autodiff<CubeBackend, C> {
             chunk as usize,
         )
     }
+
+    fn moe_route(
+        logits: FloatTensor<Self>,
+        routed: FloatTensor<Self>,
+        k: u32,
+    ) -> (FloatTensor<Self>, IntTensor<Self>) {
+        moe::autodiff_route::<C>(logits, routed, k)
+    }
+
+    fn moe_sort(
+        experts: IntTensor<Self>,
+        num_experts: u32,
+        capacity: u32,
+    ) -> (
+        IntTensor<Self>,
+        IntTensor<Self>,
+        IntTensor<Self>,
+        IntTensor<Self>,
+    ) {
+        moe::cube_sort(experts, num_experts, capacity)
+    }
+
+    fn moe_gather_matmul(
+        a: FloatTensor<Self>,
+        rows: IntTensor<Self>,
+        w: FloatTensor<Self>,
+        offsets: IntTensor<Self>,
+        gather: u32,
+    ) -> FloatTensor<Self> {
+        moe::autodiff_gather_matmul::<C>(a, rows, w, offsets, gather)
+    }
 }
 
 /// Flash attention on a wgpu device (see [`KernelOps::flash_attention`]); only valid where
@@ -215,7 +315,75 @@ pub fn flash_attention(
     ))
 }
 
+/// The routing of one MoE layer on the device (see [`KernelOps::moe_route`] and
+/// [`KernelOps::moe_sort`]); only valid where [`kernels_apply`] holds.
+pub struct MoeDispatch {
+    /// `[N, k]` renormalised weights of the chosen experts (differentiable).
+    pub weights: burn::prelude::Tensor<2>,
+    /// `[N, k]` chosen experts, `E` for padding.
+    pub experts: burn::prelude::Tensor<2, burn::prelude::Int>,
+    /// `[N k]` tokens of the kept assignments grouped by expert.
+    pub sorted_rows: burn::prelude::Tensor<1, burn::prelude::Int>,
+    /// `[N, k]` row of each assignment in the sorted order (`N k - 1`, a zero row, when
+    /// dropped or padding).
+    pub slot_pos: burn::prelude::Tensor<2, burn::prelude::Int>,
+    /// `[E + 1]` segment starts; the last is the kept total.
+    pub offsets: burn::prelude::Tensor<1, burn::prelude::Int>,
+    /// `[E]` assignments per expert before the capacity.
+    pub counts: burn::prelude::Tensor<1, burn::prelude::Int>,
+}
+
+/// Routes `logits [N, E]` to the top `k` experts with at most `capacity` assignments each.
+pub fn moe_dispatch(
+    logits: burn::prelude::Tensor<2>,
+    routed: burn::prelude::Tensor<1>,
+    k: usize,
+    capacity: usize,
+) -> MoeDispatch {
+    use burn::prelude::Tensor;
+    let e = logits.dims()[1];
+    let (weights, experts) = burn::backend::Dispatch::moe_route(
+        logits.into_dispatch(),
+        routed.into_dispatch(),
+        k as u32,
+    );
+    let experts = Tensor::<2, burn::prelude::Int>::from_dispatch(experts);
+    let (sorted, pos, offsets, counts) = burn::backend::Dispatch::moe_sort(
+        experts.clone().into_dispatch(),
+        e as u32,
+        capacity.min(u32::MAX as usize) as u32,
+    );
+    MoeDispatch {
+        weights: Tensor::from_dispatch(weights),
+        experts,
+        sorted_rows: Tensor::from_dispatch(sorted),
+        slot_pos: Tensor::from_dispatch(pos),
+        offsets: Tensor::from_dispatch(offsets),
+        counts: Tensor::from_dispatch(counts),
+    }
+}
+
+/// The expert GEMM (see [`KernelOps::moe_gather_matmul`]); only valid where [`kernels_apply`]
+/// holds.
+pub fn moe_gather_matmul(
+    a: burn::prelude::Tensor<2>,
+    rows: burn::prelude::Tensor<1, burn::prelude::Int>,
+    w: burn::prelude::Tensor<3>,
+    offsets: burn::prelude::Tensor<1, burn::prelude::Int>,
+    gather: bool,
+) -> burn::prelude::Tensor<2> {
+    burn::prelude::Tensor::from_dispatch(burn::backend::Dispatch::moe_gather_matmul(
+        a.into_dispatch(),
+        rows.into_dispatch(),
+        w.into_dispatch(),
+        offsets.into_dispatch(),
+        gather as u32,
+    ))
+}
+
 #[cfg(test)]
 mod attention_tests;
+#[cfg(test)]
+mod moe_tests;
 #[cfg(test)]
 mod tests;
