@@ -6,6 +6,8 @@
 //! inputs, measured by [`run_probe`] in a fresh process per pass: burn's pools keep their pages,
 //! so the reserve after the pass is its high-water mark, but only on a pool nothing else used.
 
+mod moe;
+
 use std::time::Instant;
 
 use burn::prelude::*;
@@ -14,6 +16,8 @@ use serde::Serialize;
 use super::KernelPolicy;
 use crate::distill::divergence::fused_token_divergence;
 use crate::distill::{Divergence, DivergenceSpec, token_divergence};
+
+pub use moe::{MoeBenchRow, MoePath, MoeSize, moe_sweep, moe_table};
 
 /// One size of the distillation-loss sweep.
 #[derive(Debug, Clone, Serialize)]
@@ -529,6 +533,11 @@ pub enum MemoryProbe {
         chunk: usize,
         kernel: bool,
     },
+    Moe {
+        #[serde(flatten)]
+        size: MoeSize,
+        path: MoePath,
+    },
 }
 
 /// Runs one probe on a device nothing else has used yet (the sweep's own inputs); returns the
@@ -570,6 +579,10 @@ pub fn run_probe(device: &Device, probe: MemoryProbe) -> f64 {
             let (h, w, t, rw) = linear_inputs(tokens, hidden, vocab, &ad);
             let before = reserved(&ad);
             linear_pass(&h, &w, &t, &rw, kernel, chunk);
+            mib(before)
+        }
+        MemoryProbe::Moe { size, path } => {
+            let before = moe::probe_pass(&ad, size, path, &|| reserved(&ad));
             mib(before)
         }
     }
