@@ -31,7 +31,11 @@ pub struct Args {
     pub fused_linear: Vec<String>,
     /// MoE layer sizes as TOKENSxHIDDENxINTERMEDIATExEXPERTSxTOP_K (SwiGLU experts),
     /// comma-separated; `none` skips the MoE sweep.
-    #[arg(long, value_delimiter = ',', default_value = "512x256x688x8x2,2048x256x688x8x2")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "512x256x688x8x2,2048x256x688x8x2"
+    )]
     pub moe: Vec<String>,
     /// Token rows per chunk of the fused-linear path (rounded up to a multiple of 64).
     #[arg(long, default_value_t = 256)]

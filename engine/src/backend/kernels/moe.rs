@@ -8,7 +8,7 @@
 //!   telemetry;
 //! - [`gather_matmul`]: the expert GEMM over the sorted rows, each row multiplied by its own
 //!   expert's weights, gathering tokens as it loads them (differentiable with respect to the
-//!   input and the stacked weights; the backward is the transposed GEMM and a per-expert
+//!   input and the stacked weights; the backward is the same GEMM on transposed weights and a per-expert
 //!   weight-gradient GEMM over the same segments).
 //!
 //! The reference they replace is `MoeMlp::forward` with [`super::KernelPolicy::Reference`]:
@@ -36,8 +36,12 @@ type B = CubeBackend;
 /// Most experts the kernels take: the routing kernel keeps the chosen set as a 32-bit mask and
 /// the sort keeps a `[64 x E]` histogram in workgroup memory.
 pub const MOE_MAX_EXPERTS: usize = 32;
-/// Rows (and columns) of one GEMM tile.
-const TILE: usize = 64;
+/// Rows of one GEMM workgroup, each an accumulator of every invocation.
+const GEMM_ROWS: u32 = 16;
+// the weight gradient reads the rows of one input row as vec4s
+const _: () = assert!(GEMM_ROWS.is_multiple_of(4));
+/// Invocations of one GEMM workgroup, 4 columns each.
+const GEMM_LANES: u32 = 32;
 const MAX_PER_DIM: usize = 65_535;
 
 const ROUTE: &str = include_str!("../../../../shaders/moe_route.wgsl");
@@ -66,7 +70,6 @@ enum MoeKernel {
         e: u32,
         kd: u32,
         nd: u32,
-        trans: bool,
         gather: bool,
     },
     WeightGrad {
@@ -88,22 +91,33 @@ impl KernelSource for MoeKernel {
             MoeKernel::Sort { e, k } => SourceTemplate::new(SORT)
                 .register("e", e.to_string())
                 .register("k", k.to_string()),
-            MoeKernel::Gemm {
-                e,
-                kd,
-                nd,
-                trans,
-                gather,
-            } => SourceTemplate::new(GEMM)
-                .register("e", e.to_string())
-                .register("kd", kd.to_string())
-                .register("nd", nd.to_string())
-                .register("trans", trans.to_string())
-                .register("gather", gather.to_string()),
-            MoeKernel::WeightGrad { kd, nd, gather } => SourceTemplate::new(WEIGHT_GRAD)
-                .register("kd", kd.to_string())
-                .register("nd", nd.to_string())
-                .register("gather", gather.to_string()),
+            MoeKernel::Gemm { e, kd, nd, gather } => {
+                let code = gemm_snippets(kd, nd);
+                let mut t = SourceTemplate::new(GEMM)
+                    .register("e", e.to_string())
+                    .register("kd", kd.to_string())
+                    .register("nd", nd.to_string())
+                    .register("gather", gather.to_string())
+                    .register("r", GEMM_ROWS.to_string())
+                    .register("wg", GEMM_LANES.to_string());
+                for (name, text) in code {
+                    t = t.register(name, text);
+                }
+                t
+            }
+            MoeKernel::WeightGrad { kd, nd, gather } => {
+                let code = weight_grad_snippets(kd, nd);
+                let mut t = SourceTemplate::new(WEIGHT_GRAD)
+                    .register("kd", kd.to_string())
+                    .register("nd", nd.to_string())
+                    .register("gather", gather.to_string())
+                    .register("r", GEMM_ROWS.to_string())
+                    .register("wg", GEMM_LANES.to_string());
+                for (name, text) in code {
+                    t = t.register(name, text);
+                }
+                t
+            }
         }
     }
 
@@ -117,6 +131,123 @@ impl KernelSource for MoeKernel {
     fn lang(&self) -> &'static str {
         "wgsl"
     }
+}
+
+/// One statement per accumulator row, `f(r)` for r in 0..rows, on indented lines.
+fn per_row(rows: u32, f: &dyn Fn(u32) -> String) -> String {
+    (0..rows).map(f).collect::<Vec<_>>().join("\n        ")
+}
+
+/// Four columns of a row-major `[.., nd]` array named `name` at element offset `at` (`col` is
+/// the invocation's first column; `c0..c3` its clamped columns): one vec4 load when `nd` is a
+/// multiple of 4 (the array is then bound as vec4s), else four scalar loads.
+fn load4(name: &str, at: &str, nd: u32) -> String {
+    if nd.is_multiple_of(4) {
+        format!("{name}[(({at}) + col) / 4u]")
+    } else {
+        format!(
+            "vec4<f32>({name}[({at}) + c0], {name}[({at}) + c1], {name}[({at}) + c2], {name}[({at}) + c3])"
+        )
+    }
+}
+
+fn vec4_or_f32(vec4: bool) -> String {
+    if vec4 { "vec4<f32>" } else { "f32" }.to_string()
+}
+
+/// The generated parts of `shaders/moe_gemm.wgsl`: per-row accumulators and sources, and the
+/// depth loop. Loads cost far more than multiply-adds where invocations are SIMD lanes (a
+/// load per lane is a gather), so the loop is shaped to load little per multiply-add: the
+/// weights as 4-column vec4s, and, when `kd` is a multiple of 4, each row's input as a vec4
+/// covering four depth steps (R + 4 loads for 16 R multiply-adds).
+fn gemm_snippets(kd: u32, nd: u32) -> Vec<(&'static str, String)> {
+    let r = |f: &dyn Fn(u32) -> String| per_row(GEMM_ROWS, f);
+    let a4 = kd.is_multiple_of(4);
+    let depth = if a4 {
+        let xs = r(&|i| {
+            format!(
+                "let x{i} = a[(s{i}.x + k) / 4u] * m{i}; \
+                 acc{i} += x{i}.x * b0 + x{i}.y * b1 + x{i}.z * b2 + x{i}.w * b3;"
+            )
+        });
+        format!(
+            "var wb = e * KD * ND;
+        for (var k = 0u; k < KD; k += 4u) {{
+            let b0 = {}; let b1 = {}; let b2 = {}; let b3 = {};
+            {xs}
+            wb += 4u * ND;
+        }}",
+            load4("w", "wb", nd),
+            load4("w", "wb + ND", nd),
+            load4("w", "wb + 2u * ND", nd),
+            load4("w", "wb + 3u * ND", nd),
+        )
+    } else {
+        let fma = r(&|i| format!("acc{i} += (a[s{i}.x + k] * m{i}) * b;"));
+        format!(
+            "var wb = e * KD * ND;
+        for (var k = 0u; k < KD; k++) {{
+            let b = {};
+            {fma}
+            wb += ND;
+        }}",
+            load4("w", "wb", nd)
+        )
+    };
+    vec![
+        ("a_type", vec4_or_f32(a4)),
+        ("w_type", vec4_or_f32(nd.is_multiple_of(4))),
+        ("init", r(&|i| format!("var acc{i} = vec4<f32>(0.0);"))),
+        (
+            "sources",
+            r(&|i| format!("let s{i} = source(r0 + {i}u, lo, hi); let m{i} = f32(s{i}.y);")),
+        ),
+        ("depth_loop", depth),
+        (
+            "store",
+            r(&|i| format!("store(r0 + {i}u, s_rows, col, acc{i});")),
+        ),
+    ]
+}
+
+/// The generated parts of `shaders/moe_weight_grad.wgsl`; as [`gemm_snippets`], with the R
+/// input values of a row read as R / 4 vec4s when `kd` is a multiple of 4.
+fn weight_grad_snippets(kd: u32, nd: u32) -> Vec<(&'static str, String)> {
+    let r = |f: &dyn Fn(u32) -> String| per_row(GEMM_ROWS, f);
+    let a4 = kd.is_multiple_of(4);
+    let quads = |f: &dyn Fn(u32) -> String| per_row(GEMM_ROWS / 4, f);
+    let (init, fma) = if a4 {
+        (
+            format!(
+                "{}\n    {}",
+                r(&|i| format!("var acc{i} = vec4<f32>(0.0);")),
+                quads(&|q| format!("let q{q} = min(k0 / 4u + {q}u, KD / 4u - 1u);"))
+            ),
+            quads(&|q| {
+                let lanes = ["x", "y", "z", "w"];
+                let adds: Vec<String> = (0..4)
+                    .map(|j| format!("acc{} += x{q}.{} * gv;", 4 * q + j, lanes[j as usize]))
+                    .collect();
+                format!("let x{q} = a[ab / 4u + q{q}]; {}", adds.join(" "))
+            }),
+        )
+    } else {
+        (
+            r(&|i| format!("var acc{i} = vec4<f32>(0.0); let o{i} = min(k0 + {i}u, KD - 1u);")),
+            r(&|i| format!("acc{i} += a[ab + o{i}] * gv;")),
+        )
+    };
+    vec![
+        ("a_type", vec4_or_f32(a4)),
+        ("g_type", vec4_or_f32(nd.is_multiple_of(4))),
+        ("load_g", load4("g", "gb", nd)),
+        ("init", init),
+        ("fma", fma),
+        (
+            "store",
+            r(&|i| format!("store(k0 + {i}u, e, col, acc{i});")),
+        ),
+    ]
 }
 
 fn launch(
@@ -322,23 +453,18 @@ pub(super) fn cube_sort(
 // ---------------------------------------------------------------------------------------------
 // expert GEMM
 
-/// `c [S, Nd]`, row s = `a[src(s)] @ W[e(s)]` (see `shaders/moe_gemm.wgsl`); `w` is `[E, Kd, Nd]`,
-/// or `[E, Nd, Kd]` used transposed when `trans`.
+/// `c [S, Nd]`, row s = `a[src(s)] @ W[e(s)]` for `w [E, Kd, Nd]` (see
+/// `shaders/moe_gemm.wgsl`).
 fn gemm(
     a: &CubeTensor,
     rows: &CubeTensor,
     w: &CubeTensor,
     offsets: &CubeTensor,
-    trans: bool,
     gather: bool,
 ) -> CubeTensor {
     let ws = w.meta.shape();
     assert_eq!(ws.num_dims(), 3, "MoE expert weights must be [E, in, out]");
-    let (e, kd, nd) = if trans {
-        (ws[0], ws[2], ws[1])
-    } else {
-        (ws[0], ws[1], ws[2])
-    };
+    let (e, kd, nd) = (ws[0], ws[1], ws[2]);
     let s = rows.meta.shape().num_elements();
     let (m, ak) = dims2(a, "the MoE expert input");
     assert_eq!(ak, kd, "MoE expert input width {ak} vs weights' {kd}");
@@ -358,11 +484,14 @@ fn gemm(
                 e: e as u32,
                 kd: kd as u32,
                 nd: nd as u32,
-                trans,
                 gather,
             },
-            256,
-            (s.div_ceil(TILE), nd.div_ceil(TILE), 1),
+            GEMM_LANES,
+            (
+                s.div_ceil(GEMM_ROWS as usize),
+                nd.div_ceil(4 * GEMM_LANES as usize),
+                1,
+            ),
             &[a, rows, w, offsets, &c],
             &[s as u32],
         );
@@ -388,8 +517,12 @@ fn weight_grad(
             nd: nd as u32,
             gather,
         },
-        256,
-        (kd.div_ceil(TILE), nd.div_ceil(TILE), e),
+        GEMM_LANES,
+        (
+            kd.div_ceil(GEMM_ROWS as usize),
+            nd.div_ceil(4 * GEMM_LANES as usize),
+            e,
+        ),
         &[a, rows, g, offsets, &dw],
         &[s as u32],
     );
@@ -424,14 +557,7 @@ impl GemmInputs {
     }
 
     fn forward(&self) -> CubeTensor {
-        gemm(
-            &self.a,
-            &self.rows,
-            &self.w,
-            &self.offsets,
-            false,
-            self.gather,
-        )
+        gemm(&self.a, &self.rows, &self.w, &self.offsets, self.gather)
     }
 
     /// `(da, dw)` from the output gradient `[S, Nd]`.
@@ -439,7 +565,9 @@ impl GemmInputs {
         let g = as_f32(grad, "the MoE expert output gradient");
         let e = self.w.meta.shape()[0];
         // sorted-order input gradient, then (gathered inputs) summed back onto the tokens
-        let da_sorted = gemm(&g, &self.rows, &self.w, &self.offsets, true, false);
+        // (the transposed weights as a contiguous copy: E Kd Nd floats, small beside the GEMMs)
+        let wt = into_contiguous(B::float_swap_dims(self.w.clone(), 1, 2));
+        let da_sorted = gemm(&g, &self.rows, &wt, &self.offsets, false);
         let da = if self.gather {
             let zeros = B::float_zeros(
                 self.a.meta.shape().clone(),
@@ -536,19 +664,14 @@ pub(crate) fn all_sources() -> Vec<(String, String)> {
         kernels.push(MoeKernel::RouteBackward { e, k });
         kernels.push(MoeKernel::Sort { e, k });
     }
-    for (kd, nd) in [(5u32, 7u32), (64, 128), (96, 200)] {
-        for trans in [false, true] {
-            for gather in [false, true] {
-                kernels.push(MoeKernel::Gemm {
-                    e: 8,
-                    kd,
-                    nd,
-                    trans,
-                    gather,
-                });
-            }
-        }
+    for (kd, nd) in [(5u32, 7u32), (64, 128), (96, 200), (3, 70)] {
         for gather in [false, true] {
+            kernels.push(MoeKernel::Gemm {
+                e: 8,
+                kd,
+                nd,
+                gather,
+            });
             kernels.push(MoeKernel::WeightGrad { kd, nd, gather });
         }
     }

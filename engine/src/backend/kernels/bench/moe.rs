@@ -72,13 +72,7 @@ fn moe_inputs(s: MoeSize, ad: &Device) -> (MoeMlp, Tensor<3>) {
         capacity_eval: no_drops,
     };
     let seed = (s.tokens * 7 + s.hidden * 3 + s.experts) as u64;
-    let moe = MoeMlp::new(
-        s.hidden,
-        s.intermediate,
-        config,
-        &mut Rng::new(seed),
-        ad,
-    );
+    let moe = MoeMlp::new(s.hidden, s.intermediate, config, &mut Rng::new(seed), ad);
     let x = normal([1, s.tokens, s.hidden], seed + 1, 1.0, ad);
     (moe, x)
 }
@@ -195,7 +189,12 @@ pub fn moe_sweep(
 }
 
 /// One probe's pass (see [`super::run_probe`]): returns the reserve before it, then runs it.
-pub(super) fn probe_pass(device: &Device, size: MoeSize, path: MoePath, reserved: &dyn Fn() -> u64) -> u64 {
+pub(super) fn probe_pass(
+    device: &Device,
+    size: MoeSize,
+    path: MoePath,
+    reserved: &dyn Fn() -> u64,
+) -> u64 {
     let (moe, x) = moe_inputs(size, device);
     let before = reserved();
     moe_pass(&moe, &x, path, false);
