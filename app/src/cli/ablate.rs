@@ -28,9 +28,10 @@ pub struct Args {
     /// backend run of these small models keeps about one core busy).
     #[arg(long)]
     pub jobs: Option<usize>,
-    /// Where the Shapes world is (generated with the default settings when missing).
-    #[arg(long, default_value = "data/shapes")]
-    pub data: PathBuf,
+    /// The data folder, overriding the set's `data` (default: the Shapes world in data/shapes,
+    /// generated with the default settings when missing).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
     /// Parent folder of the run folders.
     #[arg(long, default_value = "runs")]
     pub runs_dir: PathBuf,
@@ -75,9 +76,26 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     anyhow::ensure!(jobs >= 1, "--jobs must be at least 1");
-    let world = condenser_engine::data::shapes::WorldConfig::default();
-    if !is_generated(&args.data, &world) {
-        generate(&args.data, &world)?;
+    let data = match (&args.data, &set.data) {
+        (Some(d), _) => d.clone(),
+        // (a relative root of "." is left off, so run folders made by `condenser run` with the
+        // recipe's own data path count as finished)
+        (None, Some(d)) if args.root == Path::new(".") => d.clone(),
+        (None, Some(d)) => args.root.join(d),
+        (None, None) => PathBuf::from("data/shapes"),
+    };
+    if set.data.is_none() {
+        let world = condenser_engine::data::shapes::WorldConfig::default();
+        if !is_generated(&data, &world) {
+            generate(&data, &world)?;
+        }
+    } else if !data.join("train.json").exists() {
+        anyhow::bail!(
+            "{}: no train.json; the set {:?} trains on a public data set: fetch and convert it \
+             first (for easy-VQA: scripts/fetch-easy-vqa.sh)",
+            data.display(),
+            set.name
+        );
     }
     let (device, info) = args.device.device()?;
 
@@ -85,7 +103,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     let mut before = Vec::new();
     for p in &set.before {
         let mut r = load_recipe(args.root.join(p))?;
-        r.data = args.data.clone();
+        r.data = data.clone();
         before.push(r);
     }
     let mut planned: Vec<(usize, Recipe)> = Vec::new();
@@ -93,7 +111,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         let seeds = if row.seeded { args.seeds } else { 1 };
         for k in 0..seeds {
             let mut r = row.recipe(&set.name, &args.root, k)?;
-            r.data = args.data.clone();
+            r.data = data.clone();
             planned.push((i, r));
         }
     }

@@ -33,6 +33,10 @@ pub struct AblationSet {
     /// vision encoder the rows load.
     #[serde(default)]
     pub before: Vec<PathBuf>,
+    /// The data folder every run trains and is evaluated on, relative to the repository root;
+    /// absent: the Shapes world (generated when missing).
+    #[serde(default)]
+    pub data: Option<PathBuf>,
     #[serde(rename = "row")]
     pub rows: Vec<AblationRow>,
 }
