@@ -230,3 +230,27 @@ fn checkpoint_of_another_shape_is_rejected() {
         "{err}"
     );
 }
+
+/// An ablation set on a public data set that has not been fetched names the missing folder and
+/// the script that fetches it, and trains nothing.
+#[test]
+fn ablation_on_unfetched_public_data_names_the_fetch_script() {
+    let dir = scratch("ablate-unfetched");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = bin()
+        .args(["ablate", "easy-vqa", "--seeds", "1", "--backend", "cpu", "--root"])
+        .arg(&root)
+        .arg("--data")
+        .arg(dir.join("no-easy-vqa"))
+        .arg("--runs-dir")
+        .arg(dir.join("runs"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && !err.contains("panicked"), "{err}");
+    assert!(
+        err.contains("no-easy-vqa") && err.contains("scripts/fetch-easy-vqa.sh"),
+        "{err}"
+    );
+    assert!(!dir.join("runs").exists(), "nothing may train");
+}

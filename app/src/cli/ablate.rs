@@ -242,6 +242,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         &set.description,
         &command,
         &device_line,
+        &data.display().to_string(),
         &rows,
         &headline,
     );

@@ -108,6 +108,9 @@ pub struct Headline {
     pub delta: f64,
     /// Twice the larger of the two rows' seed standard deviations.
     pub two_std: f64,
+    /// Whether both rows have at least two seeds, so that `two_std` estimates the seed noise.
+    pub noise_known: bool,
+    /// `delta > two_std` with the noise known.
     pub significant: bool,
     /// `(method - baseline) / (teacher - baseline)`, when a teacher row exists.
     pub gap_closed: Option<f64>,
@@ -120,6 +123,7 @@ impl Headline {
         let b = find(baseline).expect("baseline row");
         let delta = m.mean - b.mean;
         let two_std = 2.0 * m.std.max(b.std);
+        let noise_known = m.n > 1 && b.n > 1;
         let gap_closed = teacher
             .and_then(find)
             .filter(|t| (t.mean - b.mean).abs() > 1e-9)
@@ -129,23 +133,31 @@ impl Headline {
             baseline: baseline.into(),
             delta,
             two_std,
-            significant: delta > two_std,
+            noise_known,
+            significant: noise_known && delta > two_std,
             gap_closed,
         }
     }
 }
 
 /// The markdown table: a header line naming the command and device, then one table with
-/// `mean ± std` cells grouped by the rows' groups, then the headline.
+/// `mean ± std` cells grouped by the rows' groups, then the headline. `data` names the data
+/// folder whose test split was scored. Columns no row has a value for (e.g. the Shapes question
+/// types on another data set) are left out.
 pub fn markdown(
     title: &str,
     description: &str,
     command: &str,
     device: &str,
+    data: &str,
     rows: &[RowStats],
     headline: &Headline,
 ) -> String {
-    let cols = columns();
+    let all = columns();
+    let keep: Vec<usize> = (0..all.len())
+        .filter(|&i| rows.iter().any(|r| r.stats[i].is_some()))
+        .collect();
+    let cols: Vec<&String> = keep.iter().map(|&i| &all[i]).collect();
     let mut md = String::new();
     let _ = writeln!(md, "# {title}\n");
     let _ = writeln!(
@@ -157,10 +169,11 @@ pub fn markdown(
     }
     let _ = writeln!(
         md,
-        "Held-out Shapes test split, exact match in percent (POPE columns: F1; absent-yes: share \
-         of absent-object questions answered \"yes\", lower is better; max-expert-share: largest \
-         share of token assignments any expert of any MoE layer takes on the test records, 25% \
-         when 4 experts are balanced), mean ± sample standard deviation over seeds (n per row).\n"
+        "Held-out test split of `{data}`, exact match in percent (POPE columns: F1; absent-yes: \
+         share of absent-object questions answered \"yes\", lower is better; max-expert-share: \
+         largest share of token assignments any expert of any MoE layer takes on the test \
+         records, 25% when 4 experts are balanced), mean ± sample standard deviation over seeds \
+         (n per row).\n"
     );
     let _ = write!(md, "| group | row | n |");
     for c in &cols {
@@ -171,7 +184,7 @@ pub fn markdown(
     md.push('\n');
     for r in rows {
         let _ = write!(md, "| {} | {} | {} |", r.group, r.label, r.runs.len());
-        for s in &r.stats {
+        for s in keep.iter().map(|&i| &r.stats[i]) {
             match s {
                 Some(s) if s.n > 1 => {
                     let _ = write!(md, " {:.1} ± {:.1} |", s.mean, s.std);
@@ -184,19 +197,27 @@ pub fn markdown(
         }
         md.push('\n');
     }
+    let noise = if !headline.noise_known {
+        "a row has a single seed, so there is no estimate of the seed noise (train more seeds \
+         with --seeds)"
+            .to_string()
+    } else {
+        format!(
+            "twice the larger seed std is {:.1}, so the difference is {}",
+            headline.two_std,
+            if headline.significant {
+                "larger than the seed noise"
+            } else {
+                "NOT larger than the seed noise"
+            }
+        )
+    };
     let _ = writeln!(
         md,
-        "\n**{}** vs **{}**: {:+.1} points overall; twice the larger seed std is {:.1}, so the \
-         difference is {}.{}",
+        "\n**{}** vs **{}**: {:+.1} points overall; {noise}.{}",
         headline.method,
         headline.baseline,
         headline.delta,
-        headline.two_std,
-        if headline.significant {
-            "larger than the seed noise"
-        } else {
-            "NOT larger than the seed noise"
-        },
         headline
             .gap_closed
             .map(|g| format!(" It closes {:.0}% of the teacher-baseline gap.", 100.0 * g))
@@ -239,8 +260,17 @@ mod tests {
         assert!((h.two_std - 4.0).abs() < 1e-9);
         assert!(h.significant);
         assert!((h.gap_closed.unwrap() - 1.0 / 3.0).abs() < 1e-9);
-        let md = markdown("T", "", "condenser ablate kd", "cpu", &rows, &h);
+        let md = markdown("T", "", "condenser ablate kd", "cpu", "data/shapes", &rows, &h);
         assert!(md.contains("| g | base | 3 | 50.0 ± 2.0 |"), "{md}");
         assert!(md.contains("closes 33%"), "{md}");
+        assert!(md.contains("larger than the seed noise"), "{md}");
+        // only the overall column has values here: the empty ones are left out
+        assert!(md.contains("| group | row | n | overall |\n"), "{md}");
+        // one seed per row: no noise estimate, never called significant
+        let single = vec![row("teacher", &[0.8]), row("base", &[0.5]), row("kd", &[0.6])];
+        let h1 = Headline::new(&single, "kd", "base", Some("teacher"));
+        assert!(!h1.noise_known && !h1.significant);
+        let md1 = markdown("T", "", "c", "cpu", "d", &single, &h1);
+        assert!(md1.contains("no estimate of the seed noise"), "{md1}");
     }
 }
