@@ -238,7 +238,15 @@ fn ablation_on_unfetched_public_data_names_the_fetch_script() {
     let dir = scratch("ablate-unfetched");
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let out = bin()
-        .args(["ablate", "easy-vqa", "--seeds", "1", "--backend", "cpu", "--root"])
+        .args([
+            "ablate",
+            "easy-vqa",
+            "--seeds",
+            "1",
+            "--backend",
+            "cpu",
+            "--root",
+        ])
         .arg(&root)
         .arg("--data")
         .arg(dir.join("no-easy-vqa"))

@@ -260,14 +260,26 @@ mod tests {
         assert!((h.two_std - 4.0).abs() < 1e-9);
         assert!(h.significant);
         assert!((h.gap_closed.unwrap() - 1.0 / 3.0).abs() < 1e-9);
-        let md = markdown("T", "", "condenser ablate kd", "cpu", "data/shapes", &rows, &h);
+        let md = markdown(
+            "T",
+            "",
+            "condenser ablate kd",
+            "cpu",
+            "data/shapes",
+            &rows,
+            &h,
+        );
         assert!(md.contains("| g | base | 3 | 50.0 ± 2.0 |"), "{md}");
         assert!(md.contains("closes 33%"), "{md}");
         assert!(md.contains("larger than the seed noise"), "{md}");
         // only the overall column has values here: the empty ones are left out
         assert!(md.contains("| group | row | n | overall |\n"), "{md}");
         // one seed per row: no noise estimate, never called significant
-        let single = vec![row("teacher", &[0.8]), row("base", &[0.5]), row("kd", &[0.6])];
+        let single = vec![
+            row("teacher", &[0.8]),
+            row("base", &[0.5]),
+            row("kd", &[0.6]),
+        ];
         let h1 = Headline::new(&single, "kd", "base", Some("teacher"));
         assert!(!h1.noise_known && !h1.significant);
         let md1 = markdown("T", "", "c", "cpu", "d", &single, &h1);

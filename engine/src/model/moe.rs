@@ -277,6 +277,22 @@ impl MoeMlp {
         }
     }
 
+    /// Every expert's weights stacked (differentiably): `(gate | up [E, D, 2I], down [E, I, D])`,
+    /// the layout the expert GEMM kernels take.
+    pub fn stacked_weights(&self) -> (Tensor<3>, Tensor<3>) {
+        let stack = |f: &dyn Fn(&Mlp) -> Tensor<2>| {
+            Tensor::stack::<3>(self.experts.iter().map(f).collect(), 0)
+        };
+        let gate_up = Tensor::cat(
+            vec![
+                stack(&|x: &Mlp| x.gate_proj.weight.val()),
+                stack(&|x: &Mlp| x.up_proj.weight.val()),
+            ],
+            2,
+        );
+        (gate_up, stack(&|x: &Mlp| x.down_proj.weight.val()))
+    }
+
     /// The reference: routing decided on the host from the probabilities (top-k, capacity
     /// filled slot by slot in token order), then per expert a select of its tokens, the FFN and
     /// a scatter-add of the weighted outputs.
@@ -408,18 +424,8 @@ impl MoeMlp {
         let mask = Tensor::<1>::from_data(TensorData::new(mask, [n]), &device);
         let plan = kernels::moe_dispatch(logits, mask, k, capacity);
 
-        let stack = |f: &dyn Fn(&Mlp) -> Tensor<2>| {
-            Tensor::stack::<3>(self.experts.iter().map(f).collect(), 0)
-        };
-        let inter = self.experts[0].gate_proj.weight.dims()[1];
-        let gate_up = Tensor::cat(
-            vec![
-                stack(&|x: &Mlp| x.gate_proj.weight.val()),
-                stack(&|x: &Mlp| x.up_proj.weight.val()),
-            ],
-            2,
-        );
-        let down = stack(&|x: &Mlp| x.down_proj.weight.val());
+        let (gate_up, down) = self.stacked_weights();
+        let inter = down.dims()[1];
         let h = kernels::moe_gather_matmul(
             x2,
             plan.sorted_rows.clone(),

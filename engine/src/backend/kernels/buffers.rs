@@ -12,12 +12,22 @@ pub(super) fn as_f32(t: CubeTensor, what: &str) -> CubeTensor {
 
 /// A fresh contiguous f32 tensor of `shape` on `like`'s device (contents undefined).
 pub(super) fn empty_f32(like: &CubeTensor, shape: Shape) -> CubeTensor {
+    empty(like, shape, DType::F32)
+}
+
+/// A fresh contiguous i32 tensor (indices the kernels write) of `shape` on `like`'s device.
+pub(super) fn empty_i32(like: &CubeTensor, shape: Shape) -> CubeTensor {
+    empty(like, shape, DType::I32)
+}
+
+/// A fresh contiguous tensor of a 4-byte `dtype` (contents undefined).
+fn empty(like: &CubeTensor, shape: Shape, dtype: DType) -> CubeTensor {
     let bytes = shape.num_elements() * 4;
     CubeTensor::new_contiguous(
         like.client.clone(),
         like.device.clone(),
         shape,
         like.client.empty(bytes),
-        DType::F32,
+        dtype,
     )
 }

@@ -29,7 +29,7 @@ use burn::cubecl::server::KernelArguments;
 use burn::cubecl::{CubeCount, CubeDim};
 use burn::tensor::{DType, IndexingUpdateOp, Shape};
 
-use super::buffers::{as_f32, empty_f32};
+use super::buffers::{as_f32, empty_f32, empty_i32};
 
 type B = CubeBackend;
 
@@ -271,18 +271,6 @@ fn launch(
         CubeCount::Static(count.0 as u32, count.1 as u32, count.2 as u32),
         KernelArguments::new().with_buffers(bindings),
     );
-}
-
-/// A fresh contiguous i32 tensor of `shape` on `like`'s device (contents undefined).
-fn empty_i32(like: &CubeTensor, shape: Shape) -> CubeTensor {
-    let bytes = shape.num_elements() * 4;
-    CubeTensor::new_contiguous(
-        like.client.clone(),
-        like.device.clone(),
-        shape,
-        like.client.empty(bytes),
-        DType::I32,
-    )
 }
 
 fn as_i32(t: CubeTensor, what: &str) -> CubeTensor {

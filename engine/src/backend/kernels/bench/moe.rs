@@ -84,16 +84,8 @@ fn dense_forward(moe: &MoeMlp, x: Tensor<3>) -> Tensor<3> {
     let e = moe.experts.len();
     let x2 = x.reshape([n, d]);
     let probs = softmax(moe.router.forward(x2.clone()), 1); // [n, e]
-    let stack = |f: &dyn Fn(usize) -> Tensor<2>| Tensor::stack::<3>((0..e).map(f).collect(), 0);
-    let inter = moe.experts[0].gate_proj.weight.dims()[1];
-    let gate_up = Tensor::cat(
-        vec![
-            stack(&|i| moe.experts[i].gate_proj.weight.val()),
-            stack(&|i| moe.experts[i].up_proj.weight.val()),
-        ],
-        2,
-    );
-    let down = stack(&|i| moe.experts[i].down_proj.weight.val());
+    let (gate_up, down) = moe.stacked_weights();
+    let inter = down.dims()[1];
     let xe = x2.unsqueeze_dim::<3>(0).expand([e, n, d]);
     let h = xe.matmul(gate_up); // [e, n, 2I]
     let act = silu(h.clone().narrow(2, 0, inter)) * h.narrow(2, inter, inter);
