@@ -1,7 +1,8 @@
 //! Kernel benchmarks: each fused kernel against the plain burn-ops composition it replaces, on
 //! the same device in the same run, so the ratios are free of machine-to-machine noise.
 //!
-//! Time is the median of several synchronised forward+backward passes after a warm-up.
+//! Time is the median of several synchronised forward+backward passes after a warm-up, the
+//! kernel's and the reference's interleaved.
 //! Memory is what the device's allocator reserved during one forward+backward beyond the
 //! inputs, measured by [`run_probe`] in a fresh process per pass: burn's pools keep their pages,
 //! so the reserve after the pass is its high-water mark, but only on a pool nothing else used.
@@ -44,17 +45,28 @@ impl DistillBenchRow {
     }
 }
 
-/// Median wall time of `repeats` runs of `pass` (each one synchronises on its results), ms.
-fn median_ms(repeats: usize, mut pass: impl FnMut()) -> f64 {
-    let mut times: Vec<f64> = (0..repeats.max(1))
-        .map(|_| {
+/// Median wall times (ms) of `repeats` runs of each pass (each one synchronises on its
+/// results). The passes are interleaved, in an order that rotates every round, so that a slow
+/// spell of the machine (lavapipe shares two cores with everything else) lands on all of them
+/// instead of on whichever ran during it.
+fn interleaved_median_ms(repeats: usize, passes: &mut [&mut dyn FnMut()]) -> Vec<f64> {
+    let k = passes.len();
+    let mut times = vec![Vec::new(); k];
+    for round in 0..repeats.max(1) {
+        for j in 0..k {
+            let p = (round + j) % k;
             let t0 = Instant::now();
-            pass();
-            t0.elapsed().as_secs_f64() * 1e3
+            (passes[p])();
+            times[p].push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    times
+        .into_iter()
+        .map(|mut t| {
+            t.sort_by(|a, b| a.total_cmp(b));
+            t[t.len() / 2]
         })
-        .collect();
-    times.sort_by(|a, b| a.total_cmp(b));
-    times[times.len() / 2]
+        .collect()
 }
 
 fn reserved(device: &Device) -> u64 {
@@ -129,16 +141,20 @@ pub fn distill_sweep(
     let mut rows = Vec::new();
     for &(n, v) in sizes {
         let (s, t) = distill_inputs(n, v, &ad);
-        // warm-up compiles the kernels outside the timings, and gives the losses
-        let measure = |kernel: bool| {
-            let loss = pass(&s, &t, kernel);
-            let ms = median_ms(repeats, || {
-                pass(&s, &t, kernel);
-            });
-            (ms, loss)
-        };
-        let (kernel_ms, kl) = measure(true);
-        let (reference_ms, rl) = measure(false);
+        // warm-ups compile the kernels outside the timings, and give the losses
+        let (kl, rl) = (pass(&s, &t, true), pass(&s, &t, false));
+        let ms = interleaved_median_ms(
+            repeats,
+            &mut [
+                &mut || {
+                    pass(&s, &t, true);
+                },
+                &mut || {
+                    pass(&s, &t, false);
+                },
+            ],
+        );
+        let (kernel_ms, reference_ms) = (ms[0], ms[1]);
         let probe = |kernel| MemoryProbe::Distill {
             tokens: n,
             vocab: v,
@@ -294,13 +310,18 @@ pub fn attention_sweep(
             .zip(&ro)
             .map(|(a, b)| (a - b).abs() as f64)
             .fold(0.0, f64::max);
-        let measure = |kernel: bool| {
-            median_ms(repeats, || {
-                attention_pass(&q, &k, &v, kernel, false);
-            })
-        };
-        let kernel_ms = measure(true);
-        let reference_ms = measure(false);
+        let ms = interleaved_median_ms(
+            repeats,
+            &mut [
+                &mut || {
+                    attention_pass(&q, &k, &v, true, false);
+                },
+                &mut || {
+                    attention_pass(&q, &k, &v, false, false);
+                },
+            ],
+        );
+        let (kernel_ms, reference_ms) = (ms[0], ms[1]);
         let probe = |kernel| MemoryProbe::Attention {
             batch: b,
             heads: h,
@@ -437,15 +458,20 @@ pub fn fused_linear_sweep(
     let mut rows = Vec::new();
     for &(n, h, v) in sizes {
         let (hid, w, t, rw) = linear_inputs(n, h, v, &ad);
-        let measure = |fused: bool| {
-            let loss = linear_pass(&hid, &w, &t, &rw, fused, chunk);
-            let ms = median_ms(repeats, || {
-                linear_pass(&hid, &w, &t, &rw, fused, chunk);
-            });
-            (ms, loss)
-        };
-        let (fused_ms, fl) = measure(true);
-        let (reference_ms, rl) = measure(false);
+        let fl = linear_pass(&hid, &w, &t, &rw, true, chunk);
+        let rl = linear_pass(&hid, &w, &t, &rw, false, chunk);
+        let ms = interleaved_median_ms(
+            repeats,
+            &mut [
+                &mut || {
+                    linear_pass(&hid, &w, &t, &rw, true, chunk);
+                },
+                &mut || {
+                    linear_pass(&hid, &w, &t, &rw, false, chunk);
+                },
+            ],
+        );
+        let (fused_ms, reference_ms) = (ms[0], ms[1]);
         let probe = |kernel| MemoryProbe::FusedLinear {
             tokens: n,
             hidden: h,

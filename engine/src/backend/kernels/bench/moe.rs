@@ -7,7 +7,7 @@ use burn::prelude::*;
 use burn::tensor::activation::{silu, softmax};
 use serde::Serialize;
 
-use super::{MemoryProbe, median_ms, normal};
+use super::{MemoryProbe, interleaved_median_ms, normal};
 use crate::backend::kernels::KernelPolicy;
 use crate::config::MoeConfig;
 use crate::model::Rng;
@@ -153,16 +153,21 @@ pub fn moe_sweep(
             .zip(&so)
             .map(|(a, b)| (a - b).abs() as f64)
             .fold(0.0, f64::max);
-        let time = |path| {
-            median_ms(repeats, || {
-                moe_pass(&moe, &x, path, false);
-            })
-        };
-        let (kernel_ms, sparse_ms, dense_ms) = (
-            time(MoePath::Kernel),
-            time(MoePath::Sparse),
-            time(MoePath::Dense),
+        let ms = interleaved_median_ms(
+            repeats,
+            &mut [
+                &mut || {
+                    moe_pass(&moe, &x, MoePath::Kernel, false);
+                },
+                &mut || {
+                    moe_pass(&moe, &x, MoePath::Sparse, false);
+                },
+                &mut || {
+                    moe_pass(&moe, &x, MoePath::Dense, false);
+                },
+            ],
         );
+        let (kernel_ms, sparse_ms, dense_ms) = (ms[0], ms[1], ms[2]);
         let probe = |path| MemoryProbe::Moe { size, path };
         let row = MoeBenchRow {
             size,
