@@ -126,6 +126,14 @@ fn parse_moe(s: &str) -> anyhow::Result<bench::MoeSize> {
     })
 }
 
+/// A sweep's sizes: none when the list holds `none`, else each one parsed.
+fn sweep<T>(list: &[String], parse: fn(&str) -> anyhow::Result<T>) -> anyhow::Result<Vec<T>> {
+    if list.iter().any(|s| s == "none") {
+        return Ok(Vec::new());
+    }
+    list.iter().map(|s| parse(s)).collect()
+}
+
 /// Runs `probe` in a fresh `condenser bench --probe` process and returns its MiB.
 fn probe_mib(probe: bench::MemoryProbe) -> anyhow::Result<f64> {
     let text = serde_json::to_string(&probe)?;
@@ -154,38 +162,10 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         println!("{}", bench::run_probe(&device, probe));
         return Ok(());
     }
-    let linear = if args.fused_linear.iter().any(|s| s == "none") {
-        Vec::new()
-    } else {
-        args.fused_linear
-            .iter()
-            .map(|s| parse_linear(s))
-            .collect::<anyhow::Result<Vec<_>>>()?
-    };
-    let attention = if args.attention.iter().any(|s| s == "none") {
-        Vec::new()
-    } else {
-        args.attention
-            .iter()
-            .map(|s| parse_attention(s))
-            .collect::<anyhow::Result<Vec<_>>>()?
-    };
-    let moe = if args.moe.iter().any(|s| s == "none") {
-        Vec::new()
-    } else {
-        args.moe
-            .iter()
-            .map(|s| parse_moe(s))
-            .collect::<anyhow::Result<Vec<_>>>()?
-    };
-    let sizes = if args.distill.iter().any(|s| s == "none") {
-        Vec::new()
-    } else {
-        args.distill
-            .iter()
-            .map(|s| parse_size(s))
-            .collect::<anyhow::Result<Vec<_>>>()?
-    };
+    let linear = sweep(&args.fused_linear, parse_linear)?;
+    let attention = sweep(&args.attention, parse_attention)?;
+    let moe = sweep(&args.moe, parse_moe)?;
+    let sizes = sweep(&args.distill, parse_size)?;
     if args.repeats == 0 {
         bail!("--repeats must be at least 1");
     }

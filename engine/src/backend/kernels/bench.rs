@@ -69,6 +69,14 @@ fn interleaved_median_ms(repeats: usize, passes: &mut [&mut dyn FnMut()]) -> Vec
         .collect()
 }
 
+/// Largest |a - b| over two outputs of the same pass, a sanity check of the timed code.
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs() as f64)
+        .fold(0.0, f64::max)
+}
+
 fn reserved(device: &Device) -> u64 {
     device
         .memory_pool_usage()
@@ -305,11 +313,7 @@ pub fn attention_sweep(
         let (q, k, v) = attention_inputs((b, h, hk, t, d), &ad);
         let ko = attention_pass(&q, &k, &v, true, true);
         let ro = attention_pass(&q, &k, &v, false, true);
-        let out_diff = ko
-            .iter()
-            .zip(&ro)
-            .map(|(a, b)| (a - b).abs() as f64)
-            .fold(0.0, f64::max);
+        let out_diff = max_abs_diff(&ko, &ro);
         let ms = interleaved_median_ms(
             repeats,
             &mut [
@@ -608,7 +612,9 @@ pub fn run_probe(device: &Device, probe: MemoryProbe) -> f64 {
             mib(before)
         }
         MemoryProbe::Moe { size, path } => {
-            let before = moe::probe_pass(&ad, size, path, &|| reserved(&ad));
+            let (layer, x) = moe::moe_inputs(size, &ad);
+            let before = reserved(&ad);
+            moe::moe_pass(&layer, &x, path, false);
             mib(before)
         }
     }

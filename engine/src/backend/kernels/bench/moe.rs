@@ -7,7 +7,7 @@ use burn::prelude::*;
 use burn::tensor::activation::{silu, softmax};
 use serde::Serialize;
 
-use super::{MemoryProbe, interleaved_median_ms, normal};
+use super::{MemoryProbe, interleaved_median_ms, max_abs_diff, normal};
 use crate::backend::kernels::KernelPolicy;
 use crate::config::MoeConfig;
 use crate::model::Rng;
@@ -63,7 +63,7 @@ impl MoeBenchRow {
 
 /// The layer (seeded, capacity high enough that nothing is dropped, so all three paths compute
 /// the same function up to the dense path's extra experts) and its input `[1, tokens, hidden]`.
-fn moe_inputs(s: MoeSize, ad: &Device) -> (MoeMlp, Tensor<3>) {
+pub(super) fn moe_inputs(s: MoeSize, ad: &Device) -> (MoeMlp, Tensor<3>) {
     let no_drops = s.experts as f64 / s.top_k as f64;
     let config = MoeConfig {
         experts: s.experts,
@@ -95,7 +95,7 @@ fn dense_forward(moe: &MoeMlp, x: Tensor<3>) -> Tensor<3> {
 }
 
 /// One forward+backward of `sum(y)`; returns y on the host when `keep`.
-fn moe_pass(moe: &MoeMlp, x: &Tensor<3>, path: MoePath, keep: bool) -> Vec<f32> {
+pub(super) fn moe_pass(moe: &MoeMlp, x: &Tensor<3>, path: MoePath, keep: bool) -> Vec<f32> {
     let n = x.dims()[1];
     let x = x.clone().require_grad();
     let y = match path {
@@ -148,11 +148,7 @@ pub fn moe_sweep(
         let ko = moe_pass(&moe, &x, MoePath::Kernel, true);
         let so = moe_pass(&moe, &x, MoePath::Sparse, true);
         moe_pass(&moe, &x, MoePath::Dense, false);
-        let out_diff = ko
-            .iter()
-            .zip(&so)
-            .map(|(a, b)| (a - b).abs() as f64)
-            .fold(0.0, f64::max);
+        let out_diff = max_abs_diff(&ko, &so);
         let ms = interleaved_median_ms(
             repeats,
             &mut [
@@ -183,19 +179,6 @@ pub fn moe_sweep(
         rows.push(row);
     }
     Ok(rows)
-}
-
-/// One probe's pass (see [`super::run_probe`]): returns the reserve before it, then runs it.
-pub(super) fn probe_pass(
-    device: &Device,
-    size: MoeSize,
-    path: MoePath,
-    reserved: &dyn Fn() -> u64,
-) -> u64 {
-    let (moe, x) = moe_inputs(size, device);
-    let before = reserved();
-    moe_pass(&moe, &x, path, false);
-    before
 }
 
 /// The generated `docs/results/kernels.md` section for the MoE layer.
