@@ -1,15 +1,17 @@
-//! Parity with Hugging Face transformers: tiny random Llama (untied head, sharded files) and
-//! Qwen2 (tied head, q/k/v biases) decoders written by `scripts/hf-fixtures.py`, loaded here by
-//! their HF tensor names, must give transformers' final hidden states and logits for the same
-//! token ids within 1e-4.
+//! Parity with Hugging Face transformers, on tiny random checkpoints written by
+//! `scripts/hf-fixtures.py` and loaded here by their HF tensor names: Llama (untied head,
+//! sharded files) and Qwen2 (tied head, q/k/v biases) decoders must give transformers' final
+//! hidden states and logits; CLIP and SigLIP towers every hidden state; a LLaVA (CLIP + Llama)
+//! and a TinyLLaVA-named (SigLIP + Qwen2) composition the logits of a prompt with an image.
+//! All within 1e-4.
 
 use condenser_engine::backend::{BackendChoice, select};
 use condenser_engine::burn::prelude::*;
-use condenser_engine::io::load_hf_llm;
-use condenser_engine::model::AttnMask;
+use condenser_engine::io::{FeatureSelect, load_hf_llm, load_hf_mllm, load_hf_vision};
+use condenser_engine::model::{AttnMask, MllmBatch, Visual};
 use condenser_tests::repo;
 
-/// Max |a - b| over two nested-list JSON values flattened against our output.
+/// Every number of a nested-list JSON value, in order.
 fn flatten(v: &serde_json::Value, out: &mut Vec<f32>) {
     match v {
         serde_json::Value::Array(a) => a.iter().for_each(|x| flatten(x, out)),
@@ -18,13 +20,52 @@ fn flatten(v: &serde_json::Value, out: &mut Vec<f32>) {
     }
 }
 
-fn check(name: &str) {
+fn numbers(v: &serde_json::Value) -> Vec<f32> {
+    let mut out = Vec::new();
+    flatten(v, &mut out);
+    out
+}
+
+fn fixture(name: &str) -> (std::path::PathBuf, serde_json::Value) {
     let dir = repo().join("tests/fixtures/hf").join(name);
-    let expected: serde_json::Value =
+    let expected =
         serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    (dir, expected)
+}
+
+/// Asserts `ours` equals `want` (same count) within 1e-4.
+fn assert_close<const D: usize>(what: &str, ours: Tensor<D>, want: &[f32]) {
+    let got = ours
+        .into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .unwrap();
+    assert_eq!(got.len(), want.len(), "{what}: sizes");
+    let diff = got
+        .iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    let scale = want.iter().map(|x| x.abs()).fold(0f32, f32::max);
+    eprintln!("{what}: max |diff| {diff:.2e} (max |value| {scale:.2})");
+    assert!(diff < 1e-4, "{what}: max |diff| {diff} >= 1e-4");
+}
+
+fn ids_of(expected: &serde_json::Value) -> Vec<Vec<i64>> {
+    serde_json::from_value(expected["input_ids"].clone()).unwrap()
+}
+
+fn pixels_of(expected: &serde_json::Value, device: &Device) -> Tensor<4> {
+    let px = numbers(&expected["pixel_values"]);
+    let side = ((px.len() / 6) as f64).sqrt() as usize;
+    Tensor::from_data(TensorData::new(px, [2, 3, side, side]), device)
+}
+
+fn check(name: &str) {
+    let (dir, expected) = fixture(name);
     let (device, _) = select(BackendChoice::Cpu).unwrap();
     let llm = load_hf_llm(&dir, &device).unwrap_or_else(|e| panic!("{name}: {e}"));
-    let ids: Vec<Vec<i64>> = serde_json::from_value(expected["input_ids"].clone()).unwrap();
+    let ids = ids_of(&expected);
     let (b, t) = (ids.len(), ids[0].len());
     let flat: Vec<i64> = ids.concat();
     let ids = Tensor::<2, Int>::from_data(TensorData::new(flat, [b, t]), &device);
@@ -38,24 +79,115 @@ fn check(name: &str) {
         None,
     );
     let logits = llm.logits(hidden.clone());
-    for (key, ours) in [("last_hidden_state", hidden), ("logits", logits)] {
-        let mut want = Vec::new();
-        flatten(&expected[key], &mut want);
-        let got = ours
-            .into_data()
-            .convert::<f32>()
-            .try_to_vec::<f32>()
-            .unwrap();
-        assert_eq!(got.len(), want.len(), "{name} {key}: sizes");
-        let diff = got
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
-        let scale = want.iter().map(|x| x.abs()).fold(0f32, f32::max);
-        eprintln!("{name} {key}: max |diff| {diff:.2e} (max |value| {scale:.2})");
-        assert!(diff < 1e-4, "{name} {key}: max |diff| {diff} >= 1e-4");
+    assert_close(
+        &format!("{name} last_hidden_state"),
+        hidden,
+        &numbers(&expected["last_hidden_state"]),
+    );
+    assert_close(
+        &format!("{name} logits"),
+        logits,
+        &numbers(&expected["logits"]),
+    );
+}
+
+/// A tower cut at every hidden state gives transformers' `hidden_states[k]` (CLS kept).
+fn check_tower(name: &str) {
+    let (dir, expected) = fixture(name);
+    let (device, _) = select(BackendChoice::Cpu).unwrap();
+    let px = pixels_of(&expected, &device);
+    let states = expected["hidden_states"].as_array().unwrap();
+    for (k, want) in states.iter().enumerate() {
+        for layer in [k as i64, k as i64 - states.len() as i64] {
+            let select = FeatureSelect {
+                layer,
+                drop_first: Some(false),
+            };
+            let tower = load_hf_vision(&dir, select, &device).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(tower.config.layers, k);
+            assert_close(
+                &format!("{name} hidden_states[{layer}]"),
+                tower.forward(px.clone()),
+                &numbers(want),
+            );
+        }
     }
+}
+
+/// A LLaVA-style folder gives transformers' logits for a prompt whose image tokens were
+/// expanded in place (as transformers' processor does).
+fn check_mllm(name: &str) {
+    let (dir, expected) = fixture(name);
+    let (device, _) = select(BackendChoice::Cpu).unwrap();
+    let model = load_hf_mllm(&dir, &device)
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+        .model;
+    let ids = ids_of(&expected);
+    let image = expected["image_token_id"].as_i64().unwrap();
+    let (b, t) = (ids.len(), ids[0].len());
+    let nv = model.config.vision.num_visual_tokens();
+    // each position's embedding row: its token's, or the next visual token of its image
+    let mut gather = Vec::new();
+    for (row, seq) in ids.iter().enumerate() {
+        let mut j = 0;
+        for (pos, &id) in seq.iter().enumerate() {
+            if id == image {
+                gather.push((b * t + row * nv + j) as i64);
+                j += 1;
+            } else {
+                gather.push((row * t + pos) as i64);
+            }
+        }
+        assert_eq!(j, nv, "{name}: the prompt holds one image's tokens");
+    }
+    let is_visual: Vec<bool> = ids.concat().iter().map(|&i| i == image).collect();
+    let batch = MllmBatch {
+        input_ids: Tensor::from_data(
+            TensorData::new(ids.concat(), [b, t]),
+            &device,
+        ),
+        gather: Tensor::from_data(TensorData::new(gather, [b * t]), &device),
+        positions: Tensor::<1, Int>::arange(0..t as i64, &device)
+            .reshape([1, t])
+            .repeat_dim(0, b),
+        attention_mask: Tensor::ones([b, t], &device),
+        targets: Tensor::zeros([b, t], &device),
+        loss_mask: Tensor::zeros([b, t], &device),
+        visual: Visual::Pixels(pixels_of(&expected, &device)),
+        real: vec![true; b * t],
+        is_visual,
+    };
+    let hidden = model.hidden(&batch);
+    assert_close(
+        &format!("{name} last_hidden_state"),
+        hidden.clone(),
+        &numbers(&expected["last_hidden_state"]),
+    );
+    assert_close(
+        &format!("{name} logits"),
+        model.llm.logits(hidden),
+        &numbers(&expected["logits"]),
+    );
+}
+
+#[test]
+fn clip_tower_matches_transformers() {
+    check_tower("clip");
+}
+
+#[test]
+fn siglip_tower_matches_transformers() {
+    check_tower("siglip");
+}
+
+#[test]
+fn llava_matches_transformers() {
+    check_mllm("llava");
+}
+
+#[test]
+fn tinyllava_names_load_and_match_transformers() {
+    check_mllm("tinyllava");
 }
 
 #[test]

@@ -7,7 +7,7 @@ mod moe;
 mod recipe;
 
 pub use ablation::{AblationRow, AblationSet, ROW_REF, load_ablation, run_name, slug};
-pub use model::{LlmConfig, MllmConfig, ProjectorConfig, VisionConfig};
+pub use model::{LlmConfig, MllmConfig, ProjectorConfig, VisionAct, VisionConfig};
 pub use moe::{MoeConfig, MoeSpec, Placement};
 pub use recipe::{
     DataKind, DataOrder, DistillSpec, FreezePolicy, FreezeSpec, InitSpec, KdTokens, Objective,

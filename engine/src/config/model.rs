@@ -19,11 +19,42 @@ pub struct VisionConfig {
     pub mean: [f32; 3],
     #[serde(default = "default_std")]
     pub std: [f32; 3],
-    /// Drop the CLS token from the features handed to the projector (LLaVA does).
+    /// Drop the first token from the features handed to the projector: the CLS token (LLaVA
+    /// does), or on a tower without one the first patch (what LLaVA's and TinyLLaVA's token
+    /// selection does to a SigLIP tower, kept so imported models give the same numbers).
     #[serde(default = "yes")]
     pub drop_cls: bool,
     #[serde(default = "default_ln_eps")]
     pub layer_norm_eps: f64,
+    /// A learned CLS token in front of the patches (CLIP and DINOv2 have one, SigLIP none).
+    #[serde(default = "yes")]
+    pub class_token: bool,
+    /// Bias on the patch embedding (SigLIP and DINOv2 have one, CLIP none).
+    #[serde(default = "yes")]
+    pub patch_bias: bool,
+    /// LayerNorm over the embeddings before the first block (CLIP's `pre_layrnorm`).
+    #[serde(default)]
+    pub pre_norm: bool,
+    /// LayerNorm over the last block's output. LLaVA and TinyLLaVA take the penultimate
+    /// block's raw output instead: such a tower is imported one block shorter and without it.
+    #[serde(default = "yes")]
+    pub post_norm: bool,
+    /// The MLP's activation.
+    #[serde(default)]
+    pub act: VisionAct,
+}
+
+/// Activation between the two linear maps of a vision block's MLP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum VisionAct {
+    /// Exact (erf) GELU: HF `gelu`; DINOv2.
+    #[default]
+    Gelu,
+    /// tanh-approximated GELU: HF `gelu_pytorch_tanh`, SigLIP.
+    GeluTanh,
+    /// `x * sigmoid(1.702 x)`: HF `quick_gelu`, OpenAI CLIP.
+    QuickGelu,
 }
 
 fn default_mean() -> [f32; 3] {
@@ -54,9 +85,17 @@ impl VisionConfig {
     pub fn num_patches(&self) -> usize {
         self.grid() * self.grid()
     }
-    /// Tokens handed to the projector (patches, plus CLS unless dropped).
+    /// Tokens in the encoder's sequence: the patches, plus CLS when the tower has one.
+    pub fn num_positions(&self) -> usize {
+        self.num_patches() + usize::from(self.class_token)
+    }
+    /// Whether the features handed to the projector start with the CLS token.
+    pub fn emits_cls(&self) -> bool {
+        self.class_token && !self.drop_cls
+    }
+    /// Tokens handed to the projector (the encoder's sequence, less the first when dropped).
     pub fn num_visual_tokens(&self) -> usize {
-        self.num_patches() + usize::from(!self.drop_cls)
+        self.num_positions() - usize::from(self.drop_cls)
     }
 }
 
@@ -141,6 +180,12 @@ impl MllmConfig {
                 "vision.image_size {} is not a multiple of vision.patch_size {}",
                 v.image_size, v.patch_size
             ));
+        }
+        if v.num_visual_tokens() == 0 {
+            return Err(
+                "vision: dropping the first token leaves no visual tokens (one patch, no CLS)"
+                    .into(),
+            );
         }
         if v.heads == 0 || !v.hidden.is_multiple_of(v.heads) {
             return Err(format!(

@@ -8,11 +8,10 @@
 //! activation, biases on the MLP) is refused with the config key that says so; missing tensors
 //! are listed all at once, as are shape mismatches.
 
-use burn::module::{Module, ModuleMapper, Param};
 use burn::prelude::*;
 use serde::Deserialize;
 
-use super::params::ParamPath;
+use super::params::{Layout, LoadReport, load_named};
 use super::safetensors::TensorFolder;
 use crate::config::LlmConfig;
 use crate::model::Llm;
@@ -75,10 +74,29 @@ enum Arch {
 pub fn hf_llm_config(dir: &std::path::Path) -> Result<LlmConfig> {
     let path = dir.join("config.json");
     let text = crate::error::read_to_string(&path)?;
-    let c: HfConfig = serde_json::from_str(&text).map_err(|e| Error::json(&path, e))?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| Error::json(&path, e))?;
+    llm_config_from_json(value, &path, "")
+}
+
+/// A decoder config from a HF config object (`config.json`, or a LLaVA config's `text_config`,
+/// then `key` = `"text_config."` so errors name the key as written).
+pub(crate) fn llm_config_from_json(
+    value: serde_json::Value,
+    path: &std::path::Path,
+    key: &str,
+) -> Result<LlmConfig> {
+    let within = match key {
+        "" => String::new(),
+        k => format!("{}: ", k.trim_end_matches('.')),
+    };
+    let c: HfConfig = serde_json::from_value(value).map_err(|e| Error::Checkpoint {
+        path: path.into(),
+        message: format!("{within}{e}"),
+    })?;
     let refuse = |message: String| Error::Checkpoint {
-        path: path.clone(),
-        message,
+        path: path.into(),
+        message: format!("{key}{message}"),
     };
     let arch = match c.model_type.as_str() {
         "llama" => Arch::Llama,
@@ -166,61 +184,45 @@ pub fn hf_llm_config(dir: &std::path::Path) -> Result<LlmConfig> {
     })
 }
 
-/// Our parameter path (`layers.0.self_attn.q_proj.weight`) to the HF tensor name, and whether
-/// the tensor is stored transposed there.
-pub(crate) fn hf_name(path: &str) -> (String, bool) {
-    if path == "lm_head" {
-        return ("lm_head.weight".into(), true);
-    }
-    let renamed = path.strip_suffix(".gamma").map(|p| format!("{p}.weight"));
-    let name = format!("model.{}", renamed.as_deref().unwrap_or(path));
-    let linear_weight = path.ends_with("_proj.weight");
-    (name, linear_weight)
+/// Where a decoder's tensors sit in a checkpoint: `model.` and `lm_head.weight` for a
+/// `*ForCausalLM`; other prefixes when the decoder is part of a LLaVA composition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LlmNames {
+    /// Prefix of the body (`model.` -> `model.layers.0...`).
+    pub body: &'static str,
+    /// Name of the untied output head.
+    pub head: &'static str,
 }
 
-/// Replaces every parameter by its HF tensor, recording what is missing or misshapen.
-struct Loader {
-    path: ParamPath,
-    folder: TensorFolder,
-    device: Device,
-    missing: Vec<String>,
-    mismatched: Vec<String>,
-}
+impl LlmNames {
+    /// A plain `LlamaForCausalLM` / `Qwen2ForCausalLM`.
+    pub const CAUSAL_LM: LlmNames = LlmNames {
+        body: "model.",
+        head: "lm_head.weight",
+    };
 
-impl ModuleMapper for Loader {
-    fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.path.enter(name, container_type);
-    }
-
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.path.exit();
-    }
-
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let (name, transposed) = hf_name(&self.path.current());
-        let want = param.val().dims().to_vec();
-        let Some(t) = self.folder.take(&name) else {
-            self.missing.push(name);
-            return param;
+    /// Our parameter path (`layers.0.self_attn.q_proj.weight`) to the checkpoint's name and
+    /// layout.
+    pub(crate) fn name(self, path: &str) -> (String, Layout) {
+        if path == "lm_head" {
+            return (self.head.into(), Layout::Transposed);
+        }
+        let renamed = path.strip_suffix(".gamma").map(|p| format!("{p}.weight"));
+        let name = format!("{}{}", self.body, renamed.as_deref().unwrap_or(path));
+        let layout = if path.ends_with("_proj.weight") {
+            Layout::Transposed
+        } else {
+            Layout::Same
         };
-        let mut got = t.shape.clone();
-        if transposed {
-            got.reverse();
-        }
-        if got != want || t.shape.len() != D {
-            self.mismatched.push(format!(
-                "{name}: file has {:?}, model needs {want:?}{}",
-                t.shape,
-                if transposed { " (transposed)" } else { "" }
-            ));
-            return param;
-        }
-        let mut value = Tensor::<D>::from_data(TensorData::new(t.values, t.shape), &self.device);
-        if transposed {
-            value = value.transpose();
-        }
-        param.map(|_| value)
+        (name, layout)
     }
+}
+
+/// Our parameter path to the HF name of a `*ForCausalLM`, and whether the tensor is stored
+/// transposed there (the export's direction).
+pub(crate) fn hf_name(path: &str) -> (String, bool) {
+    let (name, layout) = LlmNames::CAUSAL_LM.name(path);
+    (name, layout == Layout::Transposed)
 }
 
 /// Loads a Llama/Qwen2 decoder from a HF folder (config.json + safetensors) onto `device`.
@@ -232,48 +234,43 @@ pub fn load_hf_llm(dir: &std::path::Path, device: &Device) -> Result<Llm> {
 
 /// Builds the decoder of `config` from tensors under their HF names (a safetensors folder, or
 /// a GGUF file renamed by [`super::gguf`]).
-pub fn llm_from_tensors(config: &LlmConfig, folder: TensorFolder, device: &Device) -> Result<Llm> {
-    let dir = folder.dir.clone();
-    let dir = dir.as_path();
+pub fn llm_from_tensors(
+    config: &LlmConfig,
+    mut folder: TensorFolder,
+    device: &Device,
+) -> Result<Llm> {
+    let mut report = LoadReport::default();
+    let llm = load_llm_named(config, &mut folder, LlmNames::CAUSAL_LM, device, &mut report);
+    report.into_result(&folder.dir)?;
+    warn_unused(&folder, &|k| is_expected_extra(k, config, LlmNames::CAUSAL_LM));
+    Ok(llm)
+}
+
+/// The decoder of `config` filled from `folder` under `names`; problems go to `report`.
+pub(crate) fn load_llm_named(
+    config: &LlmConfig,
+    folder: &mut TensorFolder,
+    names: LlmNames,
+    device: &Device,
+    report: &mut LoadReport,
+) -> Llm {
     let llm = Llm::new(config, &mut Rng::new(0), device);
-    let mut loader = Loader {
-        path: ParamPath::default(),
-        folder,
-        device: device.clone(),
-        missing: Vec::new(),
-        mismatched: Vec::new(),
-    };
-    let llm = llm.map(&mut loader);
-    if !loader.missing.is_empty() {
-        return Err(Error::Checkpoint {
-            path: dir.into(),
-            message: format!(
-                "{} tensors missing: {}",
-                loader.missing.len(),
-                loader.missing.join(", ")
-            ),
-        });
-    }
-    if !loader.mismatched.is_empty() {
-        return Err(Error::Checkpoint {
-            path: dir.into(),
-            message: format!("shape mismatches: {}", loader.mismatched.join("; ")),
-        });
-    }
-    // tied checkpoints may still store the head; RoPE buffers are recomputed here
-    let unused: Vec<&String> = loader
-        .folder
-        .tensors
-        .keys()
-        .filter(|k| {
-            !(k.ends_with("rotary_emb.inv_freq")
-                || (config.tie_embeddings && *k == "lm_head.weight"))
-        })
-        .collect();
+    load_named(llm, folder, &|p| names.name(p), device, report)
+}
+
+/// Tensors a decoder checkpoint may hold that the model rightly does not use: RoPE buffers
+/// (recomputed here) and the head of a tied checkpoint.
+pub(crate) fn is_expected_extra(name: &str, config: &LlmConfig, names: LlmNames) -> bool {
+    name.ends_with("rotary_emb.inv_freq") || (config.tie_embeddings && name == names.head)
+}
+
+/// Logs the tensors left in `folder` after loading, leaving out the expected ones.
+pub(crate) fn warn_unused(folder: &TensorFolder, expected: &dyn Fn(&str) -> bool) {
+    let unused: Vec<&String> = folder.tensors.keys().filter(|k| !expected(k)).collect();
     if !unused.is_empty() {
         log::warn!(
-            "{}: {} tensors not used by the decoder: {}",
-            dir.display(),
+            "{}: {} tensors not used by the model: {}",
+            folder.dir.display(),
             unused.len(),
             unused
                 .iter()
@@ -283,7 +280,6 @@ pub fn llm_from_tensors(config: &LlmConfig, folder: TensorFolder, device: &Devic
                 .join(", ")
         );
     }
-    Ok(llm)
 }
 
 #[cfg(test)]

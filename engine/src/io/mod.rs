@@ -1,6 +1,7 @@
 //! Weights in the ecosystem's formats: Hugging Face safetensors folders (config.json plus one
-//! or several `*.safetensors` files) read by their HF tensor names, so a checkpoint trained with
-//! transformers loads here and gives the same numbers; llama-architecture GGUF files (quantised,
+//! or several `*.safetensors` files) of decoders, CLIP/SigLIP towers and LLaVA/TinyLLaVA
+//! compositions, read by their HF tensor names, so a checkpoint trained with transformers
+//! loads here and gives the same numbers; llama-architecture GGUF files (quantised,
 //! dequantised to f32 on import) through the same name mapping; and the browser bundle, the
 //! whole model in one safetensors file by module path, f16 or f32.
 
@@ -9,6 +10,8 @@ pub mod export;
 #[cfg(not(target_family = "wasm"))]
 pub mod gguf;
 pub mod hf_llm;
+pub mod hf_mllm;
+pub mod hf_vision;
 mod params;
 pub mod safetensors;
 
@@ -16,4 +19,6 @@ pub use export::export_hf_llm;
 #[cfg(not(target_family = "wasm"))]
 pub use gguf::{GgufLlm, read_gguf};
 pub use hf_llm::{hf_llm_config, llm_from_tensors, load_hf_llm};
+pub use hf_mllm::{HfMllm, MllmFormat, hf_mllm_config, load_hf_mllm};
+pub use hf_vision::{FeatureSelect, Tower, hf_vision_config, load_hf_vision};
 pub use safetensors::{HostTensor, TensorFolder};

@@ -19,6 +19,11 @@ pub(crate) fn tiny_config() -> MllmConfig {
             std: [0.5; 3],
             drop_cls: true,
             layer_norm_eps: 1e-5,
+            class_token: true,
+            patch_bias: true,
+            pre_norm: false,
+            post_norm: true,
+            act: crate::config::VisionAct::Gelu,
         },
         projector: ProjectorConfig::Mlp2xGelu,
         llm: LlmConfig {

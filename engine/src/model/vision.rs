@@ -1,16 +1,19 @@
 //! ViT vision encoder in the CLIP/SigLIP layout: patch embedding (a strided convolution
-//! written as a linear map over unfolded patches), learned positions, a CLS token, pre-norm
-//! transformer blocks and a final LayerNorm. Optionally drops CLS from the output (LLaVA).
+//! written as a linear map over unfolded patches), learned positions, pre-norm transformer
+//! blocks. The parts the towers differ in are switches of [`VisionConfig`]: a CLS token (CLIP,
+//! DINOv2) or none (SigLIP), a bias on the patch embedding, CLIP's LayerNorm before the first
+//! block, the final LayerNorm (absent when a tower is cut at LLaVA's penultimate layer), the MLP
+//! activation. Optionally drops CLS from the output (LLaVA).
 
 use burn::module::Param;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear};
 use burn::prelude::*;
-use burn::tensor::activation::gelu;
+use burn::tensor::activation::{gelu, sigmoid};
 
 use super::attention::{AttnMask, attention};
 use super::init::{INIT_STD, Rng, linear, normal_tensor};
 use crate::backend::kernels::KernelPolicy;
-use crate::config::VisionConfig;
+use crate::config::{VisionAct, VisionConfig};
 
 #[derive(Module, Debug)]
 pub struct VisionAttention {
@@ -40,10 +43,14 @@ pub struct VisionLayer {
 #[derive(Module, Debug)]
 pub struct VisionEncoder {
     pub patch_embedding: Linear,
-    pub class_embedding: Param<Tensor<3>>,
+    /// `[1, 1, C]`, when the tower has a CLS token.
+    pub class_embedding: Option<Param<Tensor<3>>>,
+    /// `[1, positions, C]`.
     pub position_embedding: Param<Tensor<3>>,
+    /// CLIP's LayerNorm over the embeddings (HF's spelling, so the paths map one to one).
+    pub pre_layrnorm: Option<LayerNorm>,
     pub layers: Vec<VisionLayer>,
-    pub post_layernorm: LayerNorm,
+    pub post_layernorm: Option<LayerNorm>,
     #[module(skip)]
     pub config: VisionConfig,
     /// Whether attention runs the flash kernels on wgpu (see [`super::Mllm::set_kernels`]).
@@ -73,7 +80,7 @@ impl VisionEncoder {
                 .init(device)
         };
         let patch_dim = 3 * c.patch_size * c.patch_size;
-        let n = c.num_patches() + 1;
+        let n = c.num_positions();
         let layers = (0..c.layers)
             .map(|_| VisionLayer {
                 layer_norm1: ln(),
@@ -92,15 +99,18 @@ impl VisionEncoder {
             })
             .collect();
         VisionEncoder {
-            patch_embedding: linear(rng, patch_dim, c.hidden, true, device),
-            class_embedding: Param::from_tensor(
-                normal_tensor(rng, [1, c.hidden], INIT_STD, device).reshape([1, 1, c.hidden]),
-            ),
+            patch_embedding: linear(rng, patch_dim, c.hidden, c.patch_bias, device),
+            class_embedding: c.class_token.then(|| {
+                Param::from_tensor(
+                    normal_tensor(rng, [1, c.hidden], INIT_STD, device).reshape([1, 1, c.hidden]),
+                )
+            }),
             position_embedding: Param::from_tensor(
                 normal_tensor(rng, [n, c.hidden], INIT_STD, device).reshape([1, n, c.hidden]),
             ),
+            pre_layrnorm: c.pre_norm.then(ln),
             layers,
-            post_layernorm: ln(),
+            post_layernorm: c.post_norm.then(ln),
             config: c.clone(),
             kernels: KernelPolicy::Auto,
         }
@@ -125,24 +135,45 @@ impl VisionEncoder {
         let b = images.dims()[0];
         let c = self.config.hidden;
         let patches = self.patch_embedding.forward(self.patchify(images));
-        let cls = self.class_embedding.val().expand([b, 1, c]);
-        let mut x = Tensor::cat(vec![cls, patches], 1) + self.position_embedding.val();
+        let tokens = match &self.class_embedding {
+            Some(cls) => Tensor::cat(vec![cls.val().expand([b, 1, c]), patches], 1),
+            None => patches,
+        };
+        let mut x = tokens + self.position_embedding.val();
+        if let Some(norm) = &self.pre_layrnorm {
+            x = norm.forward(x);
+        }
         for layer in &self.layers {
             x = x.clone()
                 + layer
                     .self_attn
                     .forward(layer.layer_norm1.forward(x), self.kernels);
-            let y = layer.mlp.fc2.forward(gelu(
-                layer.mlp.fc1.forward(layer.layer_norm2.forward(x.clone())),
-            ));
+            let hidden = layer.mlp.fc1.forward(layer.layer_norm2.forward(x.clone()));
+            let y = layer.mlp.fc2.forward(activate(hidden, self.config.act));
             x = x + y;
         }
-        let x = self.post_layernorm.forward(x);
+        if let Some(norm) = &self.post_layernorm {
+            x = norm.forward(x);
+        }
         if self.config.drop_cls {
             let n = x.dims()[1];
             x.narrow(1, 1, n - 1)
         } else {
             x
         }
+    }
+}
+
+/// The vision MLP's activation, written as transformers defines it.
+fn activate(x: Tensor<3>, act: VisionAct) -> Tensor<3> {
+    match act {
+        VisionAct::Gelu => gelu(x),
+        VisionAct::GeluTanh => {
+            // 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+            let inner = (x.clone() + x.clone().powi_scalar(3).mul_scalar(0.044715))
+                .mul_scalar((2.0 / std::f64::consts::PI).sqrt());
+            x.mul_scalar(0.5) * (inner.tanh() + 1.0)
+        }
+        VisionAct::QuickGelu => x.clone() * sigmoid(x.mul_scalar(1.702)),
     }
 }

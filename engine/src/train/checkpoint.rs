@@ -158,7 +158,7 @@ pub fn load_vision(ckpt: &Path, model: Mllm) -> Result<Mllm> {
             ),
         });
     }
-    let device = model.vision.class_embedding.val().device();
+    let device = model.vision.position_embedding.val().device();
     let donor = load_full(ckpt, &device)?;
     Ok(Mllm {
         vision: donor.vision,
@@ -200,7 +200,7 @@ pub fn check_upcycle(ckpt: &Path, want: &crate::config::MllmConfig) -> Result<()
 /// weights sum to 1) except for tokens a capacity limit drops.
 pub fn load_upcycled(ckpt: &Path, model: Mllm) -> Result<Mllm> {
     check_upcycle(ckpt, &model.config)?;
-    let device = model.vision.class_embedding.val().device();
+    let device = model.vision.position_embedding.val().device();
     let dense = load_full(ckpt, &device)?;
     let Mllm {
         llm: sparse_llm,
@@ -262,7 +262,7 @@ pub fn check_llm_prefix(ckpt: &Path, want: &crate::config::LlmConfig) -> Result<
 pub fn load_llm_prefix(ckpt: &Path, model: Mllm) -> Result<Mllm> {
     check_llm_prefix(ckpt, &model.config.llm)?;
     let want = &model.config.llm;
-    let device = model.vision.class_embedding.val().device();
+    let device = model.vision.position_embedding.val().device();
     let donor = load_full(ckpt, &device)?;
     let mut llm = donor.llm;
     llm.layers.truncate(want.layers);

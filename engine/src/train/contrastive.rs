@@ -175,7 +175,7 @@ pub fn contrastive_loss(
     let text = encode_texts(model, &caps, pad, device);
     let tokens = model.visual_tokens(visual);
     let [_, nv, d] = tokens.dims();
-    let has_cls = !model.config.vision.drop_cls;
+    let has_cls = model.config.vision.emits_cls();
     // CLIP's image embedding is the CLS token; without CLS, the mean of the patch tokens
     let image = if has_cls {
         tokens.clone().narrow(1, 0, 1)
