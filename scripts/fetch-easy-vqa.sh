@@ -2,6 +2,7 @@
 # Fetches easy-VQA (MIT) from the Python package that ships it (see ../shared/ASSETS.md), checks
 # the wheel's SHA-256, unpacks it to .cache/easy-vqa/ (ignored by git) and converts it with
 # `condenser data easy-vqa` into data/easy-vqa/ (LLaVA JSON + images + tokenizer.json).
+# `--raw`: fetch and unpack only (the tests convert what they need themselves).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin="${CONDENSER_BIN:-target/release/condenser}"
@@ -17,5 +18,6 @@ if [ ! -f "$dest/easy_vqa/data/train/questions.json" ]; then
   mkdir -p "$dest"
   python3 -c "import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])" "${whl[0]}" "$dest"
 fi
+[ "${1:-}" = "--raw" ] && { echo "fetch-easy-vqa: $dest (SHA-256 ok)"; exit 0; }
 [ -x "$bin" ] || cargo build --release -p condenser
 "$bin" data easy-vqa --from "$dest/easy_vqa/data" --out data/easy-vqa

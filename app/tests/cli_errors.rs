@@ -262,3 +262,73 @@ fn ablation_on_unfetched_public_data_names_the_fetch_script() {
     );
     assert!(!dir.join("runs").exists(), "nothing may train");
 }
+
+/// `condenser import`: a composition writes a whole checkpoint folder and says where each part
+/// came from; an existing folder is kept unless forced; a broken source names what is wrong and
+/// leaves nothing behind.
+#[test]
+fn import_writes_a_checkpoint_or_names_the_problem() {
+    let dir = scratch("import");
+    let hf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/hf");
+    let import = |extra: &[&str], out: &Path| {
+        bin()
+            .args(["import", "--backend", "cpu"])
+            .args(extra)
+            .arg("--out")
+            .arg(out)
+            .output()
+            .unwrap()
+    };
+    let vision = hf.join("clip").display().to_string();
+    let llm = hf.join("llama").display().to_string();
+    let parts = ["--vision", &vision, "--llm", &llm, "--llm-layers", "1"];
+    let out = dir.join("ckpt");
+    let ok = import(&parts, &out);
+    let text = String::from_utf8_lossy(&ok.stdout);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(
+        text.contains("fresh, seed 0") && text.contains("clip"),
+        "{text}"
+    );
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["llm"]["layers"], 1);
+    assert_eq!(config["vision"]["layers"], 2);
+    assert_eq!(config["vision"]["act"], "quick_gelu");
+    assert!(out.join("model.bpk").exists() && out.join("import.json").exists());
+    // the folder exists now: refused without --force, replaced with it
+    let again = import(&parts, &out);
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(!again.status.success() && err.contains("--force"), "{err}");
+    let forced = import(&[&parts[..], &["--force"]].concat(), &out);
+    assert!(forced.status.success());
+    // a LLaVA folder missing tensors: every missing name listed, no folder written
+    let broken = dir.join("broken-llava");
+    std::fs::create_dir_all(&broken).unwrap();
+    std::fs::copy(hf.join("llava/config.json"), broken.join("config.json")).unwrap();
+    std::fs::copy(
+        hf.join("llama/model-00001-of-00007.safetensors"),
+        broken.join("model.safetensors"),
+    )
+    .unwrap();
+    let bad_out = dir.join("never");
+    let failed = import(&[broken.to_str().unwrap()], &bad_out);
+    let err = String::from_utf8_lossy(&failed.stderr);
+    assert!(
+        !failed.status.success() && !err.contains("panicked"),
+        "{err}"
+    );
+    assert!(
+        err.contains("tensors missing") && err.contains("multi_modal_projector.linear_1.weight"),
+        "{err}"
+    );
+    assert!(!bad_out.exists() && !dir.join(".never.tmp").exists());
+    // a decoder folder given as a whole model: the model type is named
+    let failed = import(&[&llm], &bad_out);
+    let err = String::from_utf8_lossy(&failed.stderr);
+    assert!(err.contains("\"llama\"") && err.contains("--llm"), "{err}");
+}

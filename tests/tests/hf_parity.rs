@@ -8,7 +8,7 @@
 use condenser_engine::backend::{BackendChoice, select};
 use condenser_engine::burn::prelude::*;
 use condenser_engine::io::{FeatureSelect, load_hf_llm, load_hf_mllm, load_hf_vision};
-use condenser_engine::model::{AttnMask, MllmBatch, Visual};
+use condenser_engine::model::{AttnMask, Mllm, MllmBatch, Visual};
 use condenser_tests::repo;
 
 /// Every number of a nested-list JSON value, in order.
@@ -103,7 +103,8 @@ fn check_tower(name: &str) {
                 layer,
                 drop_first: Some(false),
             };
-            let tower = load_hf_vision(&dir, select, &device).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let tower =
+                load_hf_vision(&dir, select, &device).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(tower.config.layers, k);
             assert_close(
                 &format!("{name} hidden_states[{layer}]"),
@@ -117,11 +118,18 @@ fn check_tower(name: &str) {
 /// A LLaVA-style folder gives transformers' logits for a prompt whose image tokens were
 /// expanded in place (as transformers' processor does).
 fn check_mllm(name: &str) {
-    let (dir, expected) = fixture(name);
+    let (dir, _) = fixture(name);
     let (device, _) = select(BackendChoice::Cpu).unwrap();
     let model = load_hf_mllm(&dir, &device)
         .unwrap_or_else(|e| panic!("{name}: {e}"))
         .model;
+    check_mllm_model(name, &model, &device);
+}
+
+/// `model` gives the logits transformers computed for fixture `name`.
+fn check_mllm_model(name: &str, model: &Mllm, device: &Device) {
+    let (_, expected) = fixture(name);
+    let device = device.clone();
     let ids = ids_of(&expected);
     let image = expected["image_token_id"].as_i64().unwrap();
     let (b, t) = (ids.len(), ids[0].len());
@@ -142,10 +150,7 @@ fn check_mllm(name: &str) {
     }
     let is_visual: Vec<bool> = ids.concat().iter().map(|&i| i == image).collect();
     let batch = MllmBatch {
-        input_ids: Tensor::from_data(
-            TensorData::new(ids.concat(), [b, t]),
-            &device,
-        ),
+        input_ids: Tensor::from_data(TensorData::new(ids.concat(), [b, t]), &device),
         gather: Tensor::from_data(TensorData::new(gather, [b * t]), &device),
         positions: Tensor::<1, Int>::arange(0..t as i64, &device)
             .reshape([1, t])
@@ -276,4 +281,86 @@ fn export_then_import_gives_the_same_model() {
             "{name}"
         );
     }
+}
+
+#[test]
+fn imported_checkpoints_reload_with_the_same_numbers() {
+    use condenser_engine::io::{ImportOptions, ImportSource, import_model, write_imported};
+    use condenser_engine::train::checkpoint;
+    let (device, _) = select(BackendChoice::Cpu).unwrap();
+    let options = ImportOptions {
+        select: FeatureSelect::default(),
+        llm_layers: None,
+        seed: 7,
+        chat_tokens: false,
+    };
+    // a whole LLaVA folder -> checkpoint folder -> the same logits as transformers
+    let out = condenser_tests::scratch("hf-import").join("llava");
+    let source = ImportSource::Whole(repo().join("tests/fixtures/hf/llava"));
+    write_imported(&import_model(&source, &options, &device).unwrap(), &out).unwrap();
+    for file in [
+        checkpoint::MODEL_FILE,
+        checkpoint::CONFIG_FILE,
+        "import.json",
+    ] {
+        assert!(out.join(file).exists(), "{file}");
+    }
+    check_mllm_model(
+        "llava",
+        &checkpoint::load_full(&out, &device).unwrap(),
+        &device,
+    );
+    // parts: the SigLIP tower at its penultimate layer, Qwen2's first layer, a fresh projector
+    let parts = ImportSource::Parts {
+        vision: repo().join("tests/fixtures/hf/siglip"),
+        llm: repo().join("tests/fixtures/hf/qwen2"),
+    };
+    let cut = ImportOptions {
+        llm_layers: Some(1),
+        ..options
+    };
+    let a = import_model(&parts, &cut, &device).unwrap().model;
+    assert_eq!(a.config.vision.layers, 2, "hidden state -2 of 3 blocks");
+    assert!(!a.config.vision.class_token && !a.config.vision.drop_cls);
+    assert_eq!(a.config.vision.num_visual_tokens(), 16);
+    assert_eq!(a.config.llm.layers, 1);
+    // the kept layer is the decoder's first, as stored
+    let full = load_hf_llm(&repo().join("tests/fixtures/hf/qwen2"), &device).unwrap();
+    let w = |m: &condenser_engine::model::Llm| {
+        m.layers[0]
+            .self_attn
+            .q_proj
+            .weight
+            .val()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap()
+    };
+    assert_eq!(w(&a.llm), w(&full));
+    // the projector is seeded: the same seed gives the same weights, another seed others
+    let b = import_model(&parts, &cut, &device).unwrap().model;
+    let c = import_model(&parts, &ImportOptions { seed: 8, ..cut }, &device)
+        .unwrap()
+        .model;
+    let proj = |m: &Mllm| {
+        m.projector
+            .linear_1
+            .weight
+            .val()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap()
+    };
+    assert_eq!(proj(&a), proj(&b));
+    assert_ne!(proj(&a), proj(&c));
+    // a cut deeper than the decoder is refused with the layer count
+    let deep = ImportOptions {
+        llm_layers: Some(5),
+        ..options
+    };
+    let e = import_model(&parts, &deep, &device)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("has 2 layers"), "{e}");
 }

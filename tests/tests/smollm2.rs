@@ -9,14 +9,19 @@ use condenser_engine::io::{llm_from_tensors, read_gguf};
 use condenser_engine::model::{GenerateOptions, Sampling};
 use condenser_tests::repo;
 
-#[test]
-fn smollm2_says_paris() {
+fn gguf_path() -> std::path::PathBuf {
     let path = repo().join(".cache/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
     assert!(
         path.exists(),
         "{} missing: run scripts/fetch-smollm2.sh",
         path.display()
     );
+    path
+}
+
+#[test]
+fn smollm2_says_paris() {
+    let path = gguf_path();
     let gguf = read_gguf(&path).unwrap();
     let c = &gguf.config;
     assert_eq!(
@@ -55,4 +60,53 @@ fn smollm2_says_paris() {
     let text = tok.decode(&out, false).unwrap();
     eprintln!("The capital of France is|{text}|");
     assert!(text.starts_with(" Paris"), "continued with {text:?}");
+}
+
+/// The real-weights student's import: a tower, SmolLM2 cut to its first 2 layers, and the chat
+/// template's special tokens added to its tokenizer with the embedding grown to match.
+#[test]
+fn smollm2_imports_cut_with_the_chat_tokens() {
+    use condenser_engine::burn::prelude::*;
+    use condenser_engine::data::{CHAT_TOKENS, TextTokenizer};
+    use condenser_engine::io::{FeatureSelect, ImportOptions, ImportSource, import_model};
+    let (device, _) = select(BackendChoice::Cpu).unwrap();
+    let source = ImportSource::Parts {
+        vision: repo().join("tests/fixtures/hf/siglip"),
+        llm: gguf_path(),
+    };
+    let options = ImportOptions {
+        select: FeatureSelect::default(),
+        llm_layers: Some(2),
+        seed: 0,
+        chat_tokens: true,
+    };
+    let imported = import_model(&source, &options, &device).unwrap();
+    let c = &imported.model.config.llm;
+    assert_eq!(c.layers, 2);
+    let original = read_gguf(&gguf_path()).unwrap().tokenizer;
+    let missing = CHAT_TOKENS
+        .iter()
+        .filter(|t| original.token_to_id(t).is_none())
+        .count();
+    assert!(missing > 0, "SmolLM2's tokenizer has no <image> of its own");
+    assert_eq!(c.vocab_size, 49152 + missing);
+    // the template's tokenizer reads it, every id has an embedding, old ids are unchanged
+    let tok = imported.tokenizer.as_ref().unwrap();
+    let json = tok.to_string(false).unwrap();
+    let text = TextTokenizer::from_bytes(json.as_bytes(), std::path::Path::new("import")).unwrap();
+    text.check_fits(c.vocab_size).unwrap();
+    let phrase = "The capital of France is";
+    assert_eq!(
+        text.encode(phrase).unwrap(),
+        original.encode(phrase, false).unwrap().get_ids()
+    );
+    // each new row is the mean of the trained rows
+    let w = imported.model.llm.embed_tokens.weight.val();
+    let mean = w.clone().narrow(0, 0, 49152).mean_dim(0);
+    let added = w.narrow(0, 49152, missing);
+    let diff: f32 = (added - mean.repeat_dim(0, missing))
+        .abs()
+        .max()
+        .into_scalar();
+    assert!(diff < 1e-6, "new rows differ from the mean by {diff}");
 }

@@ -10,6 +10,7 @@ mod export;
 mod export_web;
 mod generate;
 mod gui;
+mod import;
 mod info;
 mod prefs;
 mod progress;
@@ -59,6 +60,9 @@ enum Command {
     /// Write a decoder (checkpoint's LLM, GGUF file or HF folder) as a Hugging Face folder, or
     /// (`--web`) a checkpoint as the browser page's bundle.
     Export(export::Args),
+    /// Build a Condenser checkpoint from real weights: a LLaVA / TinyLLaVA folder, or a
+    /// CLIP/SigLIP tower plus a Llama/Qwen2 decoder (HF folder or GGUF) and a fresh projector.
+    Import(import::Args),
     /// Continue a text with an imported decoder (HF safetensors folder or llama GGUF file).
     Generate(generate::Args),
     /// The desktop app: watch, start, stop and compare runs (stage progress, loss curves,
@@ -138,6 +142,7 @@ pub fn run() -> anyhow::Result<()> {
         Command::Shapes(a) => shapes::main(a),
         Command::Run(a) => run::main(a),
         Command::Eval(a) => eval::main(a),
+        Command::Import(a) => import::main(a),
         Command::Chat(a) => chat::main(a),
         Command::Demo(a) => demo::main(a),
         Command::Ablate(a) => ablate::main(a),

@@ -21,7 +21,13 @@ pub struct Recipe {
     /// Dataset folder in LLaVA layout (`tokenizer.json`, `captions.json`, `train.json`,
     /// `val.json`, `test.json`, `images/`). Relative paths are taken from the working directory.
     pub data: PathBuf,
-    /// The model to build.
+    /// The tokenizer, when not the data folder's `tokenizer.json`: a real decoder's, as
+    /// `condenser import --chat-tokens` writes it beside the imported checkpoint. Relative
+    /// paths are taken from the working directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokenizer: Option<PathBuf>,
+    /// The model to build. May be left out when `[init] model_from` names a checkpoint: the
+    /// model is then that checkpoint's (the saved, resolved recipe spells it out).
     pub model: MllmConfig,
     /// Where initial weights come from.
     #[serde(default)]
@@ -420,12 +426,67 @@ fn default_warmup() -> f64 {
 
 /// Parses a recipe from TOML text. `path` is only used in error messages.
 pub fn parse_recipe(text: &str, path: &Path) -> Result<Recipe> {
-    let recipe: Recipe = toml::from_str(text).map_err(|e| Error::Recipe {
+    let bad = |message: String| Error::Recipe {
         path: path.to_path_buf(),
-        message: e.to_string().trim_end().to_string(),
-    })?;
+        message,
+    };
+    let recipe: Recipe = match model_from_checkpoint(text, path)? {
+        None => toml::from_str(text).map_err(|e| bad(e.to_string().trim_end().to_string()))?,
+        Some(table) => table
+            .try_into()
+            .map_err(|e: toml::de::Error| bad(e.to_string().trim_end().to_string()))?,
+    };
     recipe.validate(path)?;
     Ok(recipe)
+}
+
+/// A recipe that leaves `[model]` out but names `[init] model_from` takes the model of that
+/// checkpoint (an imported real model's config is long and must match exactly). Returns the
+/// recipe's table with `[model]` filled in, or `None` when there is nothing to fill.
+fn model_from_checkpoint(text: &str, path: &Path) -> Result<Option<toml::Table>> {
+    let Ok(mut table) = text.parse::<toml::Table>() else {
+        return Ok(None); // the typed parse reports the syntax error with its position
+    };
+    if table.contains_key("model") {
+        return Ok(None);
+    }
+    let Some(spec) = table
+        .get("init")
+        .and_then(|i| i.get("model_from"))
+        .and_then(|m| m.as_str())
+    else {
+        return Ok(None);
+    };
+    // a checkpoint folder, or a finished run under the default runs folder
+    let candidates = [
+        PathBuf::from(spec),
+        Path::new("runs")
+            .join(spec)
+            .join("checkpoints")
+            .join("final"),
+    ];
+    let Some(config) = candidates
+        .iter()
+        .map(|c| c.join("config.json"))
+        .find(|c| c.exists())
+    else {
+        return Err(Error::Recipe {
+            path: path.to_path_buf(),
+            message: format!(
+                "no [model] table, and [init] model_from = {spec:?} names no checkpoint \
+                 (no {}) to take it from",
+                candidates[0].join("config.json").display()
+            ),
+        });
+    };
+    let text = crate::error::read_to_string(&config)?;
+    let model: MllmConfig = serde_json::from_str(&text).map_err(|e| Error::json(&config, e))?;
+    let value = toml::Value::try_from(&model).map_err(|e| Error::Recipe {
+        path: config.clone(),
+        message: format!("cannot express the model as TOML: {e}"),
+    })?;
+    table.insert("model".into(), value);
+    Ok(Some(table))
 }
 
 /// Loads and validates a recipe file.
@@ -435,6 +496,13 @@ pub fn load_recipe(path: impl AsRef<Path>) -> Result<Recipe> {
 }
 
 impl Recipe {
+    /// The tokenizer file: `tokenizer`, else the data folder's `tokenizer.json`.
+    pub fn tokenizer_path(&self) -> PathBuf {
+        self.tokenizer
+            .clone()
+            .unwrap_or_else(|| self.data.join("tokenizer.json"))
+    }
+
     fn validate(&self, path: &Path) -> Result<()> {
         let bad = |message: String| Error::Recipe {
             path: path.to_path_buf(),

@@ -19,4 +19,4 @@ pub use llava::{Conversation, PreferencePair, Speaker, Turn};
 pub use qtype::{NegativeSampling, QuestionType};
 pub use question::question_batch;
 pub use template::{Encoded, encode_conversation, encode_prompt, normalise_answer};
-pub use tokenizer::TextTokenizer;
+pub use tokenizer::{CHAT_TOKENS, TextTokenizer};

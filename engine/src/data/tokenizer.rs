@@ -6,6 +6,17 @@ use std::path::{Path, PathBuf};
 
 use crate::{Error, Result};
 
+/// The special tokens the chat template needs, by name (a tokenizer without them cannot be
+/// used; `condenser import --chat-tokens` adds them to a real model's tokenizer).
+pub const CHAT_TOKENS: [&str; 6] = [
+    "<pad>",
+    "<bos>",
+    "<image>",
+    "<|user|>",
+    "<|assistant|>",
+    "<|end|>",
+];
+
 /// Ids of the chat template's special tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SpecialIds {
@@ -64,13 +75,14 @@ impl TextTokenizer {
                 ),
             })
         };
+        let [pad, bos, image, user, assistant, end] = CHAT_TOKENS;
         let special = SpecialIds {
-            pad: id("<pad>")?,
-            bos: id("<bos>")?,
-            image: id("<image>")?,
-            user: id("<|user|>")?,
-            assistant: id("<|assistant|>")?,
-            end: id("<|end|>")?,
+            pad: id(pad)?,
+            bos: id(bos)?,
+            image: id(image)?,
+            user: id(user)?,
+            assistant: id(assistant)?,
+            end: id(end)?,
         };
         Ok(TextTokenizer {
             inner,

@@ -83,7 +83,7 @@ pub fn answer_all(
     batch_size: usize,
     limit: Option<usize>,
 ) -> Vec<(Option<QuestionType>, Sample)> {
-    let device = model.vision.class_embedding.val().device();
+    let device = model.vision.position_embedding.val().device();
     let nv = model.config.vision.num_visual_tokens();
     let s = model.config.vision.image_size;
     let n = limit.map_or(data.len(), |l| l.min(data.len()));

@@ -21,7 +21,7 @@ pub fn routing_profile(
     if model.config.llm.moe.is_none() {
         return Vec::new();
     }
-    let device = model.vision.class_embedding.val().device();
+    let device = model.vision.position_embedding.val().device();
     let nv = model.config.vision.num_visual_tokens();
     let s = model.config.vision.image_size;
     let n = limit.map_or(data.len(), |l| l.min(data.len()));

@@ -278,7 +278,7 @@ pub fn decode_weights(
 /// The model with its weights rounded through `precision`: exactly what a page that loads a
 /// bundle of that precision computes with.
 pub fn rounded(model: &Mllm, precision: &Precision) -> Result<Mllm> {
-    let device = model.vision.class_embedding.val().device();
+    let device = model.vision.position_embedding.val().device();
     let bytes = encode_weights(model, precision)?;
     decode_weights(&model.config, &bytes, Path::new("(in memory)"), &device)
 }

@@ -240,9 +240,17 @@ pub fn llm_from_tensors(
     device: &Device,
 ) -> Result<Llm> {
     let mut report = LoadReport::default();
-    let llm = load_llm_named(config, &mut folder, LlmNames::CAUSAL_LM, device, &mut report);
+    let llm = load_llm_named(
+        config,
+        &mut folder,
+        LlmNames::CAUSAL_LM,
+        device,
+        &mut report,
+    );
     report.into_result(&folder.dir)?;
-    warn_unused(&folder, &|k| is_expected_extra(k, config, LlmNames::CAUSAL_LM));
+    warn_unused(&folder, &|k| {
+        is_expected_extra(k, config, LlmNames::CAUSAL_LM)
+    });
     Ok(llm)
 }
 
@@ -259,9 +267,18 @@ pub(crate) fn load_llm_named(
 }
 
 /// Tensors a decoder checkpoint may hold that the model rightly does not use: RoPE buffers
-/// (recomputed here) and the head of a tied checkpoint.
+/// (recomputed here), the head of a tied checkpoint, and the layers past a cut (a student
+/// initialised from a decoder's first layers).
 pub(crate) fn is_expected_extra(name: &str, config: &LlmConfig, names: LlmNames) -> bool {
-    name.ends_with("rotary_emb.inv_freq") || (config.tie_embeddings && name == names.head)
+    let past_cut = name
+        .strip_prefix(names.body)
+        .and_then(|r| r.strip_prefix("layers."))
+        .and_then(|r| r.split('.').next())
+        .and_then(|i| i.parse::<usize>().ok())
+        .is_some_and(|i| i >= config.layers);
+    past_cut
+        || name.ends_with("rotary_emb.inv_freq")
+        || (config.tie_embeddings && name == names.head)
 }
 
 /// Logs the tensors left in `folder` after loading, leaving out the expected ones.

@@ -9,7 +9,9 @@ use std::path::Path;
 
 use burn::prelude::*;
 
-use super::hf_llm::{LlmNames, is_expected_extra, llm_config_from_json, load_llm_named, warn_unused};
+use super::hf_llm::{
+    LlmNames, is_expected_extra, llm_config_from_json, load_llm_named, warn_unused,
+};
 use super::hf_vision::{
     FeatureSelect, is_unused_tower_part, load_vision_named, tower_prefix, vision_config_from_json,
 };
@@ -40,10 +42,18 @@ struct Names {
 impl Names {
     fn of(format: MllmFormat, folder: &TensorFolder) -> Names {
         match format {
-            MllmFormat::Llava if folder.tensors.keys().any(|k| k.starts_with("model.language_model.")) => {
+            MllmFormat::Llava
+                if folder
+                    .tensors
+                    .keys()
+                    .any(|k| k.starts_with("model.language_model.")) =>
+            {
                 Names {
                     vision: tower_prefix(folder, "model.vision_tower."),
-                    projector: ["model.multi_modal_projector.linear_1", "model.multi_modal_projector.linear_2"],
+                    projector: [
+                        "model.multi_modal_projector.linear_1",
+                        "model.multi_modal_projector.linear_2",
+                    ],
                     llm: LlmNames {
                         body: "model.language_model.",
                         head: "lm_head.weight",
@@ -52,7 +62,10 @@ impl Names {
             }
             MllmFormat::Llava => Names {
                 vision: tower_prefix(folder, "vision_tower."),
-                projector: ["multi_modal_projector.linear_1", "multi_modal_projector.linear_2"],
+                projector: [
+                    "multi_modal_projector.linear_1",
+                    "multi_modal_projector.linear_2",
+                ],
                 llm: LlmNames {
                     body: "language_model.model.",
                     head: "language_model.lm_head.weight",
@@ -72,8 +85,16 @@ impl Names {
     /// A projector parameter path (`linear_1.weight`) to its checkpoint name.
     fn projector(&self, path: &str) -> (String, Layout) {
         let (layer, param) = path.split_once('.').unwrap_or((path, ""));
-        let base = if layer == "linear_1" { self.projector[0] } else { self.projector[1] };
-        let layout = if param == "weight" { Layout::Transposed } else { Layout::Same };
+        let base = if layer == "linear_1" {
+            self.projector[0]
+        } else {
+            self.projector[1]
+        };
+        let layout = if param == "weight" {
+            Layout::Transposed
+        } else {
+            Layout::Same
+        };
         (format!("{base}.{param}"), layout)
     }
 }
@@ -114,7 +135,8 @@ pub fn hf_mllm_config(dir: &Path) -> Result<(MllmConfig, MllmFormat)> {
     };
     let strategy = str_key("vision_feature_select_strategy");
     let drop_first = match (format, strategy) {
-        (MllmFormat::Llava, None | Some("default")) | (MllmFormat::TinyLlava, None | Some("patch")) => true,
+        (MllmFormat::Llava, None | Some("default"))
+        | (MllmFormat::TinyLlava, None | Some("patch")) => true,
         (MllmFormat::Llava, Some("full")) | (MllmFormat::TinyLlava, Some("cls_patch")) => false,
         (_, Some(s)) => {
             return Err(refuse(format!(
@@ -157,7 +179,8 @@ pub fn hf_mllm_config(dir: &Path) -> Result<(MllmConfig, MllmFormat)> {
         layer,
         drop_first: Some(drop_first),
     };
-    let (vision, _) = vision_config_from_json(part("vision_config")?, &path, "vision_config.", select)?;
+    let (vision, _) =
+        vision_config_from_json(part("vision_config")?, &path, "vision_config.", select)?;
     let llm = llm_config_from_json(part("text_config")?.clone(), &path, "text_config.")?;
     let config = MllmConfig {
         vision,
@@ -175,13 +198,31 @@ pub fn load_hf_mllm(dir: &Path, device: &Device) -> Result<HfMllm> {
     let mut folder = TensorFolder::read(dir)?;
     let names = Names::of(format, &folder);
     let mut report = LoadReport::default();
-    let vision = load_vision_named(&config.vision, &mut folder, &names.vision, device, &mut report);
-    let projector = Projector::new(config.vision.hidden, config.llm.hidden, &mut Rng::new(0), device);
-    let projector = load_named(projector, &mut folder, &|p| names.projector(p), device, &mut report);
+    let vision = load_vision_named(
+        &config.vision,
+        &mut folder,
+        &names.vision,
+        device,
+        &mut report,
+    );
+    let projector = Projector::new(
+        config.vision.hidden,
+        config.llm.hidden,
+        &mut Rng::new(0),
+        device,
+    );
+    let projector = load_named(
+        projector,
+        &mut folder,
+        &|p| names.projector(p),
+        device,
+        &mut report,
+    );
     let llm = load_llm_named(&config.llm, &mut folder, names.llm, device, &mut report);
     report.into_result(dir)?;
     warn_unused(&folder, &|k| {
-        is_unused_tower_part(k, &names.vision, &config.vision) || is_expected_extra(k, &config.llm, names.llm)
+        is_unused_tower_part(k, &names.vision, &config.vision)
+            || is_expected_extra(k, &config.llm, names.llm)
     });
     Ok(HfMllm {
         model: Mllm {

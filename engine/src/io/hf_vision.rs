@@ -90,10 +90,11 @@ pub(crate) fn vision_config_from_json(
         (Some("clip" | "siglip"), Some(inner)) => (inner, format!("{key}vision_config.")),
         _ => (value, key.to_string()),
     };
-    let c: HfVisionConfig = serde_json::from_value(value.clone()).map_err(|e| Error::Checkpoint {
-        path: path.into(),
-        message: format!("{key}{e}"),
-    })?;
+    let c: HfVisionConfig =
+        serde_json::from_value(value.clone()).map_err(|e| Error::Checkpoint {
+            path: path.into(),
+            message: format!("{key}{e}"),
+        })?;
     let tower = match c.model_type.as_deref().or(top_type) {
         Some("clip_vision_model" | "clip") => Tower::Clip,
         Some("siglip_vision_model" | "siglip") => Tower::Siglip,
@@ -193,7 +194,10 @@ pub(crate) fn vision_name(prefix: &str, path: &str) -> (String, Layout) {
         "class_embedding" => (hf("embeddings.class_embedding"), Layout::Reshaped),
         "position_embedding" => (hf("embeddings.position_embedding.weight"), Layout::Reshaped),
         p if p.starts_with("layers.") => {
-            let layout = if p.ends_with("_proj.weight") || p.ends_with("fc1.weight") || p.ends_with("fc2.weight") {
+            let layout = if p.ends_with("_proj.weight")
+                || p.ends_with("fc1.weight")
+                || p.ends_with("fc2.weight")
+            {
                 Layout::Transposed
             } else {
                 Layout::Same
@@ -236,7 +240,10 @@ pub(crate) fn is_unused_tower_part(name: &str, prefix: &str, config: &VisionConf
         return false;
     };
     if let Some(layer) = rest.strip_prefix("encoder.layers.") {
-        let index = layer.split('.').next().and_then(|i| i.parse::<usize>().ok());
+        let index = layer
+            .split('.')
+            .next()
+            .and_then(|i| i.parse::<usize>().ok());
         return index.is_some_and(|i| i >= config.layers);
     }
     rest.starts_with("post_layernorm.")
@@ -275,11 +282,7 @@ pub fn hf_vision_config(dir: &Path, select: FeatureSelect) -> Result<(VisionConf
 }
 
 /// Loads a CLIP/SigLIP tower from a HF folder, cut at `select.layer`.
-pub fn load_hf_vision(
-    dir: &Path,
-    select: FeatureSelect,
-    device: &Device,
-) -> Result<VisionEncoder> {
+pub fn load_hf_vision(dir: &Path, select: FeatureSelect, device: &Device) -> Result<VisionEncoder> {
     let (config, _) = hf_vision_config(dir, select)?;
     let mut folder = TensorFolder::read(dir)?;
     let prefix = tower_prefix(&folder, "");
@@ -289,8 +292,13 @@ pub fn load_hf_vision(
     // a CLIPModel / SiglipModel folder also holds the text tower and the projections
     super::hf_llm::warn_unused(&folder, &|k| {
         k.starts_with("text_model.")
-            || ["logit_scale", "logit_bias", "text_projection.weight", "visual_projection.weight"]
-                .contains(&k)
+            || [
+                "logit_scale",
+                "logit_bias",
+                "text_projection.weight",
+                "visual_projection.weight",
+            ]
+            .contains(&k)
             || is_unused_tower_part(k, &prefix, &config)
     });
     Ok(encoder)

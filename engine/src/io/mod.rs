@@ -12,6 +12,8 @@ pub mod gguf;
 pub mod hf_llm;
 pub mod hf_mllm;
 pub mod hf_vision;
+#[cfg(not(target_family = "wasm"))]
+pub mod import;
 mod params;
 pub mod safetensors;
 
@@ -21,4 +23,6 @@ pub use gguf::{GgufLlm, read_gguf};
 pub use hf_llm::{hf_llm_config, llm_from_tensors, load_hf_llm};
 pub use hf_mllm::{HfMllm, MllmFormat, hf_mllm_config, load_hf_mllm};
 pub use hf_vision::{FeatureSelect, Tower, hf_vision_config, load_hf_vision};
+#[cfg(not(target_family = "wasm"))]
+pub use import::{ImportOptions, ImportSource, Imported, import_model, write_imported};
 pub use safetensors::{HostTensor, TensorFolder};

@@ -91,7 +91,9 @@ impl Layout {
         let squeeze = |s: &[usize]| s.iter().copied().filter(|&d| d != 1).collect::<Vec<_>>();
         match self {
             Layout::Same => stored == want,
-            Layout::Transposed => stored.len() == 2 && want.len() == 2 && stored[0] == want[1] && stored[1] == want[0],
+            Layout::Transposed => {
+                stored.len() == 2 && want.len() == 2 && stored[0] == want[1] && stored[1] == want[0]
+            }
             Layout::Reshaped => squeeze(stored) == squeeze(want),
             Layout::Conv => {
                 stored.len() == 4
@@ -103,18 +105,25 @@ impl Layout {
     }
 
     /// The stored tensor as our parameter of shape `want` (which it [`fits`](Self::fits)).
-    fn convert<const D: usize>(self, t: HostTensor, want: [usize; D], device: &Device) -> Tensor<D> {
+    fn convert<const D: usize>(
+        self,
+        t: HostTensor,
+        want: [usize; D],
+        device: &Device,
+    ) -> Tensor<D> {
         match self {
             Layout::Same => Tensor::from_data(TensorData::new(t.values, t.shape), device),
             Layout::Reshaped => Tensor::from_data(TensorData::new(t.values, want.to_vec()), device),
-            Layout::Transposed => {
-                Tensor::<D>::from_data(TensorData::new(t.values, [want[1], want[0]].to_vec()), device)
-                    .transpose()
-            }
-            Layout::Conv => {
-                Tensor::<D>::from_data(TensorData::new(t.values, [want[1], want[0]].to_vec()), device)
-                    .transpose()
-            }
+            Layout::Transposed => Tensor::<D>::from_data(
+                TensorData::new(t.values, [want[1], want[0]].to_vec()),
+                device,
+            )
+            .transpose(),
+            Layout::Conv => Tensor::<D>::from_data(
+                TensorData::new(t.values, [want[1], want[0]].to_vec()),
+                device,
+            )
+            .transpose(),
         }
     }
 }

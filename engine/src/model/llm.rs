@@ -303,4 +303,28 @@ impl Llm {
     pub fn max_positions(&self) -> usize {
         self.rope.max_positions()
     }
+
+    /// The decoder with room for `vocab` tokens (at least its own): new embedding rows (and
+    /// untied head columns) are the mean of the existing ones, the usual start for tokens
+    /// added to a trained model (LLaVA's `<image>`), so the new ids begin as an average token
+    /// instead of noise that would dominate the first logits.
+    pub fn grow_vocab(mut self, vocab: usize) -> Self {
+        let old = self.config.vocab_size;
+        if vocab <= old {
+            return self;
+        }
+        let extra = vocab - old;
+        self.embed_tokens.weight = self.embed_tokens.weight.map(|w| {
+            let mean = w.clone().mean_dim(0);
+            Tensor::cat(vec![w, mean.repeat_dim(0, extra)], 0)
+        });
+        self.lm_head = self.lm_head.map(|head| {
+            head.map(|w| {
+                let mean = w.clone().mean_dim(1);
+                Tensor::cat(vec![w, mean.repeat_dim(1, extra)], 1)
+            })
+        });
+        self.config.vocab_size = vocab;
+        self
+    }
 }

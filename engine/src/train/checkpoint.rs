@@ -93,6 +93,43 @@ pub fn save(
     Ok(target)
 }
 
+/// Writes a model alone (no training state) as a checkpoint folder `dir`, with `extra` files
+/// beside it; the folder is built under a temporary name and renamed into place, so it exists
+/// whole or not at all. An existing `dir` is replaced.
+pub fn save_weights(dir: &Path, model: &Mllm, extra: &[(&str, Vec<u8>)]) -> Result<()> {
+    if dir.file_name().is_none() {
+        return Err(Error::Invalid(format!(
+            "{}: name a new folder for the checkpoint",
+            dir.display()
+        )));
+    }
+    let tmp = crate::error::tmp_sibling(dir);
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    let p = tmp.join(MODEL_FILE);
+    model
+        .clone()
+        .into_record()
+        .save(&p)
+        .map_err(|e| Error::Checkpoint {
+            path: p.clone(),
+            message: e.to_string(),
+        })?;
+    let config = serde_json::to_vec_pretty(&model.config).expect("serialisable");
+    for (file, bytes) in
+        std::iter::once((CONFIG_FILE, &config)).chain(extra.iter().map(|(f, b)| (*f, b)))
+    {
+        let p = tmp.join(file);
+        std::fs::write(&p, bytes).map_err(|e| Error::io(&p, e))?;
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    std::fs::rename(&tmp, dir).map_err(|e| Error::io(dir, e))
+}
+
 /// The newest checkpoint folder of a run, if any.
 pub fn latest(dir: &Path) -> Option<PathBuf> {
     let name = std::fs::read_to_string(dir.join(LATEST)).ok()?;

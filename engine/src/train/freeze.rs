@@ -27,7 +27,10 @@ pub fn apply(model: Mllm, policy: &StageFreeze) -> Mllm {
     let v = policy.vision;
     let mut vision = vision;
     vision.patch_embedding = set(vision.patch_embedding, v.trains_non_layer());
-    vision.class_embedding = set_param(vision.class_embedding, v.trains_non_layer());
+    vision.class_embedding = vision
+        .class_embedding
+        .map(|p| set_param(p, v.trains_non_layer()));
+    vision.pre_layrnorm = set(vision.pre_layrnorm, v.trains_non_layer());
     vision.position_embedding = set_param(vision.position_embedding, v.trains_non_layer());
     vision.post_layernorm = set(vision.post_layernorm, v.trains_non_layer());
     vision.layers = layers(vision.layers, v);

@@ -137,7 +137,7 @@ pub fn resolve_checkpoint(spec: &str, runs_dir: &Path) -> Result<PathBuf> {
 }
 
 fn load_inputs(recipe: &Recipe, opts: &RunOptions) -> Result<Inputs> {
-    let tokenizer = TextTokenizer::load(&recipe.data.join("tokenizer.json"))?;
+    let tokenizer = TextTokenizer::load(&recipe.tokenizer_path())?;
     tokenizer.check_fits(recipe.model.llm.vocab_size)?;
     let mut data = BTreeMap::new();
     for s in &recipe.stages {

@@ -1,0 +1,162 @@
+//! A 20-step slice of the real-weights pipeline (scripts/real-weights.sh runs it whole): the
+//! shipped `real-teacher` and `real-kd` recipes over checkpoints made by the importer from real
+//! SmolLM2-135M-Instruct weights (GGUF) and a SigLIP-layout tower (the tiny HF fixture here; a
+//! trained tower in the full run), on real easy-VQA questions and images. The teacher is the
+//! whole 30-layer decoder, the student its first 8 layers; both tokenizers get the chat
+//! template's tokens on import. 10 teacher steps, then 10 distillation steps, then a short
+//! evaluation: every loss finite, every distillation term logged, the teacher untouched.
+//!
+//! Needs `.cache/smollm2` (scripts/fetch-smollm2.sh) and `.cache/easy-vqa`
+//! (scripts/fetch-easy-vqa.sh --raw); scripts/test.sh fetches both.
+
+use std::path::{Path, PathBuf};
+
+use condenser_engine::backend::{BackendChoice, select};
+use condenser_engine::config::{Recipe, parse_recipe};
+use condenser_engine::io::{
+    FeatureSelect, ImportOptions, ImportSource, import_model, write_imported,
+};
+use condenser_engine::train::{Event, Observer, RunOptions, run_recipe};
+use condenser_tests::{repo, scratch};
+
+fn cached(rel: &str, script: &str) -> PathBuf {
+    let p = repo().join(rel);
+    assert!(p.exists(), "{} missing: run {script}", p.display());
+    p
+}
+
+/// A small folder in easy-VQA's layout: the first `n` questions of each split and their images.
+fn easy_vqa_subset(src: &Path, dst: &Path, n: [usize; 2]) {
+    for (split, n) in ["train", "test"].into_iter().zip(n) {
+        let text = std::fs::read_to_string(src.join(split).join("questions.json")).unwrap();
+        let triples: Vec<(String, String, u64)> = serde_json::from_str(&text).unwrap();
+        let kept = &triples[..n];
+        let images = dst.join(split).join("images");
+        std::fs::create_dir_all(&images).unwrap();
+        for (_, _, id) in kept {
+            let name = format!("{id}.png");
+            std::fs::copy(
+                src.join(split).join("images").join(&name),
+                images.join(&name),
+            )
+            .unwrap();
+        }
+        std::fs::write(
+            dst.join(split).join("questions.json"),
+            serde_json::to_string(kept).unwrap(),
+        )
+        .unwrap();
+    }
+}
+
+/// A shipped recipe with its folders pointed into `dir`, each stage cut to `steps` steps.
+fn recipe(name: &str, dir: &Path, data: &Path, train: usize, steps: usize) -> Recipe {
+    let path = repo().join("assets/recipes").join(name);
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace(
+            "\"checkpoints/",
+            &format!("\"{}/", dir.join("checkpoints").display()),
+        )
+        .replace(
+            "\"data/easy-vqa\"",
+            &format!("{:?}", data.display().to_string()),
+        );
+    let mut r = parse_recipe(&text, &path).unwrap_or_else(|e| panic!("{e}"));
+    for s in &mut r.stages {
+        s.batch_size = 4;
+        s.epochs = (steps * s.batch_size) as f64 / train as f64;
+        s.checkpoint_every = 0;
+    }
+    r
+}
+
+#[derive(Default)]
+struct Steps(Vec<(String, std::collections::BTreeMap<String, f32>)>);
+impl Observer for Steps {
+    fn on_event(&mut self, e: &Event) {
+        if let Event::Step { name, terms, .. } = e {
+            self.0.push((name.clone(), terms.clone()));
+        }
+    }
+}
+
+#[test]
+fn real_weights_slice_teacher_then_distilled_student() {
+    let gguf = cached(
+        ".cache/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        "scripts/fetch-smollm2.sh",
+    );
+    let raw = cached(
+        ".cache/easy-vqa/easy_vqa/data",
+        "scripts/fetch-easy-vqa.sh --raw",
+    );
+    let dir = scratch("real-weights");
+    let (device, info) = select(BackendChoice::Cpu).unwrap();
+
+    // data: real easy-VQA questions and images, converted as `condenser data easy-vqa` does
+    let train = 80;
+    let subset = dir.join("easy-vqa-raw");
+    easy_vqa_subset(&raw, &subset, [train, 12]);
+    let data = dir.join("data");
+    condenser_engine::data::easy_vqa::convert(&subset, &data).unwrap();
+
+    // checkpoints: as scripts/real-weights.sh imports them
+    let tower = repo().join("tests/fixtures/hf/siglip");
+    for (name, layers) in [("real-teacher", None), ("real-student", Some(8))] {
+        let source = ImportSource::Parts {
+            vision: tower.clone(),
+            llm: gguf.clone(),
+        };
+        let options = ImportOptions {
+            select: FeatureSelect::default(),
+            llm_layers: layers,
+            seed: 0,
+            chat_tokens: true,
+        };
+        let imported = import_model(&source, &options, &device).unwrap();
+        write_imported(&imported, &dir.join("checkpoints").join(name)).unwrap();
+    }
+
+    let runs = dir.join("runs");
+    let opts = RunOptions {
+        runs_dir: runs.clone(),
+        eval: true,
+        eval_limit: Some(6),
+        ..RunOptions::default()
+    };
+    let steps = 5; // per stage; two stages per recipe
+    let teacher = recipe("real-teacher.toml", &dir, &data, train, steps);
+    assert_eq!(
+        teacher.model.llm.layers, 30,
+        "the model comes from the checkpoint"
+    );
+    let mut seen = Steps::default();
+    let t = run_recipe(&teacher, &device, &info, &opts, &mut seen).unwrap();
+    assert!(t.finished && t.eval.is_some());
+    assert_eq!(seen.0.len(), 2 * steps);
+    let teacher_file = runs.join("real-teacher/checkpoints/final/model.bpk");
+    let before = std::fs::read(&teacher_file).unwrap();
+
+    let student = recipe("real-kd.toml", &dir, &data, train, steps);
+    assert_eq!(student.model.llm.layers, 8);
+    let mut seen = Steps::default();
+    let s = run_recipe(&student, &device, &info, &opts, &mut seen).unwrap();
+    assert!(s.finished && s.eval.is_some());
+    assert_eq!(seen.0.len(), 2 * steps);
+    assert_eq!(
+        std::fs::read(&teacher_file).unwrap(),
+        before,
+        "teacher changed"
+    );
+    for (stage, terms) in &seen.0 {
+        assert!(terms.values().all(|v| v.is_finite()), "{stage}: {terms:?}");
+    }
+    let dft = &seen.0.last().unwrap().1;
+    for term in ["ce", "res", "vis", "rel"] {
+        assert!(
+            dft.keys().any(|k| k.contains(term)),
+            "DFT logs its {term} term: {dft:?}"
+        );
+    }
+}
