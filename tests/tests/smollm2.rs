@@ -66,7 +66,6 @@ fn smollm2_says_paris() {
 /// template's special tokens added to its tokenizer with the embedding grown to match.
 #[test]
 fn smollm2_imports_cut_with_the_chat_tokens() {
-    use condenser_engine::burn::prelude::*;
     use condenser_engine::data::{CHAT_TOKENS, TextTokenizer};
     use condenser_engine::io::{FeatureSelect, ImportOptions, ImportSource, import_model};
     let (device, _) = select(BackendChoice::Cpu).unwrap();
