@@ -7,6 +7,19 @@ use condenser_engine::burn::prelude::*;
 use condenser_engine::config::{Recipe, load_recipe};
 use condenser_engine::data::shapes::{WorldConfig, generate};
 use condenser_engine::model::Mllm;
+use condenser_engine::train::{Event, Observer};
+
+/// Records each training step's stage name and named loss terms.
+#[derive(Default)]
+pub struct StepTerms(pub Vec<(String, std::collections::BTreeMap<String, f32>)>);
+
+impl Observer for StepTerms {
+    fn on_event(&mut self, e: &Event) {
+        if let Event::Step { name, terms, .. } = e {
+            self.0.push((name.clone(), terms.clone()));
+        }
+    }
+}
 
 /// Repository root (the workspace).
 pub fn repo() -> PathBuf {

@@ -7,25 +7,16 @@ use std::path::Path;
 
 use condenser_engine::backend::{BackendChoice, select};
 use condenser_engine::config::{Recipe, load_recipe};
-use condenser_engine::train::{Event, Observer, RunOptions, Silent, run_recipe};
+use condenser_engine::train::{RunOptions, Silent, run_recipe};
 use condenser_tests::{
-    assert_same_weights, copy_dir, repo, scratch, smoke_recipe, smoke_teacher, tiny_world, weights,
+    StepTerms, assert_same_weights, copy_dir, repo, scratch, smoke_recipe, smoke_teacher,
+    tiny_world, weights,
 };
 
 fn kd_recipe(data: &Path) -> Recipe {
     let mut r = load_recipe(repo().join("assets/recipes/smoke-kd.toml")).expect("smoke-kd parses");
     r.data = data.to_path_buf();
     r
-}
-
-#[derive(Default)]
-struct Terms(Vec<(String, std::collections::BTreeMap<String, f32>)>);
-impl Observer for Terms {
-    fn on_event(&mut self, e: &Event) {
-        if let Event::Step { name, terms, .. } = e {
-            self.0.push((name.clone(), terms.clone()));
-        }
-    }
 }
 
 #[test]
@@ -44,7 +35,7 @@ fn kd_student_learns_from_a_frozen_teacher_and_resumes_exactly() {
     let before = std::fs::read(&teacher_file).unwrap();
 
     let recipe = kd_recipe(&data);
-    let mut terms = Terms::default();
+    let mut terms = StepTerms::default();
     let a = run_recipe(&recipe, &device, &info, &opts, &mut terms).unwrap();
     assert!(a.finished);
     assert_eq!(
@@ -303,7 +294,7 @@ fn fused_linear_kd_terms_match_the_reference_on_wgpu() {
             eval: false,
             ..RunOptions::default()
         };
-        let mut terms = Terms::default();
+        let mut terms = StepTerms::default();
         run_recipe(&r, &device, &info, &opts, &mut terms).unwrap();
         terms.0
     };

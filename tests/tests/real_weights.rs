@@ -16,8 +16,8 @@ use condenser_engine::config::{Recipe, parse_recipe};
 use condenser_engine::io::{
     FeatureSelect, ImportOptions, ImportSource, import_model, write_imported,
 };
-use condenser_engine::train::{Event, Observer, RunOptions, run_recipe};
-use condenser_tests::{repo, scratch};
+use condenser_engine::train::{RunOptions, run_recipe};
+use condenser_tests::{StepTerms, repo, scratch};
 
 fn cached(rel: &str, script: &str) -> PathBuf {
     let p = repo().join(rel);
@@ -71,16 +71,6 @@ fn recipe(name: &str, dir: &Path, data: &Path, train: usize, steps: usize) -> Re
     r
 }
 
-#[derive(Default)]
-struct Steps(Vec<(String, std::collections::BTreeMap<String, f32>)>);
-impl Observer for Steps {
-    fn on_event(&mut self, e: &Event) {
-        if let Event::Step { name, terms, .. } = e {
-            self.0.push((name.clone(), terms.clone()));
-        }
-    }
-}
-
 #[test]
 fn real_weights_slice_teacher_then_distilled_student() {
     let gguf = cached(
@@ -131,7 +121,7 @@ fn real_weights_slice_teacher_then_distilled_student() {
         teacher.model.llm.layers, 30,
         "the model comes from the checkpoint"
     );
-    let mut seen = Steps::default();
+    let mut seen = StepTerms::default();
     let t = run_recipe(&teacher, &device, &info, &opts, &mut seen).unwrap();
     assert!(t.finished && t.eval.is_some());
     assert_eq!(seen.0.len(), 2 * steps);
@@ -140,7 +130,7 @@ fn real_weights_slice_teacher_then_distilled_student() {
 
     let student = recipe("real-kd.toml", &dir, &data, train, steps);
     assert_eq!(student.model.llm.layers, 8);
-    let mut seen = Steps::default();
+    let mut seen = StepTerms::default();
     let s = run_recipe(&student, &device, &info, &opts, &mut seen).unwrap();
     assert!(s.finished && s.eval.is_some());
     assert_eq!(seen.0.len(), 2 * steps);
