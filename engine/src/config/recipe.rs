@@ -458,31 +458,14 @@ fn model_from_checkpoint(text: &str, path: &Path) -> Result<Option<toml::Table>>
         return Ok(None);
     };
     // a checkpoint folder, or a finished run under the default runs folder
-    let candidates = [
-        PathBuf::from(spec),
-        Path::new("runs")
-            .join(spec)
-            .join("checkpoints")
-            .join("final"),
-    ];
-    let Some(config) = candidates
-        .iter()
-        .map(|c| c.join("config.json"))
-        .find(|c| c.exists())
-    else {
-        return Err(Error::Recipe {
+    let ckpt =
+        crate::train::resolve_checkpoint(spec, Path::new("runs")).map_err(|e| Error::Recipe {
             path: path.to_path_buf(),
-            message: format!(
-                "no [model] table, and [init] model_from = {spec:?} names no checkpoint \
-                 (no {}) to take it from",
-                candidates[0].join("config.json").display()
-            ),
-        });
-    };
-    let text = crate::error::read_to_string(&config)?;
-    let model: MllmConfig = serde_json::from_str(&text).map_err(|e| Error::json(&config, e))?;
+            message: format!("no [model] table, and [init] model_from: {e}"),
+        })?;
+    let model = crate::train::checkpoint::load_config(&ckpt)?;
     let value = toml::Value::try_from(&model).map_err(|e| Error::Recipe {
-        path: config.clone(),
+        path: ckpt.join(crate::train::checkpoint::CONFIG_FILE),
         message: format!("cannot express the model as TOML: {e}"),
     })?;
     table.insert("model".into(), value);

@@ -11,7 +11,7 @@
 use burn::prelude::*;
 use serde::Deserialize;
 
-use super::params::{Layout, LoadReport, load_named};
+use super::params::{Layout, LoadReport, layer_index, load_named};
 use super::safetensors::TensorFolder;
 use crate::config::LlmConfig;
 use crate::model::Llm;
@@ -270,12 +270,8 @@ pub(crate) fn load_llm_named(
 /// (recomputed here), the head of a tied checkpoint, and the layers past a cut (a student
 /// initialised from a decoder's first layers).
 pub(crate) fn is_expected_extra(name: &str, config: &LlmConfig, names: LlmNames) -> bool {
-    let past_cut = name
-        .strip_prefix(names.body)
-        .and_then(|r| r.strip_prefix("layers."))
-        .and_then(|r| r.split('.').next())
-        .and_then(|i| i.parse::<usize>().ok())
-        .is_some_and(|i| i >= config.layers);
+    let past_cut =
+        layer_index(name, &format!("{}layers.", names.body)).is_some_and(|i| i >= config.layers);
     past_cut
         || name.ends_with("rotary_emb.inv_freq")
         || (config.tie_embeddings && name == names.head)

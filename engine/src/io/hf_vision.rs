@@ -13,7 +13,7 @@ use std::path::Path;
 use burn::prelude::*;
 use serde::Deserialize;
 
-use super::params::{Layout, LoadReport, load_named};
+use super::params::{Layout, LoadReport, layer_index, load_named};
 use super::safetensors::TensorFolder;
 use crate::config::{VisionAct, VisionConfig};
 use crate::model::VisionEncoder;
@@ -239,12 +239,8 @@ pub(crate) fn is_unused_tower_part(name: &str, prefix: &str, config: &VisionConf
     let Some(rest) = name.strip_prefix(prefix) else {
         return false;
     };
-    if let Some(layer) = rest.strip_prefix("encoder.layers.") {
-        let index = layer
-            .split('.')
-            .next()
-            .and_then(|i| i.parse::<usize>().ok());
-        return index.is_some_and(|i| i >= config.layers);
+    if let Some(i) = layer_index(rest, "encoder.layers.") {
+        return i >= config.layers;
     }
     rest.starts_with("post_layernorm.")
         || rest.starts_with("head.")

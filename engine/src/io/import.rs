@@ -67,6 +67,20 @@ fn describe(p: &Path) -> String {
     p.display().to_string()
 }
 
+/// A HF folder's `tokenizer.json`, when it has one.
+fn folder_tokenizer(dir: &Path) -> Result<Option<tokenizers::Tokenizer>> {
+    let path = dir.join("tokenizer.json");
+    if !path.exists() {
+        return Ok(None);
+    }
+    tokenizers::Tokenizer::from_file(&path)
+        .map(Some)
+        .map_err(|e| Error::Checkpoint {
+            path,
+            message: format!("cannot read the tokenizer: {e}"),
+        })
+}
+
 /// A decoder from a HF folder or a GGUF file, cut to `layers` when asked.
 fn load_decoder(
     path: &Path,
@@ -96,17 +110,7 @@ fn load_decoder(
     }
     let config = cut(hf_llm_config(path)?)?;
     let llm = llm_from_tensors(&config, TensorFolder::read(path)?, device)?;
-    let tok_path = path.join("tokenizer.json");
-    let tokenizer = if tok_path.exists() {
-        Some(
-            tokenizers::Tokenizer::from_file(&tok_path).map_err(|e| Error::Checkpoint {
-                path: tok_path.clone(),
-                message: format!("cannot read the tokenizer: {e}"),
-            })?,
-        )
-    } else {
-        None
-    };
+    let tokenizer = folder_tokenizer(path)?;
     Ok((llm, tokenizer, format!("HF folder {}", describe(path))))
 }
 
@@ -195,15 +199,7 @@ fn import_parts(
                 MllmFormat::Llava => "LLaVA",
                 MllmFormat::TinyLlava => "TinyLLaVA",
             };
-            let tok_path = dir.join("tokenizer.json");
-            let tokenizer = tok_path
-                .exists()
-                .then(|| tokenizers::Tokenizer::from_file(&tok_path))
-                .transpose()
-                .map_err(|e| Error::Checkpoint {
-                    path: tok_path.clone(),
-                    message: format!("cannot read the tokenizer: {e}"),
-                })?;
+            let tokenizer = folder_tokenizer(dir)?;
             let from = format!("{family} folder {}", describe(dir));
             Ok(Imported {
                 model: hf.model,

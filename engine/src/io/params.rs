@@ -114,12 +114,8 @@ impl Layout {
         match self {
             Layout::Same => Tensor::from_data(TensorData::new(t.values, t.shape), device),
             Layout::Reshaped => Tensor::from_data(TensorData::new(t.values, want.to_vec()), device),
-            Layout::Transposed => Tensor::<D>::from_data(
-                TensorData::new(t.values, [want[1], want[0]].to_vec()),
-                device,
-            )
-            .transpose(),
-            Layout::Conv => Tensor::<D>::from_data(
+            // a conv `[C, 3, p, p]` is, row-major, the matrix `[C, 3 p p]`
+            Layout::Transposed | Layout::Conv => Tensor::<D>::from_data(
                 TensorData::new(t.values, [want[1], want[0]].to_vec()),
                 device,
             )
@@ -219,4 +215,9 @@ pub(crate) fn load_named<M: Module>(
         report,
     };
     module.map(&mut loader)
+}
+
+/// The layer index `i` of a tensor name `{prefix}{i}.…`, if it is one.
+pub(crate) fn layer_index(name: &str, prefix: &str) -> Option<usize> {
+    name.strip_prefix(prefix)?.split('.').next()?.parse().ok()
 }

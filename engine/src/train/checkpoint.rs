@@ -38,6 +38,40 @@ pub struct TrainState {
     pub stage_done: bool,
 }
 
+/// Builds the folder `target` under a temporary sibling name (`fill` writes its files there)
+/// and renames it into place, replacing an existing one: a checkpoint folder exists whole or
+/// not at all.
+fn write_folder(target: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let tmp = crate::error::tmp_sibling(target);
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    fill(&tmp)?;
+    if target.exists() {
+        std::fs::remove_dir_all(target).map_err(|e| Error::io(target, e))?;
+    }
+    std::fs::rename(&tmp, target).map_err(|e| Error::io(target, e))
+}
+
+/// Writes the model's weights and config into `folder`.
+fn write_model(folder: &Path, model: &Mllm) -> Result<()> {
+    write_record(model.clone().into_record(), &folder.join(MODEL_FILE))?;
+    write_json(&folder.join(CONFIG_FILE), &model.config)
+}
+
+fn write_record(record: ModuleRecord, p: &Path) -> Result<()> {
+    record.save(p).map_err(|e| Error::Checkpoint {
+        path: p.into(),
+        message: e.to_string(),
+    })
+}
+
+fn write_json(p: &Path, value: &impl Serialize) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).expect("serialisable");
+    std::fs::write(p, text).map_err(|e| Error::io(p, e))
+}
+
 /// Writes a checkpoint folder atomically and points `latest` at it.
 pub fn save(
     dir: &Path,
@@ -48,54 +82,30 @@ pub fn save(
     state: &TrainState,
 ) -> Result<PathBuf> {
     let target = dir.join(name);
-    let tmp = dir.join(format!(".{name}.tmp"));
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    }
-    std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    let ck = |e: burn::store::RecordError, p: &Path| Error::Checkpoint {
-        path: p.into(),
-        message: e.to_string(),
-    };
-    let module_file = |m: burn::store::ModuleRecord, file: &str| {
-        let p = tmp.join(file);
-        m.save(&p).map_err(|e| ck(e, &p))
-    };
-    let optim_file = |o: &ModuleOptimizer, file: &str| {
-        let p = tmp.join(file);
-        o.save(&p).map_err(|e| ck(e, &p))
-    };
-    module_file(model.clone().into_record(), MODEL_FILE)?;
-    if let Some(o) = optim {
-        optim_file(o, OPTIM_FILE)?;
-    }
-    if let Some((module, o)) = align {
-        module_file(module.clone().into_record(), ALIGN_FILE)?;
-        optim_file(o, ALIGN_OPTIM_FILE)?;
-    }
-    let cp = tmp.join(CONFIG_FILE);
-    std::fs::write(
-        &cp,
-        serde_json::to_string_pretty(&model.config).expect("serialisable"),
-    )
-    .map_err(|e| Error::io(&cp, e))?;
-    let sp = tmp.join(STATE_FILE);
-    std::fs::write(
-        &sp,
-        serde_json::to_string_pretty(state).expect("serialisable"),
-    )
-    .map_err(|e| Error::io(&sp, e))?;
-    if target.exists() {
-        std::fs::remove_dir_all(&target).map_err(|e| Error::io(&target, e))?;
-    }
-    std::fs::rename(&tmp, &target).map_err(|e| Error::io(&target, e))?;
+    write_folder(&target, |tmp| {
+        let optim_file = |o: &ModuleOptimizer, file: &str| {
+            let p = tmp.join(file);
+            o.save(&p).map_err(|e| Error::Checkpoint {
+                path: p.clone(),
+                message: e.to_string(),
+            })
+        };
+        write_model(tmp, model)?;
+        if let Some(o) = optim {
+            optim_file(o, OPTIM_FILE)?;
+        }
+        if let Some((module, o)) = align {
+            write_record(module.clone().into_record(), &tmp.join(ALIGN_FILE))?;
+            optim_file(o, ALIGN_OPTIM_FILE)?;
+        }
+        write_json(&tmp.join(STATE_FILE), state)
+    })?;
     crate::error::write_atomic(dir.join(LATEST), name.as_bytes())?;
     Ok(target)
 }
 
 /// Writes a model alone (no training state) as a checkpoint folder `dir`, with `extra` files
-/// beside it; the folder is built under a temporary name and renamed into place, so it exists
-/// whole or not at all. An existing `dir` is replaced.
+/// beside it, all or nothing. An existing `dir` is replaced.
 pub fn save_weights(dir: &Path, model: &Mllm, extra: &[(&str, Vec<u8>)]) -> Result<()> {
     if dir.file_name().is_none() {
         return Err(Error::Invalid(format!(
@@ -103,31 +113,14 @@ pub fn save_weights(dir: &Path, model: &Mllm, extra: &[(&str, Vec<u8>)]) -> Resu
             dir.display()
         )));
     }
-    let tmp = crate::error::tmp_sibling(dir);
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    }
-    std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    let p = tmp.join(MODEL_FILE);
-    model
-        .clone()
-        .into_record()
-        .save(&p)
-        .map_err(|e| Error::Checkpoint {
-            path: p.clone(),
-            message: e.to_string(),
-        })?;
-    let config = serde_json::to_vec_pretty(&model.config).expect("serialisable");
-    for (file, bytes) in
-        std::iter::once((CONFIG_FILE, &config)).chain(extra.iter().map(|(f, b)| (*f, b)))
-    {
-        let p = tmp.join(file);
-        std::fs::write(&p, bytes).map_err(|e| Error::io(&p, e))?;
-    }
-    if dir.exists() {
-        std::fs::remove_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    }
-    std::fs::rename(&tmp, dir).map_err(|e| Error::io(dir, e))
+    write_folder(dir, |tmp| {
+        write_model(tmp, model)?;
+        for (file, bytes) in extra {
+            let p = tmp.join(file);
+            std::fs::write(&p, bytes).map_err(|e| Error::io(&p, e))?;
+        }
+        Ok(())
+    })
 }
 
 /// The newest checkpoint folder of a run, if any.

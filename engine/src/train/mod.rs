@@ -18,7 +18,7 @@ pub mod tail;
 
 pub use events::{Event, EventLog, Observer, Silent};
 pub use history::{RunHistory, RunStatus};
-pub use pipeline::{RunOptions, RunOutcome, StopFlag, run_recipe};
+pub use pipeline::{RunOptions, RunOutcome, StopFlag, resolve_checkpoint, run_recipe};
 pub use tail::{BadLine, EventTail, read_events};
 
 /// Steps between two [`Event::Relation`] snapshots in a stage with a relation term (and its
