@@ -5,6 +5,11 @@ inputs:
 - llama, qwen2: decoders (the Llama one sharded, to cover the index file); final hidden states
   and logits for fixed token ids;
 - clip, siglip: vision towers; every hidden state for fixed pixels;
+- dinov2: a DINOv2 tower (CLS token, layer scale, learned positions for a larger grid than the
+  pixels', so its bicubic interpolation is exercised) as a HF folder, and the same model exported
+  to ONNX the way the DINOv2-S file of ASSETS.md was (TorchScript exporter, opset 14, wrapped as
+  `backbone`, so its MatMul weights are anonymous `onnx::MatMul_N` initializers); every hidden
+  state for fixed pixels;
 - llava: LlavaForConditionalGeneration (CLIP tower, Llama decoder, penultimate layer, CLS
   dropped); logits for a prompt holding the expanded image tokens;
 - tinyllava: a SigLIP + Qwen2 LLaVA computed by transformers, its tensors written under
@@ -28,6 +33,8 @@ import transformers
 from transformers import (
     CLIPVisionConfig,
     CLIPVisionModel,
+    Dinov2Config,
+    Dinov2Model,
     LlamaConfig,
     LlamaForCausalLM,
     LlavaConfig,
@@ -124,6 +131,57 @@ def tower(name):
     }
     (d / "expected.json").write_text(json.dumps(expected))
     print(name, sorted(p.name for p in d.iterdir()))
+
+
+def dinov2_fixture():
+    """A tiny DINOv2, as a HF folder and as an ONNX graph, with its hidden states for 32 px."""
+    config = Dinov2Config(
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        mlp_ratio=2,
+        image_size=40,  # a 5 x 5 position grid; the 32 px pixels make 4 x 4 patches
+        patch_size=8,
+        layerscale_value=0.5,
+    )
+    torch.manual_seed(4321)
+    model = randomised(Dinov2Model(config).eval())
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "layer_scale" in name:
+                p.add_(0.1 * torch.randn_like(p))
+    d = fresh_dir("dinov2")
+    model.save_pretrained(d, safe_serialization=True)
+    px = pixels()
+    with torch.no_grad():
+        out = model(pixel_values=px, output_hidden_states=True)
+
+    class Wrapped(torch.nn.Module):
+        def __init__(self, backbone):
+            super().__init__()
+            self.backbone = backbone
+
+        def forward(self, input_image):
+            return self.backbone(pixel_values=input_image).last_hidden_state
+
+    torch.onnx.export(
+        Wrapped(model),
+        (px,),
+        str(d / "model.onnx"),
+        dynamo=False,
+        opset_version=14,
+        input_names=["input_image"],
+        output_names=["features"],
+        dynamic_axes={"input_image": {0: "batch_size"}},
+    )
+    expected = {
+        "generator": f"transformers {transformers.__version__}, torch {torch.__version__}",
+        "pixel_values": px.tolist(),
+        "hidden_states": [h.tolist() for h in out.hidden_states],
+        "last_hidden_state": out.last_hidden_state.tolist(),
+    }
+    (d / "expected.json").write_text(json.dumps(expected))
+    print("dinov2", sorted(p.name for p in d.iterdir()))
 
 
 def llava(vision, text, strategy):
@@ -234,6 +292,7 @@ FIXTURES = {
     "qwen2": lambda: decoder("qwen2"),
     "clip": lambda: tower("clip"),
     "siglip": lambda: tower("siglip"),
+    "dinov2": dinov2_fixture,
     "llava": llava_fixture,
     "tinyllava": tinyllava_fixture,
 }
@@ -242,7 +301,7 @@ FIXTURES = {
 def main():
     # the decoders' committed outputs stay as first written (a rerun moves the last digits:
     # CPU thread scheduling); name them to rewrite them
-    names = sys.argv[1:] or ["clip", "siglip", "llava", "tinyllava"]
+    names = sys.argv[1:] or ["clip", "siglip", "dinov2", "llava", "tinyllava"]
     for name in names:
         if name not in FIXTURES:
             raise SystemExit(f"unknown fixture {name!r}: one of {', '.join(FIXTURES)}")

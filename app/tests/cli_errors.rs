@@ -306,6 +306,38 @@ fn import_writes_a_checkpoint_or_names_the_problem() {
     assert!(!again.status.success() && err.contains("--force"), "{err}");
     let forced = import(&[&parts[..], &["--force"]].concat(), &out);
     assert!(forced.status.success());
+    // a DINOv2 backbone from its ONNX export, resized to 32 px
+    let onnx = hf.join("dinov2/model.onnx").display().to_string();
+    let dino_out = dir.join("dino");
+    let dino = import(
+        &["--vision", &onnx, "--image-size", "32", "--llm", &llm],
+        &dino_out,
+    );
+    let text = String::from_utf8_lossy(&dino.stdout);
+    assert!(
+        dino.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dino.stderr)
+    );
+    assert!(
+        text.contains("DINOv2 ONNX") && text.contains("32 px"),
+        "{text}"
+    );
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dino_out.join("config.json")).unwrap())
+            .unwrap();
+    assert_eq!(config["vision"]["layer_scale"], true);
+    assert_eq!(config["vision"]["image_size"], 32);
+    // 31 px is no multiple of the 8 px patches
+    let odd = import(
+        &["--vision", &onnx, "--image-size", "31", "--llm", &llm],
+        &dir.join("odd"),
+    );
+    let err = String::from_utf8_lossy(&odd.stderr);
+    assert!(
+        !odd.status.success() && err.contains("patch_size 8"),
+        "{err}"
+    );
     // a LLaVA folder missing tensors: every missing name listed, no folder written
     let broken = dir.join("broken-llava");
     std::fs::create_dir_all(&broken).unwrap();

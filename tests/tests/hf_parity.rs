@@ -102,6 +102,7 @@ fn check_tower(name: &str) {
             let select = FeatureSelect {
                 layer,
                 drop_first: Some(false),
+                image_size: None,
             };
             let tower =
                 load_hf_vision(&dir, select, &device).unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -183,6 +184,41 @@ fn clip_tower_matches_transformers() {
 #[test]
 fn siglip_tower_matches_transformers() {
     check_tower("siglip");
+}
+
+/// DINOv2 read from its HF folder and from its ONNX export (weights named by walking the
+/// graph) gives every hidden state transformers computes, at 32 px where the checkpoint's
+/// positions are for 40 px (so the bicubic resize of the positions is checked too).
+#[test]
+fn dinov2_folder_and_onnx_export_match_transformers() {
+    let (dir, expected) = fixture("dinov2");
+    let (device, _) = select(BackendChoice::Cpu).unwrap();
+    let px = pixels_of(&expected, &device);
+    let states = expected["hidden_states"].as_array().unwrap();
+    for source in [dir.clone(), dir.join("model.onnx")] {
+        for (k, want) in states.iter().enumerate() {
+            let select = FeatureSelect {
+                layer: k as i64,
+                drop_first: Some(false),
+                image_size: Some(32),
+            };
+            let tower = load_hf_vision(&source, select, &device)
+                .unwrap_or_else(|e| panic!("{}: {e}", source.display()));
+            let c = &tower.config;
+            assert_eq!((c.layers, c.image_size, c.heads), (k, 32, 4));
+            assert!(c.layer_scale && c.class_token && c.patch_bias && !c.pre_norm);
+            assert_close(
+                &format!("dinov2 {} hidden_states[{k}]", source.display()),
+                tower.forward(px.clone()),
+                &numbers(want),
+            );
+        }
+    }
+    // without a size, the tower keeps the one it was trained at
+    let tower = load_hf_vision(&dir.join("model.onnx"), FeatureSelect::default(), &device).unwrap();
+    assert_eq!(tower.config.image_size, 40);
+    assert_eq!(tower.config.layers, 2);
+    assert!(tower.config.drop_cls);
 }
 
 #[test]

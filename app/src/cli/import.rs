@@ -14,13 +14,17 @@ use condenser_engine::io::{
       a transformers LLaVA or TinyLLaVA Factory folder, every part as trained
   condenser import --vision siglip-folder --llm SmolLM2-135M-Instruct.Q4_1.gguf --out checkpoints/teacher
       a CLIP/SigLIP tower (hidden state -2, as LLaVA) and a decoder joined by a fresh projector
+  condenser import --vision .cache/dinov2/vit_s_focus.onnx --image-size 112 --llm smollm2.gguf --out checkpoints/teacher
+      the DINOv2-S backbone from its ONNX file (scripts/fetch-dinov2.sh), its positions
+      resized for 112 px (8 x 8 patches)
   condenser import --vision runs/easyvqa-teacher/checkpoints/final --llm smollm2.gguf --llm-layers 8 --out checkpoints/student
       a trained Condenser encoder and the decoder's first 8 layers (LLaVADI's student init)")]
 pub struct Args {
     /// A LLaVA (transformers) or TinyLLaVA Factory folder: config.json + *.safetensors.
     #[arg(conflicts_with_all = ["vision", "llm"], required_unless_present_all = ["vision", "llm"])]
     pub source: Option<PathBuf>,
-    /// Vision tower: a CLIP/SigLIP HF folder, or a Condenser checkpoint folder (its encoder).
+    /// Vision tower: a CLIP/SigLIP/DINOv2 HF folder, a DINOv2 ONNX file (exported from
+    /// transformers), or a Condenser checkpoint folder (its encoder).
     #[arg(long, requires = "llm")]
     pub vision: Option<PathBuf>,
     /// Decoder: a Llama/Qwen2 HF folder or a llama-architecture GGUF file.
@@ -40,6 +44,11 @@ pub struct Args {
     /// by default CLIP's CLS is dropped and SigLIP, which has none, keeps every patch.
     #[arg(long)]
     pub keep_first: bool,
+    /// Input size in pixels for a HF/ONNX tower, when not the one it was trained at (DINOv2-S
+    /// ships 518 px positions; 224 or less is usual under an LLM). The learned positions are
+    /// resized bicubically to the new patch grid, as transformers interpolates them.
+    #[arg(long, value_name = "PX")]
+    pub image_size: Option<usize>,
     /// Keep only the decoder's first N layers.
     #[arg(long, value_name = "N")]
     pub llm_layers: Option<usize>,
@@ -68,6 +77,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         select: FeatureSelect {
             layer: args.feature_layer,
             drop_first: args.keep_first.then_some(false),
+            image_size: args.image_size,
         },
         llm_layers: args.llm_layers,
         seed: args.seed,

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// ViT vision encoder (CLIP/SigLIP-style, pre-norm).
+/// ViT vision encoder (CLIP/SigLIP/DINOv2-style, pre-norm).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VisionConfig {
@@ -42,6 +42,10 @@ pub struct VisionConfig {
     /// The MLP's activation.
     #[serde(default)]
     pub act: VisionAct,
+    /// A learned per-channel scale on each block's attention and MLP outputs before they are
+    /// added to the residual stream (DINOv2's `layer_scale1/2`, CaiT's LayerScale).
+    #[serde(default)]
+    pub layer_scale: bool,
 }
 
 /// Activation between the two linear maps of a vision block's MLP.

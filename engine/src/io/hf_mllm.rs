@@ -13,7 +13,8 @@ use super::hf_llm::{
     LlmNames, is_expected_extra, llm_config_from_json, load_llm_named, warn_unused,
 };
 use super::hf_vision::{
-    FeatureSelect, is_unused_tower_part, load_vision_named, tower_prefix, vision_config_from_json,
+    FeatureSelect, Tower, is_unused_tower_part, load_vision_named, tower_prefix,
+    vision_config_from_json,
 };
 use super::params::{Layout, LoadReport, load_named};
 use super::safetensors::TensorFolder;
@@ -107,6 +108,11 @@ pub struct HfMllm {
 
 /// Reads the model config of a LLaVA / TinyLLaVA folder.
 pub fn hf_mllm_config(dir: &Path) -> Result<(MllmConfig, MllmFormat)> {
+    mllm_config(dir).map(|(config, format, _)| (config, format))
+}
+
+/// [`hf_mllm_config`] and the tower family, which names the vision tensors.
+fn mllm_config(dir: &Path) -> Result<(MllmConfig, MllmFormat, Tower)> {
     let path = dir.join("config.json");
     let text = crate::error::read_to_string(&path)?;
     let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::json(&path, e))?;
@@ -178,8 +184,9 @@ pub fn hf_mllm_config(dir: &Path) -> Result<(MllmConfig, MllmFormat)> {
     let select = FeatureSelect {
         layer,
         drop_first: Some(drop_first),
+        image_size: None,
     };
-    let (vision, _) =
+    let (vision, tower) =
         vision_config_from_json(part("vision_config")?, &path, "vision_config.", select)?;
     let llm = llm_config_from_json(part("text_config")?.clone(), &path, "text_config.")?;
     let config = MllmConfig {
@@ -188,18 +195,19 @@ pub fn hf_mllm_config(dir: &Path) -> Result<(MllmConfig, MllmFormat)> {
         llm,
     };
     config.validate().map_err(refuse)?;
-    Ok((config, format))
+    Ok((config, format, tower))
 }
 
 /// Loads a LLaVA / TinyLLaVA folder as one model. Every tensor the model needs must be there
 /// (the error lists all that are missing or misshapen).
 pub fn load_hf_mllm(dir: &Path, device: &Device) -> Result<HfMllm> {
-    let (config, format) = hf_mllm_config(dir)?;
+    let (config, format, tower) = mllm_config(dir)?;
     let mut folder = TensorFolder::read(dir)?;
     let names = Names::of(format, &folder);
     let mut report = LoadReport::default();
     let vision = load_vision_named(
         &config.vision,
+        tower,
         &mut folder,
         &names.vision,
         device,

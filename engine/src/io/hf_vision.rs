@@ -1,6 +1,9 @@
-//! CLIP and SigLIP vision towers from a Hugging Face folder (`CLIPVisionModel`,
-//! `SiglipVisionModel`, or the vision half of a `CLIPModel` / `SiglipModel`), read by their HF
-//! tensor names into [`VisionEncoder`].
+//! CLIP, SigLIP and DINOv2 vision towers from a Hugging Face folder (`CLIPVisionModel`,
+//! `SiglipVisionModel`, `Dinov2Model`, or the vision half of a `CLIPModel` / `SiglipModel`), or
+//! a DINOv2 backbone from an ONNX file (see [`super::onnx_dinov2`]), read by their HF tensor
+//! names into [`VisionEncoder`]. A tower may be imported for another input size than it was
+//! trained at: its position embeddings are then resized as transformers does
+//! ([`super::positions`]).
 //!
 //! Multimodal models do not use a tower's last output: LLaVA and TinyLLaVA take
 //! `hidden_states[vision_feature_layer]` (the penultimate block's raw output by default), before
@@ -14,6 +17,7 @@ use burn::prelude::*;
 use serde::Deserialize;
 
 use super::params::{Layout, LoadReport, layer_index, load_named};
+use super::positions::resize_positions;
 use super::safetensors::TensorFolder;
 use crate::config::{VisionAct, VisionConfig};
 use crate::model::VisionEncoder;
@@ -27,11 +31,16 @@ pub enum Tower {
     Clip,
     /// SigLIP: no CLS token, patch bias, no LayerNorm before the blocks.
     Siglip,
+    /// DINOv2: CLS token, patch bias, layer scale, exact GELU, other HF names.
+    Dinov2,
 }
 
 /// OpenAI CLIP's pixel normalisation (transformers' `OPENAI_CLIP_MEAN` / `_STD`).
 const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
 const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
+/// ImageNet's pixel normalisation, DINOv2's.
+const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 
 /// The keys of a HF vision config this importer reads. Absent keys take the defaults of the
 /// tower's transformers config class (older `save_pretrained` wrote only non-default values).
@@ -47,6 +56,10 @@ struct HfVisionConfig {
     patch_size: Option<usize>,
     hidden_act: Option<String>,
     layer_norm_eps: Option<f64>,
+    /// DINOv2 gives its MLP width as a ratio of the hidden size.
+    mlp_ratio: Option<f64>,
+    /// DINOv2-g's SwiGLU MLP, which the encoder does not have.
+    use_swiglu_ffn: Option<bool>,
 }
 
 /// How a multimodal model uses the tower: which hidden state, and whether CLS goes on.
@@ -60,14 +73,18 @@ pub struct FeatureSelect {
     /// is the first patch, and an imported model must do the same to give the same numbers).
     /// `None`: drop the CLS token when the tower has one, nothing otherwise.
     pub drop_first: Option<bool>,
+    /// Input size in pixels, when not the one the tower was trained at: the position
+    /// embeddings are resized to the new patch grid. `None`: the tower's own.
+    pub image_size: Option<usize>,
 }
 
 impl Default for FeatureSelect {
-    /// LLaVA's and TinyLLaVA's default: the penultimate block, patches only.
+    /// LLaVA's and TinyLLaVA's default: the penultimate block, patches only, the tower's size.
     fn default() -> Self {
         FeatureSelect {
             layer: -2,
             drop_first: None,
+            image_size: None,
         }
     }
 }
@@ -98,16 +115,23 @@ pub(crate) fn vision_config_from_json(
     let tower = match c.model_type.as_deref().or(top_type) {
         Some("clip_vision_model" | "clip") => Tower::Clip,
         Some("siglip_vision_model" | "siglip") => Tower::Siglip,
+        Some("dinov2") => Tower::Dinov2,
         other => {
             return Err(refuse(format!(
                 "model_type {other:?} is not a vision tower this importer knows \
-                 (clip_vision_model, siglip_vision_model)"
+                 (clip_vision_model, siglip_vision_model, dinov2)"
             )));
         }
     };
+    if c.use_swiglu_ffn == Some(true) {
+        return Err(refuse(
+            "use_swiglu_ffn: a SwiGLU vision MLP (DINOv2-g) is not supported".into(),
+        ));
+    }
     let (patch, act, eps) = match tower {
         Tower::Clip => (32, "quick_gelu", 1e-5),
         Tower::Siglip => (16, "gelu_pytorch_tanh", 1e-6),
+        Tower::Dinov2 => (14, "gelu", 1e-6),
     };
     let act = match c.hidden_act.as_deref().unwrap_or(act) {
         "quick_gelu" => VisionAct::QuickGelu,
@@ -141,7 +165,8 @@ pub(crate) fn vision_config_from_json(
             l + 1
         )));
     }
-    let (image_size, patch_size) = (c.image_size.unwrap_or(224), c.patch_size.unwrap_or(patch));
+    let patch_size = c.patch_size.unwrap_or(patch);
+    let image_size = select.image_size.or(c.image_size).unwrap_or(224);
     if patch_size == 0 || !image_size.is_multiple_of(patch_size) {
         return Err(refuse(format!(
             "image_size {image_size} is not a multiple of patch_size {patch_size}"
@@ -150,23 +175,35 @@ pub(crate) fn vision_config_from_json(
     let (mean, std) = match tower {
         Tower::Clip => (CLIP_MEAN, CLIP_STD),
         Tower::Siglip => ([0.5; 3], [0.5; 3]),
+        Tower::Dinov2 => (IMAGENET_MEAN, IMAGENET_STD),
     };
+    let hidden = c.hidden_size.unwrap_or(768);
+    let mlp_hidden = c
+        .intermediate_size
+        .or(c.mlp_ratio.map(|r| (hidden as f64 * r).round() as usize))
+        .unwrap_or(if tower == Tower::Dinov2 {
+            4 * hidden
+        } else {
+            3072
+        });
+    let class_token = tower != Tower::Siglip;
     let config = VisionConfig {
         image_size,
         patch_size,
-        hidden: c.hidden_size.unwrap_or(768),
+        hidden,
         layers: cut as usize,
         heads: c.num_attention_heads.unwrap_or(12),
-        mlp_hidden: c.intermediate_size.unwrap_or(3072),
+        mlp_hidden,
         mean,
         std,
-        drop_cls: select.drop_first.unwrap_or(tower == Tower::Clip),
+        drop_cls: select.drop_first.unwrap_or(class_token),
         layer_norm_eps: c.layer_norm_eps.unwrap_or(eps),
-        class_token: tower == Tower::Clip,
-        patch_bias: tower == Tower::Siglip,
+        class_token,
+        patch_bias: tower != Tower::Clip,
         pre_norm: tower == Tower::Clip,
         post_norm: false,
         act,
+        layer_scale: tower == Tower::Dinov2,
     };
     if config.heads == 0 || !config.hidden.is_multiple_of(config.heads) {
         return Err(refuse(format!(
@@ -177,17 +214,22 @@ pub(crate) fn vision_config_from_json(
     Ok((config, tower))
 }
 
+/// burn's LayerNorm says gamma/beta where PyTorch says weight/bias.
+fn torch_norm_name(p: &str) -> String {
+    p.strip_suffix(".gamma")
+        .map(|s| format!("{s}.weight"))
+        .or_else(|| p.strip_suffix(".beta").map(|s| format!("{s}.bias")))
+        .unwrap_or_else(|| p.to_string())
+}
+
 /// Our encoder's parameter path to the name under `prefix` (`vision_model.` in a tower's own
 /// folder) and the layout it is stored in.
-pub(crate) fn vision_name(prefix: &str, path: &str) -> (String, Layout) {
+pub(crate) fn vision_name(tower: Tower, prefix: &str, path: &str) -> (String, Layout) {
+    if tower == Tower::Dinov2 {
+        return dinov2_name(prefix, path);
+    }
     let hf = |rest: &str| format!("{prefix}{rest}");
-    // burn's LayerNorm says gamma/beta where PyTorch says weight/bias
-    let renamed = |p: &str| {
-        p.strip_suffix(".gamma")
-            .map(|s| format!("{s}.weight"))
-            .or_else(|| p.strip_suffix(".beta").map(|s| format!("{s}.bias")))
-            .unwrap_or_else(|| p.to_string())
-    };
+    let renamed = torch_norm_name;
     match path {
         "patch_embedding.weight" => (hf("embeddings.patch_embedding.weight"), Layout::Conv),
         "patch_embedding.bias" => (hf("embeddings.patch_embedding.bias"), Layout::Same),
@@ -208,6 +250,55 @@ pub(crate) fn vision_name(prefix: &str, path: &str) -> (String, Layout) {
     }
 }
 
+/// [`vision_name`] for DINOv2's spelling (`encoder.layer.N.attention.attention.query`, ...).
+fn dinov2_name(prefix: &str, path: &str) -> (String, Layout) {
+    let hf = |rest: &str| format!("{prefix}{rest}");
+    match path {
+        "patch_embedding.weight" => (
+            hf("embeddings.patch_embeddings.projection.weight"),
+            Layout::Conv,
+        ),
+        "patch_embedding.bias" => (
+            hf("embeddings.patch_embeddings.projection.bias"),
+            Layout::Same,
+        ),
+        "class_embedding" => (hf("embeddings.cls_token"), Layout::Reshaped),
+        "position_embedding" => (hf("embeddings.position_embeddings"), Layout::Reshaped),
+        p if p.starts_with("layers.") => {
+            let rest = &p["layers.".len()..];
+            let (index, part) = rest.split_once('.').unwrap_or((rest, ""));
+            let part = torch_norm_name(part);
+            let (name, layout) = match part.as_str() {
+                "layer_scale1" | "layer_scale2" => (format!("{part}.lambda1"), Layout::Same),
+                p => {
+                    let renamed = [
+                        ("layer_norm1.", "norm1."),
+                        ("layer_norm2.", "norm2."),
+                        ("self_attn.q_proj.", "attention.attention.query."),
+                        ("self_attn.k_proj.", "attention.attention.key."),
+                        ("self_attn.v_proj.", "attention.attention.value."),
+                        ("self_attn.out_proj.", "attention.output.dense."),
+                    ]
+                    .iter()
+                    .find_map(|(ours, theirs)| p.strip_prefix(ours).map(|r| format!("{theirs}{r}")))
+                    .unwrap_or_else(|| p.to_string());
+                    let layout = if renamed.ends_with(".weight") && !renamed.starts_with("norm") {
+                        Layout::Transposed
+                    } else {
+                        Layout::Same
+                    };
+                    (renamed, layout)
+                }
+            };
+            (hf(&format!("encoder.layer.{index}.{name}")), layout)
+        }
+        p => (
+            hf(&torch_norm_name(p).replace("post_layernorm", "layernorm")),
+            Layout::Same,
+        ),
+    }
+}
+
 /// Where a tower's modules sit under `base` (`""` for a tower's own folder): transformers 4
 /// (and checkpoints made with it: LLaVA, TinyLLaVA, SigLIP/CLIP releases) nests them in
 /// `vision_model.`, transformers 5 saves them at the tower's top.
@@ -222,15 +313,38 @@ pub(crate) fn tower_prefix(folder: &TensorFolder, base: &str) -> String {
 }
 
 /// The encoder of `config` filled from `folder` under `prefix`; problems go to `report`.
+/// Stored position embeddings for another square grid are resized to the config's first.
 pub(crate) fn load_vision_named(
     config: &VisionConfig,
+    tower: Tower,
     folder: &mut TensorFolder,
     prefix: &str,
     device: &Device,
     report: &mut LoadReport,
 ) -> VisionEncoder {
+    let (positions, _) = vision_name(tower, prefix, "position_embedding");
+    if let Some((stored, _)) = folder.tensors.get_mut(&positions) {
+        let rows = stored.values.len() / config.hidden.max(1);
+        if rows != config.num_positions()
+            && let Some(resized) =
+                resize_positions(stored, usize::from(config.class_token), config.grid())
+        {
+            log::info!(
+                "{positions}: {rows} positions resized to {} ({} px)",
+                config.num_positions(),
+                config.image_size
+            );
+            *stored = resized;
+        }
+    }
     let encoder = VisionEncoder::new(config, &mut Rng::new(0), device);
-    load_named(encoder, folder, &|p| vision_name(prefix, p), device, report)
+    load_named(
+        encoder,
+        folder,
+        &|p| vision_name(tower, prefix, p),
+        device,
+        report,
+    )
 }
 
 /// Tensors of a tower's checkpoint the cut encoder rightly leaves unused: blocks past the
@@ -239,12 +353,16 @@ pub(crate) fn is_unused_tower_part(name: &str, prefix: &str, config: &VisionConf
     let Some(rest) = name.strip_prefix(prefix) else {
         return false;
     };
-    if let Some(i) = layer_index(rest, "encoder.layers.") {
+    if let Some(i) =
+        layer_index(rest, "encoder.layers.").or_else(|| layer_index(rest, "encoder.layer."))
+    {
         return i >= config.layers;
     }
     rest.starts_with("post_layernorm.")
+        || rest.starts_with("layernorm.")
         || rest.starts_with("head.")
         || rest == "embeddings.position_ids"
+        || rest == "embeddings.mask_token"
 }
 
 /// Per-channel mean/std from the folder's `preprocessor_config.json`, when it has one.
@@ -277,13 +395,28 @@ pub fn hf_vision_config(dir: &Path, select: FeatureSelect) -> Result<(VisionConf
     Ok((config, tower))
 }
 
-/// Loads a CLIP/SigLIP tower from a HF folder, cut at `select.layer`.
+/// Whether `path` names an ONNX file (a DINOv2 backbone) rather than a HF folder.
+pub fn is_onnx(path: &Path) -> bool {
+    path.is_file()
+        && path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
+}
+
+/// Loads a CLIP/SigLIP/DINOv2 tower from a HF folder, or a DINOv2 backbone from an ONNX
+/// file, cut at `select.layer`.
 pub fn load_hf_vision(dir: &Path, select: FeatureSelect, device: &Device) -> Result<VisionEncoder> {
-    let (config, _) = hf_vision_config(dir, select)?;
-    let mut folder = TensorFolder::read(dir)?;
+    let (config, tower, mut folder) = if is_onnx(dir) {
+        let (value, folder) = super::onnx_dinov2::dinov2_from_onnx(dir)?;
+        let (config, tower) = vision_config_from_json(&value, dir, "", select)?;
+        (config, tower, folder)
+    } else {
+        let (config, tower) = hf_vision_config(dir, select)?;
+        (config, tower, TensorFolder::read(dir)?)
+    };
     let prefix = tower_prefix(&folder, "");
     let mut report = LoadReport::default();
-    let encoder = load_vision_named(&config, &mut folder, &prefix, device, &mut report);
+    let encoder = load_vision_named(&config, tower, &mut folder, &prefix, device, &mut report);
     report.into_result(dir)?;
     // a CLIPModel / SiglipModel folder also holds the text tower and the projections
     super::hf_llm::warn_unused(&folder, &|k| {

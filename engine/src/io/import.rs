@@ -1,6 +1,6 @@
 //! Building a Condenser model from the ecosystem's checkpoints, for `condenser import`: a whole
-//! LLaVA / TinyLLaVA folder, or a composition of a vision tower (a CLIP/SigLIP HF folder, or
-//! the encoder of a Condenser checkpoint) and a decoder (a Llama/Qwen2 HF folder or a llama
+//! LLaVA / TinyLLaVA folder, or a composition of a vision tower (a CLIP/SigLIP/DINOv2 HF
+//! folder, a DINOv2 ONNX file, or the encoder of a Condenser checkpoint) and a decoder (a Llama/Qwen2 HF folder or a llama
 //! GGUF file, optionally cut to its first layers as LLaVADI initialises a student) joined by a
 //! fresh, seeded projector. The result is written as a checkpoint folder that recipes name in
 //! `[init] model_from`, `vision_from` or `[teacher] from`.
@@ -27,7 +27,8 @@ pub enum ImportSource {
     Whole(PathBuf),
     /// A tower and a decoder from separate files; the projector starts fresh.
     Parts {
-        /// A CLIP/SigLIP HF folder, or a Condenser checkpoint folder (its vision encoder).
+        /// A CLIP/SigLIP/DINOv2 HF folder, a DINOv2 ONNX file, or a Condenser checkpoint
+        /// folder (its vision encoder).
         vision: PathBuf,
         /// A Llama/Qwen2 HF folder or a llama GGUF file.
         llm: PathBuf,
@@ -121,6 +122,13 @@ fn load_tower(
     device: &Device,
 ) -> Result<(VisionEncoder, String)> {
     if path.join(checkpoint::MODEL_FILE).exists() {
+        if select.image_size.is_some() {
+            return Err(Error::Invalid(format!(
+                "--image-size resizes a HF or ONNX tower; {} is a Condenser checkpoint, whose \
+                 encoder keeps the size it was trained at",
+                path.display()
+            )));
+        }
         let model = checkpoint::load_full(path, device)?;
         return Ok((
             model.vision,
@@ -129,8 +137,14 @@ fn load_tower(
     }
     let tower = load_hf_vision(path, select, device)?;
     let what = format!(
-        "HF folder {}, hidden state {}, first token {}",
+        "{} {}, {} px, hidden state {}, first token {}",
+        if super::hf_vision::is_onnx(path) {
+            "DINOv2 ONNX"
+        } else {
+            "HF folder"
+        },
         describe(path),
+        tower.config.image_size,
         select.layer,
         if tower.config.drop_cls {
             "dropped"

@@ -3,7 +3,8 @@
 //! compositions, read by their HF tensor names, so a checkpoint trained with transformers
 //! loads here and gives the same numbers; llama-architecture GGUF files (quantised,
 //! dequantised to f32 on import) through the same name mapping; and the browser bundle, the
-//! whole model in one safetensors file by module path, f16 or f32.
+//! whole model in one safetensors file by module path, f16 or f32; and a DINOv2 backbone from
+//! an ONNX graph, its anonymous weights named by walking the graph.
 
 pub mod bundle;
 pub mod export;
@@ -14,7 +15,12 @@ pub mod hf_mllm;
 pub mod hf_vision;
 #[cfg(not(target_family = "wasm"))]
 pub mod import;
+#[cfg(not(target_family = "wasm"))]
+pub mod onnx;
+#[cfg(not(target_family = "wasm"))]
+mod onnx_dinov2;
 mod params;
+mod positions;
 pub mod safetensors;
 
 pub use export::export_hf_llm;
@@ -22,7 +28,7 @@ pub use export::export_hf_llm;
 pub use gguf::{GgufLlm, read_gguf};
 pub use hf_llm::{hf_llm_config, llm_from_tensors, load_hf_llm};
 pub use hf_mllm::{HfMllm, MllmFormat, hf_mllm_config, load_hf_mllm};
-pub use hf_vision::{FeatureSelect, Tower, hf_vision_config, load_hf_vision};
+pub use hf_vision::{FeatureSelect, Tower, hf_vision_config, is_onnx, load_hf_vision};
 #[cfg(not(target_family = "wasm"))]
 pub use import::{ImportOptions, ImportSource, Imported, import_model, write_imported};
 pub use safetensors::{HostTensor, TensorFolder};

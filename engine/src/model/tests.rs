@@ -24,6 +24,7 @@ pub(crate) fn tiny_config() -> MllmConfig {
             pre_norm: false,
             post_norm: true,
             act: crate::config::VisionAct::Gelu,
+            layer_scale: false,
         },
         projector: ProjectorConfig::Mlp2xGelu,
         llm: LlmConfig {

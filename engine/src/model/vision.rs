@@ -1,9 +1,9 @@
-//! ViT vision encoder in the CLIP/SigLIP layout: patch embedding (a strided convolution
+//! ViT vision encoder in the CLIP/SigLIP/DINOv2 layout: patch embedding (a strided convolution
 //! written as a linear map over unfolded patches), learned positions, pre-norm transformer
 //! blocks. The parts the towers differ in are switches of [`VisionConfig`]: a CLS token (CLIP,
 //! DINOv2) or none (SigLIP), a bias on the patch embedding, CLIP's LayerNorm before the first
-//! block, the final LayerNorm (absent when a tower is cut at LLaVA's penultimate layer), the MLP
-//! activation. Optionally drops CLS from the output (LLaVA).
+//! block, DINOv2's layer scale, the final LayerNorm (absent when a tower is cut at LLaVA's
+//! penultimate layer), the MLP activation. Optionally drops CLS from the output (LLaVA).
 
 use burn::module::Param;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear};
@@ -37,6 +37,26 @@ pub struct VisionLayer {
     pub self_attn: VisionAttention,
     pub layer_norm2: LayerNorm,
     pub mlp: VisionMlp,
+    /// `[C]` scale on the attention output before the residual add (DINOv2's `layer_scale1`).
+    pub layer_scale1: Option<Param<Tensor<1>>>,
+    /// `[C]` scale on the MLP output (DINOv2's `layer_scale2`).
+    pub layer_scale2: Option<Param<Tensor<1>>>,
+}
+
+impl VisionLayer {
+    fn forward(&self, x: Tensor<3>, act: VisionAct, kernels: KernelPolicy) -> Tensor<3> {
+        let scaled = |y: Tensor<3>, scale: &Option<Param<Tensor<1>>>| match scale {
+            Some(s) => y * s.val().unsqueeze::<3>(),
+            None => y,
+        };
+        let attn = self
+            .self_attn
+            .forward(self.layer_norm1.forward(x.clone()), kernels);
+        let x = x + scaled(attn, &self.layer_scale1);
+        let hidden = self.mlp.fc1.forward(self.layer_norm2.forward(x.clone()));
+        let y = self.mlp.fc2.forward(activate(hidden, act));
+        x + scaled(y, &self.layer_scale2)
+    }
 }
 
 /// The encoder.
@@ -96,6 +116,14 @@ impl VisionEncoder {
                     fc1: linear(rng, c.hidden, c.mlp_hidden, true, device),
                     fc2: linear(rng, c.mlp_hidden, c.hidden, true, device),
                 },
+                // DINOv2 starts its scales at 1e-5; ours start at one, so a fresh tower with
+                // the switch on computes what one without it does
+                layer_scale1: c
+                    .layer_scale
+                    .then(|| Param::from_tensor(Tensor::ones([c.hidden], device))),
+                layer_scale2: c
+                    .layer_scale
+                    .then(|| Param::from_tensor(Tensor::ones([c.hidden], device))),
             })
             .collect();
         VisionEncoder {
@@ -144,13 +172,7 @@ impl VisionEncoder {
             x = norm.forward(x);
         }
         for layer in &self.layers {
-            x = x.clone()
-                + layer
-                    .self_attn
-                    .forward(layer.layer_norm1.forward(x), self.kernels);
-            let hidden = layer.mlp.fc1.forward(layer.layer_norm2.forward(x.clone()));
-            let y = layer.mlp.fc2.forward(activate(hidden, self.config.act));
-            x = x + y;
+            x = layer.forward(x, self.config.act, self.kernels);
         }
         if let Some(norm) = &self.post_layernorm {
             x = norm.forward(x);
