@@ -5,26 +5,34 @@
 #
 #   bash scripts/real-weights.sh [TOWER]
 #
-# TOWER is a CLIP/SigLIP HF folder or a Condenser checkpoint; by default the encoder of the
-# easy-VQA teacher (runs/easyvqa-teacher, trained first when missing), since no CLIP/SigLIP
-# weights can be fetched here. BACKEND=cpu|wgpu|auto (default auto). Every step resumes: a
-# stopped pipeline continues where it stopped. A 20-step slice runs in CI
+# TOWER is a CLIP/SigLIP/DINOv2 HF folder, a DINOv2 ONNX file or a Condenser checkpoint; by
+# default the real DINOv2-S/14 backbone (the ONNX file of ../shared/ASSETS.md, fetched by
+# scripts/fetch-dinov2.sh), imported for IMAGE_SIZE px (default 112: 8 x 8 patches, its
+# positions resized). runs/easyvqa-teacher/checkpoints/final names the easy-VQA teacher's own
+# encoder instead (trained first when missing). BACKEND=cpu|wgpu|auto (default auto). Every
+# step resumes: a stopped pipeline continues where it stopped. A 20-step slice runs in CI
 # (tests/tests/real_weights.rs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin="${CONDENSER_BIN:-target/release/condenser}"
 backend="${BACKEND:-auto}"
-tower="${1:-runs/easyvqa-teacher/checkpoints/final}"
+tower="${1:-.cache/dinov2/vit_s_focus.onnx}"
 [ -x "$bin" ] || cargo build --release -p condenser
 bash scripts/fetch-smollm2.sh
 CONDENSER_BIN="$bin" bash scripts/fetch-easy-vqa.sh
 gguf=.cache/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
+size=()
+if [ "$tower" = ".cache/dinov2/vit_s_focus.onnx" ]; then
+  bash scripts/fetch-dinov2.sh
+fi
+# a HF folder or ONNX file is imported at IMAGE_SIZE; a Condenser checkpoint keeps its size
+[ -f "$tower/model.bpk" ] || size=(--image-size "${IMAGE_SIZE:-112}")
 if [ "$tower" = "runs/easyvqa-teacher/checkpoints/final" ] && [ ! -f "$tower/model.bpk" ]; then
   "$bin" run assets/recipes/easyvqa-teacher.toml --backend "$backend" --resume
 fi
 [ -f checkpoints/real-teacher/model.bpk ] ||
-  "$bin" import --vision "$tower" --llm "$gguf" --chat-tokens --out checkpoints/real-teacher --backend cpu
+  "$bin" import --vision "$tower" "${size[@]}" --llm "$gguf" --chat-tokens --out checkpoints/real-teacher --backend cpu
 [ -f checkpoints/real-student/model.bpk ] ||
-  "$bin" import --vision "$tower" --llm "$gguf" --llm-layers 8 --chat-tokens --out checkpoints/real-student --backend cpu
+  "$bin" import --vision "$tower" "${size[@]}" --llm "$gguf" --llm-layers 8 --chat-tokens --out checkpoints/real-student --backend cpu
 "$bin" run assets/recipes/real-teacher.toml --backend "$backend" --resume
 "$bin" run assets/recipes/real-kd.toml --backend "$backend" --resume

@@ -1,13 +1,14 @@
 //! A 20-step slice of the real-weights pipeline (scripts/real-weights.sh runs it whole): the
 //! shipped `real-teacher` and `real-kd` recipes over checkpoints made by the importer from real
-//! SmolLM2-135M-Instruct weights (GGUF) and a SigLIP-layout tower (the tiny HF fixture here; a
-//! trained tower in the full run), on real easy-VQA questions and images. The teacher is the
+//! SmolLM2-135M-Instruct weights (GGUF) and the real DINOv2-S backbone (ONNX, imported for
+//! 112 px as the script does), on real easy-VQA questions and images. The teacher is the
 //! whole 30-layer decoder, the student its first 8 layers; both tokenizers get the chat
 //! template's tokens on import. 10 teacher steps, then 10 distillation steps, then a short
 //! evaluation: every loss finite, every distillation term logged, the teacher untouched.
 //!
-//! Needs `.cache/smollm2` (scripts/fetch-smollm2.sh) and `.cache/easy-vqa`
-//! (scripts/fetch-easy-vqa.sh --raw); scripts/test.sh fetches both.
+//! Needs `.cache/smollm2` (scripts/fetch-smollm2.sh), `.cache/dinov2`
+//! (scripts/fetch-dinov2.sh) and `.cache/easy-vqa` (scripts/fetch-easy-vqa.sh --raw);
+//! scripts/test.sh fetches all three.
 
 use std::path::{Path, PathBuf};
 
@@ -92,14 +93,22 @@ fn real_weights_slice_teacher_then_distilled_student() {
     condenser_engine::data::easy_vqa::convert(&subset, &data).unwrap();
 
     // checkpoints: as scripts/real-weights.sh imports them
-    let tower = repo().join("tests/fixtures/hf/siglip");
+    let tower = repo().join(".cache/dinov2/vit_s_focus.onnx");
+    assert!(
+        tower.exists(),
+        "{} missing: run scripts/fetch-dinov2.sh",
+        tower.display()
+    );
     for (name, layers) in [("real-teacher", None), ("real-student", Some(8))] {
         let source = ImportSource::Parts {
             vision: tower.clone(),
             llm: gguf.clone(),
         };
         let options = ImportOptions {
-            select: FeatureSelect::default(),
+            select: FeatureSelect {
+                image_size: Some(112),
+                ..FeatureSelect::default()
+            },
             llm_layers: layers,
             seed: 0,
             chat_tokens: true,

@@ -183,6 +183,9 @@ pub(crate) fn dinov2_from_onnx(path: &Path) -> Result<(serde_json::Value, Tensor
             let e = graph.constant(n.inputs.get(1)?)?;
             (from_mean && e.values.len() == 1).then(|| e.values[0])
         })
+        // the graph stores it in f32: 1e-6 reads back as 9.99999997e-7, so the shortest
+        // decimal that gives the same f32 is kept (what the exporter was given)
+        .map(|e| format!("{e}").parse::<f64>().unwrap_or(f64::from(e)))
         .ok_or_else(|| {
             refuse(format!(
                 "cannot read the LayerNorm epsilon under `{layer0}norm1/`"
