@@ -15,9 +15,7 @@ pub mod hf_mllm;
 pub mod hf_vision;
 #[cfg(not(target_family = "wasm"))]
 pub mod import;
-#[cfg(not(target_family = "wasm"))]
 pub mod onnx;
-#[cfg(not(target_family = "wasm"))]
 mod onnx_dinov2;
 mod params;
 mod positions;
