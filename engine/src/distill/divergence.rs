@@ -192,10 +192,6 @@ pub fn token_divergence(
     }
 }
 
-fn gcd(a: usize, b: usize) -> usize {
-    if b == 0 { a } else { gcd(b, a % b) }
-}
-
 /// The divergence's code and parameter in the WGSL kernels.
 fn kernel_kind(d: Divergence) -> (DistillKind, f32) {
     match d {
@@ -208,48 +204,32 @@ fn kernel_kind(d: Divergence) -> (DistillKind, f32) {
     }
 }
 
-/// [`token_divergence`] through the fused WGSL kernel (`shaders/distill_*.wgsl`): one launch
-/// per slab of about `rows` rows (one slab must fit one storage binding); the softmaxes are
-/// never stored. Inputs are already z-scored and the teacher detached. Only valid where
-/// [`kernels::kernels_apply`] holds.
+/// [`token_divergence`] through the fused WGSL kernel (`shaders/distill_*.wgsl`): one
+/// operation over all rows, launched a slab of about `rows` rows at a time (one slab must fit
+/// one storage binding; the kernel code rounds slabs so their byte offsets stay bindable); the
+/// softmaxes are never stored, and the backward writes one `[N, V]` gradient. Inputs are
+/// already z-scored and the teacher detached. Only valid where [`kernels::kernels_apply`]
+/// holds.
 ///
-/// A slab is a view into the logits, bound at its byte offset, and WebGPU only binds at
-/// multiples of 256 bytes (`min_storage_buffer_offset_alignment`), so slabs hold a multiple of
-/// `64 / gcd(V, 64)` rows: `rows` is rounded down to that (and up to one such unit).
+/// The slabs live inside the operation rather than as narrowed inputs of several: burn's
+/// autodiff turns each narrow's gradient into a zero-filled `[N, V]` tensor, so `k` slabs
+/// would hold `k` full gradients at once.
 pub(crate) fn fused_token_divergence(
     student: Tensor<2>,
     teacher: Tensor<2>,
     spec: &DivergenceSpec,
     rows: usize,
 ) -> Tensor<1> {
-    let [n, v] = student.dims();
-    let unit = 64 / gcd(v, 64);
-    let rows = (rows / unit).max(1) * unit;
     let (kind, param) = kernel_kind(spec.divergence);
     let inv_t = (1.0 / spec.temperature) as f32;
-    let launch = |s: Tensor<2>, t: Tensor<2>| {
-        Tensor::from_dispatch(burn::backend::Dispatch::distill_rows(
-            s.into_dispatch(),
-            t.into_dispatch(),
-            kind.code(),
-            param,
-            inv_t,
-        ))
-    };
-    if n <= rows {
-        return launch(student, teacher);
-    }
-    let parts = (0..n)
-        .step_by(rows)
-        .map(|r| {
-            let len = rows.min(n - r);
-            launch(
-                student.clone().narrow(0, r, len),
-                teacher.clone().narrow(0, r, len),
-            )
-        })
-        .collect();
-    Tensor::cat(parts, 0)
+    Tensor::from_dispatch(burn::backend::Dispatch::distill_rows(
+        student.into_dispatch(),
+        teacher.into_dispatch(),
+        kind.code(),
+        param,
+        inv_t,
+        rows.min(u32::MAX as usize) as u32,
+    ))
 }
 
 /// `sum_i w_i * div_i` for the student logits `hidden [N, H] @ weight [H, V]` against

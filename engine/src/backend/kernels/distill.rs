@@ -20,12 +20,29 @@ const WG: u32 = 256;
 /// Workgroups per dispatch dimension (WebGPU's guaranteed minimum limit).
 const MAX_PER_DIM: u32 = 65_535;
 /// The largest `[rows, V]` slab one launch may bind: lavapipe caps a storage-buffer binding at
-/// 128 MiB, so callers split bigger logits by rows (see `distill::divergence`).
+/// 128 MiB, so bigger logits are processed a slab of rows at a time.
 pub const DISTILL_MAX_ROW_BYTES: usize = 128 << 20;
 
 /// Rows of `vocab` logits that one launch may bind (at least one).
 pub fn distill_slab_rows(vocab: usize) -> usize {
     (DISTILL_MAX_ROW_BYTES / (vocab * 4)).max(1)
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+/// Row ranges `(start, len)` covering `n` rows of `v` logits, about `want` rows each. A slab is
+/// bound as a view at its byte offset into the logits, the gradient and the per-row outputs,
+/// and a device binds only at multiples of `align` bytes, so every slab but the last holds a
+/// multiple of the rows that keep all three offsets aligned.
+pub(super) fn slabs(n: usize, v: usize, want: usize, align: usize) -> Vec<(usize, usize)> {
+    let rows_for = |row_bytes: usize| align / gcd(row_bytes, align);
+    // logits rows; the [N] divergences (4-byte rows: the [N, 2] normalisers then align too)
+    let (a, b) = (rows_for(4 * v), rows_for(4));
+    let unit = a / gcd(a, b) * b;
+    let rows = (want / unit).max(1) * unit;
+    (0..n).step_by(rows).map(|r| (r, rows.min(n - r))).collect()
 }
 
 /// Divergence codes shared with the WGSL (`KIND`).
@@ -91,11 +108,56 @@ pub(super) struct Params {
     pub kind: u32,
     pub param: f32,
     pub inv_temp: f32,
+    /// Rows per launch (see [`slabs`]).
+    pub slab_rows: usize,
+}
+
+/// Rows `start..start + len` of a contiguous tensor as a view of the same buffer (no copy), for
+/// binding at its byte offset.
+fn rows_view(t: &CubeTensor, start: usize, len: usize) -> CubeTensor {
+    let shape = t.meta.shape();
+    let n = shape[0];
+    let row: usize = shape.iter().skip(1).product();
+    let mut dims: Vec<usize> = shape.iter().copied().collect();
+    dims[0] = len;
+    let bytes = |rows: usize| (rows * row * 4) as u64;
+    let handle = t
+        .handle
+        .clone()
+        .offset_start(bytes(start))
+        .offset_end(bytes(n - start - len));
+    CubeTensor::new_contiguous(
+        t.client.clone(),
+        t.device.clone(),
+        Shape::from(dims),
+        handle,
+        t.dtype,
+    )
+}
+
+/// Launches one variant over the rows of `tensors[0]` (`[N, V]`) a slab at a time: every
+/// tensor is bound as the slab's rows of itself.
+fn launch_slabs(backward: bool, p: Params, tensors: &[&CubeTensor]) {
+    let (n, v) = rows_and_vocab(tensors[0]);
+    let align = tensors[0].client.properties().memory.alignment as usize;
+    let want = p.slab_rows.min(distill_slab_rows(v));
+    let parts = slabs(n, v, want, align);
+    if let [(_, len)] = parts[..] {
+        return launch(backward, p, len, v, tensors.to_vec());
+    }
+    for (start, len) in parts {
+        let views: Vec<CubeTensor> = tensors.iter().map(|t| rows_view(t, start, len)).collect();
+        launch(backward, p, len, v, views.iter().collect());
+    }
 }
 
 /// Launches one variant over `n` rows of `v`: the info buffer (n, v, rows per x, 1/T, param)
 /// goes last, after `buffers` in binding order.
 fn launch(backward: bool, p: Params, n: usize, v: usize, buffers: Vec<&CubeTensor>) {
+    assert!(
+        n * v * 4 <= DISTILL_MAX_ROW_BYTES,
+        "a [{n}, {v}] slab of logits exceeds one binding ({DISTILL_MAX_ROW_BYTES} bytes)"
+    );
     let client = buffers[0].client.clone();
     let rows = n as u32;
     let per_x = rows.clamp(1, MAX_PER_DIM);
@@ -135,10 +197,6 @@ fn rows_and_vocab(t: &CubeTensor) -> (usize, usize) {
         n > 0 && v > 0,
         "distillation kernels need N, V > 0, got [{n}, {v}]"
     );
-    assert!(
-        n * v * 4 <= DISTILL_MAX_ROW_BYTES,
-        "[{n}, {v}] logits exceed one binding ({DISTILL_MAX_ROW_BYTES} bytes): split the rows"
-    );
     (n, v)
 }
 
@@ -150,7 +208,7 @@ pub(super) fn forward(
 ) -> (CubeTensor, CubeTensor) {
     let student = as_f32(student, LOGITS);
     let teacher = as_f32(teacher, LOGITS);
-    let (n, v) = rows_and_vocab(&student);
+    let (n, _) = rows_and_vocab(&student);
     assert_eq!(
         teacher.meta.shape(),
         student.meta.shape(),
@@ -158,7 +216,7 @@ pub(super) fn forward(
     );
     let div = empty_f32(&student, Shape::new([n]));
     let lse = empty_f32(&student, Shape::new([n, 2]));
-    launch(false, p, n, v, vec![&student, &teacher, &div, &lse]);
+    launch_slabs(false, p, &[&student, &teacher, &div, &lse]);
     (div, lse)
 }
 
@@ -175,13 +233,7 @@ pub(super) fn backward(
     let grad_out = as_f32(grad_out, "the distillation kernels' upstream gradient");
     let (n, v) = rows_and_vocab(&student);
     let grad = empty_f32(&student, Shape::new([n, v]));
-    launch(
-        true,
-        p,
-        n,
-        v,
-        vec![&student, &teacher, &lse, &grad_out, &grad],
-    );
+    launch_slabs(true, p, &[&student, &teacher, &lse, &grad_out, &grad]);
     grad
 }
 
@@ -192,6 +244,7 @@ pub(super) fn cube_distill_rows(
     kind: u32,
     param: f32,
     inv_temp: f32,
+    slab_rows: usize,
 ) -> CubeTensor {
     forward(
         student,
@@ -200,6 +253,7 @@ pub(super) fn cube_distill_rows(
             kind,
             param,
             inv_temp,
+            slab_rows,
         },
     )
     .0
@@ -244,6 +298,7 @@ pub(super) fn autodiff_distill_rows<C: CheckpointStrategy>(
     kind: u32,
     param: f32,
     inv_temp: f32,
+    slab_rows: usize,
 ) -> FloatTensor<Autodiff<CubeBackend, C>> {
     {
         // The teacher is a constant: only the student is a parent of this node.
@@ -252,6 +307,7 @@ pub(super) fn autodiff_distill_rows<C: CheckpointStrategy>(
             kind,
             param,
             inv_temp,
+            slab_rows,
         };
         match DistillBackward
             .prepare::<C>([student.node()])
@@ -291,4 +347,36 @@ pub(crate) fn all_sources() -> Vec<(String, String)> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod slab_tests {
+    use super::slabs;
+
+    #[test]
+    fn slabs_cover_every_row_once_at_bindable_offsets() {
+        for (n, v, want, align) in [
+            (130, 1001, 5, 256),
+            (70, 100_000, 2, 256),
+            (4096, 32_000, 1048, 256),
+            (7, 3, 1, 32),
+            (1, 1, 1, 256),
+        ] {
+            let parts = slabs(n, v, want, align);
+            let mut next = 0;
+            for &(start, len) in &parts {
+                assert_eq!(start, next, "{n}x{v}: contiguous");
+                assert!(len > 0);
+                for bytes in [start * v * 4, start * 4, start * 8] {
+                    assert_eq!(bytes % align, 0, "{n}x{v}: offset {bytes} unaligned");
+                }
+                next += len;
+            }
+            assert_eq!(next, n, "{n}x{v}: every row");
+        }
+        // 1048 wanted rows of 32k logits round down to 1024: four slabs for 4096 tokens
+        assert_eq!(slabs(4096, 32_000, 1048, 256).len(), 4);
+        // an odd vocabulary forces 64-row slabs
+        assert_eq!(slabs(130, 1001, 5, 256), vec![(0, 64), (64, 64), (128, 2)]);
+    }
 }

@@ -69,13 +69,16 @@ pub fn kernels_apply(policy: KernelPolicy, device: &Device) -> bool {
 pub trait KernelOps: burn::backend::Backend {
     /// Per-row divergence `[N]` between `softmax(teacher * inv_temp)` and
     /// `softmax(student * inv_temp)` for logits `[N, V]`; `kind` is a [`DistillKind`] code and
-    /// `param` its beta or alpha. Gradients flow to `student` only.
+    /// `param` its beta or alpha. Gradients flow to `student` only. The rows are processed
+    /// about `slab_rows` at a time (each slab one storage binding; rounded to keep the slabs'
+    /// byte offsets bindable), inside one operation, so the gradient is one `[N, V]` buffer.
     fn distill_rows(
         student: FloatTensor<Self>,
         teacher: FloatTensor<Self>,
         kind: u32,
         param: f32,
         inv_temp: f32,
+        slab_rows: u32,
     ) -> FloatTensor<Self>;
 
     /// Fused-linear distillation: `sum_i w_i * div_i` where `div_i` is the divergence of row i of
@@ -151,8 +154,9 @@ impl KernelOps for CubeBackend {
         kind: u32,
         param: f32,
         inv_temp: f32,
+        slab_rows: u32,
     ) -> FloatTensor<Self> {
-        distill::cube_distill_rows(student, teacher, kind, param, inv_temp)
+        distill::cube_distill_rows(student, teacher, kind, param, inv_temp, slab_rows as usize)
     }
 
     fn flash_attention(
@@ -180,6 +184,8 @@ impl KernelOps for CubeBackend {
             kind,
             param,
             inv_temp,
+            // a chunk's logits are bound whole: one slab
+            slab_rows: usize::MAX,
         };
         fused_linear::cube_fused_linear(hidden, weight, teacher, row_weight, p, chunk as usize)
     }
@@ -223,8 +229,16 @@ impl<C: CheckpointStrategy> KernelOps for Autodiff<CubeBackend, C> {
         kind: u32,
         param: f32,
         inv_temp: f32,
+        slab_rows: u32,
     ) -> FloatTensor<Self> {
-        distill::autodiff_distill_rows::<C>(student, teacher, kind, param, inv_temp)
+        distill::autodiff_distill_rows::<C>(
+            student,
+            teacher,
+            kind,
+            param,
+            inv_temp,
+            slab_rows as usize,
+        )
     }
 
     fn flash_attention(
@@ -252,6 +266,8 @@ impl<C: CheckpointStrategy> KernelOps for Autodiff<CubeBackend, C> {
             kind,
             param,
             inv_temp,
+            // a chunk's logits are bound whole: one slab
+            slab_rows: usize::MAX,
         };
         fused_linear::autodiff_fused_linear::<C>(
             hidden,

@@ -68,8 +68,8 @@ fn close(what: &str, got: &[f32], want: &[f32], rel: f32, abs: f32) {
     );
 }
 
-/// Forward and student gradient of the kernel (rows split into slabs of `rows`) against the
-/// reference, with a random upstream gradient per row so that each row's scale is checked.
+/// Forward and student gradient of the kernel (rows launched in slabs of about `rows`, one
+/// operation) against the reference, with a random upstream gradient per row so that each row's scale is checked.
 fn check(n: usize, v: usize, rows: usize, temperature: f64, scale: f64) {
     let device = wgpu();
     let ad = device.clone().autodiff();
@@ -124,11 +124,13 @@ fn distill_kernel_matches_reference_on_odd_sizes() {
 
 #[test]
 fn distill_kernel_matches_reference_on_long_rows_and_slabs() {
-    // rows of 100k entries (390 strides of the workgroup) in slabs of 2 rows (800 000 bytes,
-    // a multiple of the 256-byte binding alignment)
+    // rows of 100k entries (390 strides of the workgroup)
     check(5, 100_000, 2, 1.0, 4.0);
-    // 40 rows in slabs of 3: the last slab is short
-    check(40, 128, 3, 1.0, 2.0);
+    // 2 wanted rows of 4096 become slabs of 64 (the [N] outputs bind at 256-byte offsets
+    // too): 64 + 6, in one operation with one gradient buffer
+    check(70, 4096, 2, 1.0, 4.0);
+    // 150 rows of 128 in slabs of 64 (3 wanted): the last slab is short
+    check(150, 128, 3, 1.0, 2.0);
     // an odd vocabulary: slabs are rounded to 64 rows to stay aligned
     check(130, 1001, 5, 1.0, 2.0);
 }
