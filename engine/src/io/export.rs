@@ -13,18 +13,6 @@ use super::params::host_params;
 use crate::model::Llm;
 use crate::{Error, Result};
 
-/// `[rows, cols]` row-major values as `[cols, rows]`.
-fn transpose(shape: &[usize], values: &[f32]) -> (Vec<usize>, Vec<f32>) {
-    let (r, c) = (shape[0], shape[1]);
-    let mut out = vec![0.0; values.len()];
-    for i in 0..r {
-        for j in 0..c {
-            out[j * r + i] = values[i * c + j];
-        }
-    }
-    (vec![c, r], out)
-}
-
 /// Writes `llm` to `dir` as a HF folder (created if needed; existing files of the same names
 /// are replaced atomically).
 pub fn export_hf_llm(llm: &Llm, dir: &Path) -> Result<()> {
@@ -41,11 +29,8 @@ pub fn export_hf_llm(llm: &Llm, dir: &Path) -> Result<()> {
         .into_iter()
         .map(|(path, t)| {
             let (name, transposed) = hf_name(&path);
-            let (shape, values) = if transposed {
-                transpose(&t.shape, &t.values)
-            } else {
-                (t.shape, t.values)
-            };
+            let t = if transposed { t.transposed() } else { t };
+            let (shape, values) = (t.shape, t.values);
             let bytes = values.iter().flat_map(|x| x.to_le_bytes()).collect();
             (name, (Dtype::F32, shape, bytes))
         })

@@ -32,20 +32,6 @@ fn legacy_name(path: &str) -> String {
     .fold(path.to_string(), |p, (new, old)| p.replace(new, old))
 }
 
-fn transposed(t: &HostTensor) -> HostTensor {
-    let (r, c) = (t.shape[0], t.shape[1]);
-    let mut values = vec![0.0; r * c];
-    for i in 0..r {
-        for j in 0..c {
-            values[j * r + i] = t.values[i * c + j];
-        }
-    }
-    HostTensor {
-        shape: vec![c, r],
-        values,
-    }
-}
-
 /// A DINOv2 config (HF keys) and its tensors (HF names) from the ONNX file at `path`.
 pub(crate) fn dinov2_from_onnx(path: &Path) -> Result<(serde_json::Value, TensorFolder)> {
     let graph = OnnxGraph::read(path)?;
@@ -95,7 +81,7 @@ pub(crate) fn dinov2_from_onnx(path: &Path) -> Result<(serde_json::Value, Tensor
         match module {
             Some(m) if w.shape.len() == 2 => put(
                 format!("{}.weight", legacy_name(&m.replace('/', "."))),
-                transposed(w),
+                w.transposed(),
             ),
             _ => unnamed.push(node.name.clone()),
         }

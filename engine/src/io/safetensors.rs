@@ -17,6 +17,24 @@ pub struct HostTensor {
     pub values: Vec<f32>,
 }
 
+impl HostTensor {
+    /// A `[rows, cols]` matrix as `[cols, rows]` (PyTorch's `Linear` layout and burn's differ
+    /// by this; so do an ONNX `MatMul` weight and PyTorch's).
+    pub fn transposed(&self) -> HostTensor {
+        let (r, c) = (self.shape[0], self.shape[1]);
+        let mut values = vec![0.0; self.values.len()];
+        for i in 0..r {
+            for j in 0..c {
+                values[j * r + i] = self.values[i * c + j];
+            }
+        }
+        HostTensor {
+            shape: vec![c, r],
+            values,
+        }
+    }
+}
+
 /// Every tensor of a folder, by name, with the file it came from.
 #[derive(Debug, Default)]
 pub struct TensorFolder {
