@@ -1,16 +1,17 @@
 // Flash-attention backward, key side: dK and dV per key row, summed over every query head of
 // its group (grouped-query attention) and every query that sees it. Needs `delta` from the
 // query-side kernel. Workgroup (x: block of WG key rows, y: b * Hk + kv head).
+{{ enable }}
 
-@group(0) @binding(0) var<storage, read_write> q: array<vec4<f32>>;
-@group(0) @binding(1) var<storage, read_write> k: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read_write> v: array<vec4<f32>>;
+@group(0) @binding(0) var<storage, read_write> q: array<vec4<{{ elem }}>>;
+@group(0) @binding(1) var<storage, read_write> k: array<vec4<{{ elem }}>>;
+@group(0) @binding(2) var<storage, read_write> v: array<vec4<{{ elem }}>>;
 @group(0) @binding(3) var<storage, read_write> key_mask: array<f32>;
-@group(0) @binding(4) var<storage, read_write> d_o: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> d_o: array<vec4<{{ elem }}>>;
 @group(0) @binding(5) var<storage, read_write> lse: array<f32>;
 @group(0) @binding(6) var<storage, read_write> delta: array<f32>;
-@group(0) @binding(7) var<storage, read_write> dk: array<vec4<f32>>;
-@group(0) @binding(8) var<storage, read_write> dv: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read_write> dk: array<vec4<{{ elem }}>>;
+@group(0) @binding(8) var<storage, read_write> dv: array<vec4<{{ elem }}>>;
 @group(0) @binding(9) var<storage, read_write> info: array<u32>;
 
 var<workgroup> q_tile: array<vec4<f32>, TILE4>;
@@ -56,8 +57,8 @@ fn main(
             for (var e = tid; e < TILE4; e += WG) {
                 let i = t0 + e / D4;
                 if (i < p.tq) {
-                    q_tile[e] = q[(bh * p.tq + i) * D4 + e % D4] * p.scale;
-                    do_tile[e] = d_o[(bh * p.tq + i) * D4 + e % D4];
+                    q_tile[e] = vec4<f32>(q[(bh * p.tq + i) * D4 + e % D4]) * p.scale;
+                    do_tile[e] = vec4<f32>(d_o[(bh * p.tq + i) * D4 + e % D4]);
                 }
             }
             for (var r = tid; r < TR; r += WG) {

@@ -1,11 +1,12 @@
 // Flash-attention forward: out = softmax(scale * q k^T + mask) v per query row, and the row's
 // log-sum-exp for the backward pass. Workgroup (x: block of WG query rows, y: b * H + h).
+{{ enable }}
 
-@group(0) @binding(0) var<storage, read_write> q: array<vec4<f32>>;
-@group(0) @binding(1) var<storage, read_write> k: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read_write> v: array<vec4<f32>>;
+@group(0) @binding(0) var<storage, read_write> q: array<vec4<{{ elem }}>>;
+@group(0) @binding(1) var<storage, read_write> k: array<vec4<{{ elem }}>>;
+@group(0) @binding(2) var<storage, read_write> v: array<vec4<{{ elem }}>>;
 @group(0) @binding(3) var<storage, read_write> key_mask: array<f32>;
-@group(0) @binding(4) var<storage, read_write> out: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> out: array<vec4<{{ elem }}>>;
 @group(0) @binding(5) var<storage, read_write> lse: array<f32>;
 @group(0) @binding(6) var<storage, read_write> info: array<u32>;
 
@@ -49,8 +50,8 @@ fn main(
         for (var e = tid; e < TILE4; e += WG) {
             let j = t0 + e / D4;
             if (j < p.tk) {
-                k_tile[e] = k[(kv0 + j) * D4 + e % D4];
-                v_tile[e] = v[(kv0 + j) * D4 + e % D4];
+                k_tile[e] = vec4<f32>(k[(kv0 + j) * D4 + e % D4]);
+                v_tile[e] = vec4<f32>(v[(kv0 + j) * D4 + e % D4]);
             }
         }
         for (var r = tid; r < TR; r += WG) {

@@ -19,7 +19,7 @@ fn bench_writes_every_section() {
             "--distill",
             "8x100",
             "--attention",
-            "1x2x1x8x4",
+            "1x2x1x8x4,1x2x1x8x4:f16",
             "--fused-linear",
             "8x4x100",
             "--moe",
@@ -44,5 +44,8 @@ fn bench_writes_every_section() {
     }
     // the MoE row: sizes, then three timings and the ratio against dense
     assert!(md.contains("| 16 | 8 | 12 | 4 | 2 |"), "{md}");
+    // both attention precisions (lavapipe offers shader-f16)
+    assert!(md.contains("| 1 | 2 (1) | 8 | 4 | f32 |"), "{md}");
+    assert!(md.contains("| 1 | 2 (1) | 8 | 4 | f16 |"), "{md}");
     assert!(!md.contains("NaN"), "{md}");
 }

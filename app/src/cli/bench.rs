@@ -14,12 +14,13 @@ pub struct Args {
     /// (lavapipe: 128 MiB, i.e. 1048 x 32000). `none` skips the distillation sweep.
     #[arg(long, value_delimiter = ',', default_value = "256x32000,1024x32000")]
     pub distill: Vec<String>,
-    /// Attention sizes as BATCHxHEADSxKV_HEADSxSEQxHEAD_DIM (causal), comma-separated; `none`
-    /// skips the attention sweep.
+    /// Attention sizes as BATCHxHEADSxKV_HEADSxSEQxHEAD_DIM (causal), comma-separated, in f32;
+    /// a `:f16` suffix (e.g. 1x8x2x512x64:f16) runs kernel and reference with q, k and v in f16
+    /// (left out, with a message, on an adapter without shader-f16). `none` skips the sweep.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "1x8x2x128x64,1x8x2x256x64,1x8x2x512x64,1x8x2x1024x64"
+        default_value = "1x8x2x128x64,1x8x2x256x64,1x8x2x512x64,1x8x2x1024x64,1x8x2x512x64:f16,1x8x2x1024x64:f16"
     )]
     pub attention: Vec<String>,
     /// Fused-linear sizes as TOKENSxHIDDENxVOCAB, comma-separated; `none` skips the sweep.
@@ -70,13 +71,21 @@ fn parse_size(s: &str) -> anyhow::Result<(usize, usize)> {
     Ok((n, v))
 }
 
-fn parse_attention(s: &str) -> anyhow::Result<(usize, usize, usize, usize, usize)> {
-    let parts: Vec<usize> = s
+fn parse_attention(s: &str) -> anyhow::Result<bench::AttentionSize> {
+    let (dims, half) = match s.trim().split_once(':') {
+        None => (s, false),
+        Some((d, "f32")) => (d, false),
+        Some((d, "f16")) => (d, true),
+        Some((_, other)) => {
+            bail!("attention size {s:?}: precision {other:?}, expected f32 or f16")
+        }
+    };
+    let parts: Vec<usize> = dims
         .split('x')
         .map(|p| p.trim().parse::<usize>())
         .collect::<Result<_, _>>()
         .with_context(|| {
-            format!("attention size {s:?}: expected BxHxHKVxTxD, e.g. 1x8x2x512x64")
+            format!("attention size {s:?}: expected BxHxHKVxTxD[:f16], e.g. 1x8x2x512x64")
         })?;
     let [b, h, hk, t, d] = parts[..] else {
         bail!("attention size {s:?}: expected five numbers BxHxHKVxTxD, e.g. 1x8x2x512x64");
@@ -86,7 +95,14 @@ fn parse_attention(s: &str) -> anyhow::Result<(usize, usize, usize, usize, usize
     {
         bail!("attention size {s:?}: {why}");
     }
-    Ok((b, h, hk, t, d))
+    Ok(bench::AttentionSize {
+        batch: b,
+        heads: h,
+        kv_heads: hk,
+        seq: t,
+        head_dim: d,
+        half,
+    })
 }
 
 fn parse_linear(s: &str) -> anyhow::Result<(usize, usize, usize)> {
@@ -171,6 +187,20 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     }
     // the kernels only exist on wgpu: no CPU fallback here
     let (device, info) = backend::select(BackendChoice::Wgpu)?;
+    // f16 sizes need shader-f16; on an adapter without it they are left out, saying so
+    let f16 = backend::adapters().first().is_some_and(|a| a.shader_f16);
+    let attention: Vec<bench::AttentionSize> = attention
+        .into_iter()
+        .filter(|a| {
+            if a.half && !f16 {
+                eprintln!(
+                    "skipping attention {}x{}x{}x{}x{}:f16: {} does not offer shader-f16",
+                    a.batch, a.heads, a.kv_heads, a.seq, a.head_dim, info.name
+                );
+            }
+            f16 || !a.half
+        })
+        .collect();
     // the burn-ops reference binds each [tokens, vocab] tensor whole: refuse sizes the adapter
     // cannot bind rather than fail inside the device
     if let Some(limit) = backend::adapters()
@@ -210,12 +240,13 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     })?;
     let att = bench::attention_sweep(&device, &attention, args.repeats, &mut memory, &mut |r| {
         eprintln!(
-            "  attention b{} h{}/{} t{} d{}: kernel {:.2} ms / burn ops {:.2} ms = {:.2}x faster, memory {:.1} / {:.1} MiB = {:.2}x less",
-            r.batch,
-            r.heads,
-            r.kv_heads,
-            r.seq,
-            r.head_dim,
+            "  attention b{} h{}/{} t{} d{} {}: kernel {:.2} ms / burn ops {:.2} ms = {:.2}x faster, memory {:.1} / {:.1} MiB = {:.2}x less",
+            r.size.batch,
+            r.size.heads,
+            r.size.kv_heads,
+            r.size.seq,
+            r.size.head_dim,
+            r.size.dtype_name(),
             r.kernel_ms,
             r.reference_ms,
             r.speedup(),

@@ -16,7 +16,9 @@ use burn::cubecl::server::KernelArguments;
 use burn::cubecl::{CubeCount, CubeDim};
 use burn::tensor::Shape;
 
-use super::buffers::{as_f32, empty_f32};
+use burn::tensor::DType;
+
+use super::buffers::{as_dtype, as_f32, empty_f32, empty_like_dtype};
 
 /// Query (or key) rows per workgroup, one per invocation.
 const WG: u32 = 64;
@@ -40,12 +42,16 @@ enum Pass {
     BackwardKv,
 }
 
-/// One compiled variant: the pass and the head dimension (a compile-time constant, so the
-/// row accumulators are fixed-size private arrays).
+/// One compiled variant: the pass, the head dimension (a compile-time constant, so the row
+/// accumulators are fixed-size private arrays) and whether q, k, v, the output and their
+/// gradients are f16 (WGSL's `shader-f16`). Half variants only store in f16: every tile,
+/// accumulator, log-sum-exp and delta is f32, as in FlashAttention's mixed precision, so the
+/// softmax of a long row does not lose its small terms.
 #[derive(Debug, Clone, Copy)]
 struct AttentionKernel {
     pass: Pass,
     d: u32,
+    half: bool,
 }
 
 impl AttentionKernel {
@@ -70,7 +76,7 @@ fn snippets(d4: u32) -> Vec<(&'static str, String)> {
         (
             "fwd_init",
             per_vec4(d4, |n| {
-                format!("var q{n} = q[qb + {n}u] * p.scale; var a{n} = vec4<f32>(0.0);")
+                format!("var q{n} = vec4<f32>(q[qb + {n}u]) * p.scale; var a{n} = vec4<f32>(0.0);")
             }),
         ),
         (
@@ -83,14 +89,15 @@ fn snippets(d4: u32) -> Vec<(&'static str, String)> {
         ),
         (
             "fwd_store",
-            per_vec4(d4, |n| format!("out[qb + {n}u] = a{n} * inv;")),
+            per_vec4(d4, |n| format!("out[qb + {n}u] = E4(a{n} * inv);")),
         ),
         (
             "dq_init",
             per_vec4(d4, |n| {
                 format!(
-                    "var q{n} = q[qb + {n}u] * p.scale; var g{n} = d_o[qb + {n}u]; \
-                     dlt += dot(g{n}, o[qb + {n}u]); var a{n} = vec4<f32>(0.0);"
+                    "var q{n} = vec4<f32>(q[qb + {n}u]) * p.scale; \
+                     var g{n} = vec4<f32>(d_o[qb + {n}u]); \
+                     dlt += dot(g{n}, vec4<f32>(o[qb + {n}u])); var a{n} = vec4<f32>(0.0);"
                 )
             }),
         ),
@@ -106,13 +113,13 @@ fn snippets(d4: u32) -> Vec<(&'static str, String)> {
         ),
         (
             "dq_store",
-            per_vec4(d4, |n| format!("dq[qb + {n}u] = a{n} * p.scale;")),
+            per_vec4(d4, |n| format!("dq[qb + {n}u] = E4(a{n} * p.scale);")),
         ),
         (
             "dkv_init",
             per_vec4(d4, |n| {
                 format!(
-                    "var k{n} = k[kb + {n}u]; var v{n} = v[kb + {n}u]; \
+                    "var k{n} = vec4<f32>(k[kb + {n}u]); var v{n} = vec4<f32>(v[kb + {n}u]); \
                      var dk{n} = vec4<f32>(0.0); var dv{n} = vec4<f32>(0.0);"
                 )
             }),
@@ -132,7 +139,7 @@ fn snippets(d4: u32) -> Vec<(&'static str, String)> {
         (
             "dkv_store",
             per_vec4(d4, |n| {
-                format!("dk[kb + {n}u] = dk{n}; dv[kb + {n}u] = dv{n};")
+                format!("dk[kb + {n}u] = E4(dk{n}); dv[kb + {n}u] = E4(dv{n});")
             }),
         ),
     ]
@@ -153,7 +160,9 @@ impl KernelSource for AttentionKernel {
             .register("d4", d4.to_string())
             .register("wg", WG.to_string())
             .register("tr", tr.to_string())
-            .register("tile4", (tr * d4).to_string());
+            .register("tile4", (tr * d4).to_string())
+            .register("elem", if self.half { "f16" } else { "f32" })
+            .register("enable", if self.half { "enable f16;" } else { "" });
         for (name, code) in snippets(d4) {
             t = t.register(name, code);
         }
@@ -164,6 +173,7 @@ impl KernelSource for AttentionKernel {
         KernelId::new::<Self>().info((
             self.pass,
             self.d,
+            self.half,
             WG,
             COMMON.len() + FORWARD.len() + BACKWARD_DQ.len() + BACKWARD_DKV.len(),
         ))
@@ -217,6 +227,8 @@ struct Dims {
     d: usize,
     causal: bool,
     scale: f32,
+    /// q, k, v (and so the output and every gradient) are f16, not f32.
+    half: bool,
 }
 
 impl Dims {
@@ -257,6 +269,7 @@ impl Dims {
             d,
             causal,
             scale,
+            half: q.dtype == DType::F16,
         }
     }
 
@@ -286,6 +299,7 @@ fn launch(pass: Pass, dims: &Dims, rows: usize, groups: usize, buffers: Vec<&Cub
             AttentionKernel {
                 pass,
                 d: dims.d as u32,
+                half: dims.half,
             },
             CubeDim::new_1d(WG),
         )),
@@ -303,14 +317,19 @@ fn forward(
     causal: bool,
     scale: f32,
 ) -> (CubeTensor, CubeTensor, Dims, [CubeTensor; 4]) {
+    let dtype = q.dtype;
+    assert!(
+        matches!(dtype, DType::F32 | DType::F16),
+        "the attention kernels take f32 or f16 queries, got {dtype:?}"
+    );
     let (q, k, v) = (
-        as_f32(q, "the attention kernels' queries"),
-        as_f32(k, "the attention kernels' keys"),
-        as_f32(v, "the attention kernels' values"),
+        as_dtype(q, dtype, "the attention kernels' queries"),
+        as_dtype(k, dtype, "the attention kernels' keys (like the queries)"),
+        as_dtype(v, dtype, "the attention kernels' values (like the queries)"),
     );
     let mask = as_f32(mask, "the attention kernels' key mask");
     let dims = Dims::of(&q, &k, &v, &mask, causal, scale);
-    let out = empty_f32(&q, q.meta.shape().clone());
+    let out = empty_like_dtype(&q, q.meta.shape().clone(), dtype);
     let lse = empty_f32(&q, Shape::new([dims.b, dims.h, dims.tq]));
     launch(
         Pass::Forward,
@@ -324,10 +343,10 @@ fn forward(
 
 /// Backward launches: `(dq, dk, dv)`.
 fn backward(s: &AttentionState, grad_out: CubeTensor) -> (CubeTensor, CubeTensor, CubeTensor) {
-    let d_o = as_f32(grad_out, "the attention kernels' output gradient");
-    let dims = &s.dims;
     let [q, k, v, mask] = &s.inputs;
-    let dq = empty_f32(q, q.meta.shape().clone());
+    let d_o = as_dtype(grad_out, q.dtype, "the attention kernels' output gradient");
+    let dims = &s.dims;
+    let dq = empty_like_dtype(q, q.meta.shape().clone(), q.dtype);
     let delta = empty_f32(q, Shape::new([dims.b, dims.h, dims.tq]));
     launch(
         Pass::BackwardQ,
@@ -336,8 +355,8 @@ fn backward(s: &AttentionState, grad_out: CubeTensor) -> (CubeTensor, CubeTensor
         dims.b * dims.h,
         vec![q, k, v, mask, &s.out, &d_o, &s.lse, &dq, &delta],
     );
-    let dk = empty_f32(k, k.meta.shape().clone());
-    let dv = empty_f32(v, v.meta.shape().clone());
+    let dk = empty_like_dtype(k, k.meta.shape().clone(), k.dtype);
+    let dv = empty_like_dtype(v, v.meta.shape().clone(), v.dtype);
     launch(
         Pass::BackwardKv,
         dims,
@@ -444,10 +463,12 @@ pub(crate) fn all_sources() -> Vec<(String, String)> {
     let mut out = Vec::new();
     for pass in [Pass::Forward, Pass::BackwardQ, Pass::BackwardKv] {
         for d in [4u32, 16, 64, 80, 128] {
-            out.push((
-                format!("shaders/attention ({pass:?}, d {d})"),
-                AttentionKernel { pass, d }.source().complete(),
-            ));
+            for half in [false, true] {
+                out.push((
+                    format!("shaders/attention ({pass:?}, d {d}, half {half})"),
+                    AttentionKernel { pass, d, half }.source().complete(),
+                ));
+            }
         }
     }
     out

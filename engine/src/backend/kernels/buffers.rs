@@ -1,4 +1,5 @@
-//! Device buffers as the WGSL kernels bind them: contiguous f32 inputs and fresh f32 outputs.
+//! Device buffers as the WGSL kernels bind them: contiguous f32 (or, for the attention kernels,
+//! f16) inputs and fresh outputs.
 
 use burn::backend::wgpu::{CubeTensor, into_contiguous};
 use burn::tensor::{DType, Shape};
@@ -8,6 +9,21 @@ use burn::tensor::{DType, Shape};
 pub(super) fn as_f32(t: CubeTensor, what: &str) -> CubeTensor {
     assert_eq!(t.dtype, DType::F32, "{what} must be f32, got {:?}", t.dtype);
     into_contiguous(t)
+}
+
+/// `t` as a contiguous buffer of `dtype`; `what` names it in the panic of a wrong dtype.
+pub(super) fn as_dtype(t: CubeTensor, dtype: DType, what: &str) -> CubeTensor {
+    assert_eq!(
+        t.dtype, dtype,
+        "{what} must be {dtype:?}, got {:?}",
+        t.dtype
+    );
+    into_contiguous(t)
+}
+
+/// A fresh contiguous tensor of `shape` and `dtype` on `like`'s device (contents undefined).
+pub(super) fn empty_like_dtype(like: &CubeTensor, shape: Shape, dtype: DType) -> CubeTensor {
+    empty(like, shape, dtype)
 }
 
 /// A fresh contiguous f32 tensor of `shape` on `like`'s device (contents undefined).
@@ -20,9 +36,9 @@ pub(super) fn empty_i32(like: &CubeTensor, shape: Shape) -> CubeTensor {
     empty(like, shape, DType::I32)
 }
 
-/// A fresh contiguous tensor of a 4-byte `dtype` (contents undefined).
+/// A fresh contiguous tensor of `dtype` (contents undefined).
 fn empty(like: &CubeTensor, shape: Shape, dtype: DType) -> CubeTensor {
-    let bytes = shape.num_elements() * 4;
+    let bytes = shape.num_elements() * dtype.size();
     CubeTensor::new_contiguous(
         like.client.clone(),
         like.device.clone(),

@@ -312,7 +312,9 @@ impl<C: CheckpointStrategy> KernelOps for Autodiff<CubeBackend, C> {
 }
 
 /// Flash attention on a wgpu device (see [`KernelOps::flash_attention`]); only valid where
-/// [`kernels_apply`] holds. `key_mask` is `[B, Tk]`, 1 for real keys.
+/// [`kernels_apply`] holds. `key_mask` is `[B, Tk]`, 1 for real keys. q, k and v are all f32,
+/// or all f16 on an adapter with `shader-f16` (the output and gradients then are f16 too, the
+/// arithmetic f32); the mask is read as f32 whatever its type.
 pub fn flash_attention(
     q: burn::prelude::Tensor<4>,
     k: burn::prelude::Tensor<4>,
@@ -325,7 +327,7 @@ pub fn flash_attention(
         q.into_dispatch(),
         k.into_dispatch(),
         v.into_dispatch(),
-        key_mask.into_dispatch(),
+        key_mask.cast(burn::tensor::FloatDType::F32).into_dispatch(),
         causal as u32,
         scale,
     ))
