@@ -198,11 +198,15 @@ fn checkpoint_of_another_shape_is_rejected() {
         "{err}"
     );
     // and loading a checkpoint into a model of another shape through eval fails cleanly too
+    // (first the good one, which also writes every answer as a JSON line)
+    let answers = dir.join("answers.jsonl");
     let out = bin()
         .args(["eval", "--backend", "cpu", "--checkpoint"])
         .arg(dir.join("runs/wide/checkpoints/final"))
         .arg("--data")
         .arg(&data)
+        .arg("--answers")
+        .arg(&answers)
         .output()
         .unwrap();
     assert!(
@@ -210,6 +214,19 @@ fn checkpoint_of_another_shape_is_rejected() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let test: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(data.join("test.json")).unwrap()).unwrap();
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&answers)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), test.len(), "one answer per question");
+    for (l, r) in lines.iter().zip(&test) {
+        assert_eq!(l["id"], r["id"]);
+        assert!(l["answer"].is_string() && l["correct"].is_boolean(), "{l}");
+        assert_eq!(l["question_type"], r["question_types"][0], "{l}");
+    }
     let cfg = dir.join("runs/wide/checkpoints/final/config.json");
     let text =
         std::fs::read_to_string(&cfg)

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use condenser_engine::data::{Dataset, TextTokenizer};
-use condenser_engine::eval::{evaluate, report};
+use condenser_engine::eval::{answer_all, report, score};
 use condenser_engine::train::checkpoint;
 
 #[derive(clap::Args, Debug)]
@@ -28,6 +28,11 @@ pub struct Args {
     /// Also write the results as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Also write every answer here, one JSON object per line (id, image, question type,
+    /// question, expected, answer, correct): for error analysis, or for mining preference
+    /// pairs from a model's own mistakes.
+    #[arg(long)]
+    pub answers: Option<PathBuf>,
     #[command(flatten)]
     pub device: super::DeviceArgs,
 }
@@ -62,7 +67,18 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         model.config.llm.max_positions,
         false,
     )?;
-    let r = evaluate(&model, &tok, &data, args.batch_size, args.limit);
+    let answers = answer_all(&model, &tok, &data, args.batch_size, args.limit);
+    if let Some(p) = &args.answers {
+        let mut lines = String::new();
+        for (qtype, s) in &answers {
+            let mut v = serde_json::to_value(s)?;
+            v["question_type"] = serde_json::json!(qtype.map(|t| t.name().to_string()));
+            lines.push_str(&serde_json::to_string(&v)?);
+            lines.push('\n');
+        }
+        condenser_engine::error::write_atomic(p, lines.as_bytes())?;
+    }
+    let r = score(answers);
     println!(
         "{}",
         report::comparison(&[(&args.checkpoint.display().to_string(), &r)])
