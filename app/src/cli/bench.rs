@@ -194,8 +194,8 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         .filter(|a| {
             if a.half && !f16 {
                 eprintln!(
-                    "skipping attention {}x{}x{}x{}x{}:f16: {} does not offer shader-f16",
-                    a.batch, a.heads, a.kv_heads, a.seq, a.head_dim, info.name
+                    "skipping attention {a}: {} does not offer shader-f16",
+                    info.name
                 );
             }
             f16 || !a.half

@@ -18,7 +18,7 @@ use burn::tensor::Shape;
 
 use burn::tensor::DType;
 
-use super::buffers::{as_dtype, as_f32, empty_f32, empty_like_dtype};
+use super::buffers::{as_dtype, as_f32, empty, empty_f32};
 
 /// Query (or key) rows per workgroup, one per invocation.
 const WG: u32 = 64;
@@ -227,8 +227,6 @@ struct Dims {
     d: usize,
     causal: bool,
     scale: f32,
-    /// q, k, v (and so the output and every gradient) are f16, not f32.
-    half: bool,
 }
 
 impl Dims {
@@ -269,7 +267,6 @@ impl Dims {
             d,
             causal,
             scale,
-            half: q.dtype == DType::F16,
         }
     }
 
@@ -299,7 +296,8 @@ fn launch(pass: Pass, dims: &Dims, rows: usize, groups: usize, buffers: Vec<&Cub
             AttentionKernel {
                 pass,
                 d: dims.d as u32,
-                half: dims.half,
+                // every launch binds q first; its type is the kernel's element type
+                half: buffers[0].dtype == DType::F16,
             },
             CubeDim::new_1d(WG),
         )),
@@ -329,7 +327,7 @@ fn forward(
     );
     let mask = as_f32(mask, "the attention kernels' key mask");
     let dims = Dims::of(&q, &k, &v, &mask, causal, scale);
-    let out = empty_like_dtype(&q, q.meta.shape().clone(), dtype);
+    let out = empty(&q, q.meta.shape().clone(), dtype);
     let lse = empty_f32(&q, Shape::new([dims.b, dims.h, dims.tq]));
     launch(
         Pass::Forward,
@@ -346,7 +344,7 @@ fn backward(s: &AttentionState, grad_out: CubeTensor) -> (CubeTensor, CubeTensor
     let [q, k, v, mask] = &s.inputs;
     let d_o = as_dtype(grad_out, q.dtype, "the attention kernels' output gradient");
     let dims = &s.dims;
-    let dq = empty_like_dtype(q, q.meta.shape().clone(), q.dtype);
+    let dq = empty(q, q.meta.shape().clone(), q.dtype);
     let delta = empty_f32(q, Shape::new([dims.b, dims.h, dims.tq]));
     launch(
         Pass::BackwardQ,
@@ -355,8 +353,8 @@ fn backward(s: &AttentionState, grad_out: CubeTensor) -> (CubeTensor, CubeTensor
         dims.b * dims.h,
         vec![q, k, v, mask, &s.out, &d_o, &s.lse, &dq, &delta],
     );
-    let dk = empty_like_dtype(k, k.meta.shape().clone(), k.dtype);
-    let dv = empty_like_dtype(v, v.meta.shape().clone(), v.dtype);
+    let dk = empty(k, k.meta.shape().clone(), k.dtype);
+    let dv = empty(v, v.meta.shape().clone(), v.dtype);
     launch(
         Pass::BackwardKv,
         dims,

@@ -225,8 +225,33 @@ pub struct AttentionSize {
 }
 
 impl AttentionSize {
+    /// The precision of q, k and v (and of the output and the gradients).
+    pub fn dtype(&self) -> burn::tensor::FloatDType {
+        if self.half {
+            burn::tensor::FloatDType::F16
+        } else {
+            burn::tensor::FloatDType::F32
+        }
+    }
+
     pub fn dtype_name(&self) -> &'static str {
         if self.half { "f16" } else { "f32" }
+    }
+}
+
+/// The command-line spelling, `BxHxHKVxTxD` with `:f16` for a half size.
+impl std::fmt::Display for AttentionSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}x{}x{}x{}x{}{}",
+            self.batch,
+            self.heads,
+            self.kv_heads,
+            self.seq,
+            self.head_dim,
+            if self.half { ":f16" } else { "" }
+        )
     }
 }
 
@@ -310,14 +335,10 @@ fn attention_inputs(a: AttentionSize, ad: &Device) -> (Tensor<4>, Tensor<4>, Ten
         kv_heads: hk,
         seq: t,
         head_dim: d,
-        half,
+        ..
     } = a;
     let seed = (t * 13 + d) as u64;
-    let dtype = if half {
-        burn::tensor::FloatDType::F16
-    } else {
-        burn::tensor::FloatDType::F32
-    };
+    let dtype = a.dtype();
     let make = |shape: [usize; 4], seed| normal(shape, seed, 1.0, ad).cast(dtype).detach();
     (
         make([b, h, t, d], seed),

@@ -7,8 +7,7 @@ use burn::tensor::{DType, Shape};
 /// `t` as a contiguous f32 buffer; `what` names it in the panic of a wrong dtype (e.g.
 /// "the attention kernels' queries").
 pub(super) fn as_f32(t: CubeTensor, what: &str) -> CubeTensor {
-    assert_eq!(t.dtype, DType::F32, "{what} must be f32, got {:?}", t.dtype);
-    into_contiguous(t)
+    as_dtype(t, DType::F32, what)
 }
 
 /// `t` as a contiguous buffer of `dtype`; `what` names it in the panic of a wrong dtype.
@@ -21,11 +20,6 @@ pub(super) fn as_dtype(t: CubeTensor, dtype: DType, what: &str) -> CubeTensor {
     into_contiguous(t)
 }
 
-/// A fresh contiguous tensor of `shape` and `dtype` on `like`'s device (contents undefined).
-pub(super) fn empty_like_dtype(like: &CubeTensor, shape: Shape, dtype: DType) -> CubeTensor {
-    empty(like, shape, dtype)
-}
-
 /// A fresh contiguous f32 tensor of `shape` on `like`'s device (contents undefined).
 pub(super) fn empty_f32(like: &CubeTensor, shape: Shape) -> CubeTensor {
     empty(like, shape, DType::F32)
@@ -36,8 +30,8 @@ pub(super) fn empty_i32(like: &CubeTensor, shape: Shape) -> CubeTensor {
     empty(like, shape, DType::I32)
 }
 
-/// A fresh contiguous tensor of `dtype` (contents undefined).
-fn empty(like: &CubeTensor, shape: Shape, dtype: DType) -> CubeTensor {
+/// A fresh contiguous tensor of `shape` and `dtype` on `like`'s device (contents undefined).
+pub(super) fn empty(like: &CubeTensor, shape: Shape, dtype: DType) -> CubeTensor {
     let bytes = shape.num_elements() * dtype.size();
     CubeTensor::new_contiguous(
         like.client.clone(),
