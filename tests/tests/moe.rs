@@ -207,6 +207,52 @@ fn upcycle_train_sparse_resume_and_preference_distil() {
         md.contains("MoE routing") && md.contains("routing.png"),
         "{md}"
     );
+
+    // the same stage on pairs mined from the student's own yes/no mistakes: the pairs are
+    // saved in the run folder, balanced, and a run stopped mid-stage resumes on the same file
+    let mut mined = recipe("smoke-mod-pref", &data);
+    mined.name = "smoke-mod-mined".into();
+    mined.stages[0].data = condenser_engine::config::DataKind::Mined;
+    let stop = RunOptions {
+        stop_after_steps: Some(1),
+        ..opts.clone()
+    };
+    assert!(
+        !run_recipe(&mined, &device, &info, &stop, &mut Silent)
+            .unwrap()
+            .finished
+    );
+    let file = runs.join("smoke-mod-mined/mined-0.json");
+    let saved = std::fs::read(&file).unwrap();
+    let pairs: Vec<condenser_engine::data::PreferencePair> =
+        serde_json::from_slice(&saved).unwrap();
+    assert!(!pairs.is_empty());
+    let yes = pairs.iter().filter(|p| p.chosen == "yes").count();
+    assert_eq!(2 * yes, pairs.len(), "balanced yes / no");
+    for p in &pairs {
+        assert_eq!(
+            (p.chosen.as_str(), p.rejected.as_str()),
+            if p.chosen == "yes" {
+                ("yes", "no")
+            } else {
+                ("no", "yes")
+            }
+        );
+        assert!(p.prompt.starts_with("<image>\nis there"), "{}", p.prompt);
+        assert!(data.join(&p.image).exists());
+    }
+    let resume = RunOptions {
+        resume: true,
+        ..opts.clone()
+    };
+    let mut steps = Steps::default();
+    assert!(
+        run_recipe(&mined, &device, &info, &resume, &mut steps)
+            .unwrap()
+            .finished
+    );
+    assert!(!steps.0.is_empty());
+    assert_eq!(std::fs::read(&file).unwrap(), saved, "mined once per stage");
 }
 
 #[test]

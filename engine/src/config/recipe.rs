@@ -99,15 +99,29 @@ pub enum DataKind {
     /// `prefs.json`: preference pairs (image, prompt, chosen, rejected), for preference
     /// distillation.
     Preference,
+    /// Preference pairs mined from the model's own mistakes: at the start of the stage the
+    /// model (as it enters the stage) answers every yes/no question of `train.json`, each asked
+    /// alone; every wrong answer becomes a pair (chosen = the data's answer, rejected = the other
+    /// word), and the side with fewer mistakes is topped up with right answers so "yes" and "no"
+    /// are chosen equally often (`data::mined`). The pairs are saved in the run folder
+    /// (`mined-<stage>.json`), and a resumed run trains on that file.
+    Mined,
 }
 
 impl DataKind {
-    /// File name of the split this data kind reads for training.
+    /// Whether a stage on this data trains on preference pairs.
+    pub fn is_preference(self) -> bool {
+        matches!(self, DataKind::Preference | DataKind::Mined)
+    }
+
+    /// File name of the split this data kind reads for training (for `Mined`, the questions
+    /// the pairs are mined from).
     pub fn train_file(self) -> &'static str {
         match self {
             DataKind::Caption => "captions.json",
             DataKind::Instruct => "train.json",
             DataKind::Preference => "prefs.json",
+            DataKind::Mined => "train.json",
         }
     }
 }
@@ -553,7 +567,7 @@ impl Recipe {
                     "{at}: freeze.llm = \"experts\" needs MoE layers ([model.llm.moe])"
                 )));
             }
-            let pref_data = s.data == DataKind::Preference;
+            let pref_data = s.data.is_preference();
             if let Objective::Preference(p) = &s.objective {
                 if self.teacher.is_none() {
                     return Err(bad(format!(
@@ -562,7 +576,7 @@ impl Recipe {
                 }
                 if !pref_data {
                     return Err(bad(format!(
-                        "{at}: a preference objective trains on data = \"preference\", not {:?}",
+                        "{at}: a preference objective trains on data = \"preference\" or \"mined\", not {:?}",
                         s.data
                     )));
                 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use burn::prelude::*;
 
 use super::image::load_image;
-use super::llava::{Conversation, load_conversations, load_preferences};
+use super::llava::{Conversation, PreferencePair, load_conversations, load_preferences};
 use super::template::{Encoded, encode_conversation};
 use super::tokenizer::TextTokenizer;
 use crate::config::VisionConfig;
@@ -56,7 +56,21 @@ impl Dataset {
         require_image: bool,
     ) -> Result<Self> {
         let path = root.join(file);
-        let records = load_preferences(&path, require_image)?
+        let pairs = load_preferences(&path, require_image)?;
+        Self::from_pairs(path, &pairs, root, tok, vision, max_len)
+    }
+
+    /// Pairs already in memory (mined ones) as interleaved chosen / rejected records; `path` is
+    /// where they were saved, for error messages.
+    pub fn from_pairs(
+        path: PathBuf,
+        pairs: &[PreferencePair],
+        root: &Path,
+        tok: &TextTokenizer,
+        vision: &VisionConfig,
+        max_len: usize,
+    ) -> Result<Self> {
+        let records = pairs
             .iter()
             .flat_map(|p| [p.as_conversation(true), p.as_conversation(false)])
             .collect();

@@ -6,6 +6,7 @@ pub mod dataset;
 pub mod easy_vqa;
 pub mod image;
 pub mod llava;
+pub mod mined;
 pub mod prefs;
 pub mod qtype;
 pub mod question;

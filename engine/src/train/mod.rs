@@ -8,6 +8,7 @@ pub mod distill;
 pub mod events;
 pub mod freeze;
 pub mod history;
+mod mine;
 mod order;
 mod pipeline;
 pub mod preference;

@@ -19,6 +19,8 @@ use super::order::Order;
 use super::{clip, freeze, schedule};
 use crate::backend::DeviceInfo;
 use crate::config::{DataKind, DataOrder, Objective, Recipe};
+use crate::data::llava::load_conversations;
+use crate::data::mined::yes_no_turns;
 use crate::data::{Dataset, HostBatch, Padding, TextTokenizer, host_batch};
 use crate::distill::HiddenProjection;
 use crate::eval::{self, EvalResult};
@@ -143,25 +145,49 @@ fn load_inputs(recipe: &Recipe, opts: &RunOptions) -> Result<Inputs> {
     for s in &recipe.stages {
         let key = s.data;
         if let std::collections::btree_map::Entry::Vacant(e) = data.entry(key) {
-            let load = if key == DataKind::Preference {
-                Dataset::load_pairs
-            } else {
-                Dataset::load
+            let ds = match key {
+                DataKind::Preference => Dataset::load_pairs(
+                    &recipe.data,
+                    s.data.train_file(),
+                    &tokenizer,
+                    &recipe.model.vision,
+                    recipe.model.llm.max_positions,
+                    recipe.require_image,
+                )?,
+                // the questions mined pairs come from: train.json's yes/no turns, one per record
+                DataKind::Mined => {
+                    let path = recipe.data.join(s.data.train_file());
+                    let records = load_conversations(&path, recipe.require_image)?;
+                    Dataset::from_records(
+                        path,
+                        yes_no_turns(&records),
+                        &recipe.data,
+                        &tokenizer,
+                        &recipe.model.vision,
+                        recipe.model.llm.max_positions,
+                    )?
+                }
+                DataKind::Caption | DataKind::Instruct => Dataset::load(
+                    &recipe.data,
+                    s.data.train_file(),
+                    &tokenizer,
+                    &recipe.model.vision,
+                    recipe.model.llm.max_positions,
+                    recipe.require_image,
+                )?,
             };
-            let ds = load(
-                &recipe.data,
-                s.data.train_file(),
-                &tokenizer,
-                &recipe.model.vision,
-                recipe.model.llm.max_positions,
-                recipe.require_image,
-            )?;
             if ds.is_empty() {
                 return Err(Error::Record {
                     path: ds.path.clone(),
                     index: 0,
                     id: String::new(),
-                    message: "no records: a stage needs data".into(),
+                    message: if key == DataKind::Mined {
+                        "no yes/no question (an answer that is \"yes\" or \"no\", with an image) \
+                         to mine preference pairs from"
+                            .into()
+                    } else {
+                        "no records: a stage needs data".into()
+                    },
                 });
             }
             e.insert(ds);
@@ -331,7 +357,20 @@ pub fn run_recipe(
         } else {
             0
         };
-        let data = &inputs.data[&spec.data];
+        let mined;
+        let data = if spec.data == DataKind::Mined {
+            mined = super::mine::stage_pairs(
+                &model.valid(),
+                &inputs.data[&spec.data],
+                &inputs.tokenizer,
+                recipe,
+                &run_dir,
+                si,
+            )?;
+            &mined
+        } else {
+            &inputs.data[&spec.data]
+        };
         model = freeze::apply(model, &spec.freeze);
         let trainable = freeze::trainable_count(&model);
         let steps = ((spec.epochs * data.units() as f64) / spec.batch_size as f64)
