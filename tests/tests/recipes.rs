@@ -106,4 +106,16 @@ fn mod_rows_chain_their_runs_by_seed() {
     let dense_pref = row("dense, FFN 128 + pref");
     assert!(dense_pref.model.llm.moe.is_none());
     assert_eq!(dense_pref.model, dense.model);
+    // the mined rows differ from the world-pair rows only in where their pairs come from
+    use condenser_engine::config::DataKind;
+    for (world, mined) in [
+        ("MoE 4 x 64, top-2 + pref", "MoE 4 x 64, top-2 + mined pref"),
+        ("dense, FFN 128 + pref", "dense, FFN 128 + mined pref"),
+    ] {
+        let (w, m) = (row(world), row(mined));
+        assert_eq!(w.stages[0].data, DataKind::Preference);
+        assert_eq!(m.stages[0].data, DataKind::Mined);
+        assert_eq!((&m.model, &m.init), (&w.model, &w.init));
+        assert_eq!(m.stages[0].objective, w.stages[0].objective);
+    }
 }
