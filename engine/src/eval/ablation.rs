@@ -112,7 +112,11 @@ pub struct Headline {
     pub noise_known: bool,
     /// `delta > two_std` with the noise known.
     pub significant: bool,
-    /// `(method - baseline) / (teacher - baseline)`, when a teacher row exists.
+    /// `teacher - baseline`, when a teacher row exists.
+    pub teacher_gap: Option<f64>,
+    /// `(method - baseline) / (teacher - baseline)`, when a teacher row exists and the
+    /// baseline is further below it than twice its own seed std: a share of a gap that is
+    /// within the seed noise (or negative) would be a meaningless number.
     pub gap_closed: Option<f64>,
 }
 
@@ -124,10 +128,10 @@ impl Headline {
         let delta = m.mean - b.mean;
         let two_std = 2.0 * m.std.max(b.std);
         let noise_known = m.n > 1 && b.n > 1;
-        let gap_closed = teacher
-            .and_then(find)
-            .filter(|t| (t.mean - b.mean).abs() > 1e-9)
-            .map(|t| delta / (t.mean - b.mean));
+        let teacher_gap = teacher.and_then(find).map(|t| t.mean - b.mean);
+        let gap_closed = teacher_gap
+            .filter(|g| *g > 1e-9 && *g > 2.0 * b.std)
+            .map(|g| delta / g);
         Headline {
             method: method.into(),
             baseline: baseline.into(),
@@ -135,6 +139,7 @@ impl Headline {
             two_std,
             noise_known,
             significant: noise_known && delta > two_std,
+            teacher_gap,
             gap_closed,
         }
     }
@@ -218,10 +223,19 @@ pub fn markdown(
         headline.method,
         headline.baseline,
         headline.delta,
-        headline
-            .gap_closed
-            .map(|g| format!(" It closes {:.0}% of the teacher-baseline gap.", 100.0 * g))
-            .unwrap_or_default()
+        match (headline.gap_closed, headline.teacher_gap) {
+            (Some(g), _) => format!(" It closes {:.0}% of the teacher-baseline gap.", 100.0 * g),
+            (None, Some(gap)) if gap >= 0.0 => format!(
+                " The baseline is only {gap:.1} points below the teacher, within twice its seed \
+                 std, so no share of a teacher-baseline gap is given."
+            ),
+            (None, Some(gap)) => format!(
+                " The baseline is {:.1} points above the teacher, so no share of a \
+                 teacher-baseline gap is given.",
+                -gap
+            ),
+            (None, None) => String::new(),
+        }
     );
     md
 }
@@ -271,6 +285,17 @@ mod tests {
         );
         assert!(md.contains("| g | base | 3 | 50.0 ± 2.0 |"), "{md}");
         assert!(md.contains("closes 33%"), "{md}");
+        // a baseline level with the teacher has no gap to close
+        let level = vec![
+            row("teacher", &[0.55]),
+            row("base", &[0.50, 0.56, 0.53]),
+            row("kd", &[0.60, 0.61, 0.59]),
+        ];
+        let h = Headline::new(&level, "kd", "base", Some("teacher"));
+        assert_eq!(h.gap_closed, None);
+        assert!((h.teacher_gap.unwrap() - 2.0).abs() < 1e-9);
+        let md = markdown("T", "", "c", "cpu", "d", &level, &h);
+        assert!(md.contains("no share of a teacher-baseline gap"), "{md}");
         assert!(md.contains("larger than the seed noise"), "{md}");
         // only the overall column has values here: the empty ones are left out
         assert!(md.contains("| group | row | n | overall |\n"), "{md}");
