@@ -79,3 +79,83 @@ fn builds_pairs_that_load_and_refuses_bad_input() {
     );
     assert!(!none.exists());
 }
+
+/// `--from-answers` mines pairs from `condenser eval --answers` lines: every wrong existence
+/// answer, balanced with right ones; relation questions are left out; a malformed line is named
+/// by its number and an answer file without a mistake writes nothing.
+#[test]
+fn mines_pairs_from_answers_and_refuses_bad_lines() {
+    let dir = scratch("cli-prefs-mined");
+    let line = |id: &str, qtype: &str, expected: &str, answer: &str| {
+        serde_json::json!({
+            "id": id, "question": format!("is there a {id} ?"), "expected": expected,
+            "answer": answer, "correct": expected == answer, "image": format!("images/{id}.png"),
+            "question_type": qtype,
+        })
+        .to_string()
+    };
+    let lines = [
+        line("a", "exist-adversarial", "no", "yes"),
+        line("b", "exist-popular", "no", "yes"),
+        line("c", "exist-random", "yes", "yes"),
+        line("d", "exist-random", "yes", "yes"),
+        line("e", "relation", "yes", "no"),
+        line("f", "colour", "red", "blue"),
+    ];
+    let answers = dir.join("answers.jsonl");
+    std::fs::write(&answers, lines.join("\n")).unwrap();
+    let out = dir.join("mined.json");
+    let o = prefs(&[
+        "--from-answers",
+        answers.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let pairs = load_preferences(&out, true).unwrap();
+    let mut ids: Vec<&str> = pairs.iter().map(|p| p.id.as_str()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["a-mined", "b-mined", "c-mined", "d-mined"]);
+    for p in &pairs {
+        let expected = if p.id.starts_with(['a', 'b']) {
+            "no"
+        } else {
+            "yes"
+        };
+        assert_eq!(p.chosen, expected);
+        assert_ne!(p.rejected, p.chosen);
+        assert!(p.prompt.starts_with("<image>\nis there a "));
+    }
+
+    // a malformed line is reported with its number, and nothing is written
+    let bad = dir.join("bad.jsonl");
+    std::fs::write(&bad, format!("{}\n{{\"id\": 3}}\n", lines[0])).unwrap();
+    let none = dir.join("none.json");
+    let o = prefs(&[
+        "--from-answers",
+        bad.to_str().unwrap(),
+        "-o",
+        none.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("bad.jsonl:2"), "{err}");
+    assert!(!none.exists());
+
+    // no mistake to mine
+    let right = dir.join("right.jsonl");
+    std::fs::write(&right, [lines[2].clone(), lines[3].clone()].join("\n")).unwrap();
+    let o = prefs(&[
+        "--from-answers",
+        right.to_str().unwrap(),
+        "-o",
+        none.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("no pair could be mined"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(!none.exists());
+}
