@@ -146,14 +146,6 @@ fn load_inputs(recipe: &Recipe, opts: &RunOptions) -> Result<Inputs> {
         let key = s.data;
         if let std::collections::btree_map::Entry::Vacant(e) = data.entry(key) {
             let ds = match key {
-                DataKind::Preference => Dataset::load_pairs(
-                    &recipe.data,
-                    s.data.train_file(),
-                    &tokenizer,
-                    &recipe.model.vision,
-                    recipe.model.llm.max_positions,
-                    recipe.require_image,
-                )?,
                 // the questions mined pairs come from: train.json's yes/no turns, one per record
                 DataKind::Mined => {
                     let path = recipe.data.join(s.data.train_file());
@@ -167,14 +159,21 @@ fn load_inputs(recipe: &Recipe, opts: &RunOptions) -> Result<Inputs> {
                         recipe.model.llm.max_positions,
                     )?
                 }
-                DataKind::Caption | DataKind::Instruct => Dataset::load(
-                    &recipe.data,
-                    s.data.train_file(),
-                    &tokenizer,
-                    &recipe.model.vision,
-                    recipe.model.llm.max_positions,
-                    recipe.require_image,
-                )?,
+                DataKind::Preference | DataKind::Caption | DataKind::Instruct => {
+                    let load = if key == DataKind::Preference {
+                        Dataset::load_pairs
+                    } else {
+                        Dataset::load
+                    };
+                    load(
+                        &recipe.data,
+                        s.data.train_file(),
+                        &tokenizer,
+                        &recipe.model.vision,
+                        recipe.model.llm.max_positions,
+                        recipe.require_image,
+                    )?
+                }
             };
             if ds.is_empty() {
                 return Err(Error::Record {
