@@ -240,12 +240,8 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     })?;
     let att = bench::attention_sweep(&device, &attention, args.repeats, &mut memory, &mut |r| {
         eprintln!(
-            "  attention b{} h{}/{} t{} d{} {}: kernel {:.2} ms / burn ops {:.2} ms = {:.2}x faster, memory {:.1} / {:.1} MiB = {:.2}x less",
-            r.size.batch,
-            r.size.heads,
-            r.size.kv_heads,
-            r.size.seq,
-            r.size.head_dim,
+            "  attention {} ({}): kernel {:.2} ms / burn ops {:.2} ms = {:.2}x faster, memory {:.1} / {:.1} MiB = {:.2}x less",
+            r.size,
             r.size.dtype_name(),
             r.kernel_ms,
             r.reference_ms,

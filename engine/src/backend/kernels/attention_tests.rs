@@ -6,6 +6,7 @@
 //! neither reaches a loss).
 
 use burn::prelude::*;
+use burn::tensor::FloatDType;
 
 use super::flash_attention;
 use super::tests::{host, wgpu};
@@ -28,6 +29,27 @@ fn close(what: &str, got: &[f32], want: &[f32], tol: f32) {
             "{what}[{i}]: kernel {g} vs reference {w} (tolerance {tol} x {scale})"
         );
     }
+}
+
+/// One attention forward: the kernel, or the burn-ops reference with the padding and causal
+/// biases built in f32 and cast to `dtype` (the inputs' type).
+fn attend(
+    kernel: bool,
+    (q, k, v): (Tensor<4>, Tensor<4>, Tensor<4>),
+    mask: Tensor<2>,
+    causal: bool,
+    dtype: FloatDType,
+) -> Tensor<4> {
+    let [_, _, tq, d] = q.dims();
+    let tk = k.dims()[2];
+    if kernel {
+        return flash_attention(q, k, v, mask, causal, 1.0 / (d as f32).sqrt());
+    }
+    let mut bias = padding_bias(mask.cast(FloatDType::F32));
+    if causal {
+        bias = bias + causal_bias(tq, tk, &q.device());
+    }
+    attention_reference(q, k, v, bias.cast(dtype))
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -66,29 +88,14 @@ fn check(c: Case) {
     let seen_t = Tensor::<4>::from_data(TensorData::new(seen.clone(), [c.b, c.h, c.tq, 1]), &ad);
     // upstream gradient, zero on rows that see nothing
     let up = normal([c.b, c.h, c.tq, c.d], seed + 3, &ad) * seen_t.clone();
-    let scale = 1.0 / (c.d as f32).sqrt();
     let run = |kernel: bool| {
         let (q, k, v) = (
             q0.clone().detach().require_grad(),
             k0.clone().detach().require_grad(),
             v0.clone().detach().require_grad(),
         );
-        let out = if kernel {
-            flash_attention(
-                q.clone(),
-                k.clone(),
-                v.clone(),
-                mask.clone(),
-                c.causal,
-                scale,
-            )
-        } else {
-            let mut bias = padding_bias(mask.clone());
-            if c.causal {
-                bias = bias + causal_bias(c.tq, c.tk, &ad);
-            }
-            attention_reference(q.clone(), k.clone(), v.clone(), bias)
-        };
+        let qkv = (q.clone(), k.clone(), v.clone());
+        let out = attend(kernel, qkv, mask.clone(), c.causal, FloatDType::F32);
         let out = out * seen_t.clone();
         let grads = (out.clone() * up.clone()).sum().backward();
         (
@@ -187,7 +194,6 @@ fn kernels_apply_on_autodiff_wgpu_devices() {
 /// the kernel's error must be of the order of f16 storage rounding (2^-11 relative) and no
 /// larger than the all-f16 composition's. The key mask is passed in f16 too (it is read as f32).
 fn check_half(c: Case) {
-    use burn::tensor::FloatDType;
     let device = wgpu();
     let ad = device.clone().autodiff();
     let seed = (c.tq * 31 + c.tk * 7 + c.d) as u64;
@@ -196,7 +202,6 @@ fn check_half(c: Case) {
     let k0 = half(normal([c.b, c.hk, c.tk, c.d], seed + 1, &ad));
     let v0 = half(normal([c.b, c.hk, c.tk, c.d], seed + 2, &ad));
     let up = half(normal([c.b, c.h, c.tq, c.d], seed + 3, &ad));
-    let scale = 1.0 / (c.d as f32).sqrt();
     // no padding here: every query row sees at least its own key
     let mask = Tensor::<2>::ones([c.b, c.tk], &ad).cast(FloatDType::F16);
     let run = |how: u8| {
@@ -210,23 +215,8 @@ fn check_half(c: Case) {
             k0.clone().cast(dtype).detach().require_grad(),
             v0.clone().cast(dtype).detach().require_grad(),
         );
-        let out = match how {
-            0 => flash_attention(
-                q.clone(),
-                k.clone(),
-                v.clone(),
-                mask.clone(),
-                c.causal,
-                scale,
-            ),
-            _ => {
-                let mut bias = Tensor::<4>::zeros([1, 1, c.tq, c.tk], &ad);
-                if c.causal {
-                    bias = causal_bias(c.tq, c.tk, &ad);
-                }
-                attention_reference(q.clone(), k.clone(), v.clone(), bias.cast(dtype))
-            }
-        };
+        let qkv = (q.clone(), k.clone(), v.clone());
+        let out = attend(how == 0, qkv, mask.clone(), c.causal, dtype);
         assert_eq!(out.dtype(), dtype.into(), "output dtype");
         let grads = (out.clone() * up.clone().cast(dtype)).sum().backward();
         [
