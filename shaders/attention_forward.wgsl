@@ -10,55 +10,26 @@
 @group(0) @binding(5) var<storage, read_write> lse: array<f32>;
 @group(0) @binding(6) var<storage, read_write> info: array<u32>;
 
-var<workgroup> k_tile: array<vec4<f32>, TILE4>;
-var<workgroup> v_tile: array<vec4<f32>, TILE4>;
-var<workgroup> m_tile: array<f32, TR>;
-var<workgroup> bound: u32;
-
 @compute @workgroup_size({{ wg }}, 1, 1)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(local_invocation_index) tid: u32,
 ) {
     let p = params();
-    let bh = wid.y;
-    let b = bh / p.h;
-    let kvh = (bh % p.h) / (p.h / p.hk);
-    let i = wid.x * WG + tid;
-    let live = i < p.tq;
-    let row = bh * p.tq + min(i, p.tq - 1u);
-    let qb = row * D4;
+    let qr = query_row(p, wid, tid);
+    let i = qr.i;
+    let live = qr.live;
+    let row = qr.row;
+    let qb = qr.qb;
+    let kend = qr.kend;
 
     // q0.. (the scaled query row) and a0.. (the unnormalised output)
     {{ fwd_init }}
     var m = NEG;
     var l = 0.0;
-    let kv0 = (b * p.hk + kvh) * p.tk;
-    // keys past the block's last query are invisible to all of it under a causal mask
-    var kend = p.tk;
-    if (p.causal) {
-        kend = min(p.tk, wid.x * WG + WG - 1u + p.offset + 1u);
-    }
-    // values read from a storage buffer are not uniform to WGSL's analysis, and every
-    // workgroupBarrier below must be: the loop bound goes through workgroupUniformLoad
-    if (tid == 0u) {
-        bound = kend;
-    }
-    let kend_u = workgroupUniformLoad(&bound);
+    let kend_u = key_bound(qr, tid);
     for (var t0 = 0u; t0 < kend_u; t0 += TR) {
-        workgroupBarrier();
-        for (var e = tid; e < TILE4; e += WG) {
-            let j = t0 + e / D4;
-            if (j < p.tk) {
-                k_tile[e] = vec4<f32>(k[(kv0 + j) * D4 + e % D4]);
-                v_tile[e] = vec4<f32>(v[(kv0 + j) * D4 + e % D4]);
-            }
-        }
-        for (var r = tid; r < TR; r += WG) {
-            let j = t0 + r;
-            m_tile[r] = select(0.0, key_mask[b * p.tk + min(j, p.tk - 1u)], j < p.tk);
-        }
-        workgroupBarrier();
+        load_key_tile(p, qr, t0, tid);
         // every lane runs every key (rows past Tq compute on a clamped row and store nothing):
         // no divergent branch, so the tile reads stay uniform broadcasts
         for (var r = 0u; r < TR; r++) {

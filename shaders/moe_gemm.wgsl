@@ -28,22 +28,13 @@
 @group(0) @binding(5) var<storage, read_write> info: array<u32>;
 
 const E: u32 = {{ e }}u;
-const KD: u32 = {{ kd }}u;
-const ND: u32 = {{ nd }}u;
-const GATHER: bool = {{ gather }};
-const R: u32 = {{ r }}u;
-const WG: u32 = {{ wg }}u;
 
 // The source offset of row r0 + r when it lies in [lo, hi), and whether it does.
 fn source(row: u32, lo: u32, hi: u32) -> vec2<u32> {
     if (row < lo || row >= hi) {
         return vec2<u32>(0u, 0u);
     }
-    var src = row;
-    if (GATHER) {
-        src = u32(rows[row]);
-    }
-    return vec2<u32>(src * KD, 1u);
+    return vec2<u32>(source_row(row) * KD, 1u);
 }
 
 @compute @workgroup_size({{ wg }}, 1, 1)
@@ -57,11 +48,11 @@ fn main(
     if (col >= ND) {
         return;
     }
-    // columns past the end read the last one (their results are not stored)
-    let c0 = col;
-    let c1 = min(col + 1u, ND - 1u);
-    let c2 = min(col + 2u, ND - 1u);
-    let c3 = min(col + 3u, ND - 1u);
+    let cs = columns(col);
+    let c0 = cs.x;
+    let c1 = cs.y;
+    let c2 = cs.z;
+    let c3 = cs.w;
     {{ init }}
     for (var e = 0u; e < E; e++) {
         let lo = max(u32(offsets[e]), r0);

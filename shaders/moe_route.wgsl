@@ -14,16 +14,13 @@
 @group(0) @binding(3) var<storage, read_write> experts: array<i32>;
 @group(0) @binding(4) var<storage, read_write> info: array<u32>;
 
-const E: u32 = {{ e }}u;
-const K: u32 = {{ k }}u;
-
 @compute @workgroup_size(64, 1, 1)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let n = info[0];
-    let t = gid.x;
-    if (t >= n) {
+    let tok = token(gid);
+    if (tok.y == 0u) {
         return;
     }
+    let t = tok.x;
     if (routed[t] == 0.0) {
         for (var j = 0u; j < K; j++) {
             weights[t * K + j] = 0.0;

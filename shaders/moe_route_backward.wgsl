@@ -11,16 +11,13 @@
 @group(0) @binding(3) var<storage, read_write> dlogits: array<f32>;
 @group(0) @binding(4) var<storage, read_write> info: array<u32>;
 
-const E: u32 = {{ e }}u;
-const K: u32 = {{ k }}u;
-
 @compute @workgroup_size(64, 1, 1)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let n = info[0];
-    let t = gid.x;
-    if (t >= n) {
+    let tok = token(gid);
+    if (tok.y == 0u) {
         return;
     }
+    let t = tok.x;
     for (var e = 0u; e < E; e++) {
         dlogits[t * E + e] = 0.0;
     }

@@ -18,12 +18,6 @@
 @group(0) @binding(4) var<storage, read_write> dw: array<f32>;
 @group(0) @binding(5) var<storage, read_write> info: array<u32>;
 
-const KD: u32 = {{ kd }}u;
-const ND: u32 = {{ nd }}u;
-const GATHER: bool = {{ gather }};
-const R: u32 = {{ r }}u;
-const WG: u32 = {{ wg }}u;
-
 @compute @workgroup_size({{ wg }}, 1, 1)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -35,20 +29,17 @@ fn main(
     if (col >= ND) {
         return;
     }
-    let c0 = col;
-    let c1 = min(col + 1u, ND - 1u);
-    let c2 = min(col + 2u, ND - 1u);
-    let c3 = min(col + 3u, ND - 1u);
+    let cs = columns(col);
+    let c0 = cs.x;
+    let c1 = cs.y;
+    let c2 = cs.z;
+    let c3 = cs.w;
     // (the segment end is clamped to the rows there are, should the offsets disagree)
     let lo = u32(offsets[e]);
     let hi = min(u32(offsets[e + 1u]), info[0]);
     {{ init }}
     for (var s = lo; s < hi; s++) {
-        var src = s;
-        if (GATHER) {
-            src = u32(rows[s]);
-        }
-        let ab = src * KD;
+        let ab = source_row(s) * KD;
         let gb = s * ND;
         let gv = {{ load_g }};
         {{ fma }}

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use condenser_engine::burn::module::{Module, ModuleVisitor, Param};
 use condenser_engine::burn::prelude::*;
 use condenser_engine::data::shapes::{WorldConfig, generate};
-use condenser_engine::train::checkpoint;
+use condenser_engine::run::checkpoint;
 
 fn weights(dir: &Path) -> Vec<Vec<f32>> {
     struct W(Vec<Vec<f32>>);

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use condenser_app::gui::panels::{compare, experts, losses, pipeline, relations, runs, samples};
 use condenser_app::gui::{CondenserApp, OpenRun, Tab};
+use condenser_engine::run::list_runs;
 use condenser_engine::train::RunStatus;
-use condenser_engine::train::runs::list_runs;
 use eframe::egui;
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;

@@ -7,6 +7,7 @@
 //! backend `flex`.
 
 pub mod backend;
+pub mod bench;
 pub mod config;
 pub mod data;
 pub mod distill;
@@ -14,6 +15,8 @@ pub mod error;
 pub mod eval;
 pub mod io;
 pub mod model;
+pub mod rng;
+pub mod run;
 pub mod train;
 
 /// The burn version the engine is built on, for the faces.

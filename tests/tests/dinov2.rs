@@ -1,4 +1,4 @@
-//! A real vision tower end to end: the DINOv2-S/14 backbone from the ONNX file of ASSETS.md
+//! A real vision tower end to end: the DINOv2-S/14 backbone from the ONNX file of docs/ASSETS.md
 //! (weights named by walking the graph), imported for 224 px (its 37 x 37 position grid
 //! resized to 16 x 16), must give what onnxruntime computes inside that file at the outputs of
 //! its last two blocks (tests/fixtures/dinov2-s, written by scripts/dinov2-reference.py). The

@@ -134,7 +134,7 @@ fn distill_without_a_teacher_or_with_a_mismatched_one_is_refused() {
 fn student_llm_can_start_from_the_teachers_first_layers() {
     use condenser_engine::burn::prelude::Device;
     use condenser_engine::model::Mllm;
-    use condenser_engine::train::checkpoint::{load_full, load_llm_prefix};
+    use condenser_engine::run::checkpoint::{load_full, load_llm_prefix};
 
     let (_, runs) = smoke_teacher(&scratch("kd-prefix"), Some(1));
     let ck = runs.join("smoke/checkpoints/final");
@@ -172,10 +172,11 @@ fn student_llm_can_start_from_the_teachers_first_layers() {
 /// Cached teacher outputs equal the live teacher's on batches of examples of different lengths.
 #[test]
 fn cached_teacher_outputs_match_the_live_teacher() {
+    use condenser_engine::backend::kernels::Kernels;
     use condenser_engine::burn::prelude::*;
     use condenser_engine::data::{Dataset, Padding, TextTokenizer, host_batch};
     use condenser_engine::model::Visual;
-    use condenser_engine::train::distill::{Teacher, TeacherCache, teacher_forward};
+    use condenser_engine::train::teacher::{Teacher, TeacherCache, teacher_forward};
 
     let (data, runs) = smoke_teacher(&scratch("kd-cache"), None);
     let recipe = smoke_recipe(&data);
@@ -186,6 +187,7 @@ fn cached_teacher_outputs_match_the_live_teacher() {
         &runs.join("smoke/checkpoints/final"),
         &recipe.model,
         &tok,
+        Kernels::for_device(&inner),
         &inner,
     )
     .unwrap();
@@ -271,7 +273,7 @@ fn teacher_with_another_tokenizer_is_refused() {
 /// the hidden states and the head. Its losses, step by step, equal the reference path's.
 #[test]
 fn fused_linear_kd_terms_match_the_reference_on_wgpu() {
-    use condenser_engine::backend::kernels::KernelPolicy;
+    use condenser_engine::config::KernelPolicy;
     use condenser_engine::config::{Objective, RelationFeatures};
     let dir = scratch("kd-fused-linear");
     let (data, runs) = smoke_teacher(&dir, None);
@@ -313,4 +315,66 @@ fn fused_linear_kd_terms_match_the_reference_on_wgpu() {
             );
         }
     }
+}
+
+/// The engine's run plan (what the main job and ablations use): a student that needs a teacher
+/// starts only once the teacher's run has finished (it would fail to find the teacher's final
+/// checkpoint otherwise), runs side by side where they may, and a plan whose runs wait for each
+/// other is refused instead of hanging.
+#[test]
+fn a_plan_runs_dependent_runs_in_order_and_refuses_a_circle() {
+    use condenser_engine::train::{Observer, PlanObserver, PlannedRun, RunOutcome, run_plan};
+    use std::sync::Mutex;
+
+    struct Order(Mutex<Vec<String>>);
+    impl PlanObserver for Order {
+        fn run_observer(&self, _: &PlannedRun) -> Box<dyn Observer + Send + '_> {
+            Box::new(Silent)
+        }
+        fn finished(&self, run: &PlannedRun, _: &RunOutcome, _: f64, _: usize, _: usize) {
+            self.0.lock().unwrap().push(run.id.clone());
+        }
+    }
+
+    let dir = scratch("plan");
+    let data = tiny_world(&dir);
+    let (device, info) = select(BackendChoice::Cpu).unwrap();
+    let opts = |eval: bool| RunOptions {
+        runs_dir: dir.join("runs"),
+        eval,
+        ..RunOptions::default()
+    };
+    let mut teacher = smoke_recipe(&data);
+    teacher.stages.truncate(1);
+    let mut student = kd_recipe(&data);
+    student.stages.truncate(1);
+    let planned = |id: &str, recipe: &Recipe, eval: bool, after: &[&str]| PlannedRun {
+        id: id.into(),
+        recipe: recipe.clone(),
+        opts: opts(eval),
+        after: after.iter().map(|a| a.to_string()).collect(),
+    };
+    // listed student first: the plan, not the list order, decides when it starts
+    let plan = vec![
+        planned("smoke-kd", &student, true, &["smoke"]),
+        planned("smoke:eval", &teacher, true, &["smoke"]),
+        planned("smoke", &teacher, false, &[]),
+    ];
+    let order = Order(Mutex::new(Vec::new()));
+    let out = run_plan(plan, 2, &device, &info, &order).unwrap();
+    let order = order.0.into_inner().unwrap();
+    assert_eq!(order.len(), 3);
+    assert_eq!(order[0], "smoke", "{order:?}");
+    assert!(out["smoke"].eval.is_none());
+    assert!(out["smoke:eval"].eval.is_some());
+    assert!(out["smoke-kd"].finished && out["smoke-kd"].eval.is_some());
+
+    let circle = vec![
+        planned("a", &teacher, false, &["b"]),
+        planned("b", &student, false, &["a"]),
+    ];
+    let err = run_plan(circle, 2, &device, &info, &Order(Mutex::new(Vec::new())))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("never became ready"), "{err}");
 }

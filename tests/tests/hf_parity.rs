@@ -322,7 +322,7 @@ fn export_then_import_gives_the_same_model() {
 #[test]
 fn imported_checkpoints_reload_with_the_same_numbers() {
     use condenser_engine::io::{ImportOptions, ImportSource, import_model, write_imported};
-    use condenser_engine::train::checkpoint;
+    use condenser_engine::run::checkpoint;
     let (device, _) = select(BackendChoice::Cpu).unwrap();
     let options = ImportOptions {
         select: FeatureSelect::default(),

@@ -12,7 +12,7 @@ use condenser_engine::data::{Dataset, Padding, TextTokenizer, host_batch};
 use condenser_engine::model::Mllm;
 use condenser_engine::model::Visual;
 use condenser_engine::model::moe::{LayerRouting, Phase};
-use condenser_engine::train::checkpoint::{load_full, load_upcycled};
+use condenser_engine::run::checkpoint::{load_full, load_upcycled};
 use condenser_engine::train::{Event, Observer, RunOptions, Silent, run_recipe};
 use condenser_tests::{
     assert_same_weights, copy_dir, repo, scratch, smoke_recipe, tiny_world, weights,
@@ -303,7 +303,7 @@ fn upcycling_and_preference_misuse_is_refused_before_any_folder() {
 /// device-independent). There must be a wgpu adapter (CI installs lavapipe).
 #[test]
 fn moe_kernels_on_and_off_give_the_same_losses_and_routing() {
-    use condenser_engine::backend::kernels::KernelPolicy;
+    use condenser_engine::config::KernelPolicy;
     let dir = scratch("moe-kernels-ab");
     let data = tiny_world(&dir);
     let (cpu, cpu_info) = select(BackendChoice::Cpu).unwrap();

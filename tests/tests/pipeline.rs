@@ -2,7 +2,8 @@
 //! cross-backend agreement (wgpu on lavapipe vs burn's CPU backend).
 
 use condenser_engine::backend::{BackendChoice, select};
-use condenser_engine::train::{Event, Observer, RunOptions, Silent, checkpoint, run_recipe};
+use condenser_engine::run::checkpoint;
+use condenser_engine::train::{Event, Observer, RunOptions, Silent, run_recipe};
 use condenser_tests::{assert_same_weights, scratch, smoke_recipe, tiny_world};
 
 #[test]
@@ -70,7 +71,12 @@ fn killed_and_resumed_run_ends_with_the_same_weights() {
     };
     let b1 = run_recipe(&recipe, &device, &info, &first, &mut Silent).unwrap();
     assert!(!b1.finished);
-    assert!(checkpoint::latest(&runs_b.join("smoke/checkpoints")).is_some());
+    assert!(
+        condenser_engine::run::Runs::new(&runs_b)
+            .run("smoke")
+            .latest_checkpoint()
+            .is_some()
+    );
     drop(b1);
     let second = RunOptions {
         runs_dir: runs_b,
@@ -139,7 +145,7 @@ fn wgpu_and_cpu_agree_on_the_first_losses() {
 /// reference give the same losses at every step, within float32 reduction-order noise.
 #[test]
 fn kernels_on_and_off_give_the_same_losses() {
-    use condenser_engine::backend::kernels::KernelPolicy;
+    use condenser_engine::config::KernelPolicy;
     let dir = scratch("kernels-ab");
     let data = tiny_world(&dir);
     let mut recipe = smoke_recipe(&data);

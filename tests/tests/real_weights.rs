@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 
 use condenser_engine::backend::{BackendChoice, select};
-use condenser_engine::config::{Recipe, parse_recipe};
+use condenser_engine::config::Recipe;
 use condenser_engine::io::{
     FeatureSelect, ImportOptions, ImportSource, import_model, write_imported,
 };
@@ -63,7 +63,9 @@ fn recipe(name: &str, dir: &Path, data: &Path, train: usize, steps: usize) -> Re
             "\"data/easy-vqa\"",
             &format!("{:?}", data.display().to_string()),
         );
-    let mut r = parse_recipe(&text, &path).unwrap_or_else(|e| panic!("{e}"));
+    let mut r = condenser_engine::run::Runs::new(dir.join("runs"))
+        .parse_recipe(&text, &path)
+        .unwrap_or_else(|e| panic!("{e}"));
     for s in &mut r.stages {
         s.batch_size = 4;
         s.epochs = (steps * s.batch_size) as f64 / train as f64;

@@ -1,6 +1,7 @@
 //! Every shipped recipe parses, validates, and round-trips through its resolved form.
 
 use condenser_engine::config::{load_recipe, parse_recipe};
+use condenser_engine::run::Runs;
 use condenser_tests::repo;
 
 #[test]
@@ -15,7 +16,8 @@ fn shipped_recipes_parse_and_round_trip() {
                 // the real-weights recipes take their model from a checkpoint that
                 // `condenser import` writes first (tests/tests/real_weights.rs runs them after
                 // importing); without it the recipe must say which checkpoint it lacks
-                let e = load_recipe(&path).unwrap_err().to_string();
+                let runs = Runs::new(repo().join("target/test-scratch/no-runs"));
+                let e = runs.load_recipe(&path).unwrap_err().to_string();
                 assert!(
                     e.contains("model_from") && e.contains("checkpoints/"),
                     "{e}"

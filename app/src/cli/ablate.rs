@@ -3,17 +3,19 @@
 //! (mean ± std per column, headline against the baseline) to the set's output file plus JSON.
 //! Finished runs with the same resolved recipe are reused, so an interrupted ablation continues.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::Instant;
 
 use anyhow::Context as _;
-use condenser_engine::config::{Recipe, load_ablation, load_recipe, run_name};
+use condenser_engine::config::{Recipe, load_ablation, run_name};
 use condenser_engine::data::shapes::{generate, is_generated};
 use condenser_engine::eval::EvalResult;
 use condenser_engine::eval::ablation::{Headline, RowStats, columns, markdown};
-use condenser_engine::train::{RunOptions, Silent, run_recipe};
+use condenser_engine::run::Runs;
+use condenser_engine::train::{
+    Observer, PlanObserver, PlannedRun, RunOptions, RunOutcome, Silent, run_plan, run_recipe,
+};
 
 use super::progress::Bars;
 
@@ -43,15 +45,32 @@ pub struct Args {
 }
 
 /// A finished run's evaluation, when its folder was made by exactly this recipe.
-fn finished(runs_dir: &Path, recipe: &Recipe) -> Option<EvalResult> {
-    let dir = runs_dir.join(&recipe.name);
-    let saved = std::fs::read_to_string(dir.join("recipe.toml")).ok()?;
-    if saved != recipe.to_toml() {
-        return None;
+fn finished(runs: &Runs, recipe: &Recipe) -> Option<EvalResult> {
+    runs.run(&recipe.name).finished_eval(&recipe.to_toml())
+}
+
+/// One line per finished run (the runs train side by side, so no progress bars).
+struct Summary;
+
+impl PlanObserver for Summary {
+    fn run_observer(&self, _: &PlannedRun) -> Box<dyn Observer + Send + '_> {
+        Box::new(Silent)
     }
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).ok()?).ok()?;
-    serde_json::from_value(report.get("eval")?.clone()).ok()
+
+    fn finished(
+        &self,
+        run: &PlannedRun,
+        out: &RunOutcome,
+        seconds: f64,
+        done: usize,
+        total: usize,
+    ) {
+        let accuracy = out.eval.as_ref().map_or(f64::NAN, |e| 100.0 * e.accuracy);
+        eprintln!(
+            "[{done}/{total}] {}: {accuracy:.1}% in {seconds:.0} s",
+            run.id
+        );
+    }
 }
 
 /// The seed index `k` of a seeded row's run name (`<set>-<row>-s<k>`).
@@ -98,11 +117,12 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         );
     }
     let (device, info) = args.device.device()?;
+    let runs = Runs::new(&args.runs_dir);
 
     // every recipe is built and validated before anything trains
     let mut before = Vec::new();
     for p in &set.before {
-        let mut r = load_recipe(args.root.join(p))?;
+        let mut r = runs.load_recipe(args.root.join(p))?;
         r.data = data.clone();
         before.push(r);
     }
@@ -110,7 +130,8 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     for (i, row) in set.rows.iter().enumerate() {
         let seeds = if row.seeded { args.seeds } else { 1 };
         for k in 0..seeds {
-            let mut r = row.recipe(&set.name, &args.root, k)?;
+            let mut r =
+                row.recipe_with(&set.name, &args.root, k, &|t, p| runs.parse_recipe(t, p))?;
             r.data = data.clone();
             planned.push((i, r));
         }
@@ -123,19 +144,14 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     };
     // prerequisites (vision encoder) and unseeded rows (the teacher) first, one at a time
     for r in &before {
-        if !args
-            .runs_dir
-            .join(&r.name)
-            .join("checkpoints/final")
-            .exists()
-        {
+        if !runs.run(&r.name).is_finished() {
             run_recipe(r, &device, &info, &opts(false), &mut Bars::default())?;
         }
     }
     let mut results: Vec<Vec<(String, EvalResult)>> = vec![Vec::new(); set.rows.len()];
     let mut queue = VecDeque::new();
     for (i, r) in planned {
-        if let Some(e) = finished(&args.runs_dir, &r) {
+        if let Some(e) = finished(&runs, &r) {
             eprintln!("[{}] finished earlier: {:.1}%", r.name, 100.0 * e.accuracy);
             results[i].push((r.name.clone(), e));
         } else if !set.rows[i].seeded {
@@ -148,77 +164,28 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     let total = queue.len();
     eprintln!("{total} runs to train, {} at a time", jobs);
     // a row that starts from another row's run (`@row:`) waits until that run has finished
-    let finished_lock: Mutex<HashSet<String>> = Mutex::new(
-        results
-            .iter()
-            .flatten()
-            .map(|(name, _)| name.clone())
-            .collect(),
-    );
-    let queue = Mutex::new(queue);
-    let done = Mutex::new(Vec::new());
-    let failed = std::sync::atomic::AtomicBool::new(false);
-    let ready = |r: &Recipe, finished: &HashSet<String>, i: usize| {
-        let k = seed_index(&r.name);
-        set.rows[i]
-            .depends_on()
-            .iter()
-            .all(|dep| finished.contains(&run_name(&set.name, dep, k)))
-    };
-    std::thread::scope(|s| -> anyhow::Result<()> {
-        let workers: Vec<_> = (0..jobs.min(total.max(1)))
-            .map(|_| {
-                s.spawn(|| -> anyhow::Result<()> {
-                    loop {
-                        if failed.load(std::sync::atomic::Ordering::Relaxed) {
-                            return Ok(());
-                        }
-                        let next = {
-                            let mut q = queue.lock().unwrap();
-                            if q.is_empty() {
-                                return Ok(());
-                            }
-                            let fin = finished_lock.lock().unwrap();
-                            let pos = q.iter().position(|(i, r)| ready(r, &fin, *i));
-                            pos.and_then(|p| q.remove(p))
-                        };
-                        let Some((i, r)) = next else {
-                            // everything left waits on runs still training
-                            std::thread::sleep(std::time::Duration::from_millis(500));
-                            continue;
-                        };
-                        let t0 = Instant::now();
-                        let out = run_recipe(&r, &device, &info, &opts(true), &mut Silent)
-                            .with_context(|| format!("run {}", r.name));
-                        let out = match out {
-                            Ok(o) => o,
-                            Err(e) => {
-                                failed.store(true, std::sync::atomic::Ordering::Relaxed);
-                                return Err(e);
-                            }
-                        };
-                        let e = out.eval.context("evaluated")?;
-                        finished_lock.lock().unwrap().insert(r.name.clone());
-                        let mut d = done.lock().unwrap();
-                        d.push((i, r.name.clone(), e.clone()));
-                        eprintln!(
-                            "[{}/{total}] {}: {:.1}% in {:.0} s",
-                            d.len(),
-                            r.name,
-                            100.0 * e.accuracy,
-                            t0.elapsed().as_secs_f64()
-                        );
-                    }
-                })
-            })
-            .collect();
-        for w in workers {
-            w.join().expect("worker thread")?;
-        }
-        Ok(())
-    })?;
-    for (i, name, e) in done.into_inner().unwrap() {
-        results[i].push((name, e));
+    let rows_of: std::collections::HashMap<String, usize> =
+        queue.iter().map(|(i, r)| (r.name.clone(), *i)).collect();
+    let plan = queue
+        .into_iter()
+        .map(|(i, r)| {
+            let k = seed_index(&r.name);
+            PlannedRun {
+                id: r.name.clone(),
+                after: set.rows[i]
+                    .depends_on()
+                    .iter()
+                    .map(|dep| run_name(&set.name, dep, k))
+                    .collect(),
+                recipe: r,
+                opts: opts(true),
+            }
+        })
+        .collect();
+    let outcomes = run_plan(plan, jobs, &device, &info, &Summary)?;
+    for (name, out) in outcomes {
+        let e = out.eval.with_context(|| format!("{name} evaluated"))?;
+        results[rows_of[&name]].push((name, e));
     }
     for r in &mut results {
         r.sort_by(|a, b| a.0.cmp(&b.0));

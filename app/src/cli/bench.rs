@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use condenser_engine::backend::kernels::bench;
 use condenser_engine::backend::{self, BackendChoice};
+use condenser_engine::bench;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {

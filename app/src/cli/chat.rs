@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use condenser_engine::data::image::load_image;
 use condenser_engine::data::question_batch;
-use condenser_engine::train::checkpoint;
+use condenser_engine::run::checkpoint;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {

@@ -12,7 +12,8 @@ use anyhow::Context as _;
 use condenser_engine::config::Recipe;
 use condenser_engine::data::shapes::{generate, is_generated};
 use condenser_engine::eval::{EvalResult, report};
-use condenser_engine::train::{RunOptions, run_recipe};
+use condenser_engine::run::Runs;
+use condenser_engine::train::{Observer, PlanObserver, PlannedRun, RunOptions, run_plan};
 use indicatif::MultiProgress;
 
 use super::progress::Bars;
@@ -48,6 +49,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         );
     }
     let (device, info) = args.device.device()?;
+    let runs = Runs::new(&args.runs_dir);
     let opts = |eval: bool| RunOptions {
         runs_dir: args.runs_dir.clone(),
         resume: true,
@@ -60,73 +62,50 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         recipe.data = args.data.clone();
         Ok(recipe)
     };
-    // run_recipe resumes an interrupted run, only re-evaluates a finished one, and refuses a
-    // run folder made by a different recipe (then --fresh starts over)
     let vision = load(recipes::VISION)?;
-    run_recipe(&vision, &device, &info, &opts(false), &mut Bars::default())?;
-    // the baseline student needs only the encoder, so it trains beside the teacher (a CPU
-    // backend run of these small models keeps about one core busy); the KD student needs the
-    // finished teacher and starts right after its training, while the teacher's evaluation
-    // runs beside it (run_recipe on a finished run only evaluates)
     let teacher = load(recipes::TEACHER)?;
     let student = load(recipes::STUDENT)?;
     let kd = load(recipes::KD)?;
-    let group = MultiProgress::new();
-    let (t, s_out, kd_out) = std::thread::scope(|s| {
-        let side = {
-            let (device, info, group, student) = (&device, &info, &group, &student);
-            let opts = opts(true);
-            s.spawn(move || run_recipe(student, device, info, &opts, &mut Bars::in_group(group)))
-        };
-        let trained = run_recipe(
+    // run_recipe resumes an interrupted run, only re-evaluates a finished one, and refuses a
+    // run folder made by a different recipe (then --fresh starts over). The baseline student
+    // needs only the encoder, so it trains beside the teacher (a CPU backend run of these small
+    // models keeps about one core busy); the KD student needs the finished teacher and starts
+    // right after its training, while the teacher's evaluation runs beside it.
+    let teacher_eval = format!("{}:eval", teacher.name);
+    let step = |recipe: &Recipe, id: &str, opts: RunOptions, after: &[&str]| PlannedRun {
+        id: id.to_string(),
+        recipe: recipe.clone(),
+        opts,
+        after: after.iter().map(|a| a.to_string()).collect(),
+    };
+    let plan = vec![
+        step(&vision, &vision.name, opts(false), &[]),
+        step(&teacher, &teacher.name, opts(false), &[&vision.name]),
+        step(&student, &student.name, opts(true), &[&vision.name]),
+        // evaluate the run just trained: never start it over, even with --fresh
+        step(
             &teacher,
-            &device,
-            &info,
-            &opts(false),
-            &mut Bars::in_group(&group),
-        );
-        let (t, kd_out) = match trained {
-            Ok(_) => {
-                let teacher_eval = {
-                    let (device, info, group, teacher) = (&device, &info, &group, &teacher);
-                    // evaluate the run just trained: never start it over, even with --fresh
-                    let opts = RunOptions {
-                        overwrite: false,
-                        ..opts(true)
-                    };
-                    s.spawn(move || {
-                        run_recipe(teacher, device, info, &opts, &mut Bars::in_group(group))
-                    })
-                };
-                let kd_out = run_recipe(
-                    &kd,
-                    &device,
-                    &info,
-                    &opts(true),
-                    &mut Bars::in_group(&group),
-                );
-                (
-                    teacher_eval.join().expect("teacher evaluation thread"),
-                    Some(kd_out),
-                )
-            }
-            Err(e) => (Err(e), None),
-        };
-        (t, side.join().expect("student thread"), kd_out)
-    });
-    let mut results: Vec<(String, EvalResult)> =
-        vec![(teacher.name.clone(), t?.eval.context("teacher evaluated")?)];
-    results.push((
-        student.name.clone(),
-        s_out?.eval.context("student evaluated")?,
-    ));
-    results.push((
-        kd.name.clone(),
-        kd_out
-            .expect("the KD student runs once the teacher finished")?
-            .eval
-            .context("KD student evaluated")?,
-    ));
+            &teacher_eval,
+            RunOptions {
+                overwrite: false,
+                ..opts(true)
+            },
+            &[&teacher.name],
+        ),
+        step(&kd, &kd.name, opts(true), &[&teacher.name]),
+    ];
+    let group = MultiProgress::new();
+    let mut done = run_plan(plan, 3, &device, &info, &InGroup(&group))?;
+    let mut eval_of = |id: &str| -> anyhow::Result<EvalResult> {
+        done.remove(id)
+            .and_then(|o| o.eval)
+            .with_context(|| format!("{id} evaluated"))
+    };
+    let results: Vec<(String, EvalResult)> = vec![
+        (teacher.name.clone(), eval_of(&teacher_eval)?),
+        (student.name.clone(), eval_of(&student.name)?),
+        (kd.name.clone(), eval_of(&kd.name)?),
+    ];
     let table: Vec<(&str, &EvalResult)> = results.iter().map(|(n, r)| (n.as_str(), r)).collect();
     let md = format!(
         "# Shapes world: teacher, baseline student, LLaVA-KD student\n\nGenerated by `condenser demo` on {} ({}).\n\n{}",
@@ -134,12 +113,21 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         info.name,
         report::comparison(&table)
     );
-    condenser_engine::error::write_atomic(args.runs_dir.join("comparison.md"), md.as_bytes())?;
+    condenser_engine::error::write_atomic(runs.comparison_file(), md.as_bytes())?;
     println!("{md}");
     println!(
         "total time: {:.1} min (comparison: {})",
         started.elapsed().as_secs_f64() / 60.0,
-        args.runs_dir.join("comparison.md").display()
+        runs.comparison_file().display()
     );
     Ok(())
+}
+
+/// Every run's progress bars in one group, so runs side by side do not overwrite each other.
+struct InGroup<'g>(&'g MultiProgress);
+
+impl PlanObserver for InGroup<'_> {
+    fn run_observer(&self, _: &PlannedRun) -> Box<dyn Observer + Send + '_> {
+        Box::new(Bars::in_group(self.0))
+    }
 }

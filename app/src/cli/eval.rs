@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use condenser_engine::data::{Dataset, TextTokenizer};
 use condenser_engine::eval::{answer_all, report, score};
-use condenser_engine::train::checkpoint;
+use condenser_engine::run::checkpoint;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -37,18 +37,15 @@ pub struct Args {
     pub device: super::DeviceArgs,
 }
 
-/// The tokenizer of a checkpoint: the explicit one, the run folder's copy, or the data's.
+/// The tokenizer of a checkpoint: the explicit one, the checkpoint's own (an import) or its run
+/// folder's copy, or the data's.
 pub fn tokenizer_for(
     checkpoint: &std::path::Path,
     explicit: Option<PathBuf>,
     data: Option<&std::path::Path>,
 ) -> anyhow::Result<TextTokenizer> {
-    let run_copy = checkpoint
-        .parent()
-        .and_then(|p| p.parent())
-        .map(|r| r.join("tokenizer.json"));
     let path = explicit
-        .or(run_copy.filter(|p| p.exists()))
+        .or_else(|| condenser_engine::run::checkpoint_tokenizer(checkpoint))
         .or(data.map(|d| d.join("tokenizer.json")))
         .ok_or_else(|| anyhow::anyhow!("no tokenizer found: pass --tokenizer"))?;
     Ok(TextTokenizer::load(&path)?)
@@ -69,14 +66,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     )?;
     let answers = answer_all(&model, &tok, &data, args.batch_size, args.limit);
     if let Some(p) = &args.answers {
-        let mut lines = String::new();
-        for (qtype, s) in &answers {
-            let mut v = serde_json::to_value(s)?;
-            v["question_type"] = serde_json::json!(qtype.map(|t| t.name().to_string()));
-            lines.push_str(&serde_json::to_string(&v)?);
-            lines.push('\n');
-        }
-        condenser_engine::error::write_atomic(p, lines.as_bytes())?;
+        condenser_engine::data::write_answers(p, &answers)?;
     }
     let r = score(answers);
     println!(

@@ -7,8 +7,10 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use condenser_engine::io::{export_hf_llm, llm_from_tensors, load_hf_llm, read_gguf};
-use condenser_engine::train::checkpoint;
+use condenser_engine::io::{
+    ModelFormat, detect, export_hf_llm, llm_from_tensors, load_hf_llm, read_gguf,
+};
+use condenser_engine::run::checkpoint;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -37,27 +39,26 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     if args.web {
         return super::export_web::main(src, &args.out, args.tokenizer, &args.web_args, &device);
     }
-    let (llm, own_tokenizer, default_tokenizer) = if src.is_file() {
-        let g = read_gguf(src)?;
-        let llm = llm_from_tensors(&g.config, g.tensors, &device)?;
-        (llm, Some(g.tokenizer), None)
-    } else if src.join(checkpoint::MODEL_FILE).exists() {
-        let model = checkpoint::load_full(src, &device)?;
-        // runs/<run>/checkpoints/<ck> -> runs/<run>/tokenizer.json
-        let tok = src
-            .parent()
-            .and_then(|p| p.parent())
-            .map(|run| run.join("tokenizer.json"));
-        (model.llm, None, tok)
-    } else if src.join("config.json").exists() {
-        let llm = load_hf_llm(src, &device)?;
-        (llm, None, Some(src.join("tokenizer.json")))
-    } else {
-        anyhow::bail!(
+    let (llm, own_tokenizer, default_tokenizer) = match detect(src) {
+        Some(ModelFormat::Gguf | ModelFormat::Onnx) => {
+            let g = read_gguf(src)?;
+            let llm = llm_from_tensors(&g.config, g.tensors, &device)?;
+            (llm, Some(g.tokenizer), None)
+        }
+        Some(ModelFormat::Checkpoint) => {
+            let model = checkpoint::load_full(src, &device)?;
+            let tok = condenser_engine::run::checkpoint_tokenizer(src);
+            (model.llm, None, tok)
+        }
+        Some(ModelFormat::HfFolder) => {
+            let llm = load_hf_llm(src, &device)?;
+            (llm, None, Some(src.join("tokenizer.json")))
+        }
+        None => anyhow::bail!(
             "{}: not a GGUF file, a checkpoint folder (no {}) or a HF folder (no config.json)",
             src.display(),
             checkpoint::MODEL_FILE
-        );
+        ),
     };
     export_hf_llm(&llm, &args.out)?;
     let tok_out = args.out.join("tokenizer.json");

@@ -10,10 +10,9 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use condenser_engine::burn::prelude::Device;
 use condenser_engine::data::{Dataset, TextTokenizer};
-use condenser_engine::eval::answer_all;
-use condenser_engine::io::bundle::{self, Manifest, Part, Precision, PrecisionCheck, Trial};
+use condenser_engine::io::bundle::{self, Manifest, Precision, PrecisionCheck};
 use condenser_engine::model::Mllm;
-use condenser_engine::train::checkpoint;
+use condenser_engine::run::checkpoint;
 
 /// The weights' precision in a browser bundle.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,7 +48,7 @@ pub fn main(
     web: &WebArgs,
     device: &Device,
 ) -> anyhow::Result<()> {
-    if !source.join(checkpoint::MODEL_FILE).exists() {
+    if !checkpoint::is_checkpoint(source) {
         anyhow::bail!(
             "{}: --web needs a Condenser checkpoint folder (no {} here), e.g. \
              runs/shapes-kd/checkpoints/final",
@@ -75,23 +74,7 @@ pub fn main(
         ),
         DtypeChoice::Auto => {
             let check = precision_check(&model, &tok, web)?;
-            let (precision, reason) = match check.trials.iter().find(|t| t.differing == 0) {
-                Some(t) => (
-                    t.precision.clone(),
-                    format!(
-                        "{} weights give the f32 answers to all {} questions",
-                        t.precision.label(),
-                        check.questions
-                    ),
-                ),
-                None => (
-                    Precision::f32(),
-                    format!(
-                        "every f16 choice changed answers (all f16: {} of {})",
-                        check.trials[0].differing, check.questions
-                    ),
-                ),
-            };
+            let (precision, reason) = check.choice();
             (precision, reason, Some(check))
         }
     };
@@ -117,8 +100,7 @@ pub fn main(
     Ok(())
 }
 
-/// Answers the check split with the f32 weights, then with each candidate precision until one
-/// changes nothing.
+/// The f16 check of `--dtype auto` on the check split (`--data`, `--split`).
 fn precision_check(
     model: &Mllm,
     tok: &TextTokenizer,
@@ -140,57 +122,5 @@ fn precision_check(
         model.config.llm.max_positions,
         false,
     )?;
-    let full = answer_all(model, tok, &data, 64, web.check_limit);
-    // all f16 first, then the partial choices, largest saving first
-    let counts = model.param_counts();
-    let saving = |p: &Precision| {
-        p.f16
-            .iter()
-            .map(|part| match part {
-                Part::Vision => counts.vision,
-                Part::Projector => counts.projector,
-                Part::Llm => counts.llm,
-            })
-            .sum::<usize>()
-    };
-    let mut candidates = vec![
-        Precision::only(&[Part::Vision, Part::Projector]),
-        Precision::only(&[Part::Llm, Part::Projector]),
-        Precision::only(&[Part::Vision]),
-        Precision::only(&[Part::Llm]),
-    ];
-    candidates.sort_by_key(|p| std::cmp::Reverse(saving(p)));
-    candidates.insert(0, Precision::f16());
-    let mut trials = Vec::new();
-    for precision in candidates {
-        let rounded = answer_all(
-            &bundle::rounded(model, &precision)?,
-            tok,
-            &data,
-            64,
-            web.check_limit,
-        );
-        let mut differing = 0;
-        let mut first = None;
-        for ((_, a), (_, b)) in full.iter().zip(&rounded) {
-            if a.answer != b.answer {
-                differing += 1;
-                first.get_or_insert_with(|| format!("{}: {:?} -> {:?}", a.id, a.answer, b.answer));
-            }
-        }
-        let done = differing == 0;
-        trials.push(Trial {
-            precision,
-            differing,
-            first_difference: first,
-        });
-        if done {
-            break;
-        }
-    }
-    Ok(PrecisionCheck {
-        questions_from: split.display().to_string(),
-        questions: full.len(),
-        trials,
-    })
+    Ok(bundle::precision_check(model, tok, &data, web.check_limit)?)
 }

@@ -27,7 +27,9 @@ pub struct Args {
 
 pub fn main(args: Args) -> anyhow::Result<()> {
     let (device, _) = args.device.device()?;
-    let (llm, tok, eos) = if args.model.is_file() {
+    let gguf =
+        condenser_engine::io::detect(&args.model) == Some(condenser_engine::io::ModelFormat::Gguf);
+    let (llm, tok, eos) = if gguf {
         let g = read_gguf(&args.model)?;
         let llm = llm_from_tensors(&g.config, g.tensors, &device)?;
         (llm, g.tokenizer, g.eos)

@@ -7,12 +7,10 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use condenser_engine::data::QuestionType;
 use condenser_engine::data::llava::load_conversations;
 use condenser_engine::data::mined::mine_pairs;
 use condenser_engine::data::prefs::build_pairs;
 use condenser_engine::data::shapes::object_names;
-use condenser_engine::eval::Sample;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -86,40 +84,8 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One line of `condenser eval --answers`.
-#[derive(serde::Deserialize)]
-struct AnswerLine {
-    #[serde(flatten)]
-    sample: Sample,
-    #[serde(default)]
-    question_type: Option<QuestionType>,
-}
-
-/// Reads `condenser eval --answers` lines, one answer each; a bad line is reported with its
-/// number.
-fn read_answers(path: &Path) -> anyhow::Result<Vec<(Option<QuestionType>, Sample)>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading the answers {}", path.display()))?;
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| {
-            serde_json::from_str::<AnswerLine>(l)
-                .map(|a| (a.question_type, a.sample))
-                .with_context(|| {
-                    format!(
-                        "{}:{}: expected one answer of `condenser eval --answers` (id, question, \
-                     expected, answer, correct, image)",
-                        path.display(),
-                        i + 1
-                    )
-                })
-        })
-        .collect()
-}
-
 fn from_answers(path: &Path, output: &Path, seed: u64) -> anyhow::Result<()> {
-    let answers = read_answers(path)?;
+    let answers = condenser_engine::data::read_answers(path)?;
     let (pairs, stats) = mine_pairs(&answers, seed);
     anyhow::ensure!(
         !pairs.is_empty(),

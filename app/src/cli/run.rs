@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use condenser_engine::config::load_recipe;
+use condenser_engine::run::Runs;
 use condenser_engine::train::{RunOptions, run_recipe};
 
 use super::progress::Bars;
@@ -38,14 +38,14 @@ pub struct Args {
     /// `auto`: Condenser's WGSL kernels on wgpu devices; `reference`: the plain burn-ops
     /// composition everywhere (for A/B runs). Overrides the recipe's `kernels`.
     #[arg(long)]
-    pub kernels: Option<condenser_engine::backend::kernels::KernelPolicy>,
+    pub kernels: Option<condenser_engine::config::KernelPolicy>,
     /// Stop after this many optimiser steps, with a checkpoint written (as if killed).
     #[arg(long, hide = true)]
     pub stop_after: Option<usize>,
 }
 
 pub fn main(args: Args) -> anyhow::Result<()> {
-    let mut recipe = load_recipe(&args.recipe)?;
+    let mut recipe = Runs::new(&args.runs_dir).load_recipe(&args.recipe)?;
     if let Some(d) = args.data {
         recipe.data = d;
     }

@@ -9,9 +9,8 @@ use eframe::egui::{self, RichText, Ui};
 
 use condenser_engine::backend::DeviceInfo;
 use condenser_engine::burn::prelude::Device;
-use condenser_engine::config::load_recipe;
+use condenser_engine::run::{RunDir, RunFolder, Runs};
 use condenser_engine::train::RunOptions;
-use condenser_engine::train::runs::{RunFolder, list_runs};
 
 use super::frame_stats::FrameStats;
 use super::job::Job;
@@ -101,7 +100,7 @@ impl CondenserApp {
     /// Lists the run folders again.
     pub fn list(&mut self) {
         self.last_listing = Some(Instant::now());
-        match list_runs(&self.runs_dir) {
+        match Runs::new(&self.runs_dir).list() {
             Ok(r) => {
                 self.runs = r;
                 self.listing_error = None;
@@ -118,7 +117,10 @@ impl CondenserApp {
         if run.is_dir() || run.components().count() > 1 {
             run.to_path_buf()
         } else {
-            self.runs_dir.join(run)
+            Runs::new(&self.runs_dir)
+                .run(&run.to_string_lossy())
+                .path()
+                .to_path_buf()
         }
     }
 
@@ -158,8 +160,9 @@ impl CondenserApp {
                 .device
                 .clone()
                 .ok_or("this window was opened to watch only (no device)")?;
-            let recipe = load_recipe(recipe_path).map_err(|e| e.to_string())?;
-            let dir = self.runs_dir.join(&recipe.name);
+            let runs = Runs::new(&self.runs_dir);
+            let recipe = runs.load_recipe(recipe_path).map_err(|e| e.to_string())?;
+            let dir = runs.run(&recipe.name).path().to_path_buf();
             let opts = RunOptions {
                 runs_dir: self.runs_dir.clone(),
                 resume: true,
@@ -253,7 +256,9 @@ impl CondenserApp {
             Some(runs::RunsAction::Compare(p)) => self.compare_with(&p),
             Some(runs::RunsAction::Refresh) => self.list(),
             Some(runs::RunsAction::Start(p)) => self.start(&p, &ctx),
-            Some(runs::RunsAction::Resume(dir)) => self.start(&dir.join("recipe.toml"), &ctx),
+            Some(runs::RunsAction::Resume(dir)) => {
+                self.start(&RunDir::new(dir).recipe_file(), &ctx)
+            }
             Some(runs::RunsAction::Stop) => {
                 if let Some(job) = self.open.as_ref().and_then(OpenRun::job) {
                     job.request_stop();

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use condenser_engine::train::runs::{SampleRow, SavedReport, load_report, sample_rows};
+use condenser_engine::run::{RunDir, SampleRow, SavedReport, sample_rows};
 use condenser_engine::train::{Event, EventTail, RunHistory, RunStatus};
 
 use super::job::Job;
@@ -55,7 +55,7 @@ impl OpenRun {
             history: RunHistory::default(),
             report: None,
             samples: Vec::new(),
-            planned_stages: condenser_engine::config::load_recipe(dir.join("recipe.toml"))
+            planned_stages: condenser_engine::config::load_recipe(RunDir::new(dir).recipe_file())
                 .map(|r| r.stages.iter().map(|s| s.name.clone()).collect())
                 .unwrap_or_default(),
             warnings: Vec::new(),
@@ -73,8 +73,9 @@ impl OpenRun {
         if !dir.is_dir() {
             return Err(format!("{}: no such run folder", dir.display()));
         }
-        let events = dir.join("events.jsonl");
-        if !events.exists() && !dir.join("recipe.toml").exists() {
+        let run_dir = RunDir::new(dir);
+        let events = run_dir.events_file();
+        if !events.exists() && !run_dir.recipe_file().exists() {
             return Err(format!(
                 "{}: not a run folder (no events.jsonl or recipe.toml)",
                 dir.display()
@@ -206,7 +207,7 @@ impl OpenRun {
 
     fn load_report(&mut self) {
         self.report_checked = true;
-        match load_report(&self.dir) {
+        match RunDir::new(&self.dir).load_report() {
             Ok(r) => self.report = r,
             Err(e) => self.warnings.push(format!("report: {e}")),
         }

@@ -1,6 +1,8 @@
-//! Device selection. Condenser runs on the first wgpu adapter (Vulkan, Metal, DX12; Mesa's
+//! Devices and kernels. Condenser runs on the first wgpu adapter (Vulkan, Metal, DX12; Mesa's
 //! lavapipe on GPU-less machines) and falls back to burn's pure-Rust CPU backend `flex` when no
-//! adapter exists. The kernel extension trait of the design lands here with the kernels issue.
+//! adapter exists. `kernels/` holds the WGSL kernels as a burn backend extension
+//! ([`kernels::KernelOps`]) and [`kernels::Kernels`], the one value that says whether a run uses
+//! them.
 
 mod host;
 pub mod kernels;

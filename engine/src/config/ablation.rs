@@ -205,6 +205,18 @@ impl AblationRow {
     /// The row's recipe for seed index `k`: patched, filtered, renamed `<set>-<row>-s<k>` and
     /// reseeded `seed + 1000 k` (seeded rows), then parsed and validated like any recipe.
     pub fn recipe(&self, set: &str, root: &Path, k: usize) -> Result<Recipe> {
+        self.recipe_with(set, root, k, &parse_recipe)
+    }
+
+    /// [`AblationRow::recipe`], parsed by `parse` (a runs folder's parser resolves an
+    /// `[init] model_from` run for a recipe without `[model]`).
+    pub fn recipe_with(
+        &self,
+        set: &str,
+        root: &Path,
+        k: usize,
+        parse: &dyn Fn(&str, &Path) -> Result<Recipe>,
+    ) -> Result<Recipe> {
         let path = root.join(&self.recipe);
         let text = crate::error::read_to_string(&path)?;
         let bad = |message: String| Error::Recipe {
@@ -264,7 +276,7 @@ impl AblationRow {
             );
         }
         let text = toml::to_string(&value).map_err(|e| bad(e.to_string()))?;
-        parse_recipe(&text, &path).map_err(|e| bad(e.to_string()))
+        parse(&text, &path).map_err(|e| bad(e.to_string()))
     }
 }
 

@@ -1,4 +1,4 @@
-//! Mixture-of-Experts settings of a decoder (LLaVA-MoD, METHODS.md section 4): how many experts,
+//! Mixture-of-Experts settings of a decoder (LLaVA-MoD, docs/METHODS.md section 4): how many experts,
 //! how many each token uses, which layers are sparse, the capacity limits and the router losses.
 
 use std::fmt;

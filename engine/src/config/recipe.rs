@@ -5,8 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::MllmConfig;
-use crate::backend::kernels::KernelPolicy;
+use super::{MllmConfig, Objective};
 use crate::{Error, Result};
 
 /// A whole recipe.
@@ -55,6 +54,30 @@ fn is_auto(p: &KernelPolicy) -> bool {
 }
 fn default_seed() -> u64 {
     42
+}
+
+/// Whether the fused kernels run where they can (`auto`, the default) or the plain burn-ops
+/// reference runs everywhere (`reference`), for A/B runs and for bisecting a numerical
+/// difference. A run resolves it once against its device (`backend::kernels::Kernels`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KernelPolicy {
+    #[default]
+    Auto,
+    Reference,
+}
+
+impl std::str::FromStr for KernelPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "reference" => Ok(Self::Reference),
+            other => Err(format!(
+                "unknown kernels policy {other:?}: expected auto or reference"
+            )),
+        }
+    }
 }
 
 /// Initial weights.
@@ -126,159 +149,6 @@ impl DataKind {
     }
 }
 
-/// What a stage optimises.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case", tag = "kind")]
-pub enum Objective {
-    /// Next-token cross-entropy on assistant tokens.
-    #[default]
-    LanguageModel,
-    /// CLIP-style symmetric InfoNCE between images and their captions (the last assistant
-    /// turn): image embedding = the projected CLS token (the mean of the projected patch tokens
-    /// when the encoder drops CLS), text embedding = the
-    /// decoder's final hidden state at the caption's last token. Gives the vision encoder a
-    /// direct training signal, with no cross-attention to discover first.
-    ///
-    /// With `regions > 0` a dense term is added with that weight: every patch token is
-    /// classified against the text embeddings of the region phrases present in the batch
-    /// (RegionCLIP-style), so the patch tokens, not only the image summary, carry what the
-    /// text says about their part of the image. The records must carry `regions`.
-    Contrastive {
-        #[serde(default = "default_temperature")]
-        temperature: f64,
-        #[serde(default)]
-        regions: f64,
-    },
-    /// Teacher-student distillation (LLaVA-KD MDist + RDist, LLaVADI hidden alignment): the
-    /// weighted sum of the terms of [`DistillSpec`]. Needs `[teacher]`.
-    Distill(DistillSpec),
-    /// LLaVA-MoD preference distillation on `preference` data: a DPO-family loss whose
-    /// reference model is the `[teacher]`, plus optional cross-entropy on the chosen answers.
-    Preference(PreferenceSpec),
-}
-
-/// Preference distillation settings (METHODS.md section 4).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PreferenceSpec {
-    /// Which DPO-family loss.
-    #[serde(default)]
-    pub loss: crate::distill::PreferenceLoss,
-    /// Inverse temperature of the implicit reward (0.1 in LLaVA-MoD).
-    #[serde(default = "tenth")]
-    pub beta: f64,
-    /// Weight of cross-entropy on the chosen answers (0: the preference loss alone).
-    #[serde(default)]
-    pub ce: f64,
-    /// The reference model of the implicit reward: the teacher (LLaVA-MoD) or the student as it
-    /// entered the stage (plain DPO; a diagnostic). Left out of saved recipes when `teacher`.
-    #[serde(default, skip_serializing_if = "PreferenceReference::is_teacher")]
-    pub reference: PreferenceReference,
-}
-
-/// Whose log-probabilities the preference loss measures the student against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PreferenceReference {
-    #[default]
-    Teacher,
-    /// The student's own weights at the start of the stage, frozen.
-    Student,
-}
-
-impl PreferenceReference {
-    fn is_teacher(&self) -> bool {
-        *self == PreferenceReference::Teacher
-    }
-}
-
-fn tenth() -> f64 {
-    0.1
-}
-
-impl Default for PreferenceSpec {
-    fn default() -> Self {
-        PreferenceSpec {
-            loss: Default::default(),
-            beta: 0.1,
-            ce: 0.0,
-            reference: PreferenceReference::Teacher,
-        }
-    }
-}
-
-/// The terms of a distillation objective and their weights (METHODS.md sections 2, 3, 6).
-/// LLaVA-KD's released code has no training script, so its weights are the paper's symbols
-/// (a, b, g), 1.0 each by default; LLaVADI's hidden-state term is off by default.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DistillSpec {
-    /// Weight of the ordinary next-token cross-entropy on the responses (`L_PT` / `L_reg`).
-    #[serde(default = "one")]
-    pub ce: f64,
-    /// Weight of `L_res`: the divergence on the tokens chosen by `tokens`.
-    #[serde(default = "one")]
-    pub res: f64,
-    /// Weight of `L_vis`: the divergence of the LLM's output distributions at the visual-token
-    /// positions.
-    #[serde(default = "one")]
-    pub vis: f64,
-    /// Weight of `L_rel` (RDist): `1 - cos` between the self-correlation matrices of the
-    /// visual-token outputs.
-    #[serde(default = "one")]
-    pub rel: f64,
-    /// Weight of LLaVADI's MSE between the last hidden states (student mapped to the teacher's
-    /// width by a learned 2-layer MLP) on the tokens chosen by `tokens`.
-    #[serde(default)]
-    pub hidden: f64,
-    /// Which tokens `L_res` and the hidden term cover.
-    #[serde(default)]
-    pub tokens: KdTokens,
-    /// Which visual-token outputs RDist relates.
-    #[serde(default)]
-    pub relation: RelationFeatures,
-    /// The divergence, its temperature and logit normalisation.
-    #[serde(default)]
-    pub divergence: crate::distill::DivergenceSpec,
-}
-
-impl Default for DistillSpec {
-    fn default() -> Self {
-        DistillSpec {
-            ce: 1.0,
-            res: 1.0,
-            vis: 1.0,
-            rel: 1.0,
-            hidden: 0.0,
-            tokens: KdTokens::Response,
-            relation: RelationFeatures::Logits,
-            divergence: Default::default(),
-        }
-    }
-}
-
-/// Token selection for the response divergence.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum KdTokens {
-    /// Only the tokens the cross-entropy counts (assistant responses): LLaVA-KD's `L_res`.
-    #[default]
-    Response,
-    /// Every attended token (prompt, image and response): LLaVADI's best setting.
-    All,
-}
-
-/// Features RDist correlates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum RelationFeatures {
-    /// The LLM's output logits at the visual positions (over the shared vocabulary).
-    #[default]
-    Logits,
-    /// The last hidden states at the visual positions.
-    Hidden,
-}
-
 /// LLaVA-KD's stage kinds (Fig. 2) and TinyLLaVA's. A kind fixes what trains, on which data,
 /// with which objective; a recipe that names a kind and contradicts it is rejected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -318,10 +188,6 @@ impl StageKind {
             ),
         }
     }
-}
-
-fn default_temperature() -> f64 {
-    0.07
 }
 
 /// Per-module tuning policy (TinyLLaVA): frozen, fully trained, or trained from layer k on.
@@ -438,13 +304,30 @@ fn default_warmup() -> f64 {
     0.03
 }
 
-/// Parses a recipe from TOML text. `path` is only used in error messages.
+/// Parses a recipe from TOML text. `path` is only used in error messages. A recipe that leaves
+/// `[model]` out and names `[init] model_from` needs that checkpoint's model: parse it with
+/// [`parse_recipe_with`] (the runs folder resolves it, `run::Runs::load_recipe`).
 pub fn parse_recipe(text: &str, path: &Path) -> Result<Recipe> {
+    parse_recipe_with(text, path, &|spec| {
+        Err(format!(
+            "cannot resolve {spec:?} here: load the recipe through a runs folder"
+        ))
+    })
+}
+
+/// [`parse_recipe`], with `model_of` giving the model of an `[init] model_from` checkpoint for
+/// a recipe that leaves `[model]` out (an imported real model's config is long and must match
+/// exactly).
+pub fn parse_recipe_with(
+    text: &str,
+    path: &Path,
+    model_of: &dyn Fn(&str) -> std::result::Result<MllmConfig, String>,
+) -> Result<Recipe> {
     let bad = |message: String| Error::Recipe {
         path: path.to_path_buf(),
         message,
     };
-    let recipe: Recipe = match model_from_checkpoint(text, path)? {
+    let recipe: Recipe = match model_from_checkpoint(text, path, model_of)? {
         None => toml::from_str(text).map_err(|e| bad(e.to_string().trim_end().to_string()))?,
         Some(table) => table
             .try_into()
@@ -454,10 +337,13 @@ pub fn parse_recipe(text: &str, path: &Path) -> Result<Recipe> {
     Ok(recipe)
 }
 
-/// A recipe that leaves `[model]` out but names `[init] model_from` takes the model of that
-/// checkpoint (an imported real model's config is long and must match exactly). Returns the
-/// recipe's table with `[model]` filled in, or `None` when there is nothing to fill.
-fn model_from_checkpoint(text: &str, path: &Path) -> Result<Option<toml::Table>> {
+/// The recipe's table with `[model]` filled in from `[init] model_from`, or `None` when there
+/// is nothing to fill.
+fn model_from_checkpoint(
+    text: &str,
+    path: &Path,
+    model_of: &dyn Fn(&str) -> std::result::Result<MllmConfig, String>,
+) -> Result<Option<toml::Table>> {
     let Ok(mut table) = text.parse::<toml::Table>() else {
         return Ok(None); // the typed parse reports the syntax error with its position
     };
@@ -471,22 +357,20 @@ fn model_from_checkpoint(text: &str, path: &Path) -> Result<Option<toml::Table>>
     else {
         return Ok(None);
     };
-    // a checkpoint folder, or a finished run under the default runs folder
-    let ckpt =
-        crate::train::resolve_checkpoint(spec, Path::new("runs")).map_err(|e| Error::Recipe {
-            path: path.to_path_buf(),
-            message: format!("no [model] table, and [init] model_from: {e}"),
-        })?;
-    let model = crate::train::checkpoint::load_config(&ckpt)?;
-    let value = toml::Value::try_from(&model).map_err(|e| Error::Recipe {
-        path: ckpt.join(crate::train::checkpoint::CONFIG_FILE),
-        message: format!("cannot express the model as TOML: {e}"),
-    })?;
+    let bad = |message: String| Error::Recipe {
+        path: path.to_path_buf(),
+        message,
+    };
+    let model =
+        model_of(spec).map_err(|e| bad(format!("no [model] table, and [init] model_from: {e}")))?;
+    let value = toml::Value::try_from(&model)
+        .map_err(|e| bad(format!("cannot express the model of {spec:?} as TOML: {e}")))?;
     table.insert("model".into(), value);
     Ok(Some(table))
 }
 
-/// Loads and validates a recipe file.
+/// Loads and validates a recipe file (one that names its `[model]`, or whose `model_from`
+/// needs no runs folder: see [`parse_recipe_with`]).
 pub fn load_recipe(path: impl AsRef<Path>) -> Result<Recipe> {
     let path = path.as_ref();
     parse_recipe(&crate::error::read_to_string(path)?, path)

@@ -14,11 +14,11 @@
 //! objects, and a student at chance there would get pairs of noise. Untyped questions (any
 //! LLaVA-format data set) all count.
 
+use super::answers::Sample;
 use super::llava::{Conversation, PreferencePair, Speaker, Turn};
 use super::qtype::QuestionType;
 use super::template::normalise_answer;
-use crate::eval::Sample;
-use crate::model::Rng;
+use crate::rng::Rng;
 
 /// What [`mine_pairs`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]

@@ -1,6 +1,7 @@
 //! Data: LLaVA conversation JSON and images, HF tokenizers, the chat template, padded batches,
 //! and the built-in Shapes world generator.
 
+pub mod answers;
 pub mod batch;
 pub mod dataset;
 pub mod easy_vqa;
@@ -14,6 +15,7 @@ pub mod shapes;
 pub mod template;
 pub mod tokenizer;
 
+pub use answers::{Answer, Sample, read_answers, write_answers};
 pub use batch::{HostBatch, Padding, host_batch};
 pub use dataset::Dataset;
 pub use llava::{Conversation, PreferencePair, Speaker, Turn};

@@ -5,7 +5,7 @@
 //! a user-supplied list, matched as whole words.
 
 use super::llava::{Conversation, PreferencePair, Speaker};
-use crate::model::Rng;
+use crate::rng::Rng;
 
 /// What [`build_pairs`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]

@@ -6,8 +6,9 @@ use burn::nn::Linear;
 use burn::prelude::*;
 use burn::tensor::activation::gelu;
 
-use crate::model::init::{Rng, linear};
+use crate::model::init::linear;
 use crate::model::masked_mean;
+use crate::rng::Rng;
 
 /// `Linear(Ds, Dt) -> GELU -> Linear(Dt, Dt)`.
 #[derive(Module, Debug)]

@@ -1,6 +1,9 @@
 //! Knowledge distillation (LLaVA-KD, LLaVADI): divergences between teacher and student token
-//! distributions, relation distillation over visual tokens, hidden-state alignment, and the
-//! vocabulary policy. Plain burn ops; the fused kernels of `shaders/` implement the same specs.
+//! distributions, relation distillation over visual tokens, hidden-state alignment, the
+//! preference losses and the vocabulary policy. The references are plain burn ops; the
+//! divergences switch to the fused kernels of `shaders/` (which implement the same specs) when
+//! the run's [`crate::backend::kernels::Kernels`] says so. The settings these losses read are
+//! recipe types in `config`.
 
 pub(crate) mod divergence;
 mod hidden;
@@ -8,9 +11,10 @@ mod preference;
 mod relation;
 mod vocab;
 
+pub use crate::config::PreferenceLoss;
 pub use divergence::{Divergence, DivergenceSpec, masked_divergence, token_divergence, zscore};
 pub use hidden::{HiddenProjection, hidden_mse};
-pub use preference::{PairLogps, PreferenceLoss, preference_loss, sequence_logps};
+pub use preference::{PairLogps, preference_loss, sequence_logps};
 pub use relation::{relation_loss, self_correlation};
 pub use vocab::VocabAlignment;
 

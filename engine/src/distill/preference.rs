@@ -1,40 +1,12 @@
-//! Preference distillation (LLaVA-MoD, METHODS.md section 4): a DPO-family loss on
+//! Preference distillation (LLaVA-MoD, docs/METHODS.md section 4): a DPO-family loss on
 //! (prompt, chosen, rejected) triples where the reference model is the TEACHER, not a frozen copy
 //! of the student. With `pi` the student's and `ref` the teacher's summed response log-probs,
 //! `m = (pi(y+) - ref(y+)) - (pi(y-) - ref(y-))` is how much more than the teacher the student
 //! prefers the chosen answer; each variant turns `beta * m` into a loss.
 
+use crate::config::PreferenceLoss;
 use burn::prelude::*;
 use burn::tensor::activation::{log_sigmoid, relu, sigmoid};
-use serde::{Deserialize, Serialize};
-
-/// The four variants of LLaVA-MoD's official code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum PreferenceLoss {
-    /// DPO: `-log sigmoid(beta m)`.
-    #[default]
-    Sigmoid,
-    /// SLiC-style hinge: `max(0, 1 - beta m)`.
-    Hinge,
-    /// IPO: `(m - 1 / (2 beta))^2`, a squared loss that does not push `m` to infinity.
-    Ipo,
-    /// KTO on pairs: chosen and rejected are scored separately against a batch-level KL
-    /// baseline (detached, clamped at 0): `1 - sigmoid(beta (r+ - KL-))` and
-    /// `1 - sigmoid(beta (KL+ - r-))`, with `r = pi - ref`.
-    KtoPair,
-}
-
-impl PreferenceLoss {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Sigmoid => "sigmoid",
-            Self::Hinge => "hinge",
-            Self::Ipo => "ipo",
-            Self::KtoPair => "kto_pair",
-        }
-    }
-}
 
 /// Summed log-probs of the response under the policy and the reference, `[B]` each.
 pub struct PairLogps {

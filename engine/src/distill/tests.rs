@@ -1,11 +1,12 @@
-//! Distillation losses against direct f64 evaluations of the formulas of METHODS.md section 2-3
+//! Distillation losses against direct f64 evaluations of the formulas of docs/METHODS.md sections 2-3
 //! (written from probabilities, not log-softmaxes, so they share no code with the engine), and
 //! their gradients against central finite differences of those evaluations.
 
 use burn::prelude::*;
 
 use super::*;
-use crate::backend::kernels::KernelPolicy;
+use crate::backend::kernels::Kernels;
+use crate::config::KernelPolicy;
 
 fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data()
@@ -16,7 +17,7 @@ fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
 
 /// Deterministic pseudo-random logits with a spread like a real model's.
 fn logits(n: usize, seed: u64, scale: f64) -> Vec<f64> {
-    let mut rng = crate::model::Rng::new(seed);
+    let mut rng = crate::rng::Rng::new(seed);
     (0..n).map(|_| rng.normal() * scale).collect()
 }
 
@@ -88,10 +89,6 @@ fn reference_masked(zs: &[f64], zt: &[f64], mask: &[f64], v: usize, spec: &Diver
 }
 
 fn all_specs() -> Vec<DivergenceSpec> {
-    all_specs_with(KernelPolicy::Auto)
-}
-
-fn all_specs_with(kernels: KernelPolicy) -> Vec<DivergenceSpec> {
     let kinds = [
         Divergence::ForwardKl,
         Divergence::ReverseKl,
@@ -108,7 +105,6 @@ fn all_specs_with(kernels: KernelPolicy) -> Vec<DivergenceSpec> {
                 divergence,
                 temperature,
                 zscore,
-                kernels,
             });
         }
     }
@@ -131,7 +127,7 @@ fn identical_distributions_give_zero() {
     let z = logits(3 * 11, 1, 3.0);
     for spec in all_specs() {
         let a = tensor2(&z, [3, 11], &device);
-        let d = host(token_divergence(a.clone(), a, &spec));
+        let d = host(token_divergence(a.clone(), a, &spec, Kernels::Reference));
         for x in d {
             assert!(x.abs() < 1e-5, "{}: {x}", spec.divergence.label());
         }
@@ -166,16 +162,18 @@ fn masked_values_match_on(device: Device) {
 }
 
 fn masked_values_match_on_with(device: Device, policy: KernelPolicy) {
+    let kernels = Kernels::resolve(policy, &device);
     let (b, t, v) = (2, 3, 13);
     let zs = logits(b * t * v, 2, 2.5);
     let zt = logits(b * t * v, 3, 4.0);
     let mask = [1.0, 0.0, 1.0, 1.0, 1.0, 0.0];
-    for spec in all_specs_with(policy) {
+    for spec in all_specs() {
         let got = host(masked_divergence(
             tensor3(&zs, [b, t, v], &device),
             tensor3(&zt, [b, t, v], &device),
             tensor2(&mask, [b, t], &device),
             &spec,
+            kernels,
         ))[0] as f64;
         let want = reference_masked(&zs, &zt, &mask, v, &spec);
         assert!(
@@ -193,6 +191,7 @@ fn masked_values_match_on_with(device: Device, policy: KernelPolicy) {
         tensor3(&zt, [b, t, v], &device),
         tensor2(&[0.0; 6], [b, t], &device),
         &DivergenceSpec::default(),
+        kernels,
     ))[0];
     assert_eq!(zero, 0.0);
 }
@@ -202,11 +201,12 @@ fn gradients_match_on(device: Device) {
 }
 
 fn gradients_match_on_with(device: Device, policy: KernelPolicy) {
+    let kernels = Kernels::resolve(policy, &device);
     let (b, t, v) = (1, 3, 7);
     let zs = logits(b * t * v, 4, 1.5);
     let zt = logits(b * t * v, 5, 2.0);
     let mask = [1.0, 0.0, 1.0];
-    for spec in all_specs_with(policy) {
+    for spec in all_specs() {
         let student = tensor3(&zs, [b, t, v], &device).require_grad();
         let teacher = tensor3(&zt, [b, t, v], &device).require_grad();
         let loss = masked_divergence(
@@ -214,6 +214,7 @@ fn gradients_match_on_with(device: Device, policy: KernelPolicy) {
             teacher.clone(),
             tensor2(&mask, [b, t], &device),
             &spec,
+            kernels,
         );
         let grads = loss.backward();
         let g = host(student.grad(&grads).expect("student gradient"));

@@ -38,17 +38,7 @@ pub struct PopeScore {
 }
 
 /// One scored answer (a few are kept in the report as examples).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Sample {
-    pub id: String,
-    pub question: String,
-    pub expected: String,
-    pub answer: String,
-    pub correct: bool,
-    /// The record's image, relative to the data folder (as in the LLaVA JSON).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image: Option<String>,
-}
+pub use crate::data::answers::Sample;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct EvalResult {

@@ -1,13 +1,11 @@
-//! Reports, generated from results (never edited by hand): `report.md` + `report.json` in a run
-//! folder, and the side-by-side comparison of several runs.
+//! Reports, generated from results (never edited by hand): a run's `report.md` + `report.json`
+//! (the run folder writes them), and the side-by-side comparison of several runs.
 
 use std::fmt::Write as _;
-use std::path::Path;
 
 use serde::Serialize;
 
 use super::EvalResult;
-use crate::Result;
 use crate::backend::DeviceInfo;
 use crate::config::Recipe;
 use crate::data::QuestionType;
@@ -21,14 +19,13 @@ struct RunReport<'a> {
     eval: &'a EvalResult,
 }
 
-/// Writes `report.json` and `report.md` for one run.
-pub fn write_run_report(
-    dir: &Path,
+/// The `report.json` and `report.md` of one run.
+pub fn run_report(
     recipe: &Recipe,
     device: &DeviceInfo,
     params: &ParamCounts,
     eval: &EvalResult,
-) -> Result<()> {
+) -> RunReportFiles {
     let json = serde_json::to_string_pretty(&RunReport {
         run: &recipe.name,
         device,
@@ -64,8 +61,15 @@ pub fn write_run_report(
             if s.correct { "" } else { " ✗" }
         );
     }
-    crate::error::write_atomic(dir.join("report.md"), md.as_bytes())?;
-    crate::error::write_atomic(dir.join("report.json"), json.as_bytes())
+    RunReportFiles { json, md }
+}
+
+/// A run's report as the run folder stores it (`run::RunDir::write_report`).
+pub struct RunReportFiles {
+    /// `report.json`: the run, device, parameter counts and the whole evaluation.
+    pub json: String,
+    /// `report.md`: the same for people, with example answers.
+    pub md: String,
 }
 
 /// The MoE routing table (share of each expert per layer, visual / text) and the heatmap.

@@ -339,105 +339,88 @@ pub fn write_bundle(
     Ok(manifest)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::tests::tiny_config as tiny;
-
-    #[test]
-    fn f32_round_trip_is_exact_and_f16_rounds_each_weight() {
-        let device = Device::flex();
-        let model = Mllm::new(&tiny(), 3, &device);
-        let back = rounded(&model, &Precision::f32()).unwrap();
-        let a = host_params(&model);
-        assert_eq!(a, host_params(&back));
-        assert!(a.len() > 10);
-
-        let h = host_params(&rounded(&model, &Precision::f16()).unwrap());
-        for (name, t) in &a {
-            let ht = &h[name];
-            assert_eq!(t.shape, ht.shape);
-            for (x, y) in t.values.iter().zip(&ht.values) {
-                assert_eq!(half::f16::from_f32(*x).to_f32(), *y, "{name}");
-                assert!((x - y).abs() <= x.abs() * 1e-3 + 1e-7, "{name}: {x} vs {y}");
+/// Answers the questions of `data` with the f32 weights, then with each candidate precision
+/// (all f16 first, then f16 for some parts, the largest saving first) until one changes no
+/// answer: what `--dtype auto` of `condenser export --web` decides with.
+pub fn precision_check(
+    model: &Mllm,
+    tok: &crate::data::TextTokenizer,
+    data: &crate::data::Dataset,
+    limit: Option<usize>,
+) -> Result<PrecisionCheck> {
+    use crate::eval::answer_all;
+    let full = answer_all(model, tok, data, 64, limit);
+    let counts = model.param_counts();
+    let saving = |p: &Precision| {
+        p.f16
+            .iter()
+            .map(|part| match part {
+                Part::Vision => counts.vision,
+                Part::Projector => counts.projector,
+                Part::Llm => counts.llm,
+            })
+            .sum::<usize>()
+    };
+    let mut candidates = vec![
+        Precision::only(&[Part::Vision, Part::Projector]),
+        Precision::only(&[Part::Llm, Part::Projector]),
+        Precision::only(&[Part::Vision]),
+        Precision::only(&[Part::Llm]),
+    ];
+    candidates.sort_by_key(|p| std::cmp::Reverse(saving(p)));
+    candidates.insert(0, Precision::f16());
+    let mut trials = Vec::new();
+    for precision in candidates {
+        let rounded = answer_all(&rounded(model, &precision)?, tok, data, 64, limit);
+        let mut differing = 0;
+        let mut first = None;
+        for ((_, a), (_, b)) in full.iter().zip(&rounded) {
+            if a.answer != b.answer {
+                differing += 1;
+                first.get_or_insert_with(|| format!("{}: {:?} -> {:?}", a.id, a.answer, b.answer));
             }
         }
-        let f16 = encode_weights(&model, &Precision::f16()).unwrap().len();
-        let f32 = encode_weights(&model, &Precision::f32()).unwrap().len();
-        assert!(f16 * 10 < f32 * 6, "f16 {f16} bytes vs f32 {f32}");
-
-        // mixed: only the vision encoder's weights are rounded
-        let vision_only = Precision::only(&[Part::Vision]);
-        assert_eq!(vision_only.label(), "f16 vision, f32 projector+llm");
-        let m = host_params(&rounded(&model, &vision_only).unwrap());
-        for (name, t) in &a {
-            let want = if name.starts_with("vision.") {
-                &h[name].values
-            } else {
-                &t.values
-            };
-            assert_eq!(&m[name].values, want, "{name}");
+        let done = differing == 0;
+        trials.push(Trial {
+            precision,
+            differing,
+            first_difference: first,
+        });
+        if done {
+            break;
         }
-        let size = encode_weights(&model, &vision_only).unwrap().len();
-        assert!(f16 < size && size < f32);
     }
+    Ok(PrecisionCheck {
+        questions_from: data.path.display().to_string(),
+        questions: full.len(),
+        trials,
+    })
+}
 
-    #[test]
-    fn weights_of_another_model_are_refused_by_name() {
-        let device = Device::flex();
-        let model = Mllm::new(&tiny(), 3, &device);
-        let bytes = encode_weights(&model, &Precision::f16()).unwrap();
-        let mut other = tiny();
-        other.llm.intermediate += 8;
-        let err = decode_weights(&other, &bytes, Path::new("w.safetensors"), &device)
-            .unwrap_err()
-            .to_string();
-        assert!(err.starts_with("w.safetensors: "), "{err}");
-        assert!(err.contains("mlp") && err.contains("model needs"), "{err}");
-        let err = decode_weights(&tiny(), b"not safetensors", Path::new("w"), &device)
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("not a safetensors file"), "{err}");
-    }
-
-    #[test]
-    fn a_folder_that_is_not_a_bundle_is_never_replaced() {
-        let device = Device::flex();
-        let model = Mllm::new(&tiny(), 3, &device);
-        let dir = std::env::temp_dir().join(format!("condenser-bundle-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("events.jsonl"), "{}\n").unwrap();
-        let manifest = || Manifest {
-            format: FORMAT.into(),
-            version: VERSION,
-            precision: Precision::f32(),
-            reason: "test".into(),
-            params: 0,
-            weights_bytes: 0,
-            source: "test".into(),
-            check: None,
-        };
-        let err = write_bundle(&dir, &model, b"{}", manifest())
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("is not a bundle"), "{err}");
-        assert!(dir.join("events.jsonl").is_file());
-        // an earlier bundle is replaced whole
-        std::fs::remove_file(dir.join("events.jsonl")).unwrap();
-        write_bundle(&dir, &model, b"{}", manifest()).unwrap();
-        std::fs::write(dir.join("stale.txt"), "x").unwrap();
-        write_bundle(&dir, &model, b"{}", manifest()).unwrap();
-        assert!(dir.join(MANIFEST_FILE).is_file() && !dir.join("stale.txt").exists());
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn manifest_of_another_format_is_refused() {
-        let text = r#"{"format":"other","version":1}"#;
-        let err = Manifest::parse(text, Path::new("bundle.json"))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("not a condenser-bundle"), "{err}");
+impl PrecisionCheck {
+    /// The smallest precision that changed no answer (f32 when every f16 choice did), and why.
+    pub fn choice(&self) -> (Precision, String) {
+        match self.trials.iter().find(|t| t.differing == 0) {
+            Some(t) => (
+                t.precision.clone(),
+                format!(
+                    "{} weights give the f32 answers to all {} questions",
+                    t.precision.label(),
+                    self.questions
+                ),
+            ),
+            None => (
+                Precision::f32(),
+                format!(
+                    "every f16 choice changed answers (all f16: {} of {})",
+                    self.trials.first().map_or(0, |t| t.differing),
+                    self.questions
+                ),
+            ),
+        }
     }
 }
+
+#[cfg(test)]
+#[path = "bundle_tests.rs"]
+mod tests;

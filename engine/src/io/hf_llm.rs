@@ -15,7 +15,7 @@ use super::params::{Layout, LoadReport, layer_index, load_named};
 use super::safetensors::TensorFolder;
 use crate::config::LlmConfig;
 use crate::model::Llm;
-use crate::model::init::Rng;
+use crate::rng::Rng;
 use crate::{Error, Result};
 
 /// The keys of a HF `config.json` the decoder reads.

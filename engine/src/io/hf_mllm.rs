@@ -19,8 +19,8 @@ use super::hf_vision::{
 use super::params::{Layout, LoadReport, load_named};
 use super::safetensors::TensorFolder;
 use crate::config::{MllmConfig, ProjectorConfig};
-use crate::model::init::Rng;
 use crate::model::{Mllm, Projector};
+use crate::rng::Rng;
 use crate::{Error, Result};
 
 /// The multimodal checkpoint families this importer knows.

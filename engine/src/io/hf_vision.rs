@@ -21,7 +21,7 @@ use super::positions::resize_positions;
 use super::safetensors::TensorFolder;
 use crate::config::{VisionAct, VisionConfig};
 use crate::model::VisionEncoder;
-use crate::model::init::Rng;
+use crate::rng::Rng;
 use crate::{Error, Result};
 
 /// The tower families this importer knows; they differ in the switches of [`VisionConfig`].
@@ -397,10 +397,7 @@ pub fn hf_vision_config(dir: &Path, select: FeatureSelect) -> Result<(VisionConf
 
 /// Whether `path` names an ONNX file (a DINOv2 backbone) rather than a HF folder.
 pub fn is_onnx(path: &Path) -> bool {
-    path.is_file()
-        && path
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
+    super::detect(path) == Some(super::ModelFormat::Onnx)
 }
 
 /// Loads a CLIP/SigLIP/DINOv2 tower from a HF folder, or a DINOv2 backbone from an ONNX

@@ -15,9 +15,9 @@ use super::hf_mllm::{MllmFormat, load_hf_mllm};
 use super::hf_vision::{FeatureSelect, load_hf_vision};
 use super::safetensors::TensorFolder;
 use crate::config::{LlmConfig, MllmConfig, ProjectorConfig};
-use crate::model::init::Rng;
 use crate::model::{Llm, Mllm, Projector, VisionEncoder};
-use crate::train::checkpoint;
+use crate::rng::Rng;
+use crate::run::checkpoint;
 use crate::{Error, Result};
 
 /// What to import.
@@ -103,7 +103,7 @@ fn load_decoder(
         Ok(c)
     };
     #[cfg(not(target_family = "wasm"))]
-    if path.is_file() {
+    if super::detect(path) == Some(super::ModelFormat::Gguf) {
         let g = super::gguf::read_gguf(path)?;
         let config = cut(g.config)?;
         let llm = llm_from_tensors(&config, g.tensors, device)?;
@@ -121,7 +121,7 @@ fn load_tower(
     select: FeatureSelect,
     device: &Device,
 ) -> Result<(VisionEncoder, String)> {
-    if path.join(checkpoint::MODEL_FILE).exists() {
+    if super::detect(path) == Some(super::ModelFormat::Checkpoint) {
         if select.image_size.is_some() {
             return Err(Error::Invalid(format!(
                 "--image-size resizes a HF or ONNX tower; {} is a Condenser checkpoint, whose \

@@ -7,6 +7,7 @@
 //! an ONNX graph, its anonymous weights named by walking the graph.
 
 pub mod bundle;
+mod detect;
 pub mod export;
 #[cfg(not(target_family = "wasm"))]
 pub mod gguf;
@@ -21,6 +22,7 @@ mod params;
 mod positions;
 pub mod safetensors;
 
+pub use detect::{ModelFormat, detect};
 pub use export::export_hf_llm;
 #[cfg(not(target_family = "wasm"))]
 pub use gguf::{GgufLlm, read_gguf};

@@ -39,7 +39,7 @@ pub(crate) fn dinov2_from_onnx(path: &Path) -> Result<(serde_json::Value, Tensor
         path: path.into(),
         message,
     };
-    // where the backbone sits: `backbone.` in the saliency model of ASSETS.md, "" when alone
+    // where the backbone sits: `backbone.` in the saliency model of docs/ASSETS.md, "" when alone
     let prefix = graph
         .initializers
         .keys()

@@ -5,7 +5,7 @@
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 
-use crate::backend::kernels::{self, KernelPolicy};
+use crate::backend::kernels::{self, Kernels};
 
 /// Which keys each query may see: a key-padding mask and causality, kept structured (not as an
 /// additive `[.., Tq, Tk]` bias) so the flash kernels never need a `T x T` tensor.
@@ -47,22 +47,22 @@ impl AttnMask {
 }
 
 /// `softmax(q k^T / sqrt(d) + mask) v` (shapes as [`attention_reference`]): the flash kernels
-/// where `kernels` allows them and the device runs them (wgpu, head dim a multiple of 4 up to
-/// 128), else the reference. The two differ only on a query that sees no key at all (a padding
+/// where the run resolved [`Kernels::Fused`] and the shape fits them (head dim a multiple of 4
+/// up to 128), else the reference. The two differ only on a query that sees no key at all (a padding
 /// position), which no loss reads: the kernel returns 0 there, the reference an average.
 pub fn attention(
     q: Tensor<4>,
     k: Tensor<4>,
     v: Tensor<4>,
     mask: &AttnMask,
-    kernels: KernelPolicy,
+    kernels: Kernels,
 ) -> Tensor<4> {
     let [b, h, tq, d] = q.dims();
     let tk = k.dims()[2];
     let device = q.device();
     let hk = k.dims()[1];
     let fits = kernels::flash_attention_unsupported(b, h, hk, tq, tk, d, mask.causal).is_none();
-    if fits && kernels::kernels_apply(kernels, &device) {
+    if fits && kernels.fused() {
         let keys = mask
             .keys
             .clone()

@@ -4,9 +4,9 @@
 use burn::prelude::*;
 
 use super::attention::AttnMask;
-use super::init::Rng;
 use super::llm::KvCache;
 use super::mllm::{Mllm, MllmBatch};
+use crate::rng::Rng;
 
 /// How the next token is chosen.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -6,14 +6,15 @@
 use burn::module::Param;
 use burn::nn::{Embedding, Linear, RmsNorm, RmsNormConfig};
 use burn::prelude::*;
-use burn::tensor::activation::silu;
 
 use super::attention::{AttnMask, attention};
-use super::init::{INIT_STD, Rng, embedding, linear, normal_tensor};
+use super::init::{INIT_STD, embedding, linear, normal_tensor};
+use super::mlp::Mlp;
 use super::moe::{LayerRouting, MoeMlp, Phase, Route, RouterLosses};
 use super::rope::Rope;
-use crate::backend::kernels::KernelPolicy;
+use crate::backend::kernels::Kernels;
 use crate::config::LlmConfig;
+use crate::rng::Rng;
 
 #[derive(Module, Debug)]
 pub struct Attention {
@@ -25,13 +26,6 @@ pub struct Attention {
     heads: usize,
     #[module(skip)]
     kv_heads: usize,
-}
-
-#[derive(Module, Debug)]
-pub struct Mlp {
-    pub gate_proj: Linear,
-    pub up_proj: Linear,
-    pub down_proj: Linear,
 }
 
 /// A layer's feed-forward block: dense SwiGLU, or a Mixture of SwiGLU experts.
@@ -74,7 +68,7 @@ pub struct Llm {
     rope: Rope,
     /// Whether attention runs the flash kernels on wgpu (see [`super::Mllm::set_kernels`]).
     #[module(skip)]
-    pub kernels: KernelPolicy,
+    pub kernels: Kernels,
 }
 
 /// Per-layer cached keys and values `[B, Hkv, T, d]` for incremental decoding.
@@ -103,7 +97,7 @@ impl Attention {
         rope: &Rope,
         pos: Tensor<2, Int>,
         mask: &AttnMask,
-        kernels: KernelPolicy,
+        kernels: Kernels,
         cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>,
     ) -> Tensor<3> {
         let [b, t, _] = x.dims();
@@ -128,13 +122,6 @@ impl Attention {
         let [_, h, _, d] = out.dims();
         self.o_proj
             .forward(out.swap_dims(1, 2).reshape([b, t, h * d]))
-    }
-}
-
-impl Mlp {
-    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        self.down_proj
-            .forward(silu(self.gate_proj.forward(x.clone())) * self.up_proj.forward(x))
     }
 }
 
@@ -202,7 +189,7 @@ impl Llm {
             lm_head,
             config: c.clone(),
             rope: Rope::new(hd, c.max_positions, c.rope_theta, device),
-            kernels: KernelPolicy::Auto,
+            kernels: Kernels::for_device(device),
         }
     }
 

@@ -5,12 +5,12 @@ use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 
 use super::attention::AttnMask;
-use super::init::Rng;
 use super::llm::{KvCache, Llm, MoeTrace};
 use super::moe::{Phase, Route};
 use super::projector::Projector;
 use super::vision::VisionEncoder;
 use crate::config::MllmConfig;
+use crate::rng::Rng;
 
 /// Vision encoder + projector + LLM.
 #[derive(Module, Debug)]
@@ -118,9 +118,9 @@ impl Mllm {
         }
     }
 
-    /// Chooses where attention runs: `Auto` (the default of a new or loaded model) uses the
-    /// flash kernels on wgpu devices, `Reference` the plain burn-ops composition (A/B runs).
-    pub fn set_kernels(&mut self, kernels: crate::backend::kernels::KernelPolicy) {
+    /// Chooses where attention and MoE routing run, as the run resolved it once for its recipe
+    /// and device. A new or loaded model uses the kernels wherever its device runs them.
+    pub fn set_kernels(&mut self, kernels: crate::backend::kernels::Kernels) {
         self.vision.kernels = kernels;
         self.llm.kernels = kernels;
     }

@@ -1,4 +1,4 @@
-//! Mixture-of-Experts feed-forward block (LLaVA-MoD, METHODS.md section 4) on plain burn ops:
+//! Mixture-of-Experts feed-forward block (LLaVA-MoD, docs/METHODS.md section 4) on plain burn ops:
 //! a linear router, top-k experts per token with renormalised weights, a per-expert capacity
 //! (tokens over it are dropped to the residual path and counted), the GShard/Switch
 //! load-balancing loss and the router z-loss. The fused WGSL routing kernels of the kernels
@@ -14,10 +14,13 @@ use burn::prelude::*;
 use burn::tensor::IndexingUpdateOp;
 use burn::tensor::activation::{silu, softmax};
 
-use crate::backend::kernels::{self, KernelPolicy};
+use crate::backend::kernels::{self, Kernels};
+#[cfg(test)]
+use crate::config::KernelPolicy;
 
-use super::init::{Rng, linear};
-use super::llm::Mlp;
+use super::init::linear;
+use super::mlp::Mlp;
+use crate::rng::Rng;
 
 pub use crate::config::MoeConfig;
 
@@ -213,7 +216,7 @@ impl MoeMlp {
         x: Tensor<3>,
         routed: &[bool],
         phase: Phase,
-        kernels: KernelPolicy,
+        kernels: Kernels,
     ) -> MoeOutput {
         let factor = match phase {
             Phase::Train => self.config.capacity_train,
@@ -228,7 +231,7 @@ impl MoeMlp {
         x: Tensor<3>,
         routed: &[bool],
         capacity_factor: f64,
-        kernels: KernelPolicy,
+        kernels: Kernels,
     ) -> MoeOutput {
         let [b, t, d] = x.dims();
         let n = b * t;
@@ -242,8 +245,7 @@ impl MoeMlp {
         let rows: Vec<usize> = (0..n).filter(|&i| routed[i]).collect();
         let m = rows.len();
         let capacity = ((capacity_factor * (m * k) as f64) / e as f64).ceil() as usize;
-        let use_kernels =
-            m > 0 && e <= kernels::MOE_MAX_EXPERTS && kernels::kernels_apply(kernels, &device);
+        let use_kernels = m > 0 && e <= kernels::MOE_MAX_EXPERTS && kernels.fused();
         let (y, decided) = if use_kernels {
             self.experts_kernels(x2, logits.clone(), &probs, routed, &rows, k, capacity)
         } else {
@@ -611,12 +613,16 @@ mod tests {
         let (device, _) = crate::backend::select(crate::backend::BackendChoice::Wgpu)
             .expect("a wgpu adapter (scripts/setup.sh installs lavapipe)");
         let device = device.autodiff();
-        assert!(kernels::kernels_apply(KernelPolicy::Auto, &device));
+        assert_eq!(
+            Kernels::resolve(KernelPolicy::Auto, &device),
+            Kernels::Fused
+        );
         matches_reference_on(device.clone(), KernelPolicy::Auto);
         matches_reference_on(device, KernelPolicy::Reference);
     }
 
     fn matches_reference_on(device: Device, policy: KernelPolicy) {
+        let policy = Kernels::resolve(policy, &device);
         let (b, t, d) = (2, 7, 8);
         let config = MoeConfig {
             experts: 4,
@@ -702,7 +708,7 @@ mod tests {
         let routed = vec![true; b * t];
         let x = input(b, t, d, 9, &device);
         let xv = host(x.clone());
-        let out = moe.forward(x, &routed, Phase::Eval, KernelPolicy::Auto);
+        let out = moe.forward(x, &routed, Phase::Eval, Kernels::for_device(&device));
         let e = 4;
         let w = host(moe.router.weight.val());
         let mut f = vec![0.0f64; e];
@@ -754,7 +760,7 @@ mod tests {
         let x = input(2, 5, d, 6, &device);
         let want = host(dense.forward(x.clone()));
         let got = host(
-            moe.forward(x, &[true; 10], Phase::Eval, KernelPolicy::Auto)
+            moe.forward(x, &[true; 10], Phase::Eval, Kernels::for_device(&device))
                 .y,
         );
         for (a, b) in got.iter().zip(&want) {

@@ -4,7 +4,8 @@ use burn::nn::Linear;
 use burn::prelude::*;
 use burn::tensor::activation::gelu;
 
-use super::init::{Rng, linear};
+use super::init::linear;
+use crate::rng::Rng;
 
 #[derive(Module, Debug)]
 pub struct Projector {

@@ -11,9 +11,10 @@ use burn::prelude::*;
 use burn::tensor::activation::{gelu, sigmoid};
 
 use super::attention::{AttnMask, attention};
-use super::init::{INIT_STD, Rng, linear, normal_tensor};
-use crate::backend::kernels::KernelPolicy;
+use super::init::{INIT_STD, linear, normal_tensor};
+use crate::backend::kernels::Kernels;
 use crate::config::{VisionAct, VisionConfig};
+use crate::rng::Rng;
 
 #[derive(Module, Debug)]
 pub struct VisionAttention {
@@ -44,7 +45,7 @@ pub struct VisionLayer {
 }
 
 impl VisionLayer {
-    fn forward(&self, x: Tensor<3>, act: VisionAct, kernels: KernelPolicy) -> Tensor<3> {
+    fn forward(&self, x: Tensor<3>, act: VisionAct, kernels: Kernels) -> Tensor<3> {
         let scaled = |y: Tensor<3>, scale: &Option<Param<Tensor<1>>>| match scale {
             Some(s) => y * s.val().unsqueeze::<3>(),
             None => y,
@@ -75,11 +76,11 @@ pub struct VisionEncoder {
     pub config: VisionConfig,
     /// Whether attention runs the flash kernels on wgpu (see [`super::Mllm::set_kernels`]).
     #[module(skip)]
-    pub kernels: KernelPolicy,
+    pub kernels: Kernels,
 }
 
 impl VisionAttention {
-    fn forward(&self, x: Tensor<3>, kernels: KernelPolicy) -> Tensor<3> {
+    fn forward(&self, x: Tensor<3>, kernels: Kernels) -> Tensor<3> {
         let [b, t, c] = x.dims();
         let h = self.heads;
         let split = |y: Tensor<3>| y.reshape([b, t, h, c / h]).swap_dims(1, 2);
@@ -140,7 +141,7 @@ impl VisionEncoder {
             layers,
             post_layernorm: c.post_norm.then(ln),
             config: c.clone(),
-            kernels: KernelPolicy::Auto,
+            kernels: Kernels::for_device(device),
         }
     }
 

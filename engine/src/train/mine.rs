@@ -3,7 +3,6 @@
 //! (`data::mined`). The pairs are written to the run folder before training starts, so a
 //! resumed stage trains on exactly the pairs it started with, and a user can read them.
 
-use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::config::Recipe;
@@ -12,12 +11,8 @@ use crate::data::mined::mine_pairs;
 use crate::data::{Dataset, TextTokenizer};
 use crate::eval::answer_all;
 use crate::model::Mllm;
+use crate::run::RunDir;
 use crate::{Error, Result};
-
-/// Where stage `stage`'s mined pairs are kept.
-pub fn mined_file(run_dir: &Path, stage: usize) -> PathBuf {
-    run_dir.join(format!("mined-{stage}.json"))
-}
 
 /// The pairs of stage `stage`: read back from the run folder when a previous attempt of this
 /// run already mined them, otherwise mined from `model`'s answers to `questions` and saved.
@@ -26,10 +21,10 @@ pub fn stage_pairs(
     questions: &Dataset,
     tok: &TextTokenizer,
     recipe: &Recipe,
-    run_dir: &Path,
+    run: &RunDir,
     stage: usize,
 ) -> Result<Dataset> {
-    let file = mined_file(run_dir, stage);
+    let file = run.mined_pairs(stage);
     let max_len = recipe.model.llm.max_positions;
     let vision = &recipe.model.vision;
     if file.exists() {

@@ -1,25 +1,44 @@
-//! Training: the stage loop over a recipe, AdamW with warmup + cosine, global-norm clipping,
-//! per-module freeze policy, atomic checkpoints with exact resume, and the event log.
+//! Training: the stage loop over a recipe. `pipeline.rs` is the driver a newcomer reads first;
+//! each concern it calls has one file:
+//!
+//! | file | concern |
+//! |---|---|
+//! | `pipeline.rs` | the driver: inputs -> run folder -> stages -> final checkpoint -> evaluation |
+//! | `plan.rs` | several runs with dependencies, a few at a time (the main job, ablations) |
+//! | `inputs.rs` | loading and checking the tokenizer, data and starting checkpoints |
+//! | `stage.rs` | one stage: data order, objective, steps, stage checkpoints |
+//! | `objective/` | what a stage minimises, one file per objective kind, one [`objective::StepLoss`] |
+//! | `update.rs` | the optimiser step: backward, clipping, AdamW at the scheduled rate |
+//! | `record.rs` | events and checkpoints written into the run folder (`crate::run`) |
+//! | `teacher.rs` | the frozen teacher and its once-per-stage output cache |
+//! | `visual.rs` | a stage's visual input (cached features of a frozen encoder, or pixels) |
+//! | `events.rs`, `history.rs`, `tail.rs` | the event log, its replay and its live tail |
+//! | `freeze.rs`, `order.rs`, `schedule.rs`, `clip.rs`, `mine.rs` | freeze policy, example order, learning rate, clipping, mined pairs |
 
-pub mod checkpoint;
 pub mod clip;
-pub mod contrastive;
-pub mod distill;
 pub mod events;
 pub mod freeze;
 pub mod history;
+mod inputs;
 mod mine;
+pub mod objective;
+mod options;
 mod order;
 mod pipeline;
-pub mod preference;
-pub mod router;
-pub mod runs;
+mod plan;
+mod record;
 pub mod schedule;
+mod stage;
 pub mod tail;
+pub mod teacher;
+mod update;
+mod visual;
 
 pub use events::{Event, EventLog, Observer, Silent};
 pub use history::{RunHistory, RunStatus};
-pub use pipeline::{RunOptions, RunOutcome, StopFlag, resolve_checkpoint, run_recipe};
+pub use options::{RunOptions, RunOutcome, StopFlag};
+pub use pipeline::run_recipe;
+pub use plan::{PlanObserver, PlannedRun, run_plan};
 pub use tail::{BadLine, EventTail, read_events};
 
 /// Steps between two [`Event::Relation`] snapshots in a stage with a relation term (and its

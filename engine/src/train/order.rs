@@ -8,7 +8,7 @@
 //! padding (a quarter of the tokens of a shuffled Shapes batch) without changing which examples
 //! an epoch sees.
 
-use crate::model::Rng;
+use crate::rng::Rng;
 
 /// Batches per length-bucketing window: large enough to find similar lengths, small enough
 /// that the stream keeps its epoch-by-epoch mixing.

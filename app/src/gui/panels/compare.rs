@@ -2,7 +2,7 @@
 
 use eframe::egui::{self, Color32, RichText, Ui};
 
-use condenser_engine::train::runs::SavedReport;
+use condenser_engine::run::SavedReport;
 
 use super::count;
 use crate::gui::OpenRun;

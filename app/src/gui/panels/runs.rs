@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use eframe::egui::{self, Color32, RichText, Ui};
 
-use condenser_engine::train::runs::RunFolder;
+use condenser_engine::run::RunFolder;
 
 use condenser_engine::train::RunStatus;
 

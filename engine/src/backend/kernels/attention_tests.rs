@@ -13,7 +13,7 @@ use super::tests::{host, wgpu};
 use crate::model::attention::{attention_reference, causal_bias, padding_bias};
 
 fn normal<const D: usize>(shape: [usize; D], seed: u64, device: &Device) -> Tensor<D> {
-    let mut rng = crate::model::Rng::new(seed);
+    let mut rng = crate::rng::Rng::new(seed);
     let n = shape.iter().product();
     let data: Vec<f32> = (0..n).map(|_| rng.normal() as f32).collect();
     Tensor::from_data(TensorData::new(data, shape), device)
@@ -181,12 +181,12 @@ fn attention_kernel_matches_reference_bidirectional_wide_heads() {
 }
 
 #[test]
-fn kernels_apply_on_autodiff_wgpu_devices() {
+fn kernels_resolve_to_fused_on_autodiff_wgpu_devices() {
     let device = wgpu();
-    assert!(super::kernels_apply(super::KernelPolicy::Auto, &device));
+    assert!(super::Kernels::for_device(&device).fused());
     let ad = device.autodiff();
     let x = Tensor::<2>::zeros([1, 1], &ad);
-    assert!(super::kernels_apply(super::KernelPolicy::Auto, &x.device()));
+    assert!(super::Kernels::for_device(&x.device()).fused());
 }
 
 /// The f16 variants (q, k, v, output and gradients stored in f16, arithmetic in f32) against

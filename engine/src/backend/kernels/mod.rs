@@ -1,17 +1,19 @@
-//! Condenser's own WGSL kernels under burn autodiff (DESIGN.md, "Backends and kernels").
+//! Condenser's own WGSL kernels under burn autodiff (docs/ARCHITECTURE.md, "Kernels").
 //!
 //! [`KernelOps`] is a burn backend extension: on the CubeCL backend (wgpu) its methods launch the
 //! shaders in `shaders/`, and on `Autodiff<CubeBackend>` they record a custom backward that
-//! launches the backward shaders. Other backends (the CPU's `flex`) never reach it: the callers
-//! in `distill` and `model` check [`kernels_apply`] and use the plain burn-ops reference instead,
-//! which is also the oracle of every kernel test.
+//! launches the backward shaders. Other backends (the CPU's `flex`) never reach it: a run
+//! resolves one [`Kernels`] value from the recipe's policy and its device, and the callers in
+//! `distill` and `model` take that value and use the plain burn-ops reference when it says so.
+//! The reference is also the oracle of every kernel test. The tensor-level entry points of all
+//! three kernels (attention, MoE routing, distillation loss) are in `ops.rs`.
 
 mod attention;
-pub mod bench;
 mod buffers;
 mod distill;
 mod fused_linear;
 mod moe;
+mod ops;
 
 use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -19,52 +21,58 @@ use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::wgpu::CubeBackend;
 use burn::backend::{DispatchDevice, backend_extension};
 use burn::prelude::Device;
-use serde::{Deserialize, Serialize};
 
+use crate::config::KernelPolicy;
 pub use attention::{ATTENTION_MAX_HEAD_DIM, flash_attention_unsupported};
 pub use distill::{DISTILL_MAX_ROW_BYTES, DistillKind, distill_slab_rows};
 pub use moe::MOE_MAX_EXPERTS;
+pub use ops::{
+    MoeDispatch, distill_rows, flash_attention, fused_linear_distill, moe_dispatch,
+    moe_gather_matmul,
+};
 
-/// Whether the fused kernels run where they can (`auto`, the default) or the plain burn-ops
-/// reference runs everywhere (`reference`), for A/B runs and for bisecting a numerical
-/// difference.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum KernelPolicy {
-    #[default]
-    Auto,
+/// Where the fused kernels run, resolved once from the recipe's [`KernelPolicy`] and the
+/// device, then handed to every model and loss that may use them: the one carrier of that
+/// decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernels {
+    /// The WGSL kernels (wgpu devices, with the `auto` policy).
+    Fused,
+    /// The plain burn-ops reference (other devices, or the `reference` policy).
     Reference,
 }
 
-impl std::str::FromStr for KernelPolicy {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "auto" => Ok(Self::Auto),
-            "reference" => Ok(Self::Reference),
-            other => Err(format!(
-                "unknown kernels policy {other:?}: expected auto or reference"
-            )),
-        }
-    }
-}
-
-/// True when `policy` allows the kernels and `device` runs them (a CubeCL device, i.e. wgpu, with
-/// or without autodiff).
-/// Training runs on autodiff devices: they answer for the device they wrap (an autodiff device
-/// is never itself a Cube device, and testing only for that once kept every kernel out of
-/// training while the kernel tests, which call the kernels directly, passed).
-pub fn kernels_apply(policy: KernelPolicy, device: &Device) -> bool {
-    policy == KernelPolicy::Auto
-        && matches!(
+impl Kernels {
+    /// `Fused` when `policy` allows the kernels and `device` runs them (a CubeCL device, i.e.
+    /// wgpu, with or without autodiff).
+    /// Training runs on autodiff devices: they answer for the device they wrap (an autodiff
+    /// device is never itself a Cube device, and testing only for that once kept every kernel
+    /// out of training while the kernel tests, which call the kernels directly, passed).
+    pub fn resolve(policy: KernelPolicy, device: &Device) -> Kernels {
+        let cube = matches!(
             device.clone().inner().as_dispatch(),
             DispatchDevice::Cube(_)
-        )
+        );
+        if policy == KernelPolicy::Auto && cube {
+            Kernels::Fused
+        } else {
+            Kernels::Reference
+        }
+    }
+
+    /// What a model or loss made without a run gets: the kernels wherever the device runs them.
+    pub fn for_device(device: &Device) -> Kernels {
+        Kernels::resolve(KernelPolicy::Auto, device)
+    }
+
+    pub fn fused(self) -> bool {
+        self == Kernels::Fused
+    }
 }
 
 /// The fused operations. Implemented for `CubeBackend` (launches) and `Autodiff<CubeBackend>`
 /// (launches plus a custom backward); calling them on another backend panics, which
-/// [`kernels_apply`] prevents.
+/// [`Kernels::resolve`] prevents.
 #[backend_extension(Autodiff, Cube)]
 pub trait KernelOps: burn::backend::Backend {
     /// Per-row divergence `[N]` between `softmax(teacher * inv_temp)` and
@@ -309,94 +317,6 @@ impl<C: CheckpointStrategy> KernelOps for Autodiff<CubeBackend, C> {
     ) -> FloatTensor<Self> {
         moe::autodiff_gather_matmul::<C>(a, rows, w, offsets, gather)
     }
-}
-
-/// Flash attention on a wgpu device (see [`KernelOps::flash_attention`]); only valid where
-/// [`kernels_apply`] holds. `key_mask` is `[B, Tk]`, 1 for real keys. q, k and v are all f32,
-/// or all f16 on an adapter with `shader-f16` (the output and gradients then are f16 too, the
-/// arithmetic f32); the mask is read as f32 whatever its type.
-pub fn flash_attention(
-    q: burn::prelude::Tensor<4>,
-    k: burn::prelude::Tensor<4>,
-    v: burn::prelude::Tensor<4>,
-    key_mask: burn::prelude::Tensor<2>,
-    causal: bool,
-    scale: f32,
-) -> burn::prelude::Tensor<4> {
-    burn::prelude::Tensor::from_dispatch(burn::backend::Dispatch::flash_attention(
-        q.into_dispatch(),
-        k.into_dispatch(),
-        v.into_dispatch(),
-        key_mask.cast(burn::tensor::FloatDType::F32).into_dispatch(),
-        causal as u32,
-        scale,
-    ))
-}
-
-/// The routing of one MoE layer on the device (see [`KernelOps::moe_route`] and
-/// [`KernelOps::moe_sort`]); only valid where [`kernels_apply`] holds.
-pub struct MoeDispatch {
-    /// `[N, k]` renormalised weights of the chosen experts (differentiable).
-    pub weights: burn::prelude::Tensor<2>,
-    /// `[N, k]` chosen experts, `E` for padding.
-    pub experts: burn::prelude::Tensor<2, burn::prelude::Int>,
-    /// `[N k]` tokens of the kept assignments grouped by expert.
-    pub sorted_rows: burn::prelude::Tensor<1, burn::prelude::Int>,
-    /// `[N, k]` row of each assignment in the sorted order (`N k - 1`, a zero row, when
-    /// dropped or padding).
-    pub slot_pos: burn::prelude::Tensor<2, burn::prelude::Int>,
-    /// `[E + 1]` segment starts; the last is the kept total.
-    pub offsets: burn::prelude::Tensor<1, burn::prelude::Int>,
-    /// `[E]` assignments per expert before the capacity.
-    pub counts: burn::prelude::Tensor<1, burn::prelude::Int>,
-}
-
-/// Routes `logits [N, E]` to the top `k` experts with at most `capacity` assignments each.
-pub fn moe_dispatch(
-    logits: burn::prelude::Tensor<2>,
-    routed: burn::prelude::Tensor<1>,
-    k: usize,
-    capacity: usize,
-) -> MoeDispatch {
-    use burn::prelude::Tensor;
-    let e = logits.dims()[1];
-    let (weights, experts) = burn::backend::Dispatch::moe_route(
-        logits.into_dispatch(),
-        routed.into_dispatch(),
-        k as u32,
-    );
-    let experts = Tensor::<2, burn::prelude::Int>::from_dispatch(experts);
-    let (sorted, pos, offsets, counts) = burn::backend::Dispatch::moe_sort(
-        experts.clone().into_dispatch(),
-        e as u32,
-        capacity.min(u32::MAX as usize) as u32,
-    );
-    MoeDispatch {
-        weights: Tensor::from_dispatch(weights),
-        experts,
-        sorted_rows: Tensor::from_dispatch(sorted),
-        slot_pos: Tensor::from_dispatch(pos),
-        offsets: Tensor::from_dispatch(offsets),
-        counts: Tensor::from_dispatch(counts),
-    }
-}
-
-/// The expert GEMM (see [`KernelOps::moe_gather_matmul`]); only valid where [`kernels_apply`]
-/// holds.
-pub fn moe_gather_matmul(
-    a: burn::prelude::Tensor<2>,
-    rows: burn::prelude::Tensor<1, burn::prelude::Int>,
-    w: burn::prelude::Tensor<3>,
-    offsets: burn::prelude::Tensor<1, burn::prelude::Int>,
-    gather: bool,
-) -> burn::prelude::Tensor<2> {
-    burn::prelude::Tensor::from_dispatch(burn::backend::Dispatch::moe_gather_matmul(
-        a.into_dispatch(),
-        rows.into_dispatch(),
-        w.into_dispatch(),
-        offsets.into_dispatch(),
-        gather as u32,
-    ))
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@
 //!   input and the stacked weights; the backward is the same GEMM on transposed weights and a per-expert
 //!   weight-gradient GEMM over the same segments).
 //!
-//! The reference they replace is `MoeMlp::forward` with [`super::KernelPolicy::Reference`]:
+//! The reference they replace is `MoeMlp::forward` with [`super::Kernels::Reference`]:
 //! routing decided on the host, then per expert a select, the FFN and a scatter-add.
 
 use burn::backend::autodiff::Autodiff;
@@ -44,9 +44,11 @@ const _: () = assert!(GEMM_ROWS.is_multiple_of(4));
 const GEMM_LANES: u32 = 32;
 const MAX_PER_DIM: usize = 65_535;
 
+const ROUTE_COMMON: &str = include_str!("../../../../shaders/moe_route_common.wgsl");
 const ROUTE: &str = include_str!("../../../../shaders/moe_route.wgsl");
 const ROUTE_BACKWARD: &str = include_str!("../../../../shaders/moe_route_backward.wgsl");
 const SORT: &str = include_str!("../../../../shaders/moe_sort.wgsl");
+const GEMM_COMMON: &str = include_str!("../../../../shaders/moe_gemm_common.wgsl");
 const GEMM: &str = include_str!("../../../../shaders/moe_gemm.wgsl");
 const WEIGHT_GRAD: &str = include_str!("../../../../shaders/moe_weight_grad.wgsl");
 
@@ -83,9 +85,11 @@ impl KernelSource for MoeKernel {
     fn source(&self) -> SourceTemplate {
         match *self {
             MoeKernel::Route { e, k } => SourceTemplate::new(ROUTE)
+                .add_template(ROUTE_COMMON)
                 .register("e", e.to_string())
                 .register("k", k.to_string()),
             MoeKernel::RouteBackward { e, k } => SourceTemplate::new(ROUTE_BACKWARD)
+                .add_template(ROUTE_COMMON)
                 .register("e", e.to_string())
                 .register("k", k.to_string()),
             MoeKernel::Sort { e, k } => SourceTemplate::new(SORT)
@@ -94,6 +98,7 @@ impl KernelSource for MoeKernel {
             MoeKernel::Gemm { e, kd, nd, gather } => {
                 let code = gemm_snippets(kd, nd);
                 let mut t = SourceTemplate::new(GEMM)
+                    .add_template(GEMM_COMMON)
                     .register("e", e.to_string())
                     .register("kd", kd.to_string())
                     .register("nd", nd.to_string())
@@ -108,6 +113,7 @@ impl KernelSource for MoeKernel {
             MoeKernel::WeightGrad { kd, nd, gather } => {
                 let code = weight_grad_snippets(kd, nd);
                 let mut t = SourceTemplate::new(WEIGHT_GRAD)
+                    .add_template(GEMM_COMMON)
                     .register("kd", kd.to_string())
                     .register("nd", nd.to_string())
                     .register("gather", gather.to_string())
@@ -124,7 +130,13 @@ impl KernelSource for MoeKernel {
     fn id(&self) -> KernelId {
         KernelId::new::<Self>().info((
             *self,
-            ROUTE.len() + ROUTE_BACKWARD.len() + SORT.len() + GEMM.len() + WEIGHT_GRAD.len(),
+            ROUTE_COMMON.len()
+                + ROUTE.len()
+                + ROUTE_BACKWARD.len()
+                + SORT.len()
+                + GEMM_COMMON.len()
+                + GEMM.len()
+                + WEIGHT_GRAD.len(),
         ))
     }
 

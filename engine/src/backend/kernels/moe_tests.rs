@@ -6,7 +6,7 @@
 use burn::prelude::*;
 
 use super::{moe_dispatch, moe_gather_matmul};
-use crate::model::Rng;
+use crate::rng::Rng;
 
 fn wgpu() -> Device {
     let (device, _) = crate::backend::select(crate::backend::BackendChoice::Wgpu)

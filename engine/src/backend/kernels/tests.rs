@@ -5,7 +5,7 @@
 
 use burn::prelude::*;
 
-use super::KernelPolicy;
+use super::{KernelPolicy, Kernels};
 use crate::distill::divergence::fused_token_divergence;
 use crate::distill::{Divergence, DivergenceSpec, token_divergence};
 
@@ -23,7 +23,7 @@ pub(super) fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
 }
 
 fn logits(n: usize, v: usize, seed: u64, scale: f64, device: &Device) -> Tensor<2> {
-    let mut rng = crate::model::Rng::new(seed);
+    let mut rng = crate::rng::Rng::new(seed);
     let data: Vec<f32> = (0..n * v).map(|_| (rng.normal() * scale) as f32).collect();
     Tensor::from_data(TensorData::new(data, [n, v]), device)
 }
@@ -40,12 +40,11 @@ fn kinds() -> [Divergence; 7] {
     ]
 }
 
-fn spec(divergence: Divergence, temperature: f64, kernels: KernelPolicy) -> DivergenceSpec {
+fn spec(divergence: Divergence, temperature: f64) -> DivergenceSpec {
     DivergenceSpec {
         divergence,
         temperature,
         zscore: false,
-        kernels,
     }
 }
 
@@ -84,14 +83,15 @@ fn check(n: usize, v: usize, rows: usize, temperature: f64, scale: f64) {
                 fused_token_divergence(
                     student.clone(),
                     t.clone().detach(),
-                    &spec(d, temperature, KernelPolicy::Auto),
+                    &spec(d, temperature),
                     rows,
                 )
             } else {
                 token_divergence(
                     student.clone(),
                     t.clone(),
-                    &spec(d, temperature, KernelPolicy::Reference),
+                    &spec(d, temperature),
+                    Kernels::Reference,
                 )
             };
             let grads = (out.clone() * up.clone()).sum().backward();
@@ -142,22 +142,32 @@ fn distill_kernel_covers_more_rows_than_one_dispatch_dimension() {
     let (n, v) = (70_000, 3);
     let s = logits(n, v, 1, 2.0, &device);
     let t = logits(n, v, 2, 2.0, &device);
-    let sp = spec(Divergence::ForwardKl, 1.0, KernelPolicy::Auto);
+    let sp = spec(Divergence::ForwardKl, 1.0);
     let k = host(fused_token_divergence(s.clone(), t.clone(), &sp, n));
-    let r = host(token_divergence(
-        s,
-        t,
-        &spec(Divergence::ForwardKl, 1.0, KernelPolicy::Reference),
-    ));
+    let r = host(token_divergence(s, t, &sp, Kernels::Reference));
     close("fkl n=70000", &k, &r, 1e-4, 2e-5);
 }
 
 #[test]
 fn distill_kernel_is_used_on_wgpu_and_not_under_the_reference_policy() {
     let device = wgpu();
-    assert!(super::kernels_apply(KernelPolicy::Auto, &device));
-    assert!(!super::kernels_apply(KernelPolicy::Reference, &device));
-    assert!(!super::kernels_apply(KernelPolicy::Auto, &Device::flex()));
+    assert_eq!(
+        Kernels::resolve(KernelPolicy::Auto, &device),
+        Kernels::Fused
+    );
+    assert_eq!(
+        Kernels::resolve(KernelPolicy::Reference, &device),
+        Kernels::Reference
+    );
+    assert_eq!(
+        Kernels::resolve(KernelPolicy::Auto, &Device::flex()),
+        Kernels::Reference
+    );
+    // an autodiff device answers for the device it wraps (training runs on one)
+    assert_eq!(
+        Kernels::resolve(KernelPolicy::Auto, &device.autodiff()),
+        Kernels::Fused
+    );
 }
 
 /// Every shader parses and validates with naga (after template filling), so a broken shader
@@ -210,15 +220,23 @@ fn fused_linear_matches_logits_then_reference() {
         for d in kinds() {
             let label = format!("{} n={n} h={h} v={v} chunk={chunk}", d.label());
             // fused: the op; unfused: logits, then the per-row divergence (kernel or burn ops)
-            let run = |fused: bool, policy| {
+            let run = |fused: bool, kernels: Kernels| {
                 let hs = hid.clone().detach().require_grad();
                 let ws = w.clone().detach().require_grad();
-                let sp = spec(d, 2.0, policy);
+                let sp = spec(d, 2.0);
                 let loss = if fused {
-                    linear_divergence(hs.clone(), ws.clone(), t.clone(), rw.clone(), &sp, chunk)
+                    linear_divergence(
+                        hs.clone(),
+                        ws.clone(),
+                        t.clone(),
+                        rw.clone(),
+                        &sp,
+                        kernels,
+                        chunk,
+                    )
                 } else {
-                    (token_divergence(hs.clone().matmul(ws.clone()), t.clone(), &sp) * rw.clone())
-                        .sum()
+                    let logits = hs.clone().matmul(ws.clone());
+                    (token_divergence(logits, t.clone(), &sp, kernels) * rw.clone()).sum()
                 };
                 let grads = (loss.clone() * 3.0).backward();
                 (
@@ -227,10 +245,10 @@ fn fused_linear_matches_logits_then_reference() {
                     host(ws.grad(&grads).expect("weight gradient")),
                 )
             };
-            let (kl, kh, kw) = run(true, KernelPolicy::Auto);
+            let (kl, kh, kw) = run(true, Kernels::Fused);
             let max = |g: &[f32]| g.iter().fold(0.0f32, |m, x| m.max(x.abs()));
             // the same arithmetic in another grouping: tight
-            let (ul, uh, uw) = run(false, KernelPolicy::Auto);
+            let (ul, uh, uw) = run(false, Kernels::Fused);
             close(&format!("{label} loss vs unfused"), &kl, &ul, 1e-5, 1e-7);
             close(
                 &format!("{label} d hidden vs unfused"),
@@ -249,7 +267,7 @@ fn fused_linear_matches_logits_then_reference() {
             // plain burn ops: the loss as tight as the kernel's own test; the gradients, folded
             // through the head from logit gradients that agree to 2e-4 of their largest entry,
             // to a wider share of theirs
-            let (rl, rh, rww) = run(false, KernelPolicy::Reference);
+            let (rl, rh, rww) = run(false, Kernels::Reference);
             close(&format!("{label} loss vs burn ops"), &kl, &rl, 1e-4, 1e-6);
             close(
                 &format!("{label} d hidden vs burn ops"),
@@ -348,17 +366,17 @@ fn distill_kernel_and_reference_match_f64_on_long_rows() {
     let t = logits(n, v, 12 + v as u64, 6.0, &ad);
     let (sh, th) = (host(s.clone()), host(t.clone()));
     for d in kinds() {
-        let run = |policy: KernelPolicy| {
+        let run = |kernels: Kernels| {
             let student = s.clone().detach().require_grad();
-            let out = token_divergence(student.clone(), t.clone(), &spec(d, temperature, policy));
+            let out = token_divergence(student.clone(), t.clone(), &spec(d, temperature), kernels);
             let grads = out.clone().sum().backward();
             (
                 host(out),
                 host(student.grad(&grads).expect("student gradient")),
             )
         };
-        let (kv, kg) = run(KernelPolicy::Auto);
-        let (rv, rg) = run(KernelPolicy::Reference);
+        let (kv, kg) = run(Kernels::Fused);
+        let (rv, rg) = run(Kernels::Reference);
         let (mut wk, mut wr, mut vk, mut vr) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
         for r in 0..n {
             let row = r * v..(r + 1) * v;

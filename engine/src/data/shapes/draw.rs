@@ -4,7 +4,7 @@
 use image::{Rgb, RgbImage};
 
 use super::scene::{Scene, Shape};
-use crate::model::Rng;
+use crate::rng::Rng;
 
 /// Is the offset `(dx, dy)` (in units of the object radius) inside the shape?
 fn inside(shape: Shape, dx: f32, dy: f32) -> bool {

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::llava::Conversation;
-use crate::model::Rng;
+use crate::rng::Rng;
 use crate::{Error, Result};
 
 /// Generator settings; saved as `world.json` beside the data.

@@ -5,7 +5,7 @@
 use super::scene::{COLS, COUNTS, Colour, Obj, Popularity, ROWS, Scene, Shape};
 use crate::data::llava::{Conversation, PreferencePair, Turn};
 pub use crate::data::qtype::{NegativeSampling, QuestionType};
-use crate::model::Rng;
+use crate::rng::Rng;
 use serde::{Deserialize, Serialize};
 
 pub const CAPTION_PROMPT: &str = "describe the image .";

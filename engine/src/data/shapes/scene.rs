@@ -1,7 +1,7 @@
 //! Scenes: up to four distinct (colour, shape) objects on a 3x3 grid. Colours and shapes are
 //! drawn from skewed distributions so that "popular" objects exist (POPE's popular sampling).
 
-use crate::model::Rng;
+use crate::rng::Rng;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Colour {

@@ -1,12 +1,13 @@
 //! Run folders as the faces see them: which runs exist under a `runs/` folder, each one's saved
 //! report, and its evaluation samples beside the teacher's answers to the same questions.
+//! Every path comes from [`RunDir`].
 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use serde::Deserialize;
 
-use super::checkpoint;
+use super::{RunDir, Runs};
 use crate::config::{Recipe, load_recipe};
 use crate::eval::EvalResult;
 use crate::{Error, Result};
@@ -31,8 +32,9 @@ pub fn list_runs(runs_dir: &Path) -> Result<Vec<RunFolder>> {
     let mut out = Vec::new();
     for entry in entries.flatten() {
         let path = entry.path();
-        let events = path.join("events.jsonl");
-        if !path.is_dir() || !(events.exists() || path.join("recipe.toml").exists()) {
+        let run = RunDir::new(&path);
+        let events = run.events_file();
+        if !path.is_dir() || !(events.exists() || run.recipe_file().exists()) {
             continue;
         }
         let modified = std::fs::metadata(&events)
@@ -41,8 +43,8 @@ pub fn list_runs(runs_dir: &Path) -> Result<Vec<RunFolder>> {
             .unwrap_or(SystemTime::UNIX_EPOCH);
         out.push(RunFolder {
             name: entry.file_name().to_string_lossy().into_owned(),
-            has_report: path.join("report.json").exists(),
-            resumable: checkpoint::latest(&path.join("checkpoints")).is_some(),
+            has_report: run.has_report(),
+            resumable: run.latest_checkpoint().is_some(),
             path,
             modified,
         });
@@ -82,8 +84,8 @@ pub struct SavedReport {
 }
 
 /// Reads `report.json` of a run folder; `None` when the run has none (yet).
-pub fn load_report(run_dir: &Path) -> Result<Option<SavedReport>> {
-    let path = run_dir.join("report.json");
+pub(super) fn load_report(run_dir: &Path) -> Result<Option<SavedReport>> {
+    let path = RunDir::new(run_dir).report_json();
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -115,26 +117,23 @@ pub struct SampleRow {
 
 /// The run folder of the recipe's teacher (`[teacher] from`: a run name or a checkpoint folder
 /// `runs/<name>/checkpoints/<ck>`), when the recipe has one.
-fn teacher_run(recipe: &Recipe, run_dir: &Path) -> Option<PathBuf> {
+fn teacher_run(recipe: &Recipe, run_dir: &Path) -> Option<RunDir> {
     let from = &recipe.teacher.as_ref()?.from;
-    let runs_dir = run_dir.parent()?;
-    let named = runs_dir.join(from);
-    if named.join("report.json").exists() {
+    let named = Runs::new(run_dir.parent()?).run(from);
+    if named.has_report() {
         return Some(named);
     }
-    // a checkpoint folder: two levels below its run
-    let ck = PathBuf::from(from);
-    let run = ck.parent()?.parent()?;
-    run.join("report.json").exists().then(|| run.to_path_buf())
+    // a checkpoint folder inside its run
+    RunDir::of_checkpoint(Path::new(from)).filter(RunDir::has_report)
 }
 
 /// The evaluation samples of a run's `report` beside the teacher's answers. Images are looked
 /// up under the recipe's data folder, then under the run folder (a copied run keeps working
 /// when its images travel with it).
 pub fn sample_rows(run_dir: &Path, report: &SavedReport) -> Result<Vec<SampleRow>> {
-    let recipe = load_recipe(run_dir.join("recipe.toml")).ok();
+    let recipe = load_recipe(RunDir::new(run_dir).recipe_file()).ok();
     let teacher = match recipe.as_ref().and_then(|r| teacher_run(r, run_dir)) {
-        Some(t) => load_report(&t)?,
+        Some(t) => t.load_report()?,
         None => None,
     };
     let data_dir = recipe.map(|r| r.data);

@@ -1,4 +1,4 @@
-//! The router losses of an MoE student inside a stage's objective: the load-balancing and
+//! The router losses of an MoE student inside any objective: the load-balancing and
 //! z-losses of every MoE layer, weighted by the model's `[model.llm.moe]` coefficients.
 
 use std::collections::BTreeMap;

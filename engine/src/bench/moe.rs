@@ -8,10 +8,9 @@ use burn::tensor::activation::{silu, softmax};
 use serde::Serialize;
 
 use super::{MemoryProbe, interleaved_median_ms, max_abs_diff, normal};
-use crate::backend::kernels::KernelPolicy;
 use crate::config::MoeConfig;
-use crate::model::Rng;
 use crate::model::moe::MoeMlp;
+use crate::rng::Rng;
 
 /// One layer size of the sweep.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -101,11 +100,7 @@ pub(super) fn moe_pass(moe: &MoeMlp, x: &Tensor<3>, path: MoePath, keep: bool) -
     let y = match path {
         MoePath::Dense => dense_forward(moe, x.clone()),
         MoePath::Kernel | MoePath::Sparse => {
-            let policy = if path == MoePath::Kernel {
-                KernelPolicy::Auto
-            } else {
-                KernelPolicy::Reference
-            };
+            let policy = super::path(path == MoePath::Kernel);
             let factor = moe.config.capacity_train;
             moe.forward_at(x.clone(), &vec![true; n], factor, policy).y
         }

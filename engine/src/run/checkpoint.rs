@@ -1,8 +1,9 @@
-//! Checkpoints: model weights (burnpack), optimiser state (burnpack) and the training position
-//! (`state.json`), written into a temporary folder that is renamed into place, so a checkpoint
-//! folder either exists whole or not at all. `checkpoints/latest` names the newest one.
+//! The checkpoint folder format: model weights (burnpack) and config, optimiser state
+//! (burnpack) and the training position (`state.json`), written into a temporary folder that is
+//! renamed into place, so a checkpoint folder either exists whole or not at all. Where
+//! checkpoints sit in a run folder, and which is the newest, is [`crate::run::RunDir`]'s.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::module::Module;
 use burn::optim::ModuleOptimizer;
@@ -22,8 +23,16 @@ pub const CONFIG_FILE: &str = "config.json";
 /// stage with a hidden term is under way.
 pub const ALIGN_FILE: &str = "align.bpk";
 pub const ALIGN_OPTIM_FILE: &str = "align-optim.bpk";
-pub const LATEST: &str = "latest";
-pub const FINAL: &str = "final";
+
+/// `dir` is a checkpoint folder (it holds model weights).
+pub fn is_checkpoint(dir: &Path) -> bool {
+    dir.join(MODEL_FILE).exists()
+}
+
+/// `dir` is a checkpoint folder a run can resume from (it holds a training position).
+pub fn has_state(dir: &Path) -> bool {
+    dir.join(STATE_FILE).exists()
+}
 
 /// Where training stands: enough to continue exactly.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -72,17 +81,15 @@ fn write_json(p: &Path, value: &impl Serialize) -> Result<()> {
     std::fs::write(p, text).map_err(|e| Error::io(p, e))
 }
 
-/// Writes a checkpoint folder atomically and points `latest` at it.
+/// Writes the checkpoint folder `target` atomically.
 pub fn save(
-    dir: &Path,
-    name: &str,
+    target: &Path,
     model: &Mllm,
     optim: Option<&ModuleOptimizer>,
     align: Option<(&HiddenProjection, &ModuleOptimizer)>,
     state: &TrainState,
-) -> Result<PathBuf> {
-    let target = dir.join(name);
-    write_folder(&target, |tmp| {
+) -> Result<()> {
+    write_folder(target, |tmp| {
         let optim_file = |o: &ModuleOptimizer, file: &str| {
             let p = tmp.join(file);
             o.save(&p).map_err(|e| Error::Checkpoint {
@@ -99,9 +106,7 @@ pub fn save(
             optim_file(o, ALIGN_OPTIM_FILE)?;
         }
         write_json(&tmp.join(STATE_FILE), state)
-    })?;
-    crate::error::write_atomic(dir.join(LATEST), name.as_bytes())?;
-    Ok(target)
+    })
 }
 
 /// Writes a model alone (no training state) as a checkpoint folder `dir`, with `extra` files
@@ -121,13 +126,6 @@ pub fn save_weights(dir: &Path, model: &Mllm, extra: &[(&str, Vec<u8>)]) -> Resu
         }
         Ok(())
     })
-}
-
-/// The newest checkpoint folder of a run, if any.
-pub fn latest(dir: &Path) -> Option<PathBuf> {
-    let name = std::fs::read_to_string(dir.join(LATEST)).ok()?;
-    let p = dir.join(name.trim());
-    p.join(STATE_FILE).exists().then_some(p)
 }
 
 pub fn load_state(ckpt: &Path) -> Result<TrainState> {

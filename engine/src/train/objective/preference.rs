@@ -1,16 +1,81 @@
-//! A preference-distillation step (LLaVA-MoD): the student's summed response log-probs of the
-//! chosen and rejected answers against the teacher's, through a DPO-family loss. The teacher is
+//! The preference objective (LLaVA-MoD's preference distillation): the student's summed
+//! response log-probs of the chosen and rejected answers against a reference model's, through a
+//! DPO-family loss. The reference (the teacher, or the student as it enters the stage) is
 //! frozen and the pairs fixed, so its log-probs are computed once per stage.
 
 use std::collections::BTreeMap;
+use std::time::Instant;
 
 use burn::prelude::*;
 
-use crate::config::PreferenceSpec;
+use super::super::visual::VisualSource;
+use super::{StageSetup, StepInput, StepLoss, router};
+use crate::Result;
+use crate::config::{PreferenceReference, PreferenceSpec};
 use crate::data::{Dataset, Encoded, HostBatch, Padding, host_batch};
 use crate::distill::{PairLogps, preference_loss, sequence_logps};
-use crate::model::moe::{LayerRouting, Phase};
+use crate::model::moe::Phase;
 use crate::model::{Mllm, Visual, masked_cross_entropy};
+
+/// A preference stage: its loss settings and the reference log-probs of every record.
+pub struct Preference {
+    spec: PreferenceSpec,
+    reference: Vec<f32>,
+}
+
+impl Preference {
+    pub fn prepare(setup: &StageSetup, spec: PreferenceSpec) -> Result<Self> {
+        let teacher = setup.teacher()?;
+        let data = setup.data;
+        let inner = setup.device.clone().inner();
+        let pad = setup.tokenizer.special.pad;
+        let t0 = Instant::now();
+        let (who, reference) = match spec.reference {
+            PreferenceReference::Teacher => {
+                let tvis = VisualSource::frozen(&teacher.model.vision, data, &inner);
+                let r = reference_logps(
+                    &teacher.model,
+                    data,
+                    pad,
+                    &|idx| tvis.for_batch(data, idx, &inner),
+                    &inner,
+                );
+                ("teacher", r)
+            }
+            PreferenceReference::Student => {
+                let frozen = setup.model.valid();
+                let svis = VisualSource::frozen(&frozen.vision, data, &inner);
+                let r = reference_logps(
+                    &frozen,
+                    data,
+                    pad,
+                    &|idx| svis.for_batch(data, idx, &inner),
+                    &inner,
+                );
+                ("initial student", r)
+            }
+        };
+        log::info!(
+            "stage {:?}: {who} log-probs of {} answers in {:.1} s",
+            setup.spec.name,
+            reference.len(),
+            t0.elapsed().as_secs_f64()
+        );
+        Ok(Preference { spec, reference })
+    }
+
+    pub fn loss(&self, model: &Mllm, input: StepInput) -> StepLoss {
+        preference_step(
+            model,
+            &self.spec,
+            &self.reference,
+            input.hb,
+            input.idx,
+            input.visual,
+            input.device,
+        )
+    }
+}
 
 /// The reference model's (the teacher's, or the frozen student's) summed log-probability of
 /// every record's response, in record order.
@@ -41,14 +106,8 @@ pub fn reference_logps(
 }
 
 /// One step's loss: `hb` holds `B` chosen records then their `B` rejected twins (see
-/// [`Dataset::unit_records`]), `idx` their record indices, `reference` the teacher's log-probs.
-pub struct PreferenceStep {
-    pub total: Tensor<1>,
-    pub terms: BTreeMap<String, f32>,
-    pub routing: Vec<LayerRouting>,
-}
-
-pub fn preference_step(
+/// [`Dataset::unit_records`]), `idx` their record indices, `reference` the reference log-probs.
+fn preference_step(
     student: &Mllm,
     spec: &PreferenceSpec,
     reference: &[f32],
@@ -56,7 +115,7 @@ pub fn preference_step(
     idx: &[usize],
     visual: Visual,
     ad: &Device,
-) -> PreferenceStep {
+) -> StepLoss {
     let b = hb.b / 2;
     let batch = hb.to_device(visual, ad);
     let (h, trace) = student.hidden_routed(&batch, Phase::Train);
@@ -100,10 +159,11 @@ pub fn preference_step(
         terms.insert("ce".into(), ce.clone().into_scalar::<f32>());
         total = total + ce * spec.ce;
     }
-    let total = super::router::add_router_losses(student, &trace, total, &mut terms);
-    PreferenceStep {
+    let total = router::add_router_losses(student, &trace, total, &mut terms);
+    StepLoss {
         total,
         terms,
         routing: trace.layers,
+        relation: None,
     }
 }

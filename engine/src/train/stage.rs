@@ -1,0 +1,307 @@
+//! One stage of a recipe: its data and freeze policy, its objective prepared once, then the
+//! steps (batch -> loss -> optimiser step -> events), a checkpoint every `checkpoint_every`
+//! steps and one at the stage end. A stage resumed mid-way continues at the step its
+//! checkpoint saved, with the same data order, optimiser state and LLaVADI projection.
+
+use std::path::Path;
+use std::time::Instant;
+
+use burn::prelude::*;
+
+use super::events::Event;
+use super::objective::{StageObjective, StageSetup, StepInput};
+use super::options::RunOptions;
+use super::order::Order;
+use super::record::Recorder;
+use super::teacher::Teacher;
+use super::update::Update;
+use super::visual::VisualSource;
+use super::{freeze, inputs::Inputs};
+use crate::backend::kernels::Kernels;
+use crate::config::{DataKind, DataOrder, Recipe, StageSpec};
+use crate::data::{Dataset, HostBatch, Padding, host_batch};
+use crate::model::Mllm;
+use crate::run::CheckpointName;
+use crate::run::checkpoint::TrainState;
+use crate::{Error, Result};
+
+/// What every stage of a run reads.
+pub struct RunContext<'a> {
+    pub recipe: &'a Recipe,
+    pub opts: &'a RunOptions,
+    pub inputs: &'a Inputs,
+    pub teacher: Option<&'a Teacher>,
+    /// Where the fused kernels run, resolved once for the run.
+    pub kernels: Kernels,
+    /// The autodiff device the student trains on.
+    pub device: &'a Device,
+    /// The checkpoint this attempt resumed from, if any.
+    pub resumed_from: Option<&'a Path>,
+}
+
+/// How a stage ended.
+pub enum Flow {
+    /// Finished; the next stage may start.
+    Finished,
+    /// Stopped on request, with a checkpoint written to resume from.
+    Stopped,
+}
+
+/// Runs stage `si` (from the step `state` says when it was under way) and returns the model.
+pub fn run_stage(
+    ctx: &RunContext,
+    rec: &mut Recorder,
+    si: usize,
+    model: Mllm,
+    state: &mut TrainState,
+) -> Result<(Mllm, Flow)> {
+    let spec = &ctx.recipe.stages[si];
+    let start_step = if si == state.stage && !state.stage_done {
+        state.step
+    } else {
+        0
+    };
+    if spec.data == DataKind::Mined {
+        let mined = super::mine::stage_pairs(
+            &model.valid(),
+            &ctx.inputs.data[&spec.data],
+            &ctx.inputs.tokenizer,
+            ctx.recipe,
+            rec.run(),
+            si,
+        )?;
+        train_on(ctx, rec, si, &mined, start_step, model, state)
+    } else {
+        train_on(
+            ctx,
+            rec,
+            si,
+            &ctx.inputs.data[&spec.data],
+            start_step,
+            model,
+            state,
+        )
+    }
+}
+
+/// The stage's steps on `data`.
+fn train_on(
+    ctx: &RunContext,
+    rec: &mut Recorder,
+    si: usize,
+    data: &Dataset,
+    start_step: usize,
+    model: Mllm,
+    state: &mut TrainState,
+) -> Result<(Mllm, Flow)> {
+    let spec = &ctx.recipe.stages[si];
+    let mut model = freeze::apply(model, &spec.freeze);
+    let steps = ((spec.epochs * data.units() as f64) / spec.batch_size as f64)
+        .ceil()
+        .max(1.0) as usize;
+    rec.emit(Event::StageStart {
+        stage: si,
+        name: spec.name.clone(),
+        steps,
+        trainable: freeze::trainable_count(&model),
+        examples: data.units(),
+    })?;
+    // a mid-stage start continues the optimiser (and projection) state of its checkpoint
+    let resume = if start_step > 0 {
+        Some(ctx.resumed_from.ok_or_else(|| {
+            Error::Invalid("a stage under way can only continue from a checkpoint".into())
+        })?)
+    } else {
+        None
+    };
+    let mut update = Update::new(spec, steps, resume)?;
+    let visual = VisualSource::new(&model, data, !spec.freeze.vision.trains(), ctx.device);
+    let mut objective = StageObjective::prepare(&StageSetup {
+        recipe: ctx.recipe,
+        spec,
+        stage: si,
+        data,
+        tokenizer: &ctx.inputs.tokenizer,
+        teacher: ctx.teacher,
+        model: &model,
+        resume,
+        kernels: ctx.kernels,
+        device: ctx.device,
+    })?;
+    let mut order = stage_order(ctx.recipe.seed, si, spec, data);
+    let stage_start = Instant::now();
+    let mut loss_sum = 0.0f64;
+    for step in start_step..steps {
+        let at = StepAt {
+            si,
+            spec,
+            data,
+            step,
+            steps,
+        };
+        let (m, loss) = one_step(
+            ctx,
+            rec,
+            &at,
+            &visual,
+            &mut order,
+            &mut update,
+            &mut objective,
+            model,
+            state,
+        )?;
+        model = m;
+        loss_sum += loss as f64;
+        let stop_now = ctx.opts.stop_due(state.global_step);
+        let periodic = spec.checkpoint_every > 0 && (step + 1) % spec.checkpoint_every == 0;
+        if (periodic || stop_now) && step + 1 < steps {
+            let name = CheckpointName::Step(state.global_step);
+            rec.checkpoint(name, &model, Some(update.optim()), objective.aux(), state)?;
+        }
+        if stop_now && step + 1 < steps {
+            rec.emit(Event::Stopped {
+                global_step: state.global_step,
+            })?;
+            return Ok((model, Flow::Stopped));
+        }
+    }
+    state.stage_done = true;
+    let name = CheckpointName::Stage {
+        index: si,
+        name: spec.name.clone(),
+    };
+    rec.checkpoint(name, &model, None, None, state)?;
+    rec.emit(Event::StageEnd {
+        stage: si,
+        name: spec.name.clone(),
+        mean_loss: (loss_sum / steps.saturating_sub(start_step).max(1) as f64) as f32,
+        seconds: stage_start.elapsed().as_secs_f64(),
+    })?;
+    if ctx.opts.stop_due(state.global_step) && si + 1 < ctx.recipe.stages.len() {
+        rec.emit(Event::Stopped {
+            global_step: state.global_step,
+        })?;
+        return Ok((model, Flow::Stopped));
+    }
+    Ok((model, Flow::Finished))
+}
+
+/// Where a step stands in its stage.
+struct StepAt<'s> {
+    si: usize,
+    spec: &'s StageSpec,
+    data: &'s Dataset,
+    /// 0-based within the stage.
+    step: usize,
+    steps: usize,
+}
+
+/// One optimiser step: the batch, its loss, the update, and the step's events. Returns the
+/// updated model and the loss.
+#[allow(clippy::too_many_arguments)]
+fn one_step(
+    ctx: &RunContext,
+    rec: &mut Recorder,
+    at: &StepAt,
+    visual: &VisualSource,
+    order: &mut Order,
+    update: &mut Update,
+    objective: &mut StageObjective,
+    model: Mllm,
+    state: &mut TrainState,
+) -> Result<(Mllm, f32)> {
+    let StepAt {
+        si,
+        spec,
+        data,
+        step,
+        steps,
+    } = *at;
+    let t0 = Instant::now();
+    let idx = data.unit_records(&order.batch(step, spec.batch_size));
+    let examples: Vec<_> = idx.iter().map(|&i| &data.encoded[i]).collect();
+    let hb = host_batch(
+        &examples,
+        ctx.recipe.model.vision.num_visual_tokens(),
+        ctx.inputs.tokenizer.special.pad,
+        Padding::Right,
+    );
+    let out = objective.loss(
+        &model,
+        StepInput {
+            hb: &hb,
+            idx: &idx,
+            visual: visual.for_batch(data, &idx, ctx.device),
+            want_relation: step == 0
+                || (step + 1) % super::RELATION_EVERY == 0
+                || step + 1 == steps,
+            device: ctx.device,
+        },
+    );
+    let loss: f32 = out.total.clone().into_scalar::<f32>();
+    if !loss.is_finite() {
+        return Err(Error::Invalid(format!(
+            "stage {:?} step {step}: loss is {loss}; lower the learning rate",
+            spec.name
+        )));
+    }
+    let (model, stepped) = update.step(model, out.total, objective, step);
+    *state = TrainState {
+        stage: si,
+        step: step + 1,
+        global_step: state.global_step + 1,
+        stage_done: false,
+    };
+    rec.emit(Event::Step {
+        stage: si,
+        name: spec.name.clone(),
+        step: step + 1,
+        steps,
+        global_step: state.global_step,
+        loss,
+        terms: out.terms,
+        lr: stepped.lr,
+        grad_norm: stepped.grad_norm,
+        tokens_per_s: tokens(&hb) as f64 / t0.elapsed().as_secs_f64().max(1e-9),
+        elapsed_s: rec.elapsed_s(),
+        routing: out.routing,
+    })?;
+    if let Some(r) = out.relation {
+        rec.emit(Event::Relation {
+            stage: si,
+            name: spec.name.clone(),
+            global_step: state.global_step,
+            n: r.n,
+            teacher: r.teacher,
+            student: r.student,
+        })?;
+    }
+    Ok((model, loss))
+}
+
+/// The order the stage visits its examples in: a pure function of the seed and the stage, so
+/// a resumed stage sees the batches it would have seen.
+fn stage_order(seed: u64, si: usize, spec: &StageSpec, data: &Dataset) -> Order {
+    let order = Order::new(seed, si, data.units());
+    match spec.order {
+        DataOrder::Shuffled => order,
+        DataOrder::Curriculum => order.curriculum(),
+        DataOrder::Bucketed => {
+            let lengths = (0..data.units())
+                .map(|u| {
+                    data.unit_records(&[u])
+                        .iter()
+                        .map(|&r| data.encoded[r].ids.len())
+                        .max()
+                        .unwrap_or(0)
+                })
+                .collect();
+            order.bucketed(lengths)
+        }
+    }
+}
+
+/// Tokens a batch attends to (its real, unpadded positions).
+fn tokens(hb: &HostBatch) -> usize {
+    hb.attention_mask.iter().filter(|m| **m > 0.0).count()
+}

@@ -1,0 +1,206 @@
+//! The frozen teacher of a distillation or preference stage: loaded once per run and checked
+//! against the student, run on the inner (non-autodiff) device so no graph is ever built
+//! through it, and, when its outputs for a stage fit in memory, run once per example instead of
+//! once per step ([`TeacherCache`]).
+
+use std::path::{Path, PathBuf};
+
+use burn::prelude::*;
+
+use crate::backend::kernels::Kernels;
+use crate::config::MllmConfig;
+use crate::data::{Dataset, Encoded, HostBatch, Padding, TextTokenizer, host_batch};
+use crate::distill::VocabAlignment;
+use crate::model::{Mllm, Visual};
+use crate::run::checkpoint;
+use crate::{Error, Result};
+
+/// The loaded teacher and how its vocabulary lines up with the student's.
+pub struct Teacher {
+    pub model: Mllm,
+    pub checkpoint: PathBuf,
+    pub vocab: VocabAlignment,
+}
+
+impl Teacher {
+    /// Loads the teacher from `ckpt` onto `device` (an inner, non-autodiff device) and checks it
+    /// against the student: same vision encoder shape (LLaVA-KD shares the frozen encoder, and
+    /// RDist compares visual tokens one to one), same tokenizer, compatible vocabularies.
+    pub fn load(
+        ckpt: &Path,
+        student: &MllmConfig,
+        tokenizer: &TextTokenizer,
+        kernels: Kernels,
+        device: &Device,
+    ) -> Result<Teacher> {
+        let config = checkpoint::load_config(ckpt)?;
+        let bad = |message: String| Error::Checkpoint {
+            path: ckpt.to_path_buf(),
+            message,
+        };
+        if config.vision.num_visual_tokens() != student.vision.num_visual_tokens()
+            || config.vision.image_size != student.vision.image_size
+        {
+            return Err(bad(format!(
+                "the teacher sees {} visual tokens of {} px images, the student {} of {} px: \
+                 teacher and student must share the vision encoder",
+                config.vision.num_visual_tokens(),
+                config.vision.image_size,
+                student.vision.num_visual_tokens(),
+                student.vision.image_size
+            )));
+        }
+        let tok = crate::run::checkpoint_tokenizer(ckpt).ok_or_else(|| {
+            bad(
+                "no tokenizer.json beside the teacher checkpoint: cannot check that teacher \
+                 and student share a tokenizer"
+                    .into(),
+            )
+        })?;
+        let theirs = std::fs::read(&tok).map_err(|e| Error::io(&tok, e))?;
+        let ours = std::fs::read(&tokenizer.path).map_err(|e| Error::io(&tokenizer.path, e))?;
+        if theirs != ours {
+            return Err(bad(format!(
+                "the teacher's tokenizer ({}) differs from the student's ({}): distillation \
+                 compares distributions over the same token ids, so both must use one tokenizer",
+                tok.display(),
+                tokenizer.path.display()
+            )));
+        }
+        let vocab = VocabAlignment::new(
+            student.llm.vocab_size,
+            config.llm.vocab_size,
+            tokenizer.vocab_size(),
+        )
+        .map_err(bad)?;
+        let mut model = checkpoint::load_full(ckpt, device)?;
+        model.set_kernels(kernels);
+        Ok(Teacher {
+            model,
+            checkpoint: ckpt.to_path_buf(),
+            vocab,
+        })
+    }
+}
+
+impl Teacher {
+    /// Last hidden states `[B, T, D]` and logits over the shared vocabulary `[B, T, V]` of one
+    /// batch, on the inner device.
+    pub(super) fn outputs(
+        &self,
+        hb: &HostBatch,
+        visual: Visual,
+        inner: &Device,
+    ) -> (Tensor<3>, Tensor<3>) {
+        let batch = hb.to_device(visual, inner);
+        let hidden = self.model.hidden(&batch);
+        let logits = self.vocab.narrow(self.model.llm.logits(hidden.clone()));
+        (hidden, logits)
+    }
+}
+
+/// What the teacher says about one batch, already on the autodiff device as constants.
+pub struct TeacherOut {
+    /// `[B, T, V_shared]`.
+    pub logits: Tensor<3>,
+    /// `[B, T, D_teacher]`.
+    pub hidden: Tensor<3>,
+}
+
+/// Runs the teacher on one batch.
+pub fn teacher_forward(
+    teacher: &Teacher,
+    hb: &HostBatch,
+    visual: Visual,
+    ad: &Device,
+) -> TeacherOut {
+    let (hidden, logits) = teacher.outputs(hb, visual, &ad.clone().inner());
+    TeacherOut {
+        logits: logits.autodiff(),
+        hidden: hidden.autodiff(),
+    }
+}
+
+/// The teacher's outputs on every example of a stage, computed once. The teacher and its
+/// encoder are frozen and the examples do not change, so over a many-epoch stage this replaces
+/// one teacher forward per step by a host-side copy (the design's "teacher logits computed once"). Right padding and the causal mask make an example's outputs independent
+/// of what it is batched with, so the cached values are the live ones up to float rounding.
+pub struct TeacherCache {
+    logits: Vec<Vec<f32>>,
+    hidden: Vec<Vec<f32>>,
+    vocab: usize,
+    width: usize,
+}
+
+/// Largest cache built; above it the teacher runs live every step.
+pub const TEACHER_CACHE_MAX_BYTES: usize = 4 << 30;
+
+impl TeacherCache {
+    /// Bytes a cache of `data` would take (f32 logits and hidden states per token).
+    pub fn bytes(teacher: &Teacher, data: &Dataset) -> usize {
+        let tokens: usize = data.encoded.iter().map(|e| e.ids.len()).sum();
+        tokens * (teacher.vocab.shared + teacher.model.config.llm.hidden) * 4
+    }
+
+    /// Runs the teacher over every example in chunks; `visual(idx)` gives the teacher's visual
+    /// input for a chunk on the inner device.
+    pub fn build(
+        teacher: &Teacher,
+        data: &Dataset,
+        pad: u32,
+        visual: &dyn Fn(&[usize]) -> Visual,
+        inner: &Device,
+    ) -> TeacherCache {
+        let nv = teacher.model.config.vision.num_visual_tokens();
+        let vocab = teacher.vocab.shared;
+        let width = teacher.model.config.llm.hidden;
+        let mut logits = Vec::with_capacity(data.len());
+        let mut hidden = Vec::with_capacity(data.len());
+        let all: Vec<usize> = (0..data.len()).collect();
+        for chunk in all.chunks(64) {
+            let examples: Vec<&Encoded> = chunk.iter().map(|&i| &data.encoded[i]).collect();
+            let hb = host_batch(&examples, nv, pad, Padding::Right);
+            let (h, l) = teacher.outputs(&hb, visual(chunk), inner);
+            let h: Vec<f32> = h
+                .into_data()
+                .convert::<f32>()
+                .try_to_vec::<f32>()
+                .expect("f32");
+            let l: Vec<f32> = l
+                .into_data()
+                .convert::<f32>()
+                .try_to_vec::<f32>()
+                .expect("f32");
+            for (r, e) in examples.iter().enumerate() {
+                let n = e.ids.len();
+                let at = r * hb.t;
+                logits.push(l[at * vocab..(at + n) * vocab].to_vec());
+                hidden.push(h[at * width..(at + n) * width].to_vec());
+            }
+        }
+        TeacherCache {
+            logits,
+            hidden,
+            vocab,
+            width,
+        }
+    }
+
+    /// The cached outputs of examples `idx`, laid out like `hb` (right padding, zeros beyond
+    /// each example's end, where every mask is 0).
+    pub fn batch(&self, idx: &[usize], hb: &HostBatch, ad: &Device) -> TeacherOut {
+        let (b, t) = (hb.b, hb.t);
+        let mut l = vec![0.0f32; b * t * self.vocab];
+        let mut h = vec![0.0f32; b * t * self.width];
+        for (r, &i) in idx.iter().enumerate() {
+            let src = &self.logits[i];
+            l[r * t * self.vocab..r * t * self.vocab + src.len()].copy_from_slice(src);
+            let src = &self.hidden[i];
+            h[r * t * self.width..r * t * self.width + src.len()].copy_from_slice(src);
+        }
+        TeacherOut {
+            logits: Tensor::from_data(TensorData::new(l, [b, t, self.vocab]), ad),
+            hidden: Tensor::from_data(TensorData::new(h, [b, t, self.width]), ad),
+        }
+    }
+}
