@@ -215,62 +215,7 @@ impl RunHistory {
                 // the first step of a stage includes its set-up (teacher caching): no pace
                 self.recent.clear();
             }
-            Event::Step {
-                stage,
-                name,
-                step,
-                steps,
-                global_step,
-                loss,
-                terms,
-                lr,
-                grad_norm,
-                tokens_per_s,
-                elapsed_s,
-                routing,
-            } => {
-                if self.recent.len() == PACE_WINDOW + 1 {
-                    self.recent.pop_front();
-                }
-                self.recent.push_back((*global_step, *elapsed_s));
-                let pace = match (self.recent.front(), self.recent.back()) {
-                    (Some(a), Some(b)) if b.0 > a.0 && b.1 > a.1 => {
-                        Some((b.1 - a.1) / (b.0 - a.0) as f64)
-                    }
-                    _ => None,
-                };
-                let s = self.stage_mut(*stage);
-                if s.name.is_empty() {
-                    s.name = name.clone();
-                    s.steps = *steps;
-                    s.first_global_step = global_step - step;
-                }
-                s.done = *step;
-                s.tokens_per_s = *tokens_per_s;
-                if pace.is_some() {
-                    s.seconds_per_step = pace;
-                }
-                self.current_stage = Some(*stage);
-                self.global_step = *global_step;
-                self.elapsed_s = *elapsed_s;
-                let g = *global_step;
-                self.push(TOTAL_LOSS, g, *loss as f64);
-                for (k, v) in terms {
-                    self.push(k, g, *v as f64);
-                }
-                self.push(LR, g, *lr);
-                self.push(GRAD_NORM, g, *grad_norm as f64);
-                self.push(TOKENS_PER_S, g, *tokens_per_s);
-                if !routing.is_empty() {
-                    let keep = self.routing.partition_point(|r| r.global_step < g);
-                    self.routing.truncate(keep);
-                    self.routing.push(RoutingSnapshot {
-                        global_step: g,
-                        stage: *stage,
-                        layers: routing.clone(),
-                    });
-                }
-            }
+            Event::Step { .. } => self.apply_step(event),
             Event::Relation {
                 stage,
                 global_step,
@@ -319,6 +264,66 @@ impl RunHistory {
                 self.status = RunStatus::Finished;
                 self.seconds = Some(*seconds);
             }
+        }
+    }
+
+    /// Folds in one step: its stage's progress and pace, every logged series, the routing.
+    fn apply_step(&mut self, event: &Event) {
+        let Event::Step {
+            stage,
+            name,
+            step,
+            steps,
+            global_step,
+            loss,
+            terms,
+            lr,
+            grad_norm,
+            tokens_per_s,
+            elapsed_s,
+            routing,
+        } = event
+        else {
+            return;
+        };
+        if self.recent.len() == PACE_WINDOW + 1 {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((*global_step, *elapsed_s));
+        let pace = match (self.recent.front(), self.recent.back()) {
+            (Some(a), Some(b)) if b.0 > a.0 && b.1 > a.1 => Some((b.1 - a.1) / (b.0 - a.0) as f64),
+            _ => None,
+        };
+        let s = self.stage_mut(*stage);
+        if s.name.is_empty() {
+            s.name = name.clone();
+            s.steps = *steps;
+            s.first_global_step = global_step - step;
+        }
+        s.done = *step;
+        s.tokens_per_s = *tokens_per_s;
+        if pace.is_some() {
+            s.seconds_per_step = pace;
+        }
+        self.current_stage = Some(*stage);
+        self.global_step = *global_step;
+        self.elapsed_s = *elapsed_s;
+        let g = *global_step;
+        self.push(TOTAL_LOSS, g, *loss as f64);
+        for (k, v) in terms {
+            self.push(k, g, *v as f64);
+        }
+        self.push(LR, g, *lr);
+        self.push(GRAD_NORM, g, *grad_norm as f64);
+        self.push(TOKENS_PER_S, g, *tokens_per_s);
+        if !routing.is_empty() {
+            let keep = self.routing.partition_point(|r| r.global_step < g);
+            self.routing.truncate(keep);
+            self.routing.push(RoutingSnapshot {
+                global_step: g,
+                stage: *stage,
+                layers: routing.clone(),
+            });
         }
     }
 

@@ -13,6 +13,7 @@ mod buffers;
 mod distill;
 mod fused_linear;
 mod moe;
+mod moe_gemm;
 mod ops;
 
 use burn::backend::autodiff::Autodiff;
@@ -226,7 +227,7 @@ impl KernelOps for CubeBackend {
         offsets: IntTensor<Self>,
         gather: u32,
     ) -> FloatTensor<Self> {
-        moe::cube_gather_matmul(a, rows, w, offsets, gather)
+        moe_gemm::cube_gather_matmul(a, rows, w, offsets, gather)
     }
 }
 
@@ -315,7 +316,7 @@ impl<C: CheckpointStrategy> KernelOps for Autodiff<CubeBackend, C> {
         offsets: IntTensor<Self>,
         gather: u32,
     ) -> FloatTensor<Self> {
-        moe::autodiff_gather_matmul::<C>(a, rows, w, offsets, gather)
+        moe_gemm::autodiff_gather_matmul::<C>(a, rows, w, offsets, gather)
     }
 }
 

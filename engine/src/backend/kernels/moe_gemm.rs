@@ -1,0 +1,341 @@
+//! The expert GEMMs of the MoE kernels (`shaders/moe_gemm*.wgsl`, `moe_weight_grad.wgsl`):
+//! their generated per-row code, their launch, and their autodiff wiring (the backward is the
+//! same GEMM on transposed weights plus a per-expert weight-gradient GEMM over the same
+//! segments). Routing and the sort are in `moe.rs`.
+
+use burn::backend::autodiff::Autodiff;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::ops::FloatTensorOps;
+use burn::backend::tensor::{FloatTensor, IntTensor};
+use burn::backend::wgpu::{CubeBackend, CubeTensor, into_contiguous};
+use burn::tensor::{DType, IndexingUpdateOp, Shape};
+
+use super::buffers::{as_f32, empty_f32};
+
+type B = CubeBackend;
+use super::moe::{GEMM_LANES, GEMM_ROWS, MoeKernel, as_i32, dims2, launch};
+
+/// One statement per accumulator row, `f(r)` for r in 0..rows, on indented lines.
+fn per_row(rows: u32, f: &dyn Fn(u32) -> String) -> String {
+    (0..rows).map(f).collect::<Vec<_>>().join("\n        ")
+}
+
+/// Four columns of a row-major `[.., nd]` array named `name` at element offset `at` (`col` is
+/// the invocation's first column; `c0..c3` its clamped columns): one vec4 load when `nd` is a
+/// multiple of 4 (the array is then bound as vec4s), else four scalar loads.
+fn load4(name: &str, at: &str, nd: u32) -> String {
+    if nd.is_multiple_of(4) {
+        format!("{name}[(({at}) + col) / 4u]")
+    } else {
+        format!(
+            "vec4<f32>({name}[({at}) + c0], {name}[({at}) + c1], {name}[({at}) + c2], {name}[({at}) + c3])"
+        )
+    }
+}
+
+fn vec4_or_f32(vec4: bool) -> String {
+    if vec4 { "vec4<f32>" } else { "f32" }.to_string()
+}
+
+/// The generated parts of `shaders/moe_gemm.wgsl`: per-row accumulators and sources, and the
+/// depth loop. Loads cost far more than multiply-adds where invocations are SIMD lanes (a
+/// load per lane is a gather), so the loop is shaped to load little per multiply-add: the
+/// weights as 4-column vec4s, and, when `kd` is a multiple of 4, each row's input as a vec4
+/// covering four depth steps (R + 4 loads for 16 R multiply-adds).
+pub(super) fn gemm_snippets(kd: u32, nd: u32) -> Vec<(&'static str, String)> {
+    let r = |f: &dyn Fn(u32) -> String| per_row(GEMM_ROWS, f);
+    let a4 = kd.is_multiple_of(4);
+    let depth = if a4 {
+        let xs = r(&|i| {
+            format!(
+                "let x{i} = a[(s{i}.x + k) / 4u] * m{i}; \
+                 acc{i} += x{i}.x * b0 + x{i}.y * b1 + x{i}.z * b2 + x{i}.w * b3;"
+            )
+        });
+        format!(
+            "var wb = e * KD * ND;
+        for (var k = 0u; k < KD; k += 4u) {{
+            let b0 = {}; let b1 = {}; let b2 = {}; let b3 = {};
+            {xs}
+            wb += 4u * ND;
+        }}",
+            load4("w", "wb", nd),
+            load4("w", "wb + ND", nd),
+            load4("w", "wb + 2u * ND", nd),
+            load4("w", "wb + 3u * ND", nd),
+        )
+    } else {
+        let fma = r(&|i| format!("acc{i} += (a[s{i}.x + k] * m{i}) * b;"));
+        format!(
+            "var wb = e * KD * ND;
+        for (var k = 0u; k < KD; k++) {{
+            let b = {};
+            {fma}
+            wb += ND;
+        }}",
+            load4("w", "wb", nd)
+        )
+    };
+    vec![
+        ("a_type", vec4_or_f32(a4)),
+        ("w_type", vec4_or_f32(nd.is_multiple_of(4))),
+        ("init", r(&|i| format!("var acc{i} = vec4<f32>(0.0);"))),
+        (
+            "sources",
+            r(&|i| format!("let s{i} = source(r0 + {i}u, lo, hi); let m{i} = f32(s{i}.y);")),
+        ),
+        ("depth_loop", depth),
+        (
+            "store",
+            r(&|i| format!("store(r0 + {i}u, s_rows, col, acc{i});")),
+        ),
+    ]
+}
+
+/// The generated parts of `shaders/moe_weight_grad.wgsl`; as [`gemm_snippets`], with the R
+/// input values of a row read as R / 4 vec4s when `kd` is a multiple of 4.
+pub(super) fn weight_grad_snippets(kd: u32, nd: u32) -> Vec<(&'static str, String)> {
+    let r = |f: &dyn Fn(u32) -> String| per_row(GEMM_ROWS, f);
+    let a4 = kd.is_multiple_of(4);
+    let quads = |f: &dyn Fn(u32) -> String| per_row(GEMM_ROWS / 4, f);
+    let (init, fma) = if a4 {
+        (
+            format!(
+                "{}\n    {}",
+                r(&|i| format!("var acc{i} = vec4<f32>(0.0);")),
+                quads(&|q| format!("let q{q} = min(k0 / 4u + {q}u, KD / 4u - 1u);"))
+            ),
+            quads(&|q| {
+                let lanes = ["x", "y", "z", "w"];
+                let adds: Vec<String> = (0..4)
+                    .map(|j| format!("acc{} += x{q}.{} * gv;", 4 * q + j, lanes[j as usize]))
+                    .collect();
+                format!("let x{q} = a[ab / 4u + q{q}]; {}", adds.join(" "))
+            }),
+        )
+    } else {
+        (
+            r(&|i| format!("var acc{i} = vec4<f32>(0.0); let o{i} = min(k0 + {i}u, KD - 1u);")),
+            r(&|i| format!("acc{i} += a[ab + o{i}] * gv;")),
+        )
+    };
+    vec![
+        ("a_type", vec4_or_f32(a4)),
+        ("g_type", vec4_or_f32(nd.is_multiple_of(4))),
+        ("load_g", load4("g", "gb", nd)),
+        ("init", init),
+        ("fma", fma),
+        (
+            "store",
+            r(&|i| format!("store(k0 + {i}u, e, col, acc{i});")),
+        ),
+    ]
+}
+
+// ---------------------------------------------------------------------------------------------
+// expert GEMM
+
+/// `c [S, Nd]`, row s = `a[src(s)] @ W[e(s)]` for `w [E, Kd, Nd]` (see
+/// `shaders/moe_gemm.wgsl`).
+fn gemm(
+    a: &CubeTensor,
+    rows: &CubeTensor,
+    w: &CubeTensor,
+    offsets: &CubeTensor,
+    gather: bool,
+) -> CubeTensor {
+    let ws = w.meta.shape();
+    assert_eq!(ws.num_dims(), 3, "MoE expert weights must be [E, in, out]");
+    let (e, kd, nd) = (ws[0], ws[1], ws[2]);
+    let s = rows.meta.shape().num_elements();
+    let (m, ak) = dims2(a, "the MoE expert input");
+    assert_eq!(ak, kd, "MoE expert input width {ak} vs weights' {kd}");
+    assert!(
+        gather || m == s,
+        "an ungathered MoE input has one row per sorted row"
+    );
+    assert_eq!(
+        offsets.meta.shape().num_elements(),
+        e + 1,
+        "offsets are [E + 1]"
+    );
+    let c = empty_f32(a, Shape::new([s, nd]));
+    if s > 0 && nd > 0 {
+        launch(
+            MoeKernel::Gemm {
+                e: e as u32,
+                kd: kd as u32,
+                nd: nd as u32,
+                gather,
+            },
+            GEMM_LANES,
+            (
+                s.div_ceil(GEMM_ROWS as usize),
+                nd.div_ceil(4 * GEMM_LANES as usize),
+                1,
+            ),
+            &[a, rows, w, offsets, &c],
+            &[s as u32],
+        );
+    }
+    c
+}
+
+/// `dW [E, Kd, Nd]` = per expert, the sum over its rows of `a[src(s)]^T g[s]`.
+fn weight_grad(
+    a: &CubeTensor,
+    rows: &CubeTensor,
+    g: &CubeTensor,
+    offsets: &CubeTensor,
+    e: usize,
+    gather: bool,
+) -> CubeTensor {
+    let (_, kd) = dims2(a, "the MoE expert input");
+    let (s, nd) = dims2(g, "the MoE expert output gradient");
+    let dw = empty_f32(a, Shape::new([e, kd, nd]));
+    launch(
+        MoeKernel::WeightGrad {
+            kd: kd as u32,
+            nd: nd as u32,
+            gather,
+        },
+        GEMM_LANES,
+        (
+            kd.div_ceil(GEMM_ROWS as usize),
+            nd.div_ceil(4 * GEMM_LANES as usize),
+            e,
+        ),
+        &[a, rows, g, offsets, &dw],
+        &[s as u32],
+    );
+    dw
+}
+
+/// The inputs of one expert GEMM, as the backward needs them.
+#[derive(Debug, Clone)]
+struct GemmInputs {
+    a: CubeTensor,
+    rows: CubeTensor,
+    w: CubeTensor,
+    offsets: CubeTensor,
+    gather: bool,
+}
+
+impl GemmInputs {
+    fn new(
+        a: CubeTensor,
+        rows: CubeTensor,
+        w: CubeTensor,
+        offsets: CubeTensor,
+        gather: u32,
+    ) -> Self {
+        GemmInputs {
+            a: as_f32(a, "the MoE expert input"),
+            rows: as_i32(rows, "the MoE sorted rows"),
+            w: as_f32(w, "the MoE expert weights"),
+            offsets: as_i32(offsets, "the MoE expert offsets"),
+            gather: gather == 1,
+        }
+    }
+
+    fn forward(&self) -> CubeTensor {
+        gemm(&self.a, &self.rows, &self.w, &self.offsets, self.gather)
+    }
+
+    /// `(da, dw)` from the output gradient `[S, Nd]`.
+    fn backward(&self, grad: CubeTensor) -> (CubeTensor, CubeTensor) {
+        let g = as_f32(grad, "the MoE expert output gradient");
+        let e = self.w.meta.shape()[0];
+        // sorted-order input gradient, then (gathered inputs) summed back onto the tokens
+        // (the transposed weights as a contiguous copy: E Kd Nd floats, small beside the GEMMs)
+        let wt = into_contiguous(B::float_swap_dims(self.w.clone(), 1, 2));
+        let da_sorted = gemm(&g, &self.rows, &wt, &self.offsets, false);
+        let da = if self.gather {
+            let zeros = B::float_zeros(
+                self.a.meta.shape().clone(),
+                &self.a.device,
+                DType::F32.into(),
+            );
+            B::float_select_assign(
+                zeros,
+                0,
+                self.rows.clone(),
+                da_sorted,
+                IndexingUpdateOp::Add,
+            )
+        } else {
+            da_sorted
+        };
+        let dw = weight_grad(&self.a, &self.rows, &g, &self.offsets, e, self.gather);
+        (da, dw)
+    }
+}
+
+pub(super) fn cube_gather_matmul(
+    a: CubeTensor,
+    rows: CubeTensor,
+    w: CubeTensor,
+    offsets: CubeTensor,
+    gather: u32,
+) -> CubeTensor {
+    GemmInputs::new(a, rows, w, offsets, gather).forward()
+}
+
+#[derive(Debug)]
+struct GemmBackward;
+
+impl Backward<B, 2> for GemmBackward {
+    type State = GemmInputs;
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _c: &mut Checkpointer) {
+        let [na, nw] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let (da, dw) = ops.state.backward(grad);
+        if let Some(node) = na {
+            grads.register::<B>(node.id, da);
+        }
+        if let Some(node) = nw {
+            grads.register::<B>(node.id, dw);
+        }
+    }
+}
+
+pub(super) fn autodiff_gather_matmul<C: CheckpointStrategy>(
+    a: FloatTensor<Autodiff<B, C>>,
+    rows: IntTensor<Autodiff<B, C>>,
+    w: FloatTensor<Autodiff<B, C>>,
+    offsets: IntTensor<Autodiff<B, C>>,
+    gather: u32,
+) -> FloatTensor<Autodiff<B, C>> {
+    match GemmBackward
+        .prepare::<C>([a.node(), w.node()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            let inputs = GemmInputs::new(
+                a.into_primitive(),
+                rows,
+                w.into_primitive(),
+                offsets,
+                gather,
+            );
+            let c = inputs.forward();
+            prep.finish(inputs, c)
+        }
+        OpsKind::UnTracked(prep) => {
+            let c = GemmInputs::new(
+                a.into_primitive(),
+                rows,
+                w.into_primitive(),
+                offsets,
+                gather,
+            )
+            .forward();
+            prep.finish(c)
+        }
+    }
+}
