@@ -2,7 +2,6 @@
 //! cross-backend agreement (wgpu on lavapipe vs burn's CPU backend).
 
 use condenser_engine::backend::{BackendChoice, select};
-use condenser_engine::run::checkpoint;
 use condenser_engine::train::{Event, Observer, RunOptions, Silent, run_recipe};
 use condenser_tests::{assert_same_weights, scratch, smoke_recipe, tiny_world};
 

@@ -1,4 +1,5 @@
 use super::*;
+use crate::config::PreferenceReference;
 
 const GOOD: &str = r#"
 name = "t"

@@ -1,4 +1,17 @@
-//! Learning-rate schedule: linear warmup then cosine decay to `min_ratio * peak` (all papers).
+//! A stage's optimiser settings: AdamW (the model's, and LLaVADI's projection's) and the
+//! learning-rate schedule, linear warmup then cosine decay to `min_ratio * peak` (all papers).
+
+use burn::optim::{AdamWConfig, ModuleOptimizer};
+
+use crate::config::StageSpec;
+
+/// A stage's AdamW.
+pub fn adamw(spec: &StageSpec) -> ModuleOptimizer {
+    AdamWConfig::new()
+        .with_weight_decay(spec.weight_decay as f32)
+        .with_epsilon(1e-8)
+        .init()
+}
 
 /// Learning rate at `step` (0-based) of a stage of `total` steps.
 pub fn lr_at(step: usize, total: usize, peak: f64, warmup_frac: f64, min_ratio: f64) -> f64 {

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
+use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 
 use super::objective::StageObjective;
@@ -13,14 +13,6 @@ use crate::Result;
 use crate::config::StageSpec;
 use crate::model::Mllm;
 use crate::run::checkpoint;
-
-/// A stage's AdamW (the model's and, for LLaVADI, the alignment projection's).
-pub fn adamw(spec: &StageSpec) -> ModuleOptimizer {
-    AdamWConfig::new()
-        .with_weight_decay(spec.weight_decay as f32)
-        .with_epsilon(1e-8)
-        .init()
-}
 
 /// The optimiser of one stage and its schedule.
 pub struct Update<'s> {
@@ -38,7 +30,7 @@ pub struct Stepped {
 impl<'s> Update<'s> {
     /// A fresh optimiser, or the one a mid-stage checkpoint saved (`resume`).
     pub fn new(spec: &'s StageSpec, steps: usize, resume: Option<&Path>) -> Result<Self> {
-        let mut optim = adamw(spec);
+        let mut optim = schedule::adamw(spec);
         if let Some(ck) = resume {
             optim = checkpoint::load_optim(ck, optim)?;
         }

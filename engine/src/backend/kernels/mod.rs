@@ -14,6 +14,7 @@ mod distill;
 mod fused_linear;
 mod moe;
 mod moe_gemm;
+mod moe_kernel;
 mod ops;
 
 use burn::backend::autodiff::Autodiff;
@@ -26,7 +27,7 @@ use burn::prelude::Device;
 use crate::config::KernelPolicy;
 pub use attention::{ATTENTION_MAX_HEAD_DIM, flash_attention_unsupported};
 pub use distill::{DISTILL_MAX_ROW_BYTES, DistillKind, distill_slab_rows};
-pub use moe::MOE_MAX_EXPERTS;
+pub use moe_kernel::MOE_MAX_EXPERTS;
 pub use ops::{
     MoeDispatch, distill_rows, flash_attention, fused_linear_distill, moe_dispatch,
     moe_gather_matmul,

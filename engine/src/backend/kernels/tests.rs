@@ -177,7 +177,7 @@ fn shaders_validate_with_naga() {
     let all = super::distill::all_sources()
         .into_iter()
         .chain(super::attention::all_sources())
-        .chain(super::moe::all_sources());
+        .chain(super::moe_kernel::all_sources());
     for (name, source) in all {
         let module = naga::front::wgsl::parse_str(&source)
             .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(&source)));

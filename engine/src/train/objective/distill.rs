@@ -80,7 +80,7 @@ impl<'a> Distill<'a> {
                 setup.recipe.seed ^ ((setup.stage as u64 + 1) * 0x9E37),
                 setup.device,
             );
-            let o = super::super::update::adamw(setup.spec);
+            let o = super::super::schedule::adamw(setup.spec);
             Some(match setup.resume {
                 Some(ck) => checkpoint::load_align(ck, module, o)?,
                 None => (module, o),
