@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use condenser_engine::run::Runs;
+use condenser_engine::run::{RunDir, Runs};
 use condenser_engine::train::{RunOptions, run_recipe};
 
 use super::progress::Bars;
@@ -76,7 +76,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
                 "held-out exact match: {:.1}% over {} questions (report: {})",
                 100.0 * e.accuracy,
                 e.questions,
-                out.run_dir.join("report.md").display()
+                RunDir::new(&out.run_dir).report_md().display()
             );
         }
     } else {

@@ -4,12 +4,14 @@
 //! other folder reads its types.
 
 mod ablation;
+mod kernels;
 mod model;
 mod moe;
 mod objective;
 mod recipe;
 
 pub use ablation::{AblationRow, AblationSet, ROW_REF, load_ablation, run_name, slug};
+pub use kernels::KernelPolicy;
 pub use model::{LlmConfig, MllmConfig, ProjectorConfig, VisionAct, VisionConfig};
 pub use moe::{MoeConfig, MoeSpec, Placement};
 pub use objective::{
@@ -17,6 +19,6 @@ pub use objective::{
     PreferenceReference, PreferenceSpec, RelationFeatures,
 };
 pub use recipe::{
-    DataKind, DataOrder, FreezePolicy, FreezeSpec, InitSpec, KernelPolicy, Recipe, StageFreeze,
-    StageKind, StageSpec, TeacherSpec, load_recipe, parse_recipe, parse_recipe_with,
+    DataKind, DataOrder, FreezePolicy, FreezeSpec, InitSpec, Recipe, StageFreeze, StageKind,
+    StageSpec, TeacherSpec, load_recipe, parse_recipe, parse_recipe_with,
 };

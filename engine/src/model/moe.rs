@@ -15,8 +15,6 @@ use burn::tensor::IndexingUpdateOp;
 use burn::tensor::activation::{silu, softmax};
 
 use crate::backend::kernels::{self, Kernels};
-#[cfg(test)]
-use crate::config::KernelPolicy;
 
 use super::init::linear;
 use super::mlp::Mlp;

@@ -1,4 +1,5 @@
 use super::*;
+use crate::config::KernelPolicy;
 
 fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()

@@ -347,4 +347,31 @@ mod tests {
         // a bare checkpoint folder (an import) is not inside a run
         assert!(RunDir::of_checkpoint(Path::new("ckpt/teacher")).is_none());
     }
+
+    /// `[init] model_from` names a run under the runs folder the command was given, not under
+    /// `runs/`: a recipe without `[model]` takes that run's model.
+    #[test]
+    fn model_from_resolves_against_the_given_runs_folder() {
+        let root = std::env::temp_dir().join(format!("condenser-runs-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let smoke = Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/recipes/smoke.toml");
+        let model = crate::config::load_recipe(&smoke).unwrap().model;
+        let runs = Runs::new(root.join("elsewhere"));
+        let ck = runs.run("base").final_checkpoint();
+        std::fs::create_dir_all(&ck).unwrap();
+        std::fs::write(ck.join(checkpoint::MODEL_FILE), b"").unwrap();
+        let config = serde_json::to_string(&model).unwrap();
+        std::fs::write(ck.join(checkpoint::CONFIG_FILE), config).unwrap();
+        let text = "name = \"next\"\ndata = \"d\"\n[init]\nmodel_from = \"base\"\n\
+                    [[stage]]\nname = \"sft\"\ndata = \"instruct\"\n";
+        let path = Path::new("next.toml");
+        let recipe = runs.parse_recipe(text, path).unwrap();
+        assert_eq!(recipe.model, model);
+        // the default runs folder holds no such run
+        let e = Runs::new(root.join("runs"))
+            .parse_recipe(text, path)
+            .unwrap_err();
+        assert!(e.to_string().contains("model_from"), "{e}");
+        let _ = std::fs::remove_dir_all(&root);
+    }
 }
