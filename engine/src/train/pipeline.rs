@@ -70,11 +70,12 @@ pub fn run_recipe(
         }
     }
     let final_ck = rec.save_final(&model, &state)?;
-    let eval = match opts.eval && recipe.data.join("test.json").exists() {
-        true => Some(evaluate(
+    let eval = if opts.eval && recipe.data.join("test.json").exists() {
+        Some(evaluate(
             recipe, info, &inputs, &model, &run, opts, &mut rec,
-        )?),
-        false => None,
+        )?)
+    } else {
+        None
     };
     rec.emit(Event::RunEnd {
         seconds: rec.elapsed_s(),
