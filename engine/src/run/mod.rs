@@ -362,8 +362,18 @@ mod tests {
         std::fs::write(ck.join(checkpoint::MODEL_FILE), b"").unwrap();
         let config = serde_json::to_string(&model).unwrap();
         std::fs::write(ck.join(checkpoint::CONFIG_FILE), config).unwrap();
-        let text = "name = \"next\"\ndata = \"d\"\n[init]\nmodel_from = \"base\"\n\
-                    [[stage]]\nname = \"sft\"\ndata = \"instruct\"\n";
+        let text = r#"
+name = "next"
+data = "d"
+[init]
+model_from = "base"
+[[stage]]
+name = "sft"
+data = "instruct"
+batch_size = 4
+lr = 1e-3
+freeze = { vision = "frozen", projector = "full", llm = "full" }
+"#;
         let path = Path::new("next.toml");
         let recipe = runs.parse_recipe(text, path).unwrap();
         assert_eq!(recipe.model, model);
