@@ -1,0 +1,179 @@
+//! Next-token cross-entropy computed only where there are labels. A batch of LLaVA
+//! conversations carries a label on a few response tokens per example, while the visual tokens
+//! and the prompt carry none, so the LM head (`[D, V]`, with V up to 150k for a real tokenizer)
+//! is applied to the labelled positions alone: their hidden states are gathered first, then the
+//! head and the log-softmax run over chunks of rows sized so that no `[rows, V]` block exceeds
+//! [`HEAD_CHUNK_BYTES`]. The `[B, T, V]` logits of the whole batch never exist.
+//!
+//! [`masked_cross_entropy`](super::masked_cross_entropy) over the full logits is the reference
+//! it is tested against.
+
+use burn::prelude::*;
+use burn::tensor::activation::log_softmax;
+
+/// Largest block of logits formed at once (f32 bytes).
+pub const HEAD_CHUNK_BYTES: usize = 32 << 20;
+
+/// The labelled positions of a `[B, T]` batch (flattened row-major) and their targets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LabelledRows {
+    pub rows: Vec<i64>,
+    pub targets: Vec<i64>,
+}
+
+impl LabelledRows {
+    /// The positions where `mask` is non-zero, with `targets` there (both `[B * T]`).
+    pub fn from_mask(mask: &[f32], targets: &[i64]) -> Self {
+        let rows: Vec<i64> = (0..mask.len())
+            .filter(|&i| mask[i] != 0.0)
+            .map(|i| i as i64)
+            .collect();
+        let targets = rows.iter().map(|&i| targets[i as usize]).collect();
+        LabelledRows { rows, targets }
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+}
+
+/// Rows of a `[rows, vocab]` logit block that fit [`HEAD_CHUNK_BYTES`] (at least one).
+pub fn head_chunk_rows(vocab: usize) -> usize {
+    (HEAD_CHUNK_BYTES / (4 * vocab.max(1))).max(1)
+}
+
+/// Mean cross-entropy of the logits `hidden [B, T, D] @ head [D, V]` at the labelled positions
+/// `at`, `chunk` rows at a time (`[1]`; 0, with zero gradients, when nothing is labelled).
+/// Gradients reach `hidden` and `head`.
+pub fn labelled_cross_entropy(
+    hidden: Tensor<3>,
+    head: Tensor<2>,
+    at: &LabelledRows,
+    chunk: usize,
+) -> Tensor<1> {
+    let [b, t, d] = hidden.dims();
+    let device = hidden.device();
+    let n = at.len();
+    if n == 0 {
+        // the graph stays attached, so a step without labels is a step with zero gradients
+        return hidden.sum().mul_scalar(0.0);
+    }
+    let rows = Tensor::<1, Int>::from_data(TensorData::new(at.rows.clone(), [n]), &device);
+    let targets = Tensor::<1, Int>::from_data(TensorData::new(at.targets.clone(), [n]), &device);
+    let h = hidden.reshape([b * t, d]).select(0, rows);
+    let chunk = chunk.max(1);
+    let mut total: Option<Tensor<1>> = None;
+    for start in (0..n).step_by(chunk) {
+        let len = chunk.min(n - start);
+        let logits = h.clone().narrow(0, start, len).matmul(head.clone());
+        let picked = log_softmax(logits, 1)
+            .gather(1, targets.clone().narrow(0, start, len).reshape([len, 1]))
+            .sum();
+        total = Some(match total {
+            None => picked,
+            Some(sum) => sum + picked,
+        });
+    }
+    total.expect("at least one row").div_scalar(n as f64).neg()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::masked_cross_entropy;
+    use crate::rng::Rng;
+
+    fn normal<const D: usize>(shape: [usize; D], seed: u64, device: &Device) -> Tensor<D> {
+        let mut rng = Rng::new(seed);
+        let n = shape.iter().product();
+        let v: Vec<f32> = (0..n).map(|_| rng.normal() as f32).collect();
+        Tensor::from_data(TensorData::new(v, shape), device)
+    }
+
+    fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
+    }
+
+    fn close(what: &str, got: &[f32], want: &[f32], tol: f32) {
+        assert_eq!(got.len(), want.len(), "{what}");
+        let scale = want.iter().fold(0.0f32, |m, x| m.max(x.abs())).max(1e-6);
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            assert!((g - w).abs() <= tol * scale, "{what}[{i}]: {g} vs {w}");
+        }
+    }
+
+    /// Against the full-logit reference: the loss and both gradients, on a vocabulary the size
+    /// of SmolLM2's with chunks that split the labelled rows unevenly, a row without labels,
+    /// and labels at odd positions.
+    fn matches_the_full_logit_reference_on(device: Device) {
+        let (b, t, d, v) = (3, 7, 16, 49_158);
+        let mut mask = vec![0.0f32; b * t];
+        for i in [2usize, 3, 4, 6, 15, 16, 19, 20] {
+            mask[i] = 1.0; // row 1 (positions 7..14) has no label at all
+        }
+        let mut rng = Rng::new(5);
+        let targets: Vec<i64> = (0..b * t).map(|_| rng.below(v) as i64).collect();
+        let at = LabelledRows::from_mask(&mask, &targets);
+        assert_eq!(at.len(), 8);
+        let h0 = normal([b, t, d], 1, &device);
+        let w0 = normal([d, v], 2, &device).mul_scalar(0.3);
+        let run = |labelled: Option<usize>| {
+            let h = h0.clone().detach().require_grad();
+            let w = w0.clone().detach().require_grad();
+            let loss = match labelled {
+                Some(chunk) => labelled_cross_entropy(h.clone(), w.clone(), &at, chunk),
+                None => {
+                    let logits = h.clone().reshape([b * t, d]).matmul(w.clone());
+                    let tg = Tensor::<2, Int>::from_data(
+                        TensorData::new(targets.clone(), [b, t]),
+                        &device,
+                    );
+                    let m = Tensor::<2>::from_data(TensorData::new(mask.clone(), [b, t]), &device);
+                    masked_cross_entropy(logits.reshape([b, t, v]), tg, m)
+                }
+            };
+            let grads = loss.backward();
+            (
+                host(loss),
+                host(h.grad(&grads).expect("hidden gradient")),
+                host(w.grad(&grads).expect("head gradient")),
+            )
+        };
+        let (rl, rh, rw) = run(None);
+        for chunk in [3, 8, head_chunk_rows(v)] {
+            let (l, gh, gw) = run(Some(chunk));
+            close(&format!("loss, chunk {chunk}"), &l, &rl, 1e-5);
+            close(&format!("d hidden, chunk {chunk}"), &gh, &rh, 1e-4);
+            close(&format!("d head, chunk {chunk}"), &gw, &rw, 1e-4);
+        }
+    }
+
+    #[test]
+    fn matches_the_full_logit_reference() {
+        matches_the_full_logit_reference_on(Device::flex().autodiff());
+    }
+
+    /// The same on the wgpu device (lavapipe in CI); fails without an adapter.
+    #[test]
+    fn matches_the_full_logit_reference_on_wgpu() {
+        let (device, _) = crate::backend::select(crate::backend::BackendChoice::Wgpu)
+            .expect("a wgpu adapter (scripts/setup.sh installs lavapipe)");
+        matches_the_full_logit_reference_on(device.autodiff());
+    }
+
+    #[test]
+    fn no_label_is_a_zero_loss_with_zero_gradients() {
+        let device = Device::flex().autodiff();
+        let h = normal([2, 3, 4], 3, &device).require_grad();
+        let w = normal([4, 9], 4, &device).require_grad();
+        let at = LabelledRows::from_mask(&[0.0; 6], &[1; 6]);
+        let loss = labelled_cross_entropy(h.clone(), w, &at, 4);
+        assert_eq!(host(loss.clone()), vec![0.0]);
+        let grads = loss.backward();
+        assert!(host(h.grad(&grads).unwrap()).iter().all(|x| *x == 0.0));
+    }
+}
