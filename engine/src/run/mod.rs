@@ -305,9 +305,7 @@ impl RunDir {
         if self.saved_recipe().as_deref() != Some(recipe_text) {
             return None;
         }
-        let text = std::fs::read_to_string(self.report_json()).ok()?;
-        let report: serde_json::Value = serde_json::from_str(&text).ok()?;
-        serde_json::from_value(report.get("eval")?.clone()).ok()
+        self.load_report().ok().flatten().map(|r| r.eval)
     }
 }
 
