@@ -5,11 +5,17 @@
 //! head and the log-softmax run over chunks of rows sized so that no `[rows, V]` block exceeds
 //! [`HEAD_CHUNK_BYTES`]. The `[B, T, V]` logits of the whole batch never exist.
 //!
+//! Where the run resolved [`Kernels::Fused`], the chunks go through the fused-linear
+//! cross-entropy kernel (`shaders/cross_entropy.wgsl`), which turns each chunk's logits into
+//! their gradient in place and folds it into the hidden states' and the head's gradients at
+//! once, so no chunk's logits outlive its step. Elsewhere the chunks are plain burn ops.
 //! [`masked_cross_entropy`](super::masked_cross_entropy) over the full logits is the reference
-//! it is tested against.
+//! both are tested against.
 
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
+
+use crate::backend::kernels::{self, Kernels};
 
 /// Largest block of logits formed at once (f32 bytes).
 pub const HEAD_CHUNK_BYTES: usize = 32 << 20;
@@ -48,12 +54,13 @@ pub fn head_chunk_rows(vocab: usize) -> usize {
 
 /// Mean cross-entropy of the logits `hidden [B, T, D] @ head [D, V]` at the labelled positions
 /// `at`, `chunk` rows at a time (`[1]`; 0, with zero gradients, when nothing is labelled).
-/// Gradients reach `hidden` and `head`.
+/// Gradients reach `hidden` and `head`. `kernels` picks the fused kernel or plain ops.
 pub fn labelled_cross_entropy(
     hidden: Tensor<3>,
     head: Tensor<2>,
     at: &LabelledRows,
     chunk: usize,
+    kernels: Kernels,
 ) -> Tensor<1> {
     let [b, t, d] = hidden.dims();
     let device = hidden.device();
@@ -65,6 +72,10 @@ pub fn labelled_cross_entropy(
     let rows = Tensor::<1, Int>::from_data(TensorData::new(at.rows.clone(), [n]), &device);
     let targets = Tensor::<1, Int>::from_data(TensorData::new(at.targets.clone(), [n]), &device);
     let h = hidden.reshape([b * t, d]).select(0, rows);
+    if kernels.fused() {
+        let weight = Tensor::<1>::full([n], 1.0 / n as f64, &device);
+        return kernels::fused_linear_cross_entropy(h, head, targets, weight, chunk);
+    }
     let chunk = chunk.max(1);
     let mut total: Option<Tensor<1>> = None;
     for start in (0..n).step_by(chunk) {
@@ -121,11 +132,12 @@ mod tests {
         assert_eq!(at.len(), 8);
         let h0 = normal([b, t, d], 1, &device);
         let w0 = normal([d, v], 2, &device).mul_scalar(0.3);
+        let kernels = Kernels::for_device(&device);
         let run = |labelled: Option<usize>| {
             let h = h0.clone().detach().require_grad();
             let w = w0.clone().detach().require_grad();
             let loss = match labelled {
-                Some(chunk) => labelled_cross_entropy(h.clone(), w.clone(), &at, chunk),
+                Some(chunk) => labelled_cross_entropy(h.clone(), w.clone(), &at, chunk, kernels),
                 None => {
                     let logits = h.clone().reshape([b * t, d]).matmul(w.clone());
                     let tg = Tensor::<2, Int>::from_data(
@@ -171,7 +183,7 @@ mod tests {
         let h = normal([2, 3, 4], 3, &device).require_grad();
         let w = normal([4, 9], 4, &device).require_grad();
         let at = LabelledRows::from_mask(&[0.0; 6], &[1; 6]);
-        let loss = labelled_cross_entropy(h.clone(), w, &at, 4);
+        let loss = labelled_cross_entropy(h.clone(), w, &at, 4, Kernels::Reference);
         assert_eq!(host(loss.clone()), vec![0.0]);
         let grads = loss.backward();
         assert!(host(h.grad(&grads).unwrap()).iter().all(|x| *x == 0.0));

@@ -1,7 +1,8 @@
-//! The fused-linear distillation loss (the Liger fused-linear-JSD / Cut Cross-Entropy idea): the
-//! student's logits are `hidden @ weight`, and a `[tokens, vocab]` logit matrix is never stored
-//! whole. Tokens are taken a chunk at a time: the chunk's logits are formed, the distillation
-//! kernels give its divergences and the gradient with respect to them, and that gradient is
+//! The fused-linear losses (the Liger fused-linear-JSD / Cut Cross-Entropy idea): the student's
+//! logits are `hidden @ weight`, and a `[tokens, vocab]` logit matrix is never stored whole.
+//! Tokens are taken a chunk at a time: the chunk's logits are formed, a kernel gives the
+//! chunk's losses (distillation divergences, or cross-entropy) and the gradient with respect to
+//! the logits, and that gradient is
 //! folded at once into `d hidden` (rows of the chunk) and `d weight` (accumulated), after which
 //! the chunk's logits are dropped. Peak memory beyond the inputs and their gradients is one
 //! chunk's `[rows, vocab]` logits and their gradient, whatever the number of tokens.
@@ -15,11 +16,12 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::ops::FloatTensorOps;
+use burn::backend::ops::{FloatTensorOps, IntTensorOps};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::wgpu::{CubeBackend, CubeTensor};
 use burn::tensor::{Shape, Slice};
 
+use super::cross_entropy;
 use super::distill::{self, Params};
 
 type B = CubeBackend;
@@ -35,14 +37,33 @@ fn rows(t: CubeTensor, r0: usize, r1: usize) -> CubeTensor {
     )
 }
 
-/// Loss, and the gradients of `hidden` and `weight` when `grads` (not yet scaled by the
-/// upstream gradient).
+/// What is computed from each chunk's logits.
+#[derive(Debug, Clone)]
+pub(super) enum ChunkLoss {
+    /// The divergence from `teacher [N, V]` logits (see [`distill::forward`]).
+    Distill { teacher: CubeTensor, p: Params },
+    /// Cross-entropy against `targets [N]` (i32, negative for no label; see
+    /// [`cross_entropy::rows`]).
+    CrossEntropy { targets: CubeTensor },
+}
+
+/// Rows per chunk: at most `want`, no more than one buffer of the device holds, and a multiple
+/// of the rows that keep every chunk's byte offset into the `[N]` row weights (and the
+/// teacher's `[N, V]` logits) at the device's binding alignment.
+fn chunk_rows(like: &CubeTensor, want: usize, vocab: usize) -> usize {
+    let memory = &like.client.properties().memory;
+    let unit = (memory.alignment as usize / 4).max(1);
+    let fit = (memory.max_page_size as usize / (4 * vocab.max(1))).max(1);
+    (want.min(fit) / unit).max(1) * unit
+}
+
+/// `sum_i w_i * loss_i` over the rows of `hidden [N, H] @ weight [H, V]`, and the gradients of
+/// `hidden` and `weight` when `grads` (not yet scaled by the upstream gradient).
 fn run(
     hidden: CubeTensor,
     weight: CubeTensor,
-    teacher: CubeTensor,
     row_weight: CubeTensor,
-    p: Params,
+    what: &ChunkLoss,
     chunk: usize,
     grads: bool,
 ) -> (CubeTensor, Option<(CubeTensor, CubeTensor)>) {
@@ -53,14 +74,14 @@ fn run(
         ws[0], h,
         "weight must be [hidden, vocab]: {ws:?} vs hidden {hs:?}"
     );
-    assert_eq!(
-        teacher.meta.shape().clone(),
-        Shape::new([n, v]),
-        "teacher logits must be [tokens, vocab]"
-    );
-    // chunks of a multiple of 64 rows: every row slice of the teacher logits and of the row
-    // weights then starts at a multiple of 256 bytes, the storage-binding offset alignment
-    let chunk = chunk.max(1).div_ceil(64) * 64;
+    if let ChunkLoss::Distill { teacher, .. } = what {
+        assert_eq!(
+            teacher.meta.shape().clone(),
+            Shape::new([n, v]),
+            "teacher logits must be [tokens, vocab]"
+        );
+    }
+    let chunk = chunk_rows(&hidden, chunk, v);
     let mut loss: Option<CubeTensor> = None;
     let mut dh_parts = Vec::new();
     let mut dw: Option<CubeTensor> = None;
@@ -69,19 +90,33 @@ fn run(
         let r1 = (r0 + chunk).min(n);
         let h_c = rows(hidden.clone(), r0, r1);
         let logits = B::float_matmul(h_c.clone(), weight.clone());
-        let t_c = rows(teacher.clone(), r0, r1);
         let w_c = B::float_slice(
             row_weight.clone(),
             &[Slice::new(r0 as isize, Some(r1 as isize), 1)],
         );
-        let (div, lse) = distill::forward(logits.clone(), t_c.clone(), p);
-        let part = B::float_sum(B::float_mul(div, w_c.clone()));
+        let (part, g) = match what {
+            ChunkLoss::Distill { teacher, p } => {
+                let t_c = rows(teacher.clone(), r0, r1);
+                let (div, lse) = distill::forward(logits.clone(), t_c.clone(), *p);
+                let part = B::float_sum(B::float_mul(div, w_c.clone()));
+                let g = grads.then(|| distill::backward(logits, t_c, lse, w_c, *p));
+                (part, g)
+            }
+            ChunkLoss::CrossEntropy { targets } => {
+                let t_c = B::int_slice(
+                    targets.clone(),
+                    &[Slice::new(r0 as isize, Some(r1 as isize), 1)],
+                );
+                // the matmul's fresh output is ours alone: the kernel turns it into the gradient
+                let part = B::float_sum(cross_entropy::rows(&logits, t_c, w_c, grads));
+                (part, grads.then_some(logits))
+            }
+        };
         loss = Some(match loss {
             Some(l) => B::float_add(l, part),
             None => part,
         });
-        if grads {
-            let g = distill::backward(logits, t_c, lse, w_c, p);
+        if let Some(g) = g {
             dh_parts.push(B::float_matmul(g.clone(), weight_t.clone()));
             let dw_c = B::float_matmul(B::float_transpose(h_c), g);
             dw = Some(match dw {
@@ -98,12 +133,11 @@ fn run(
 pub(super) fn cube_fused_linear(
     hidden: CubeTensor,
     weight: CubeTensor,
-    teacher: CubeTensor,
     row_weight: CubeTensor,
-    p: Params,
+    what: ChunkLoss,
     chunk: usize,
 ) -> CubeTensor {
-    run(hidden, weight, teacher, row_weight, p, chunk, false).0
+    run(hidden, weight, row_weight, &what, chunk, false).0
 }
 
 #[derive(Debug, Clone)]
@@ -146,12 +180,10 @@ impl Backward<CubeBackend, 2> for FusedBackward {
 pub(super) fn autodiff_fused_linear<C: CheckpointStrategy>(
     hidden: FloatTensor<Autodiff<CubeBackend, C>>,
     weight: FloatTensor<Autodiff<CubeBackend, C>>,
-    teacher: FloatTensor<Autodiff<CubeBackend, C>>,
     row_weight: FloatTensor<Autodiff<CubeBackend, C>>,
-    p: Params,
+    what: ChunkLoss,
     chunk: usize,
 ) -> FloatTensor<Autodiff<CubeBackend, C>> {
-    let teacher = teacher.into_primitive();
     let row_weight = row_weight.into_primitive();
     match FusedBackward
         .prepare::<C>([hidden.node(), weight.node()])
@@ -162,9 +194,8 @@ pub(super) fn autodiff_fused_linear<C: CheckpointStrategy>(
             let (loss, g) = run(
                 hidden.into_primitive(),
                 weight.into_primitive(),
-                teacher,
                 row_weight,
-                p,
+                &what,
                 chunk,
                 true,
             );
@@ -175,9 +206,8 @@ pub(super) fn autodiff_fused_linear<C: CheckpointStrategy>(
             let (loss, _) = run(
                 hidden.into_primitive(),
                 weight.into_primitive(),
-                teacher,
                 row_weight,
-                p,
+                &what,
                 chunk,
                 false,
             );

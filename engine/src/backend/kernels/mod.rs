@@ -10,6 +10,7 @@
 
 mod attention;
 mod buffers;
+mod cross_entropy;
 mod distill;
 mod fused_linear;
 mod moe;
@@ -29,8 +30,8 @@ pub use attention::{ATTENTION_MAX_HEAD_DIM, flash_attention_unsupported};
 pub use distill::{DISTILL_MAX_ROW_BYTES, DistillKind, distill_slab_rows};
 pub use moe_kernel::MOE_MAX_EXPERTS;
 pub use ops::{
-    MoeDispatch, distill_rows, flash_attention, fused_linear_distill, moe_dispatch,
-    moe_gather_matmul,
+    MoeDispatch, distill_rows, flash_attention, fused_linear_cross_entropy, fused_linear_distill,
+    moe_dispatch, moe_gather_matmul,
 };
 
 /// Where the fused kernels run, resolved once from the recipe's [`KernelPolicy`] and the
@@ -103,6 +104,19 @@ pub trait KernelOps: burn::backend::Backend {
         kind: u32,
         param: f32,
         inv_temp: f32,
+        chunk: u32,
+    ) -> FloatTensor<Self>;
+
+    /// Fused-linear cross-entropy: `sum_i w_i (lse_i - l_i[t_i])` for the logits `l = hidden
+    /// [N, H] @ weight [H, V]`, `targets [N]` (negative: no label, no loss) and row weights
+    /// `[N]`, taken `chunk` rows at a time (fewer where one chunk's logits would exceed the
+    /// device's largest buffer) so the `[N, V]` logits never exist whole. Returns `[1]`;
+    /// gradients flow to `hidden` and `weight`.
+    fn fused_linear_cross_entropy(
+        hidden: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        row_weight: FloatTensor<Self>,
         chunk: u32,
     ) -> FloatTensor<Self>;
 
@@ -197,7 +211,19 @@ impl KernelOps for CubeBackend {
             // a chunk's logits are bound whole: one slab
             slab_rows: usize::MAX,
         };
-        fused_linear::cube_fused_linear(hidden, weight, teacher, row_weight, p, chunk as usize)
+        let what = fused_linear::ChunkLoss::Distill { teacher, p };
+        fused_linear::cube_fused_linear(hidden, weight, row_weight, what, chunk as usize)
+    }
+
+    fn fused_linear_cross_entropy(
+        hidden: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        row_weight: FloatTensor<Self>,
+        chunk: u32,
+    ) -> FloatTensor<Self> {
+        let what = fused_linear::ChunkLoss::CrossEntropy { targets };
+        fused_linear::cube_fused_linear(hidden, weight, row_weight, what, chunk as usize)
     }
 
     fn moe_route(
@@ -279,14 +305,22 @@ impl<C: CheckpointStrategy> KernelOps for Autodiff<CubeBackend, C> {
             // a chunk's logits are bound whole: one slab
             slab_rows: usize::MAX,
         };
-        fused_linear::autodiff_fused_linear::<C>(
-            hidden,
-            weight,
-            teacher,
-            row_weight,
+        let what = fused_linear::ChunkLoss::Distill {
+            teacher: teacher.into_primitive(),
             p,
-            chunk as usize,
-        )
+        };
+        fused_linear::autodiff_fused_linear::<C>(hidden, weight, row_weight, what, chunk as usize)
+    }
+
+    fn fused_linear_cross_entropy(
+        hidden: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        row_weight: FloatTensor<Self>,
+        chunk: u32,
+    ) -> FloatTensor<Self> {
+        let what = fused_linear::ChunkLoss::CrossEntropy { targets };
+        fused_linear::autodiff_fused_linear::<C>(hidden, weight, row_weight, what, chunk as usize)
     }
 
     fn moe_route(

@@ -1,8 +1,8 @@
-//! The tensor-level entry points of Condenser's three kernels, side by side: flash attention,
-//! MoE routing and expert GEMM, and the distillation divergence (per row, and fused with the
-//! LM head). Each turns burn tensors into one [`KernelOps`] call; callers reach them only where
-//! the run resolved [`Kernels::Fused`], and otherwise run the burn-ops reference in `model/` or
-//! `distill/`.
+//! The tensor-level entry points of Condenser's kernels, side by side: flash attention, MoE
+//! routing and expert GEMM, the distillation divergence (per row, and fused with the LM head)
+//! and the fused-linear cross-entropy. Each turns burn tensors into one [`KernelOps`] call;
+//! callers reach them only where the run resolved [`Kernels::Fused`], and otherwise run the
+//! burn-ops reference in `model/` or `distill/`.
 
 use burn::backend::Dispatch;
 use burn::prelude::{Int, Tensor};
@@ -138,5 +138,25 @@ pub fn fused_linear_distill(
         param,
         inv_temp,
         chunk.max(1) as u32,
+    ))
+}
+
+/// Mean-style cross-entropy `sum_i row_weight_i * (lse_i - logit_i[targets_i])` of the logits
+/// `hidden [N, H] @ weight [H, V]` (see [`KernelOps::fused_linear_cross_entropy`]), `chunk`
+/// rows at a time: the logits never exist whole. A negative target is a row without a label.
+/// Gradients reach `hidden` and `weight`.
+pub fn fused_linear_cross_entropy(
+    hidden: Tensor<2>,
+    weight: Tensor<2>,
+    targets: Tensor<1, Int>,
+    row_weight: Tensor<1>,
+    chunk: usize,
+) -> Tensor<1> {
+    Tensor::from_dispatch(Dispatch::fused_linear_cross_entropy(
+        hidden.into_dispatch(),
+        weight.into_dispatch(),
+        targets.cast(burn::tensor::IntDType::I32).into_dispatch(),
+        row_weight.into_dispatch(),
+        chunk.clamp(1, u32::MAX as usize) as u32,
     ))
 }

@@ -177,7 +177,8 @@ fn shaders_validate_with_naga() {
     let all = super::distill::all_sources()
         .into_iter()
         .chain(super::attention::all_sources())
-        .chain(super::moe_kernel::all_sources());
+        .chain(super::moe_kernel::all_sources())
+        .chain(super::cross_entropy::all_sources());
     for (name, source) in all {
         let module = naga::front::wgsl::parse_str(&source)
             .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(&source)));
@@ -284,6 +285,82 @@ fn fused_linear_matches_logits_then_reference() {
                 1e-2 * max(&rww),
             );
         }
+    }
+}
+
+/// The fused-linear cross-entropy against plain burn ops (logits formed whole, log-softmax,
+/// the target picked, weighted sum): vocabularies from tiny to beyond SmolLM2's, odd sizes,
+/// several chunks (and a chunk larger than the rows), rows without a label (negative target),
+/// unequal row weights, and an upstream gradient other than 1.
+#[test]
+fn fused_linear_cross_entropy_matches_burn_ops() {
+    use burn::tensor::activation::log_softmax;
+    let device = wgpu();
+    let ad = device.clone().autodiff();
+    for &(n, h, v, chunk) in &[
+        (150usize, 24usize, 50_021usize, 64usize),
+        (7, 8, 300, 1000),
+        (200, 16, 5000, 128),
+        (65, 12, 151_936, 64),
+    ] {
+        let label = format!("n={n} h={h} v={v} chunk={chunk}");
+        let hid = logits(n, h, 31 + n as u64, 1.0, &ad);
+        let w = logits(h, v, 32 + v as u64, 0.5, &ad);
+        let mut rng = crate::rng::Rng::new(33);
+        let targets: Vec<i64> = (0..n)
+            .map(|i| if i % 7 == 2 { -1 } else { rng.below(v) as i64 })
+            .collect();
+        let weights: Vec<f32> = (0..n).map(|i| (1 + i % 3) as f32 / n as f32).collect();
+        let tg = Tensor::<1, Int>::from_data(TensorData::new(targets.clone(), [n]), &ad);
+        let rw = Tensor::<1>::from_data(TensorData::new(weights.clone(), [n]), &ad);
+        let run = |fused: bool| {
+            let hs = hid.clone().detach().require_grad();
+            let ws = w.clone().detach().require_grad();
+            let loss = if fused {
+                super::fused_linear_cross_entropy(
+                    hs.clone(),
+                    ws.clone(),
+                    tg.clone(),
+                    rw.clone(),
+                    chunk,
+                )
+            } else {
+                let safe: Vec<i64> = targets.iter().map(|&t| t.max(0)).collect();
+                let safe = Tensor::<2, Int>::from_data(TensorData::new(safe, [n, 1]), &ad);
+                let keep: Vec<f32> = targets
+                    .iter()
+                    .zip(&weights)
+                    .map(|(&t, &w)| if t < 0 { 0.0 } else { w })
+                    .collect();
+                let keep = Tensor::<1>::from_data(TensorData::new(keep, [n]), &ad);
+                let lp = log_softmax(hs.clone().matmul(ws.clone()), 1).gather(1, safe);
+                (lp.reshape([n]) * keep).sum().neg()
+            };
+            let grads = (loss.clone() * 3.0).backward();
+            (
+                host(loss),
+                host(hs.grad(&grads).expect("hidden gradient")),
+                host(ws.grad(&grads).expect("weight gradient")),
+            )
+        };
+        let (kl, kh, kw) = run(true);
+        let (rl, rh, rw2) = run(false);
+        let max = |g: &[f32]| g.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+        close(&format!("{label} loss"), &kl, &rl, 1e-5, 1e-6);
+        close(
+            &format!("{label} d hidden"),
+            &kh,
+            &rh,
+            1e-4,
+            1e-4 * max(&rh),
+        );
+        close(
+            &format!("{label} d weight"),
+            &kw,
+            &rw2,
+            1e-4,
+            1e-4 * max(&rw2),
+        );
     }
 }
 

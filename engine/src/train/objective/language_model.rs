@@ -15,7 +15,7 @@ pub fn loss(model: &Mllm, input: StepInput) -> StepLoss {
     let at = LabelledRows::from_mask(&input.hb.loss_mask, &input.hb.targets);
     let head = model.llm.head_weight();
     let chunk = head_chunk_rows(head.dims()[1]);
-    let ce = labelled_cross_entropy(h, head, &at, chunk);
+    let ce = labelled_cross_entropy(h, head, &at, chunk, model.llm.kernels);
     let mut terms = BTreeMap::new();
     let total = if trace.losses.is_some() {
         terms.insert("ce".into(), ce.clone().into_scalar::<f32>());
