@@ -38,6 +38,21 @@ pub struct Args {
         default_value = "512x256x688x8x2,2048x256x688x8x2"
     )]
     pub moe: Vec<String>,
+    /// Language-model head-loss sizes as POSITIONSxLABELLEDxHIDDENxVOCAB (a batch of POSITIONS
+    /// tokens, LABELLED of them with a label), comma-separated: the fused-linear cross-entropy
+    /// kernel against chunked burn ops and full logits. The defaults are an SFT batch of the
+    /// real teacher (16 examples of 70 tokens, 3 labelled each) and a vocabulary series at 512
+    /// labelled rows. `none` skips the sweep.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "1120x48x576x49152,512x512x256x8000,512x512x256x32000,512x512x256x65536,512x512x256x151936"
+    )]
+    pub head_loss: Vec<String>,
+    /// Where to run: `wgpu` (every sweep) or `cpu` (only the head-loss sweep, without the
+    /// kernel column: the other sweeps measure kernels, which run on wgpu alone).
+    #[arg(long, default_value = "wgpu")]
+    pub backend: BackendChoice,
     /// Token rows per chunk of the fused-linear path (rounded up to a multiple of 64).
     #[arg(long, default_value_t = 256)]
     pub chunk: usize,
@@ -117,6 +132,28 @@ fn parse_linear(s: &str) -> anyhow::Result<(usize, usize, usize)> {
     }
 }
 
+fn parse_head_loss(s: &str) -> anyhow::Result<bench::HeadLossSize> {
+    let parts: Vec<usize> = s
+        .split('x')
+        .map(|p| p.trim().parse::<usize>())
+        .collect::<Result<_, _>>()
+        .with_context(|| {
+            format!("head-loss size {s:?}: expected PxLxHxV, e.g. 1120x48x576x49152")
+        })?;
+    let [positions, labelled, hidden, vocab] = parts[..] else {
+        bail!("head-loss size {s:?}: expected four numbers POSITIONSxLABELLEDxHIDDENxVOCAB");
+    };
+    if positions == 0 || hidden == 0 || vocab == 0 || !(1..=positions).contains(&labelled) {
+        bail!("head-loss size {s:?}: sizes must be positive, with 1 <= labelled <= positions");
+    }
+    Ok(bench::HeadLossSize {
+        positions,
+        labelled,
+        hidden,
+        vocab,
+    })
+}
+
 fn parse_moe(s: &str) -> anyhow::Result<bench::MoeSize> {
     let parts: Vec<usize> = s
         .split('x')
@@ -174,17 +211,23 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     if let Some(text) = &args.probe {
         let probe: bench::MemoryProbe =
             serde_json::from_str(text).with_context(|| format!("--probe {text:?}"))?;
-        let (device, _) = backend::select(BackendChoice::Wgpu)?;
+        let (device, _) = backend::select(probe.backend())?;
         println!("{}", bench::run_probe(&device, probe));
         return Ok(());
+    }
+    let heads = sweep(&args.head_loss, parse_head_loss)?;
+    if args.repeats == 0 {
+        bail!("--repeats must be at least 1");
+    }
+    match args.backend {
+        BackendChoice::Wgpu => {}
+        BackendChoice::Cpu => return cpu_main(&args, &heads),
+        BackendChoice::Auto => bail!("--backend must be wgpu or cpu"),
     }
     let linear = sweep(&args.fused_linear, parse_linear)?;
     let attention = sweep(&args.attention, parse_attention)?;
     let moe = sweep(&args.moe, parse_moe)?;
     let sizes = sweep(&args.distill, parse_size)?;
-    if args.repeats == 0 {
-        bail!("--repeats must be at least 1");
-    }
     // the kernels only exist on wgpu: no CPU fallback here
     let (device, info) = backend::select(BackendChoice::Wgpu)?;
     // f16 sizes need shader-f16; on an adapter without it they are left out, saying so
@@ -289,11 +332,21 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             r.dense_mib
         );
     })?;
+    let max_buffer = backend::max_buffer_bytes(&device).unwrap_or(u64::MAX);
+    let head = bench::head_loss_sweep(
+        &device,
+        &heads,
+        max_buffer,
+        args.repeats,
+        &mut memory,
+        &mut report_head_loss,
+    )?;
     let command = format!(
-        "condenser bench --distill {} --attention {} --fused-linear {} --moe {} --chunk {} --repeats {}",
+        "condenser bench --distill {} --attention {} --fused-linear {} --head-loss {} --moe {} --chunk {} --repeats {}",
         args.distill.join(","),
         args.attention.join(","),
         args.fused_linear.join(","),
+        args.head_loss.join(","),
         args.moe.join(","),
         args.chunk,
         args.repeats
@@ -305,19 +358,70 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     if !lin.is_empty() {
         sections.push(bench::fused_linear_table(&info.name, &lin, &command));
     }
+    if !head.is_empty() {
+        sections.push(bench::head_loss_table(&info.name, &head, &command));
+    }
     if !att.is_empty() {
         sections.push(bench::attention_table(&info.name, &att, &command));
     }
     if !experts.is_empty() {
         sections.push(bench::moe_table(&info.name, &experts, &command));
     }
+    write_results(args.out.as_deref(), &sections)
+}
+
+fn report_head_loss(r: &bench::HeadLossBenchRow) {
+    let opt = |x: Option<f64>| x.map_or("-".into(), |v| format!("{v:.1}"));
+    eprintln!(
+        "  head loss {}: fused {} ms / chunked ops {:.1} ms / full {} ms, memory {} / {:.1} / {} MiB (weight gradient {:.1} MiB)",
+        r.size,
+        opt(r.fused_ms),
+        r.chunked_ms,
+        opt(r.full_ms),
+        opt(r.fused_mib),
+        r.chunked_mib,
+        opt(r.full_mib),
+        r.weight_grad_mib
+    );
+}
+
+/// `--backend cpu`: the head-loss sweep alone, on the CPU backend.
+fn cpu_main(args: &Args, heads: &[bench::HeadLossSize]) -> anyhow::Result<()> {
+    let (device, info) = backend::select(BackendChoice::Cpu)?;
+    eprintln!("benchmarking the head loss on the CPU ({}); the kernel sweeps run on wgpu only", info.name);
+    let mut memory = |p: bench::MemoryProbe| {
+        probe_mib(p).map_err(|e| condenser_engine::Error::Device(format!("{e:#}")))
+    };
+    let head = bench::head_loss_sweep(
+        &device,
+        heads,
+        u64::MAX,
+        args.repeats,
+        &mut memory,
+        &mut report_head_loss,
+    )?;
+    let command = format!(
+        "condenser bench --backend cpu --head-loss {} --repeats {}",
+        args.head_loss.join(","),
+        args.repeats
+    );
+    let sections = if head.is_empty() {
+        Vec::new()
+    } else {
+        vec![bench::head_loss_table("CPU (flex)", &head, &command)]
+    };
+    write_results(args.out.as_deref(), &sections)
+}
+
+/// Prints the generated markdown and writes it to `out` when given.
+fn write_results(out: Option<&std::path::Path>, sections: &[String]) -> anyhow::Result<()> {
     let md = format!(
         "# Kernel benchmarks\n\nGenerated by `condenser bench`; do not edit by hand.\n\n{}",
         sections.join("\n")
     );
     print!("{md}");
-    if let Some(out) = args.out {
-        condenser_engine::error::write_atomic(&out, md.as_bytes())
+    if let Some(out) = out {
+        condenser_engine::error::write_atomic(out, md.as_bytes())
             .with_context(|| format!("writing {}", out.display()))?;
         eprintln!("wrote {}", out.display());
     }

@@ -130,3 +130,14 @@ pub fn select(choice: BackendChoice) -> crate::Result<(Device, DeviceInfo)> {
         }
     }
 }
+
+/// The largest single buffer `device` can allocate, in bytes; `None` where only host memory
+/// bounds it (the CPU backend). On wgpu this is what CubeCL's allocator refuses beyond: the
+/// adapter's largest storage binding (and buffer), or a whole memory heap where the driver
+/// indexes buffers with 64 bits. Every tensor a run forms must fit it.
+pub fn max_buffer_bytes(device: &Device) -> Option<u64> {
+    match device.clone().inner().as_dispatch() {
+        burn::backend::DispatchDevice::Cube(d) => Some(d.client().properties().memory.max_page_size),
+        _ => None,
+    }
+}

@@ -8,12 +8,13 @@
 //! so the reserve after the pass is its high-water mark, but only on a pool nothing else used.
 
 //!
-//! One file per kernel (`distill.rs`, `attention.rs`, `fused_linear.rs`, `moe.rs`), each with
-//! its sweep and its table; this file holds what they share and the memory probes.
+//! One file per kernel (`distill.rs`, `attention.rs`, `fused_linear.rs`, `head_loss.rs`,
+//! `moe.rs`), each with its sweep and its table; this file holds what they share and the memory probes.
 
 mod attention;
 mod distill;
 mod fused_linear;
+mod head_loss;
 mod moe;
 
 use std::time::Instant;
@@ -27,6 +28,7 @@ use crate::config::{Divergence, DivergenceSpec};
 pub use attention::{AttentionBenchRow, AttentionSize, attention_sweep, attention_table};
 pub use distill::{DistillBenchRow, distill_sweep, distill_table};
 pub use fused_linear::{FusedLinearBenchRow, fused_linear_sweep, fused_linear_table};
+pub use head_loss::{HeadLossBenchRow, HeadLossPath, HeadLossSize, head_loss_sweep, head_loss_table};
 pub use moe::{MoeBenchRow, MoePath, MoeSize, moe_sweep, moe_table};
 
 /// Median wall times (ms) of `repeats` runs of each pass (each one synchronises on its
@@ -126,6 +128,42 @@ pub enum MemoryProbe {
         size: MoeSize,
         path: MoePath,
     },
+    HeadLoss {
+        #[serde(flatten)]
+        size: HeadLossSize,
+        path: HeadLossPath,
+        /// Measured on the CPU backend (resident-set high-water mark) instead of wgpu.
+        cpu: bool,
+    },
+}
+
+impl MemoryProbe {
+    /// The backend the probe runs on: the CPU only for a CPU head-loss probe.
+    pub fn backend(&self) -> crate::backend::BackendChoice {
+        match self {
+            MemoryProbe::HeadLoss { cpu: true, .. } => crate::backend::BackendChoice::Cpu,
+            _ => crate::backend::BackendChoice::Wgpu,
+        }
+    }
+}
+
+/// A `/proc/self/status` field in bytes (`VmRSS`, `VmHWM`); 0 where it cannot be read.
+fn proc_status_bytes(field: &str) -> u64 {
+    let text = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Runs `pass` and returns the bytes of host memory it took beyond what was resident before:
+/// the resident-set high-water mark is reset first (Linux `clear_refs` 5), so its value after
+/// the pass is the pass's own peak.
+fn host_peak(pass: impl FnOnce()) -> u64 {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let before = proc_status_bytes("VmRSS");
+    pass();
+    proc_status_bytes("VmHWM").saturating_sub(before)
 }
 
 /// Runs one probe on a device nothing else has used yet (the sweep's own inputs); returns the
@@ -166,6 +204,18 @@ pub fn run_probe(device: &Device, probe: MemoryProbe) -> f64 {
             let (layer, x) = moe::moe_inputs(size, &ad);
             let before = reserved(&ad);
             moe::moe_pass(&layer, &x, path, false);
+            mib(before)
+        }
+        MemoryProbe::HeadLoss { size, path, cpu } => {
+            let (h, w, targets, mask) = head_loss::inputs(size, &ad);
+            if cpu {
+                let bytes = host_peak(|| {
+                    head_loss::pass(&h, &w, &targets, &mask, path);
+                });
+                return bytes as f64 / (1024.0 * 1024.0);
+            }
+            let before = reserved(&ad);
+            head_loss::pass(&h, &w, &targets, &mask, path);
             mib(before)
         }
     }
