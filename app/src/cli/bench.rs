@@ -388,7 +388,10 @@ fn report_head_loss(r: &bench::HeadLossBenchRow) {
 /// `--backend cpu`: the head-loss sweep alone, on the CPU backend.
 fn cpu_main(args: &Args, heads: &[bench::HeadLossSize]) -> anyhow::Result<()> {
     let (device, info) = backend::select(BackendChoice::Cpu)?;
-    eprintln!("benchmarking the head loss on the CPU ({}); the kernel sweeps run on wgpu only", info.name);
+    eprintln!(
+        "benchmarking the head loss on the CPU ({}); the kernel sweeps run on wgpu only",
+        info.name
+    );
     let mut memory = |p: bench::MemoryProbe| {
         probe_mib(p).map_err(|e| condenser_engine::Error::Device(format!("{e:#}")))
     };

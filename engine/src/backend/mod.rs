@@ -137,7 +137,9 @@ pub fn select(choice: BackendChoice) -> crate::Result<(Device, DeviceInfo)> {
 /// indexes buffers with 64 bits. Every tensor a run forms must fit it.
 pub fn max_buffer_bytes(device: &Device) -> Option<u64> {
     match device.clone().inner().as_dispatch() {
-        burn::backend::DispatchDevice::Cube(d) => Some(d.client().properties().memory.max_page_size),
+        burn::backend::DispatchDevice::Cube(d) => {
+            Some(d.client().properties().memory.max_page_size)
+        }
         _ => None,
     }
 }

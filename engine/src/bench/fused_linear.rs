@@ -1,5 +1,5 @@
-//! The fused-linear distillation kernel (LM head + divergence, logits never whole) against
-//! forming the logits and running the burn-ops divergence.
+//! The fused-linear distillation kernel (both LM heads + divergence, logits never whole)
+//! against forming both models' logits and running the burn-ops divergence.
 
 use burn::prelude::*;
 use serde::Serialize;
@@ -30,24 +30,33 @@ pub struct FusedLinearBenchRow {
 pub(super) fn linear_pass(
     hid: &Tensor<2>,
     w: &Tensor<2>,
-    t: &Tensor<2>,
+    teacher: &(Tensor<2>, Tensor<2>),
     rw: &Tensor<1>,
     fused: bool,
     chunk: usize,
 ) -> f32 {
-    use crate::distill::divergence::linear_divergence;
+    use crate::distill::divergence::{linear_divergence, token_divergence};
     let (spec, kernels) = fkl(fused);
     let hs = hid.clone().require_grad();
     let ws = w.clone().require_grad();
-    let loss = linear_divergence(
-        hs.clone(),
-        ws.clone(),
-        t.clone(),
-        rw.clone(),
-        &spec,
-        kernels,
-        chunk,
-    );
+    let (th, tw) = teacher.clone();
+    let loss = if fused {
+        linear_divergence(
+            hs.clone(),
+            ws.clone(),
+            th,
+            tw,
+            rw.clone(),
+            &spec,
+            kernels,
+            chunk,
+        )
+    } else {
+        // both models' logits formed whole, then the burn-ops divergence
+        let s = hs.clone().matmul(ws.clone());
+        let t = th.matmul(tw);
+        (token_divergence(s, t, &spec, kernels) * rw.clone()).sum()
+    };
     let grads = loss.clone().backward();
     let _ = hs
         .grad(&grads)
@@ -62,19 +71,22 @@ pub(super) fn linear_pass(
     loss.into_scalar::<f32>()
 }
 
-/// Hidden states, head weight, teacher logits and row weights (a plain mean) of the
-/// fused-linear sweep.
+/// Hidden states and head weight of the student, those of the teacher (the same widths), and
+/// row weights (a plain mean) of the fused-linear sweep.
 pub(super) fn linear_inputs(
     n: usize,
     h: usize,
     v: usize,
     ad: &Device,
-) -> (Tensor<2>, Tensor<2>, Tensor<2>, Tensor<1>) {
+) -> (Tensor<2>, Tensor<2>, (Tensor<2>, Tensor<2>), Tensor<1>) {
     let seed = (n * 7 + h * 3 + v) as u64;
     (
         normal([n, h], seed, 1.0, ad),
         normal([h, v], seed + 1, 1.0 / (h as f64).sqrt(), ad),
-        normal([n, v], seed + 2, 3.0, ad),
+        (
+            normal([n, h], seed + 2, 1.0, ad),
+            normal([h, v], seed + 3, 3.0 / (h as f64).sqrt(), ad),
+        ),
         Tensor::<1>::full([n], 1.0 / n as f32, ad),
     )
 }

@@ -64,10 +64,7 @@ pub struct HeadLossBenchRow {
 
 /// Hidden states `[1, positions, hidden]`, head `[hidden, vocab]`, targets and a loss mask that
 /// labels `labelled` positions spread over the batch.
-pub(super) fn inputs(
-    s: HeadLossSize,
-    ad: &Device,
-) -> (Tensor<3>, Tensor<2>, Vec<i64>, Vec<f32>) {
+pub(super) fn inputs(s: HeadLossSize, ad: &Device) -> (Tensor<3>, Tensor<2>, Vec<i64>, Vec<f32>) {
     let seed = (s.positions * 7 + s.hidden * 3 + s.vocab) as u64;
     let mut rng = crate::rng::Rng::new(seed + 2);
     let targets: Vec<i64> = (0..s.positions)
@@ -107,7 +104,8 @@ pub(super) fn pass(
     let loss = match path {
         HeadLossPath::Full => {
             let logits = hs.clone().matmul(ws.clone().unsqueeze_dim(0));
-            let tg = Tensor::<2, Int>::from_data(TensorData::new(targets.to_vec(), [1, t]), &device);
+            let tg =
+                Tensor::<2, Int>::from_data(TensorData::new(targets.to_vec(), [1, t]), &device);
             let m = Tensor::<2>::from_data(TensorData::new(mask.to_vec(), [1, t]), &device);
             masked_cross_entropy(logits, tg, m)
         }

@@ -28,7 +28,9 @@ use crate::config::{Divergence, DivergenceSpec};
 pub use attention::{AttentionBenchRow, AttentionSize, attention_sweep, attention_table};
 pub use distill::{DistillBenchRow, distill_sweep, distill_table};
 pub use fused_linear::{FusedLinearBenchRow, fused_linear_sweep, fused_linear_table};
-pub use head_loss::{HeadLossBenchRow, HeadLossPath, HeadLossSize, head_loss_sweep, head_loss_table};
+pub use head_loss::{
+    HeadLossBenchRow, HeadLossPath, HeadLossSize, head_loss_sweep, head_loss_table,
+};
 pub use moe::{MoeBenchRow, MoePath, MoeSize, moe_sweep, moe_table};
 
 /// Median wall times (ms) of `repeats` runs of each pass (each one synchronises on its
@@ -152,7 +154,13 @@ fn proc_status_bytes(field: &str) -> u64 {
     let text = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     text.lines()
         .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
         .map_or(0, |kb| kb * 1024)
 }
 

@@ -115,31 +115,60 @@ pub(crate) fn fused_token_divergence(
     kernels::distill_rows(student, teacher, kind, param, inv_t, rows)
 }
 
-/// `sum_i w_i * div_i` for the student logits `hidden [N, H] @ weight [H, V]` against
-/// `teacher [N, V]`, before the `T^2` scale; `row_weight [N]` carries the mask and the mean's
-/// normaliser. With the kernels (and without z-scoring) the fused-linear kernel path runs, `chunk` rows
-/// at a time, and the `[N, V]` student logits never exist whole; elsewhere the logits are formed
-/// and [`token_divergence`] runs on them. Gradients reach `hidden` and `weight`.
+/// `sum_i w_i * div_i` for the student logits `hidden [N, H] @ weight [H, V]` against the
+/// teacher's `teacher_hidden [N, Ht] @ teacher_weight [Ht, V]`, before the `T^2` scale;
+/// `row_weight [N]` carries the mean's normaliser. Both models' logits are formed `chunk` rows
+/// at a time and never exist whole: with the kernels (and without z-scoring) through the
+/// fused-linear kernel, elsewhere as plain burn ops over each chunk's logits (z-scoring is per
+/// row, so it chunks too). Gradients reach `hidden` and `weight`; the teacher is a constant.
+#[allow(clippy::too_many_arguments)]
 pub fn linear_divergence(
     hidden: Tensor<2>,
     weight: Tensor<2>,
-    teacher: Tensor<2>,
+    teacher_hidden: Tensor<2>,
+    teacher_weight: Tensor<2>,
     row_weight: Tensor<1>,
     spec: &DivergenceSpec,
     kernels: Kernels,
     chunk: usize,
 ) -> Tensor<1> {
-    let teacher = teacher.detach();
+    let teacher_hidden = teacher_hidden.detach();
+    let teacher_weight = teacher_weight.detach();
     let row_weight = row_weight.detach();
     if !spec.zscore && kernels.fused() {
         let (kind, param) = kernel_kind(spec.divergence);
         let inv_t = (1.0 / spec.temperature) as f32;
         return kernels::fused_linear_distill(
-            hidden, weight, teacher, row_weight, kind, param, inv_t, chunk,
+            hidden,
+            weight,
+            teacher_hidden,
+            teacher_weight,
+            row_weight,
+            kind,
+            param,
+            inv_t,
+            chunk,
         );
     }
-    let per_token = token_divergence(hidden.matmul(weight), teacher, spec, kernels);
-    (per_token * row_weight).sum()
+    let n = hidden.dims()[0];
+    let chunk = chunk.max(1);
+    let mut total: Option<Tensor<1>> = None;
+    for start in (0..n).step_by(chunk) {
+        let len = chunk.min(n - start);
+        let s = hidden.clone().narrow(0, start, len).matmul(weight.clone());
+        let t = teacher_hidden
+            .clone()
+            .narrow(0, start, len)
+            .matmul(teacher_weight.clone());
+        let part = (token_divergence(s, t, spec, kernels)
+            * row_weight.clone().narrow(0, start, len))
+        .sum();
+        total = Some(match total {
+            None => part,
+            Some(sum) => sum + part,
+        });
+    }
+    total.unwrap_or_else(|| hidden.sum().mul_scalar(0.0))
 }
 
 /// Mean divergence over the tokens where `mask` is 1, scaled by `T^2`: `student`/`teacher`

@@ -15,7 +15,7 @@ pub use crate::config::PreferenceLoss;
 pub use divergence::{Divergence, DivergenceSpec, masked_divergence, token_divergence, zscore};
 pub use hidden::{HiddenProjection, hidden_mse};
 pub use preference::{PairLogps, preference_loss, sequence_logps};
-pub use relation::{relation_loss, self_correlation};
+pub use relation::{correlation_loss, linear_self_correlation, relation_loss, self_correlation};
 pub use vocab::VocabAlignment;
 
 #[cfg(test)]

@@ -337,6 +337,45 @@ fn relation_loss_matches_formula_and_gradient() {
     assert!(host(same)[0].abs() < 1e-6);
 }
 
+/// RDist over logits formed a vocabulary chunk at a time against the logits formed whole:
+/// the correlation matrices and the loss's gradients with respect to the hidden states and the
+/// head, for column chunks that split the vocabulary unevenly (and one that holds it all).
+#[test]
+fn chunked_logit_correlation_matches_the_whole_logits() {
+    let device = Device::flex().autodiff();
+    let (b, n, d, v) = (2, 5, 4, 37);
+    let hs = logits(b * n * d, 11, 1.0);
+    let ws = logits(d * v, 12, 1.0);
+    let yt = tensor3(&logits(b * n * v, 13, 2.0), [b, n, v], &device);
+    let run = |cols: Option<usize>| {
+        let h = tensor3(&hs, [b, n, d], &device).require_grad();
+        let w = tensor2(&ws, [d, v], &device).require_grad();
+        let rs = match cols {
+            Some(c) => linear_self_correlation(h.clone(), w.clone(), c),
+            None => self_correlation(h.clone().matmul(w.clone().unsqueeze_dim(0))),
+        };
+        let loss = correlation_loss(rs.clone(), self_correlation(yt.clone()));
+        let g = loss.backward();
+        (
+            host(rs),
+            host(h.grad(&g).unwrap()),
+            host(w.grad(&g).unwrap()),
+        )
+    };
+    let (r0, h0, w0) = run(None);
+    for cols in [5, 16, 37, 100] {
+        let (r, h, w) = run(Some(cols));
+        for (what, got, want) in [("R", &r, &r0), ("d hidden", &h, &h0), ("d head", &w, &w0)] {
+            for (i, (a, e)) in got.iter().zip(want.iter()).enumerate() {
+                assert!(
+                    (a - e).abs() <= 1e-5 + 1e-4 * e.abs(),
+                    "cols {cols}, {what}[{i}]: {a} vs {e}"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn hidden_mse_counts_only_masked_tokens() {
     let device = Device::flex();

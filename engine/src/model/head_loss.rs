@@ -62,34 +62,95 @@ pub fn labelled_cross_entropy(
     chunk: usize,
     kernels: Kernels,
 ) -> Tensor<1> {
-    let [b, t, d] = hidden.dims();
     let device = hidden.device();
     let n = at.len();
     if n == 0 {
         // the graph stays attached, so a step without labels is a step with zero gradients
         return hidden.sum().mul_scalar(0.0);
     }
-    let rows = Tensor::<1, Int>::from_data(TensorData::new(at.rows.clone(), [n]), &device);
-    let targets = Tensor::<1, Int>::from_data(TensorData::new(at.targets.clone(), [n]), &device);
-    let h = hidden.reshape([b * t, d]).select(0, rows);
+    let (h, targets) = gather_rows(hidden, at);
     if kernels.fused() {
         let weight = Tensor::<1>::full([n], 1.0 / n as f64, &device);
         return kernels::fused_linear_cross_entropy(h, head, targets, weight, chunk);
     }
-    let chunk = chunk.max(1);
-    let mut total: Option<Tensor<1>> = None;
-    for start in (0..n).step_by(chunk) {
-        let len = chunk.min(n - start);
-        let logits = h.clone().narrow(0, start, len).matmul(head.clone());
-        let picked = log_softmax(logits, 1)
-            .gather(1, targets.clone().narrow(0, start, len).reshape([len, 1]))
-            .sum();
-        total = Some(match total {
-            None => picked,
-            Some(sum) => sum + picked,
-        });
+    let lp = labelled_rows_log_probs(h, head, &targets, chunk);
+    lp.sum().div_scalar(n as f64).neg()
+}
+
+/// The log-probability of the target `[n]` at each labelled position `at` of the logits
+/// `hidden [B, T, D] @ head [D, V]`, `chunk` rows at a time on plain burn ops (`[0]` when
+/// nothing is labelled). Gradients reach `hidden` and `head`.
+pub fn labelled_log_probs(
+    hidden: Tensor<3>,
+    head: Tensor<2>,
+    at: &LabelledRows,
+    chunk: usize,
+) -> Tensor<1> {
+    let device = hidden.device();
+    let n = at.len();
+    if n == 0 {
+        return Tensor::<1>::zeros([0], &device);
     }
-    total.expect("at least one row").div_scalar(n as f64).neg()
+    let (h, targets) = gather_rows(hidden, at);
+    labelled_rows_log_probs(h, head, &targets, chunk)
+}
+
+/// Summed log-probability of each example's labelled tokens `[B]` (DPO's sequence
+/// log-probability) from `hidden [B, T, D]` and `head [D, V]`, with the logits formed only at
+/// the labelled positions, `chunk` rows at a time. Gradients reach `hidden` and `head`.
+pub fn sequence_log_probs(
+    hidden: Tensor<3>,
+    head: Tensor<2>,
+    at: &LabelledRows,
+    chunk: usize,
+) -> Tensor<1> {
+    let [b, t, _] = hidden.dims();
+    let device = hidden.device();
+    let n = at.len();
+    if n == 0 {
+        return hidden.sum_dim(2).sum_dim(1).reshape([b]).mul_scalar(0.0);
+    }
+    // example r owns the flattened rows r T .. (r + 1) T: a [B, n] 0/1 matrix sums them
+    let mut owner = vec![0.0f32; b * n];
+    for (j, &row) in at.rows.iter().enumerate() {
+        owner[(row as usize / t) * n + j] = 1.0;
+    }
+    let owner = Tensor::<2>::from_data(TensorData::new(owner, [b, n]), &device);
+    let lp = labelled_log_probs(hidden, head, at, chunk);
+    owner.matmul(lp.reshape([n, 1])).reshape([b])
+}
+
+/// The hidden states `[n, D]` of the labelled positions of `hidden [B, T, D]`, and their
+/// targets `[n]`.
+fn gather_rows(hidden: Tensor<3>, at: &LabelledRows) -> (Tensor<2>, Tensor<1, Int>) {
+    let [b, t, d] = hidden.dims();
+    let device = hidden.device();
+    let n = at.len();
+    let rows = Tensor::<1, Int>::from_data(TensorData::new(at.rows.clone(), [n]), &device);
+    let targets = Tensor::<1, Int>::from_data(TensorData::new(at.targets.clone(), [n]), &device);
+    (hidden.reshape([b * t, d]).select(0, rows), targets)
+}
+
+/// Log-probabilities of `targets [n]` under the logits `h [n, D] @ head`, a chunk at a time.
+fn labelled_rows_log_probs(
+    h: Tensor<2>,
+    head: Tensor<2>,
+    targets: &Tensor<1, Int>,
+    chunk: usize,
+) -> Tensor<1> {
+    let n = h.dims()[0];
+    let chunk = chunk.max(1);
+    let parts: Vec<Tensor<1>> = (0..n)
+        .step_by(chunk)
+        .map(|start| {
+            let len = chunk.min(n - start);
+            let logits = h.clone().narrow(0, start, len).matmul(head.clone());
+            log_softmax(logits, 1)
+                .gather(1, targets.clone().narrow(0, start, len).reshape([len, 1]))
+                .reshape([len])
+        })
+        .collect();
+    Tensor::cat(parts, 0)
 }
 
 #[cfg(test)]
@@ -175,6 +236,44 @@ mod tests {
         let (device, _) = crate::backend::select(crate::backend::BackendChoice::Wgpu)
             .expect("a wgpu adapter (scripts/setup.sh installs lavapipe)");
         matches_the_full_logit_reference_on(device.autodiff());
+    }
+
+    /// Per-example response log-probabilities against the full-logit formula
+    /// (`distill::sequence_logps`), values and head gradient, with one example unlabelled.
+    #[test]
+    fn sequence_log_probs_match_the_full_logits() {
+        let device = Device::flex().autodiff();
+        let (b, t, d, v) = (3, 5, 6, 41);
+        let mut mask = vec![0.0f32; b * t];
+        for i in [1usize, 2, 4, 11, 13, 14] {
+            mask[i] = 1.0; // example 1 (positions 5..9) has no label
+        }
+        let mut rng = Rng::new(9);
+        let targets: Vec<i64> = (0..b * t).map(|_| rng.below(v) as i64).collect();
+        let at = LabelledRows::from_mask(&mask, &targets);
+        let h = normal([b, t, d], 7, &device);
+        let w0 = normal([d, v], 8, &device);
+        let run = |chunked: bool| {
+            let w = w0.clone().detach().require_grad();
+            let lp = if chunked {
+                sequence_log_probs(h.clone(), w.clone(), &at, 4)
+            } else {
+                let logits = h.clone().matmul(w.clone().unsqueeze_dim(0));
+                let tg =
+                    Tensor::<2, Int>::from_data(TensorData::new(targets.clone(), [b, t]), &device);
+                let m = Tensor::<2>::from_data(TensorData::new(mask.clone(), [b, t]), &device);
+                crate::distill::sequence_logps(logits, tg, m)
+            };
+            let g = (lp.clone() * Tensor::<1>::from_data([1.0f32, 2.0, 3.0], &device))
+                .sum()
+                .backward();
+            (host(lp), host(w.grad(&g).unwrap()))
+        };
+        let (l0, g0) = run(false);
+        let (l1, g1) = run(true);
+        close("log-probs", &l1, &l0, 1e-5);
+        assert_eq!(l1[1], 0.0);
+        close("d head", &g1, &g0, 1e-5);
     }
 
     #[test]

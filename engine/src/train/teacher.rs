@@ -84,51 +84,35 @@ impl Teacher {
 }
 
 impl Teacher {
-    /// Last hidden states `[B, T, D]` and logits over the shared vocabulary `[B, T, V]` of one
-    /// batch, on the inner device.
-    pub(super) fn outputs(
-        &self,
-        hb: &HostBatch,
-        visual: Visual,
-        inner: &Device,
-    ) -> (Tensor<3>, Tensor<3>) {
+    /// Last hidden states `[B, T, D]` of one batch, on the inner device. The logits are not
+    /// formed here: a distillation term reads them only at the positions it compares, through
+    /// the head a chunk at a time (`objective::distill`), so a `[B, T, V]` tensor never exists.
+    pub(super) fn hidden(&self, hb: &HostBatch, visual: Visual, inner: &Device) -> Tensor<3> {
         let batch = hb.to_device(visual, inner);
-        let hidden = self.model.hidden(&batch);
-        let logits = self.vocab.narrow(self.model.llm.logits(hidden.clone()));
-        (hidden, logits)
+        self.model.hidden(&batch)
     }
 }
 
-/// What the teacher says about one batch, already on the autodiff device as constants.
-pub struct TeacherOut {
-    /// `[B, T, V_shared]`.
-    pub logits: Tensor<3>,
-    /// `[B, T, D_teacher]`.
-    pub hidden: Tensor<3>,
-}
-
-/// Runs the teacher on one batch.
+/// The teacher's last hidden states `[B, T, D_teacher]` on one batch, as constants on the
+/// autodiff device `ad`.
 pub fn teacher_forward(
     teacher: &Teacher,
     hb: &HostBatch,
     visual: Visual,
     ad: &Device,
-) -> TeacherOut {
-    let (hidden, logits) = teacher.outputs(hb, visual, &ad.clone().inner());
-    TeacherOut {
-        logits: logits.autodiff(),
-        hidden: hidden.autodiff(),
-    }
+) -> Tensor<3> {
+    teacher.hidden(hb, visual, &ad.clone().inner()).autodiff()
 }
 
-/// The teacher's outputs on every example of a stage, computed once. The teacher and its
-/// encoder are frozen and the examples do not change, so over a many-epoch stage this replaces
-/// one teacher forward per step by a host-side copy (the design's "teacher logits computed once"). Right padding and the causal mask make an example's outputs independent
-/// of what it is batched with, so the cached values are the live ones up to float rounding.
+/// The teacher's last hidden states on every example of a stage, computed once. The teacher
+/// and its encoder are frozen and the examples do not change, so over a many-epoch stage this
+/// replaces one teacher forward per step by a host-side copy. The logits are not cached: they
+/// are the hidden states through the teacher's head, formed per step at the positions the
+/// loss reads, so the cache holds `D` floats per token instead of `D + V` (576 against 49k for
+/// SmolLM2). Right padding and the causal mask make an example's outputs independent of what
+/// it is batched with, so the cached values are the live ones up to float rounding.
 pub struct TeacherCache {
-    logits: Vec<Vec<f32>>,
     hidden: Vec<Vec<f32>>,
-    vocab: usize,
     width: usize,
 }
 
@@ -136,10 +120,10 @@ pub struct TeacherCache {
 pub const TEACHER_CACHE_MAX_BYTES: usize = 4 << 30;
 
 impl TeacherCache {
-    /// Bytes a cache of `data` would take (f32 logits and hidden states per token).
+    /// Bytes a cache of `data` would take (f32 hidden states per token).
     pub fn bytes(teacher: &Teacher, data: &Dataset) -> usize {
         let tokens: usize = data.encoded.iter().map(|e| e.ids.len()).sum();
-        tokens * (teacher.vocab.shared + teacher.model.config.llm.hidden) * 4
+        tokens * teacher.model.config.llm.hidden * 4
     }
 
     /// Runs the teacher over every example in chunks; `visual(idx)` gives the teacher's visual
@@ -152,21 +136,14 @@ impl TeacherCache {
         inner: &Device,
     ) -> TeacherCache {
         let nv = teacher.model.config.vision.num_visual_tokens();
-        let vocab = teacher.vocab.shared;
         let width = teacher.model.config.llm.hidden;
-        let mut logits = Vec::with_capacity(data.len());
         let mut hidden = Vec::with_capacity(data.len());
         let all: Vec<usize> = (0..data.len()).collect();
         for chunk in all.chunks(64) {
             let examples: Vec<&Encoded> = chunk.iter().map(|&i| &data.encoded[i]).collect();
             let hb = host_batch(&examples, nv, pad, Padding::Right);
-            let (h, l) = teacher.outputs(&hb, visual(chunk), inner);
-            let h: Vec<f32> = h
-                .into_data()
-                .convert::<f32>()
-                .try_to_vec::<f32>()
-                .expect("f32");
-            let l: Vec<f32> = l
+            let h: Vec<f32> = teacher
+                .hidden(&hb, visual(chunk), inner)
                 .into_data()
                 .convert::<f32>()
                 .try_to_vec::<f32>()
@@ -174,33 +151,21 @@ impl TeacherCache {
             for (r, e) in examples.iter().enumerate() {
                 let n = e.ids.len();
                 let at = r * hb.t;
-                logits.push(l[at * vocab..(at + n) * vocab].to_vec());
                 hidden.push(h[at * width..(at + n) * width].to_vec());
             }
         }
-        TeacherCache {
-            logits,
-            hidden,
-            vocab,
-            width,
-        }
+        TeacherCache { hidden, width }
     }
 
-    /// The cached outputs of examples `idx`, laid out like `hb` (right padding, zeros beyond
-    /// each example's end, where every mask is 0).
-    pub fn batch(&self, idx: &[usize], hb: &HostBatch, ad: &Device) -> TeacherOut {
+    /// The cached hidden states of examples `idx`, laid out like `hb` (right padding, zeros
+    /// beyond each example's end, where every mask is 0).
+    pub fn batch(&self, idx: &[usize], hb: &HostBatch, ad: &Device) -> Tensor<3> {
         let (b, t) = (hb.b, hb.t);
-        let mut l = vec![0.0f32; b * t * self.vocab];
         let mut h = vec![0.0f32; b * t * self.width];
         for (r, &i) in idx.iter().enumerate() {
-            let src = &self.logits[i];
-            l[r * t * self.vocab..r * t * self.vocab + src.len()].copy_from_slice(src);
             let src = &self.hidden[i];
             h[r * t * self.width..r * t * self.width + src.len()].copy_from_slice(src);
         }
-        TeacherOut {
-            logits: Tensor::from_data(TensorData::new(l, [b, t, self.vocab]), ad),
-            hidden: Tensor::from_data(TensorData::new(h, [b, t, self.width]), ad),
-        }
+        Tensor::from_data(TensorData::new(h, [b, t, self.width]), ad)
     }
 }

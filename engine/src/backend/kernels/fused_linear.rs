@@ -40,16 +40,21 @@ fn rows(t: CubeTensor, r0: usize, r1: usize) -> CubeTensor {
 /// What is computed from each chunk's logits.
 #[derive(Debug, Clone)]
 pub(super) enum ChunkLoss {
-    /// The divergence from `teacher [N, V]` logits (see [`distill::forward`]).
-    Distill { teacher: CubeTensor, p: Params },
+    /// The divergence from the teacher's logits `teacher_hidden [N, Ht] @ teacher_weight
+    /// [Ht, V]` (see [`distill::forward`]), formed a chunk at a time like the student's.
+    Distill {
+        teacher_hidden: CubeTensor,
+        teacher_weight: CubeTensor,
+        p: Params,
+    },
     /// Cross-entropy against `targets [N]` (i32, negative for no label; see
     /// [`cross_entropy::rows`]).
     CrossEntropy { targets: CubeTensor },
 }
 
 /// Rows per chunk: at most `want`, no more than one buffer of the device holds, and a multiple
-/// of the rows that keep every chunk's byte offset into the `[N]` row weights (and the
-/// teacher's `[N, V]` logits) at the device's binding alignment.
+/// of the rows that keep every chunk's byte offset into the `[N]` row weights and targets at
+/// the device's binding alignment.
 fn chunk_rows(like: &CubeTensor, want: usize, vocab: usize) -> usize {
     let memory = &like.client.properties().memory;
     let unit = (memory.alignment as usize / 4).max(1);
@@ -74,11 +79,16 @@ fn run(
         ws[0], h,
         "weight must be [hidden, vocab]: {ws:?} vs hidden {hs:?}"
     );
-    if let ChunkLoss::Distill { teacher, .. } = what {
-        assert_eq!(
-            teacher.meta.shape().clone(),
-            Shape::new([n, v]),
-            "teacher logits must be [tokens, vocab]"
+    if let ChunkLoss::Distill {
+        teacher_hidden,
+        teacher_weight,
+        ..
+    } = what
+    {
+        let (th, tw) = (teacher_hidden.meta.shape(), teacher_weight.meta.shape());
+        assert!(
+            th[0] == n && tw[0] == th[1] && tw[1] == v,
+            "teacher hidden states [{n}, Ht] and head [Ht, {v}] expected, got {th:?} and {tw:?}"
         );
     }
     let chunk = chunk_rows(&hidden, chunk, v);
@@ -95,8 +105,13 @@ fn run(
             &[Slice::new(r0 as isize, Some(r1 as isize), 1)],
         );
         let (part, g) = match what {
-            ChunkLoss::Distill { teacher, p } => {
-                let t_c = rows(teacher.clone(), r0, r1);
+            ChunkLoss::Distill {
+                teacher_hidden,
+                teacher_weight,
+                p,
+            } => {
+                let t_c =
+                    B::float_matmul(rows(teacher_hidden.clone(), r0, r1), teacher_weight.clone());
                 let (div, lse) = distill::forward(logits.clone(), t_c.clone(), *p);
                 let part = B::float_sum(B::float_mul(div, w_c.clone()));
                 let g = grads.then(|| distill::backward(logits, t_c, lse, w_c, *p));

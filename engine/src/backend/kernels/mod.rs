@@ -93,13 +93,16 @@ pub trait KernelOps: burn::backend::Backend {
     ) -> FloatTensor<Self>;
 
     /// Fused-linear distillation: `sum_i w_i * div_i` where `div_i` is the divergence of row i of
-    /// the student logits `hidden [N, H] @ weight [H, V]` from `teacher [N, V]` (as
-    /// [`KernelOps::distill_rows`]), taken `chunk` rows at a time so the `[N, V]` student logits
-    /// never exist whole. Returns `[1]`; gradients flow to `hidden` and `weight`.
+    /// the student logits `hidden [N, H] @ weight [H, V]` from the teacher's `teacher_hidden
+    /// [N, Ht] @ teacher_weight [Ht, V]` (as [`KernelOps::distill_rows`]), taken `chunk` rows at
+    /// a time so neither model's `[N, V]` logits ever exist whole. Returns `[1]`; gradients flow
+    /// to `hidden` and `weight` (the teacher is a constant).
+    #[allow(clippy::too_many_arguments)]
     fn fused_linear_distill(
         hidden: FloatTensor<Self>,
         weight: FloatTensor<Self>,
-        teacher: FloatTensor<Self>,
+        teacher_hidden: FloatTensor<Self>,
+        teacher_weight: FloatTensor<Self>,
         row_weight: FloatTensor<Self>,
         kind: u32,
         param: f32,
@@ -197,7 +200,8 @@ impl KernelOps for CubeBackend {
     fn fused_linear_distill(
         hidden: FloatTensor<Self>,
         weight: FloatTensor<Self>,
-        teacher: FloatTensor<Self>,
+        teacher_hidden: FloatTensor<Self>,
+        teacher_weight: FloatTensor<Self>,
         row_weight: FloatTensor<Self>,
         kind: u32,
         param: f32,
@@ -211,7 +215,11 @@ impl KernelOps for CubeBackend {
             // a chunk's logits are bound whole: one slab
             slab_rows: usize::MAX,
         };
-        let what = fused_linear::ChunkLoss::Distill { teacher, p };
+        let what = fused_linear::ChunkLoss::Distill {
+            teacher_hidden,
+            teacher_weight,
+            p,
+        };
         fused_linear::cube_fused_linear(hidden, weight, row_weight, what, chunk as usize)
     }
 
@@ -291,7 +299,8 @@ impl<C: CheckpointStrategy> KernelOps for Autodiff<CubeBackend, C> {
     fn fused_linear_distill(
         hidden: FloatTensor<Self>,
         weight: FloatTensor<Self>,
-        teacher: FloatTensor<Self>,
+        teacher_hidden: FloatTensor<Self>,
+        teacher_weight: FloatTensor<Self>,
         row_weight: FloatTensor<Self>,
         kind: u32,
         param: f32,
@@ -306,7 +315,8 @@ impl<C: CheckpointStrategy> KernelOps for Autodiff<CubeBackend, C> {
             slab_rows: usize::MAX,
         };
         let what = fused_linear::ChunkLoss::Distill {
-            teacher: teacher.into_primitive(),
+            teacher_hidden: teacher_hidden.into_primitive(),
+            teacher_weight: teacher_weight.into_primitive(),
             p,
         };
         fused_linear::autodiff_fused_linear::<C>(hidden, weight, row_weight, what, chunk as usize)

@@ -116,13 +116,15 @@ pub fn distill_rows(
 }
 
 /// `sum_i row_weight_i * div_i` for the student logits `hidden [N, H] @ weight [H, V]` against
-/// `teacher [N, V]` (see [`KernelOps::fused_linear_distill`]), `chunk` rows at a time: the
-/// student logits never exist whole. Gradients reach `hidden` and `weight`.
+/// the teacher's `teacher_hidden [N, Ht] @ teacher_weight [Ht, V]` (see
+/// [`KernelOps::fused_linear_distill`]), `chunk` rows at a time: neither model's logits exist
+/// whole. Gradients reach `hidden` and `weight`.
 #[allow(clippy::too_many_arguments)]
 pub fn fused_linear_distill(
     hidden: Tensor<2>,
     weight: Tensor<2>,
-    teacher: Tensor<2>,
+    teacher_hidden: Tensor<2>,
+    teacher_weight: Tensor<2>,
     row_weight: Tensor<1>,
     kind: DistillKind,
     param: f32,
@@ -132,7 +134,8 @@ pub fn fused_linear_distill(
     Tensor::from_dispatch(Dispatch::fused_linear_distill(
         hidden.into_dispatch(),
         weight.into_dispatch(),
-        teacher.into_dispatch(),
+        teacher_hidden.into_dispatch(),
+        teacher_weight.into_dispatch(),
         row_weight.into_dispatch(),
         kind.code(),
         param,

@@ -212,7 +212,10 @@ fn fused_linear_matches_logits_then_reference() {
     ] {
         let hid = logits(n, h, 21 + n as u64, 1.0, &ad);
         let w = logits(h, v, 22 + v as u64, 0.5, &ad);
-        let t = logits(n, v, 23, 3.0, &ad);
+        // the teacher: another width, its logits formed only by the reference paths
+        let th = logits(n, 10, 23, 1.0, &ad);
+        let tw = logits(10, v, 24, 1.0, &ad);
+        let t = th.clone().matmul(tw.clone());
         // a mask with holes, normalised like a masked mean
         let rw: Vec<f32> = (0..n)
             .map(|i| if i % 5 == 3 { 0.0 } else { 1.0 / n as f32 })
@@ -229,7 +232,8 @@ fn fused_linear_matches_logits_then_reference() {
                     linear_divergence(
                         hs.clone(),
                         ws.clone(),
-                        t.clone(),
+                        th.clone(),
+                        tw.clone(),
                         rw.clone(),
                         &sp,
                         kernels,
@@ -283,6 +287,24 @@ fn fused_linear_matches_logits_then_reference() {
                 &rww,
                 1e-3,
                 1e-2 * max(&rww),
+            );
+            // the chunked burn-ops path (both heads a chunk at a time) against the whole
+            // logits on burn ops: the same arithmetic regrouped, tight
+            let (cl, ch, cw) = run(true, Kernels::Reference);
+            close(&format!("{label} loss chunked ops"), &cl, &rl, 1e-5, 1e-7);
+            close(
+                &format!("{label} d hidden chunked ops"),
+                &ch,
+                &rh,
+                1e-4,
+                1e-5 * max(&rh),
+            );
+            close(
+                &format!("{label} d weight chunked ops"),
+                &cw,
+                &rww,
+                1e-4,
+                1e-5 * max(&rww),
             );
         }
     }

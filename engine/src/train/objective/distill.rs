@@ -9,9 +9,7 @@ use std::time::Instant;
 use burn::optim::ModuleOptimizer;
 use burn::prelude::*;
 
-use super::super::teacher::{
-    TEACHER_CACHE_MAX_BYTES, Teacher, TeacherCache, TeacherOut, teacher_forward,
-};
+use super::super::teacher::{TEACHER_CACHE_MAX_BYTES, Teacher, TeacherCache, teacher_forward};
 use super::super::visual::VisualSource;
 use super::{RelationSnapshot, StageSetup, StepInput, StepLoss, router};
 use crate::Result;
@@ -20,10 +18,9 @@ use crate::config::{DistillSpec, KdTokens, RelationFeatures};
 use crate::data::{Dataset, HostBatch};
 use crate::distill::divergence::linear_divergence;
 use crate::distill::{
-    DivergenceSpec, HiddenProjection, hidden_mse, masked_divergence, relation_loss,
-    self_correlation,
+    HiddenProjection, correlation_loss, hidden_mse, linear_self_correlation, self_correlation,
 };
-use crate::model::{Mllm, Visual, masked_cross_entropy};
+use crate::model::{LabelledRows, Mllm, Visual, head_chunk_rows, labelled_cross_entropy};
 use crate::run::checkpoint;
 
 /// Where a distillation stage's teacher outputs come from.
@@ -40,6 +37,9 @@ pub struct Distill<'a> {
     teacher: &'a Teacher,
     data: &'a Dataset,
     source: TeacherSource,
+    /// The teacher's LM head over the shared vocabulary `[D_teacher, V_shared]`, a constant
+    /// on the autodiff device.
+    teacher_head: Tensor<2>,
     kernels: Kernels,
     /// LLaVADI's projection of the student's hidden states to the teacher's width and its
     /// optimiser: it lives for the stage, and a mid-stage checkpoint carries it.
@@ -88,11 +88,18 @@ impl<'a> Distill<'a> {
         } else {
             None
         };
+        let teacher_head = teacher
+            .model
+            .llm
+            .head_weight()
+            .narrow(1, 0, teacher.vocab.shared)
+            .autodiff();
         Ok(Distill {
             spec,
             teacher,
             data,
             source,
+            teacher_head,
             kernels: setup.kernels,
             align,
         })
@@ -100,7 +107,7 @@ impl<'a> Distill<'a> {
 
     pub fn loss(&self, model: &Mllm, input: StepInput) -> StepLoss {
         let inner = input.device.clone().inner();
-        let t_out = match &self.source {
+        let t_hidden = match &self.source {
             TeacherSource::Cached(c) => c.batch(input.idx, input.hb, input.device),
             TeacherSource::Live(tvis) => teacher_forward(
                 self.teacher,
@@ -112,43 +119,16 @@ impl<'a> Distill<'a> {
         distill_loss(
             model,
             self.align.as_ref().map(|a| &a.0),
-            self.teacher,
+            &self.teacher_head,
             &self.spec,
             self.kernels,
             input.hb,
             input.visual,
-            t_out,
+            t_hidden,
             input.want_relation,
             input.device,
         )
     }
-}
-
-/// [`masked_divergence`] from the student's hidden states `[B, T, D]` and head `[D, V]`
-/// through the fused-linear kernels: the `[B T, V]` student logits are never formed whole.
-fn linear_masked_divergence(
-    hidden: Tensor<3>,
-    head: Tensor<2>,
-    teacher: Tensor<3>,
-    mask: Tensor<2>,
-    spec: &DivergenceSpec,
-    kernels: Kernels,
-) -> Tensor<1> {
-    let [b, t, d] = hidden.dims();
-    let v = head.dims()[1];
-    let count = mask.clone().sum().clamp_min(1.0);
-    let row_weight = mask.reshape([b * t]) / count;
-    // chunks of at most 32 MiB of logits
-    let chunk = ((32usize << 20) / (4 * v)).max(64);
-    linear_divergence(
-        hidden.reshape([b * t, d]),
-        head,
-        teacher.reshape([b * t, v]),
-        row_weight,
-        spec,
-        kernels,
-        chunk,
-    ) * (spec.temperature * spec.temperature)
 }
 
 /// Rows `index` of `[B, T, D]` flattened, as `[B, N, D]`.
@@ -159,58 +139,73 @@ fn rows(x: Tensor<3>, index: &Tensor<1, Int>, b: usize, n: usize) -> Tensor<3> {
         .reshape([b, n, d])
 }
 
+/// The flattened `[B T]` positions where `mask` is non-zero.
+fn mask_rows(mask: &[f32]) -> Vec<i64> {
+    (0..mask.len())
+        .filter(|&i| mask[i] != 0.0)
+        .map(|i| i as i64)
+        .collect()
+}
+
+/// Vocabulary columns per chunk of RDist's logits for `rows` visual tokens (32 MiB of f32).
+fn relation_cols(rows: usize) -> usize {
+    ((32usize << 20) / (4 * rows.max(1))).max(1)
+}
+
 /// One distillation loss evaluation: `student_visual` is the batch's visual input for the
-/// student, `t_out` the teacher's outputs on the same batch (live or from a [`TeacherCache`]).
-/// `kernels` decides, once, whether the divergences run the fused kernels.
+/// student, `t_hidden` the teacher's last hidden states on the same batch (live or from a
+/// [`TeacherCache`]) and `t_head` its LM head over the shared vocabulary. Every term reads
+/// logits only at the positions it compares, through the heads a chunk at a time (LLaVA's
+/// visual and prompt tokens are most of a batch, and a real vocabulary makes `[B, T, V]`
+/// logits the largest tensor of the step): neither model's logits exist whole. `kernels`
+/// decides, once, whether the divergences run the fused kernels.
 #[allow(clippy::too_many_arguments)]
 fn distill_loss(
     student: &Mllm,
     align: Option<&HiddenProjection>,
-    teacher: &Teacher,
+    t_head: &Tensor<2>,
     spec: &DistillSpec,
     kernels: Kernels,
     hb: &HostBatch,
     student_visual: Visual,
-    t_out: TeacherOut,
+    t_hidden: Tensor<3>,
     want_relation: bool,
     ad: &Device,
 ) -> StepLoss {
     let batch = hb.to_device(student_visual, ad);
     let (s_hidden, trace) = student.hidden_routed(&batch, crate::model::moe::Phase::Train);
-    // Without cross-entropy and logit-based RDist nothing needs the student's logits whole: the
-    // divergences then go through the fused-linear kernels from the hidden states and the head.
-    let fused = spec.ce == 0.0
-        && (spec.rel == 0.0 || spec.relation == RelationFeatures::Hidden)
-        && !spec.divergence.zscore
-        && kernels.fused();
-    let s_logits = (!fused).then(|| {
-        let full = student.llm.logits(s_hidden.clone());
-        (teacher.vocab.narrow(full.clone()), full)
-    });
-    let head = || {
-        let w = student.llm.head_weight();
-        let shared = t_out.logits.dims()[2];
-        w.clone().narrow(1, 0, shared)
-    };
-    let divergence = |mask: Tensor<2>| match &s_logits {
-        Some((s, _)) => masked_divergence(
-            s.clone(),
-            t_out.logits.clone(),
-            mask,
-            &spec.divergence,
-            kernels,
-        ),
-        None => linear_masked_divergence(
-            s_hidden.clone(),
-            head(),
-            t_out.logits.clone(),
-            mask,
-            &spec.divergence,
-            kernels,
-        ),
-    };
     let (b, t) = (hb.b, hb.t);
-    let mask2 = |v: Vec<f32>| Tensor::<2>::from_data(TensorData::new(v, [b, t]), ad);
+    let [_, _, ds] = s_hidden.dims();
+    let dt = t_hidden.dims()[2];
+    let shared = t_head.dims()[1];
+    let full_head = student.llm.head_weight();
+    let s_head = full_head.clone().narrow(1, 0, shared);
+    let chunk = head_chunk_rows(shared);
+    // the mean divergence over the positions `at`, scaled by T^2 (0 when there are none)
+    let divergence = |at: Vec<i64>| {
+        let n = at.len();
+        if n == 0 {
+            return s_hidden.clone().sum().mul_scalar(0.0);
+        }
+        let index = Tensor::<1, Int>::from_data(TensorData::new(at, [n]), ad);
+        let hs = s_hidden
+            .clone()
+            .reshape([b * t, ds])
+            .select(0, index.clone());
+        let ht = t_hidden.clone().reshape([b * t, dt]).select(0, index);
+        let weight = Tensor::<1>::full([n], 1.0 / n as f64, ad);
+        let temp = spec.divergence.temperature;
+        linear_divergence(
+            hs,
+            s_head.clone(),
+            ht,
+            t_head.clone(),
+            weight,
+            &spec.divergence,
+            kernels,
+            chunk,
+        ) * (temp * temp)
+    };
 
     let mut total = Tensor::<1>::zeros([1], ad);
     let mut terms = BTreeMap::new();
@@ -220,56 +215,69 @@ fn distill_loss(
         *total = total.clone() + value * weight;
     };
 
-    if let (true, Some((_, full))) = (spec.ce > 0.0, &s_logits) {
-        let ce = masked_cross_entropy(full.clone(), batch.targets.clone(), batch.loss_mask.clone());
+    if spec.ce > 0.0 {
+        let at = LabelledRows::from_mask(&hb.loss_mask, &hb.targets);
+        let v = full_head.dims()[1];
+        let ce = labelled_cross_entropy(
+            s_hidden.clone(),
+            full_head.clone(),
+            &at,
+            head_chunk_rows(v),
+            kernels,
+        );
         add("ce", spec.ce, ce, &mut total);
     }
-    let token_mask = match spec.tokens {
-        KdTokens::Response => batch.loss_mask.clone(),
-        KdTokens::All => batch.attention_mask.clone(),
+    let (token_mask, token_rows) = match spec.tokens {
+        KdTokens::Response => (batch.loss_mask.clone(), mask_rows(&hb.loss_mask)),
+        KdTokens::All => (batch.attention_mask.clone(), mask_rows(&hb.attention_mask)),
     };
     if spec.res > 0.0 {
-        add("res", spec.res, divergence(token_mask.clone()), &mut total);
+        add("res", spec.res, divergence(token_rows), &mut total);
     }
     if spec.vis > 0.0 {
-        add(
-            "vis",
-            spec.vis,
-            divergence(mask2(hb.visual_mask())),
-            &mut total,
-        );
+        let at = mask_rows(&hb.visual_mask());
+        add("vis", spec.vis, divergence(at), &mut total);
     }
     if spec.rel > 0.0 {
         let n = student.config.vision.num_visual_tokens();
         if let Some(index) = hb.visual_index(n) {
             let index = Tensor::<1, Int>::from_data(TensorData::new(index, [b * n]), ad);
-            let (ys, yt) = match (spec.relation, &s_logits) {
-                (RelationFeatures::Logits, Some((s, _))) => (s.clone(), t_out.logits.clone()),
-                (RelationFeatures::Logits, None) => unreachable!("logit RDist forms the logits"),
-                (RelationFeatures::Hidden, _) => (s_hidden.clone(), t_out.hidden.clone()),
+            let (ys, yt) = (
+                rows(s_hidden.clone(), &index, b, n),
+                rows(t_hidden.clone(), &index, b, n),
+            );
+            let (rs, rt) = match spec.relation {
+                RelationFeatures::Logits => {
+                    let cols = relation_cols(b * n);
+                    (
+                        linear_self_correlation(ys, s_head.clone(), cols),
+                        linear_self_correlation(yt.detach(), t_head.clone(), cols).detach(),
+                    )
+                }
+                RelationFeatures::Hidden => (self_correlation(ys), self_correlation(yt.detach())),
             };
-            let (ys, yt) = (rows(ys, &index, b, n), rows(yt, &index, b, n));
             if want_relation {
-                let first = |y: &Tensor<3>| {
-                    let r = self_correlation(y.clone().slice(0..1).detach());
-                    r.into_data()
+                let first = |r: &Tensor<3>| {
+                    r.clone()
+                        .slice(0..1)
+                        .detach()
+                        .into_data()
                         .convert::<f32>()
                         .try_to_vec::<f32>()
                         .expect("f32 data")
                 };
                 relation = Some(RelationSnapshot {
                     n,
-                    teacher: first(&yt),
-                    student: first(&ys),
+                    teacher: first(&rt),
+                    student: first(&rs),
                 });
             }
-            let rel = relation_loss(ys, yt);
-            add("rel", spec.rel, rel, &mut total);
+            add("rel", spec.rel, correlation_loss(rs, rt), &mut total);
         }
     }
     if spec.hidden > 0.0 {
         let align = align.expect("a hidden-alignment projection when hidden > 0");
-        let mse = hidden_mse(align.forward(s_hidden), t_out.hidden, token_mask);
+        let mse = hidden_mse(align.forward(s_hidden), t_hidden, token_mask);
         add("hidden", spec.hidden, mse, &mut total);
     }
     let total = router::add_router_losses(student, &trace, total, &mut terms);

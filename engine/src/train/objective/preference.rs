@@ -13,9 +13,11 @@ use super::{StageSetup, StepInput, StepLoss, router};
 use crate::Result;
 use crate::config::{PreferenceReference, PreferenceSpec};
 use crate::data::{Dataset, Encoded, HostBatch, Padding, host_batch};
-use crate::distill::{PairLogps, preference_loss, sequence_logps};
+use crate::distill::{PairLogps, preference_loss};
 use crate::model::moe::Phase;
-use crate::model::{Mllm, Visual, masked_cross_entropy};
+use crate::model::{
+    LabelledRows, Mllm, Visual, head_chunk_rows, labelled_cross_entropy, sequence_log_probs,
+};
 
 /// A preference stage: its loss settings and the reference log-probs of every record.
 pub struct Preference {
@@ -93,8 +95,7 @@ pub fn reference_logps(
         let examples: Vec<&Encoded> = chunk.iter().map(|&i| &data.encoded[i]).collect();
         let hb = host_batch(&examples, nv, pad, Padding::Right);
         let batch = hb.to_device(visual(chunk), inner);
-        let logits = reference.logits(&batch);
-        let lp = sequence_logps(logits, batch.targets.clone(), batch.loss_mask.clone());
+        let lp = response_log_probs(reference, reference.hidden(&batch), &hb);
         out.extend(
             lp.into_data()
                 .convert::<f32>()
@@ -103,6 +104,16 @@ pub fn reference_logps(
         );
     }
     out
+}
+
+/// Each example's summed log-probability of its response `[B]` under `model`, from its last
+/// hidden states `h [B, T, D]`: the head runs only at the labelled positions, a chunk at a
+/// time, so the `[B, T, V]` logits never exist.
+fn response_log_probs(model: &Mllm, h: Tensor<3>, hb: &HostBatch) -> Tensor<1> {
+    let head = model.llm.head_weight();
+    let chunk = head_chunk_rows(head.dims()[1]);
+    let at = LabelledRows::from_mask(&hb.loss_mask, &hb.targets);
+    sequence_log_probs(h, head, &at, chunk)
 }
 
 /// One step's loss: `hb` holds `B` chosen records then their `B` rejected twins (see
@@ -119,12 +130,7 @@ fn preference_step(
     let b = hb.b / 2;
     let batch = hb.to_device(visual, ad);
     let (h, trace) = student.hidden_routed(&batch, Phase::Train);
-    let logits = student.llm.logits(h);
-    let lp = sequence_logps(
-        logits.clone(),
-        batch.targets.clone(),
-        batch.loss_mask.clone(),
-    );
+    let lp = response_log_probs(student, h.clone(), hb);
     let refs: Vec<f32> = idx.iter().map(|&i| reference[i]).collect();
     let refs = Tensor::<1>::from_data(TensorData::new(refs, [2 * b]), ad);
     let pairs = PairLogps {
@@ -151,11 +157,11 @@ fn preference_step(
     let mut total = pref;
     if spec.ce > 0.0 {
         // cross-entropy on the chosen answers only (the first half of the batch)
-        let ce = masked_cross_entropy(
-            logits.narrow(0, 0, b),
-            batch.targets.clone().narrow(0, 0, b),
-            batch.loss_mask.clone().narrow(0, 0, b),
-        );
+        let chosen = b * hb.t;
+        let at = LabelledRows::from_mask(&hb.loss_mask[..chosen], &hb.targets[..chosen]);
+        let head = student.llm.head_weight();
+        let chunk = head_chunk_rows(head.dims()[1]);
+        let ce = labelled_cross_entropy(h, head, &at, chunk, student.llm.kernels);
         terms.insert("ce".into(), ce.clone().into_scalar::<f32>());
         total = total + ce * spec.ce;
     }
