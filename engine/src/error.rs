@@ -45,6 +45,19 @@ pub enum Error {
     /// No device could be set up.
     #[error("device: {0}")]
     Device(String),
+    /// A stage would form a tensor larger than the device can hold (found by the memory plan
+    /// before training starts).
+    #[error("does not fit the device: {0}")]
+    TooLarge(String),
+    /// A training step failed on the device (out of memory, lost device, a kernel error).
+    #[error("stage {stage} {name:?}, step {step}: {operation} failed on the device: {message}")]
+    StepFailed {
+        stage: usize,
+        name: String,
+        step: usize,
+        operation: String,
+        message: String,
+    },
     /// Anything else the user asked for that cannot be done (bad combination of options).
     #[error("{0}")]
     Invalid(String),

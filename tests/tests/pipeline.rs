@@ -176,3 +176,37 @@ fn kernels_on_and_off_give_the_same_losses() {
         );
     }
 }
+
+/// A stage whose activations cannot fit one buffer of the adapter (lavapipe: 128 MiB) is
+/// refused by the memory plan before training: the error names the stage, the tensor, its
+/// size, the adapter's limit and what to change, and no run folder is created.
+#[test]
+fn a_stage_too_large_for_the_adapter_is_refused_before_training() {
+    let dir = scratch("too-large");
+    let data = tiny_world(&dir);
+    let mut recipe = smoke_recipe(&data);
+    recipe.stages[0].batch_size = 1 << 20;
+    let (device, info) =
+        select(BackendChoice::Wgpu).expect("a wgpu adapter (scripts/setup.sh installs lavapipe)");
+    let opts = RunOptions {
+        runs_dir: dir.join("runs"),
+        ..RunOptions::default()
+    };
+    let err = match run_recipe(&recipe, &device, &info, &opts, &mut Silent) {
+        Ok(_) => panic!("a stage of a million sequences must be refused"),
+        Err(e) => e.to_string(),
+    };
+    for part in [
+        "does not fit the device",
+        &format!("stage 1 {:?}", recipe.stages[0].name),
+        "activations [",
+        "MiB) exceeds the largest buffer",
+        "batch_size",
+    ] {
+        assert!(err.contains(part), "{part:?} missing from: {err}");
+    }
+    assert!(
+        !dir.join("runs").join(&recipe.name).exists(),
+        "a refused run must not leave a run folder"
+    );
+}

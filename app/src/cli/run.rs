@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use condenser_engine::run::{RunDir, Runs};
-use condenser_engine::train::{RunOptions, run_recipe};
+use condenser_engine::train::{RunOptions, plan_recipe, run_recipe};
 
 use super::progress::Bars;
 
@@ -39,6 +39,11 @@ pub struct Args {
     /// composition everywhere (for A/B runs). Overrides the recipe's `kernels`.
     #[arg(long)]
     pub kernels: Option<condenser_engine::config::KernelPolicy>,
+    /// Print the memory plan (each stage's largest tensors and estimated peak memory on this
+    /// device) and exit without training. A run checks the same plan before it starts and
+    /// refuses a stage whose tensor cannot fit the device.
+    #[arg(long)]
+    pub plan: bool,
     /// Stop after this many optimiser steps, with a checkpoint written (as if killed).
     #[arg(long, hide = true)]
     pub stop_after: Option<usize>,
@@ -68,6 +73,13 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         eval_limit: None,
         stop: Default::default(),
     };
+    if args.plan {
+        let plan = plan_recipe(&recipe, &device, &info, &opts)?;
+        print!("{}", plan.render());
+        plan.check()?;
+        println!("every stage fits");
+        return Ok(());
+    }
     let out = run_recipe(&recipe, &device, &info, &opts, &mut Bars::default())?;
     if out.finished {
         println!("run folder: {}", out.run_dir.display());

@@ -6,6 +6,7 @@
 //! | `pipeline.rs` | the driver: inputs -> run folder -> stages -> final checkpoint -> evaluation |
 //! | `plan.rs` | several runs with dependencies, a few at a time (the main job, ablations) |
 //! | `inputs.rs` | loading and checking the tokenizer, data and starting checkpoints |
+//! | `memory_plan.rs` | the pre-flight estimate of each stage's largest buffer and peak memory |
 //! | `stage.rs` | one stage: data order, objective, steps, stage checkpoints |
 //! | `objective/` | what a stage minimises, one file per objective kind, one [`objective::StepLoss`] |
 //! | `update.rs` | the optimiser step: backward, clipping, AdamW at the scheduled rate |
@@ -20,6 +21,7 @@ pub mod events;
 pub mod freeze;
 pub mod history;
 mod inputs;
+mod memory_plan;
 mod mine;
 pub mod objective;
 mod options;
@@ -36,6 +38,7 @@ mod visual;
 
 pub use events::{Event, EventLog, Observer, Silent};
 pub use history::{RunHistory, RunStatus};
+pub use memory_plan::{Buffer, MemoryPlan, StagePlan, plan_recipe};
 pub use options::{RunOptions, RunOutcome, StopFlag};
 pub use pipeline::run_recipe;
 pub use plan::{PlanObserver, PlannedRun, run_plan};

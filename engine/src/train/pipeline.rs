@@ -1,6 +1,7 @@
 //! The one data flow of the design, as a short driver: recipe -> inputs checked -> run folder
 //! opened (fresh or resumed) -> student built -> each stage (`stage.rs`: data -> objective ->
-//! optimiser step -> events, checkpoints) -> final checkpoint -> evaluation -> report.
+//! optimiser step -> events, checkpoints) -> final checkpoint -> evaluation -> report. A memory
+//! plan (`memory_plan.rs`) refuses a stage that cannot fit the device before anything starts.
 //!
 //! Every input (recipe, tokenizer, data, images, initial checkpoints) is checked before the run
 //! folder is touched, so bad input never leaves a folder that could pass for a result.
@@ -33,6 +34,9 @@ pub fn run_recipe(
     let inputs = Inputs::load(recipe, &runs)?;
     // the one decision of where the fused kernels run, for the student and the teacher alike
     let kernels = Kernels::resolve(recipe.kernels, device);
+    // refuse, before anything is loaded onto the device or written, a stage that cannot fit
+    let plan = super::memory_plan::plan_inputs(recipe, &runs, &inputs, kernels, device, info)?;
+    plan.check()?;
     let init = Init::resolve(recipe, &runs, &inputs, kernels, device)?;
     let run = runs.run(&recipe.name);
     let resumed_from = run.begin(
