@@ -45,7 +45,13 @@ impl Buffer {
 impl std::fmt::Display for Buffer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let dims: Vec<String> = self.shape.iter().map(|d| d.to_string()).collect();
-        write!(f, "{} [{}] ({})", self.what, dims.join(", "), mib(self.bytes()))
+        write!(
+            f,
+            "{} [{}] ({})",
+            self.what,
+            dims.join(", "),
+            mib(self.bytes())
+        )
     }
 }
 
@@ -84,7 +90,11 @@ struct ModelShapes<'a>(&'a MllmConfig);
 
 impl ModelShapes<'_> {
     /// Every weight (and whether `freeze` trains it), one entry per distinct shape and role.
-    fn weights(&self, who: &str, freeze: Option<&crate::config::StageFreeze>) -> Vec<(Buffer, usize, bool)> {
+    fn weights(
+        &self,
+        who: &str,
+        freeze: Option<&crate::config::StageFreeze>,
+    ) -> Vec<(Buffer, usize, bool)> {
         let (v, l) = (&self.0.vision, &self.0.llm);
         let trains = |spec: Option<&FreezeSpec>| match spec {
             None => false,
@@ -96,18 +106,64 @@ impl ModelShapes<'_> {
         let llm = trains(freeze.map(|f| &f.llm));
         let hd = l.hidden / l.heads.max(1);
         let mut out = vec![
-            (Buffer::new(format!("{who}'s vision MLP weight"), &[v.hidden, v.mlp_hidden]), 2 * v.layers, vis),
-            (Buffer::new(format!("{who}'s vision attention weights"), &[v.hidden, v.hidden]), 4 * v.layers, vis),
-            (Buffer::new(format!("{who}'s projector"), &[v.hidden, l.hidden]), 1, proj),
-            (Buffer::new(format!("{who}'s projector output layer"), &[l.hidden, l.hidden]), 1, proj),
-            (Buffer::new(format!("{who}'s token embedding"), &[l.vocab_size, l.hidden]), 1, llm),
-            (Buffer::new(format!("{who}'s attention weights"), &[l.hidden, l.hidden]), 2 * l.layers, llm),
-            (Buffer::new(format!("{who}'s key/value weights"), &[l.hidden, l.kv_heads * hd]), 2 * l.layers, llm),
+            (
+                Buffer::new(
+                    format!("{who}'s vision MLP weight"),
+                    &[v.hidden, v.mlp_hidden],
+                ),
+                2 * v.layers,
+                vis,
+            ),
+            (
+                Buffer::new(
+                    format!("{who}'s vision attention weights"),
+                    &[v.hidden, v.hidden],
+                ),
+                4 * v.layers,
+                vis,
+            ),
+            (
+                Buffer::new(format!("{who}'s projector"), &[v.hidden, l.hidden]),
+                1,
+                proj,
+            ),
+            (
+                Buffer::new(
+                    format!("{who}'s projector output layer"),
+                    &[l.hidden, l.hidden],
+                ),
+                1,
+                proj,
+            ),
+            (
+                Buffer::new(
+                    format!("{who}'s token embedding"),
+                    &[l.vocab_size, l.hidden],
+                ),
+                1,
+                llm,
+            ),
+            (
+                Buffer::new(format!("{who}'s attention weights"), &[l.hidden, l.hidden]),
+                2 * l.layers,
+                llm,
+            ),
+            (
+                Buffer::new(
+                    format!("{who}'s key/value weights"),
+                    &[l.hidden, l.kv_heads * hd],
+                ),
+                2 * l.layers,
+                llm,
+            ),
         ];
         match &l.moe {
             // an upper bound: every layer counted as sparse
             Some(m) => out.push((
-                Buffer::new(format!("{who}'s expert weights"), &[m.experts, l.hidden, l.intermediate]),
+                Buffer::new(
+                    format!("{who}'s expert weights"),
+                    &[m.experts, l.hidden, l.intermediate],
+                ),
                 3 * l.layers,
                 llm,
             )),
@@ -118,7 +174,11 @@ impl ModelShapes<'_> {
             )),
         }
         if !l.tie_embeddings {
-            out.push((Buffer::new(format!("{who}'s LM head"), &[l.hidden, l.vocab_size]), 1, llm));
+            out.push((
+                Buffer::new(format!("{who}'s LM head"), &[l.hidden, l.vocab_size]),
+                1,
+                llm,
+            ));
         }
         out
     }
@@ -131,14 +191,23 @@ impl ModelShapes<'_> {
         let n = b * t;
         let mut big = vec![
             Buffer::new(format!("{who}'s MLP activations"), &[n, l.intermediate]),
-            Buffer::new(format!("{who}'s vision MLP activations"), &[b * p, v.mlp_hidden]),
+            Buffer::new(
+                format!("{who}'s vision MLP activations"),
+                &[b * p, v.mlp_hidden],
+            ),
         ];
         let mut kept = l.layers as u64 * n as u64 * (8 * l.hidden + 3 * l.intermediate) as u64
             + v.layers as u64 * (b * p) as u64 * (8 * v.hidden + 2 * v.mlp_hidden) as u64;
         if !kernels.fused() {
             // the burn-ops attention forms the scores and their softmax
-            big.push(Buffer::new(format!("{who}'s attention scores"), &[b, l.heads, t, t]));
-            big.push(Buffer::new(format!("{who}'s vision attention scores"), &[b, v.heads, p, p]));
+            big.push(Buffer::new(
+                format!("{who}'s attention scores"),
+                &[b, l.heads, t, t],
+            ));
+            big.push(Buffer::new(
+                format!("{who}'s vision attention scores"),
+                &[b, v.heads, p, p],
+            ));
             kept += l.layers as u64 * 2 * (b * l.heads * t * t) as u64
                 + v.layers as u64 * 2 * (b * v.heads * p * p) as u64;
         }
@@ -292,7 +361,10 @@ fn stage_plan(
     buffers.extend(acts);
     let vocab = student.llm.vocab_size;
     let rows = chunk_rows(vocab, kernels).min(b * t);
-    buffers.push(Buffer::new("one chunk of the student's logits", &[rows, vocab]));
+    buffers.push(Buffer::new(
+        "one chunk of the student's logits",
+        &[rows, vocab],
+    ));
     let mut transient = 3 * Buffer::new("", &[rows, vocab]).bytes();
     if let (Objective::Distill(_) | Objective::Preference(_), Some(tc)) = (&s.objective, teacher) {
         let tshapes = ModelShapes(tc);
@@ -304,9 +376,15 @@ fn stage_plan(
         let (acts, _) = tshapes.activations("the teacher", b.max(64), t, kernels);
         transient += acts.iter().map(Buffer::bytes).max().unwrap_or(0);
         buffers.extend(acts);
-        buffers.push(Buffer::new("the teacher's hidden states", &[b, t, tc.llm.hidden]));
+        buffers.push(Buffer::new(
+            "the teacher's hidden states",
+            &[b, t, tc.llm.hidden],
+        ));
         let shared = tc.llm.vocab_size.min(vocab);
-        buffers.push(Buffer::new("one chunk of the teacher's logits", &[rows, shared]));
+        buffers.push(Buffer::new(
+            "one chunk of the teacher's logits",
+            &[rows, shared],
+        ));
     }
     peak += transient;
     buffers.sort_by_key(|b| std::cmp::Reverse(b.bytes()));

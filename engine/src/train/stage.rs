@@ -226,26 +226,34 @@ fn one_step(
         ctx.inputs.tokenizer.special.pad,
         Padding::Right,
     );
-    let out = objective.loss(
-        &model,
-        StepInput {
-            hb: &hb,
-            idx: &idx,
-            visual: visual.for_batch(data, &idx, ctx.device),
-            want_relation: step == 0
-                || (step + 1) % super::RELATION_EVERY == 0
-                || step + 1 == steps,
-            device: ctx.device,
-        },
-    );
-    let loss: f32 = out.total.clone().into_scalar::<f32>();
+    let (out, loss) = on_device((si, &spec.name, step), "the forward pass and loss", || {
+        let out = objective.loss(
+            &model,
+            StepInput {
+                hb: &hb,
+                idx: &idx,
+                visual: visual.for_batch(data, &idx, ctx.device),
+                want_relation: step == 0
+                    || (step + 1) % super::RELATION_EVERY == 0
+                    || step + 1 == steps,
+                device: ctx.device,
+            },
+        );
+        let loss: f32 = out.total.clone().into_scalar::<f32>();
+        (out, loss)
+    })?;
     if !loss.is_finite() {
         return Err(Error::Invalid(format!(
             "stage {:?} step {step}: loss is {loss}; lower the learning rate",
             spec.name
         )));
     }
-    let (model, stepped) = update.step(model, out.total, objective, step);
+    let total = out.total;
+    let (model, stepped) = on_device(
+        (si, &spec.name, step),
+        "the backward pass and optimiser update",
+        || update.step(model, total, objective, step),
+    )?;
     *state = TrainState {
         stage: si,
         step: step + 1,
@@ -279,6 +287,36 @@ fn one_step(
     Ok((model, loss))
 }
 
+/// Runs one part of a step, turning a failure of the device (burn and CubeCL report an
+/// allocation the device refuses, a lost device or a kernel error by panicking) into an error
+/// that names the stage, the step and the operation. Nothing is written on the way out, so the
+/// run folder keeps its last checkpoint and `--resume` continues from it.
+fn on_device<T>(
+    (si, name, step): (usize, &str, usize),
+    operation: &str,
+    f: impl FnOnce() -> T,
+) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|payload| {
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("(no message)");
+        // CubeCL appends a backtrace to its errors: the first line says what failed
+        let first = message.lines().next().unwrap_or(message).trim();
+        Error::StepFailed {
+            stage: si + 1,
+            name: name.to_string(),
+            step: step + 1,
+            operation: operation.to_string(),
+            message: format!(
+                "{first}. The run folder keeps its last checkpoint: lower the stage's batch_size \
+                 (see `condenser run --plan`) and continue with --resume"
+            ),
+        }
+    })
+}
+
 /// The order the stage visits its examples in: a pure function of the seed and the stage, so
 /// a resumed stage sees the batches it would have seen.
 fn stage_order(seed: u64, si: usize, spec: &StageSpec, data: &Dataset) -> Order {
@@ -304,4 +342,31 @@ fn stage_order(seed: u64, si: usize, spec: &StageSpec, data: &Dataset) -> Order 
 /// Tokens a batch attends to (its real, unpadded positions).
 fn tokens(hb: &HostBatch) -> usize {
     hb.attention_mask.iter().filter(|m| **m > 0.0).count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::on_device;
+
+    /// A device failure inside a step (CubeCL panics with its message and a backtrace) comes
+    /// back as an error naming the stage, step and operation, with the first line of the
+    /// message; a step that works passes its value through.
+    #[test]
+    fn a_failing_device_operation_is_an_error_not_a_panic() {
+        let err = on_device((1, "sft", 4), "the forward pass and loss", || -> u32 {
+            panic!("can't allocate buffer of size: 235958400\n   0: backtrace line")
+        })
+        .expect_err("the panic must become an error")
+        .to_string();
+        for part in [
+            "stage 2 \"sft\", step 5",
+            "the forward pass and loss failed on the device",
+            "can't allocate buffer of size: 235958400",
+            "--resume",
+        ] {
+            assert!(err.contains(part), "{part:?} missing from: {err}");
+        }
+        assert!(!err.contains("backtrace line"), "{err}");
+        assert_eq!(on_device((0, "a", 0), "x", || 7).unwrap(), 7);
+    }
 }
