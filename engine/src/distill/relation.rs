@@ -24,14 +24,19 @@ pub fn self_correlation(y: Tensor<3>) -> Tensor<3> {
 /// (for a 49k vocabulary and 49 visual tokens, a batch of 16 would need 154 MB at once).
 pub fn linear_self_correlation(hidden: Tensor<3>, weight: Tensor<2>, cols: usize) -> Tensor<3> {
     let v = weight.dims()[1];
+    let [b, n, h] = hidden.dims();
+    // one 2-d matmul over all the batch's rows: a batched matmul against the broadcast head
+    // would give the head's gradient a `[B, H, cols]` intermediate before summing over B
+    let flat = hidden.reshape([b * n, h]);
     let cols = cols.max(1);
     let mut gram: Option<Tensor<3>> = None;
     let mut sq: Option<Tensor<3>> = None;
     for start in (0..v).step_by(cols) {
         let len = cols.min(v - start);
-        let y = hidden
+        let y = flat
             .clone()
-            .matmul(weight.clone().narrow(1, start, len).unsqueeze_dim(0));
+            .matmul(weight.clone().narrow(1, start, len))
+            .reshape([b, n, len]);
         let g = y.clone().matmul(y.clone().swap_dims(1, 2));
         let s2 = y.powi_scalar(2).sum_dim(2);
         gram = Some(match gram {
