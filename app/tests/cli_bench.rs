@@ -22,6 +22,8 @@ fn bench_writes_every_section() {
             "1x2x1x8x4,1x2x1x8x4:f16",
             "--fused-linear",
             "8x4x100",
+            "--head-loss",
+            "16x4x8x100",
             "--moe",
             "16x8x12x4x2",
             "--repeats",
@@ -37,11 +39,14 @@ fn bench_writes_every_section() {
     for section in [
         "## Distillation loss",
         "## Fused-linear distillation loss",
+        "## Language-model head loss",
         "## Attention",
         "## MoE expert layer",
     ] {
         assert!(md.contains(section), "missing {section:?} in\n{md}");
     }
+    // the head-loss row: sizes, the kernel's chunk (100-token rows: 64 MiB holds them all)
+    assert!(md.contains("| 16 | 4 | 8 | 100 |"), "{md}");
     // the MoE row: sizes, then three timings and the ratio against dense
     assert!(md.contains("| 16 | 8 | 12 | 4 | 2 |"), "{md}");
     // both attention precisions (lavapipe offers shader-f16)

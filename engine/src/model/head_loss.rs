@@ -52,6 +52,22 @@ pub fn head_chunk_rows(vocab: usize) -> usize {
     (HEAD_CHUNK_BYTES / (4 * vocab.max(1))).max(1)
 }
 
+/// Largest block of logits one chunk of the fused-linear cross-entropy forms (f32 bytes). The
+/// kernel turns a chunk's logits into their gradient in place, so a chunk is the only logit
+/// buffer alive: it can be twice the burn-ops budget, and fewer, taller chunks keep the head's
+/// matmuls efficient (on lavapipe, four 128-row chunks of a 65k vocabulary ran 12% slower than
+/// the whole logits at once; one chunk of 512 rows does not).
+pub const FUSED_CE_CHUNK_BYTES: usize = 64 << 20;
+
+/// Rows per chunk of [`labelled_cross_entropy`] on the path `kernels` picks.
+pub fn cross_entropy_chunk_rows(vocab: usize, kernels: Kernels) -> usize {
+    if kernels.fused() {
+        (FUSED_CE_CHUNK_BYTES / (4 * vocab.max(1))).max(1)
+    } else {
+        head_chunk_rows(vocab)
+    }
+}
+
 /// Mean cross-entropy of the logits `hidden [B, T, D] @ head [D, V]` at the labelled positions
 /// `at`, `chunk` rows at a time (`[1]`; 0, with zero gradients, when nothing is labelled).
 /// Gradients reach `hidden` and `head`. `kernels` picks the fused kernel or plain ops.

@@ -18,8 +18,8 @@ pub use crate::rng::Rng;
 pub use attention::{AttnMask, attention, attention_reference, causal_bias, padding_bias};
 pub use generate::{GenerateOptions, Sampling};
 pub use head_loss::{
-    HEAD_CHUNK_BYTES, LabelledRows, head_chunk_rows, labelled_cross_entropy, labelled_log_probs,
-    sequence_log_probs,
+    FUSED_CE_CHUNK_BYTES, HEAD_CHUNK_BYTES, LabelledRows, cross_entropy_chunk_rows,
+    head_chunk_rows, labelled_cross_entropy, labelled_log_probs, sequence_log_probs,
 };
 pub use llm::{DecoderLayer, Ffn, KvCache, Llm, MoeTrace};
 pub use mllm::{Mllm, MllmBatch, ParamCounts, Visual, masked_cross_entropy, masked_mean};

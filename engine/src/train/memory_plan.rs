@@ -17,7 +17,7 @@ use burn::prelude::Device;
 use crate::backend::kernels::Kernels;
 use crate::config::{FreezePolicy, FreezeSpec, MllmConfig, Objective, Recipe, StageSpec};
 use crate::data::Dataset;
-use crate::model::head_chunk_rows;
+use crate::model::cross_entropy_chunk_rows;
 use crate::{Error, Result};
 
 /// One tensor of the plan.
@@ -220,10 +220,10 @@ fn longest(data: &Dataset) -> usize {
     data.encoded.iter().map(|e| e.ids.len()).max().unwrap_or(1)
 }
 
-/// Rows of one chunk of `[rows, vocab]` logits as the losses form them: the 32 MiB budget,
-/// rounded down to the kernels' 64-row unit (at least one unit) where they run.
+/// Rows of one chunk of `[rows, vocab]` logits as the cross-entropy forms them, rounded down to
+/// the kernels' 64-row unit (at least one unit) where they run.
 fn chunk_rows(vocab: usize, kernels: Kernels) -> usize {
-    let rows = head_chunk_rows(vocab);
+    let rows = cross_entropy_chunk_rows(vocab, kernels);
     if kernels.fused() {
         (rows / 64).max(1) * 64
     } else {

@@ -20,7 +20,9 @@ use crate::distill::divergence::linear_divergence;
 use crate::distill::{
     HiddenProjection, correlation_loss, hidden_mse, linear_self_correlation, self_correlation,
 };
-use crate::model::{LabelledRows, Mllm, Visual, head_chunk_rows, labelled_cross_entropy};
+use crate::model::{
+    LabelledRows, Mllm, Visual, cross_entropy_chunk_rows, head_chunk_rows, labelled_cross_entropy,
+};
 use crate::run::checkpoint;
 
 /// Where a distillation stage's teacher outputs come from.
@@ -222,7 +224,7 @@ fn distill_loss(
             s_hidden.clone(),
             full_head.clone(),
             &at,
-            head_chunk_rows(v),
+            cross_entropy_chunk_rows(v, kernels),
             kernels,
         );
         add("ce", spec.ce, ce, &mut total);

@@ -7,14 +7,14 @@ use std::collections::BTreeMap;
 
 use super::{StepInput, StepLoss, router};
 use crate::model::moe::Phase;
-use crate::model::{LabelledRows, Mllm, head_chunk_rows, labelled_cross_entropy};
+use crate::model::{LabelledRows, Mllm, cross_entropy_chunk_rows, labelled_cross_entropy};
 
 pub fn loss(model: &Mllm, input: StepInput) -> StepLoss {
     let batch = input.hb.to_device(input.visual, input.device);
     let (h, trace) = model.hidden_routed(&batch, Phase::Train);
     let at = LabelledRows::from_mask(&input.hb.loss_mask, &input.hb.targets);
     let head = model.llm.head_weight();
-    let chunk = head_chunk_rows(head.dims()[1]);
+    let chunk = cross_entropy_chunk_rows(head.dims()[1], model.llm.kernels);
     let ce = labelled_cross_entropy(h, head, &at, chunk, model.llm.kernels);
     let mut terms = BTreeMap::new();
     let total = if trace.losses.is_some() {

@@ -16,7 +16,8 @@ use crate::data::{Dataset, Encoded, HostBatch, Padding, host_batch};
 use crate::distill::{PairLogps, preference_loss};
 use crate::model::moe::Phase;
 use crate::model::{
-    LabelledRows, Mllm, Visual, head_chunk_rows, labelled_cross_entropy, sequence_log_probs,
+    LabelledRows, Mllm, Visual, cross_entropy_chunk_rows, head_chunk_rows, labelled_cross_entropy,
+    sequence_log_probs,
 };
 
 /// A preference stage: its loss settings and the reference log-probs of every record.
@@ -160,7 +161,7 @@ fn preference_step(
         let chosen = b * hb.t;
         let at = LabelledRows::from_mask(&hb.loss_mask[..chosen], &hb.targets[..chosen]);
         let head = student.llm.head_weight();
-        let chunk = head_chunk_rows(head.dims()[1]);
+        let chunk = cross_entropy_chunk_rows(head.dims()[1], student.llm.kernels);
         let ce = labelled_cross_entropy(h, head, &at, chunk, student.llm.kernels);
         terms.insert("ce".into(), ce.clone().into_scalar::<f32>());
         total = total + ce * spec.ce;
