@@ -62,14 +62,14 @@ echo "== kernel bench"
 echo "== real-scale steps"
 "$bin" shapes --out "$work/data" --train 400 --val 8 --test 8 --image-size 112 >/dev/null
 recipe="$work/gpu-steps.toml"
-sed "s#^data = .*#data = \"$work/data\"#" assets/recipes/gpu-steps.toml > "$recipe"
+cp assets/recipes/gpu-steps.toml "$recipe"
 if [ -n "${DRY:-}" ]; then
   # the dry run checks the plumbing: a 2-layer decoder of the same width and vocabulary
   sed -i 's/^layers = 30$/layers = 2/' "$recipe"
 fi
-"$bin" run "$recipe" --backend wgpu --plan | tee "$work/plan.txt"
+"$bin" run "$recipe" --data "$work/data" --backend wgpu --plan | tee "$work/plan.txt"
 rm -rf "$work/runs"
-"$bin" run "$recipe" --backend wgpu --runs-dir "$work/runs" --no-eval --stop-after "$steps" 2>&1 | tail -3
+"$bin" run "$recipe" --data "$work/data" --backend wgpu --runs-dir "$work/runs" --no-eval --stop-after "$steps" 2>&1 | tail -3
 events="$work/runs/gpu-steps/events.jsonl"
 {
   echo "# Real-scale training steps on a GPU"

@@ -17,7 +17,7 @@ use burn::prelude::Device;
 use crate::backend::kernels::Kernels;
 use crate::config::{FreezePolicy, FreezeSpec, MllmConfig, Objective, Recipe, StageSpec};
 use crate::data::Dataset;
-use crate::model::cross_entropy_chunk_rows;
+use crate::model::{cross_entropy_chunk_rows, head_chunk_rows};
 use crate::{Error, Result};
 
 /// One tensor of the plan.
@@ -380,10 +380,16 @@ fn stage_plan(
             "the teacher's hidden states",
             &[b, t, tc.llm.hidden],
         ));
+        // the divergences take both models' logits a 32 MiB chunk at a time
         let shared = tc.llm.vocab_size.min(vocab);
+        let div_rows = match kernels.fused() {
+            true => (head_chunk_rows(shared) / 64).max(1) * 64,
+            false => head_chunk_rows(shared),
+        }
+        .min(b * t);
         buffers.push(Buffer::new(
             "one chunk of the teacher's logits",
-            &[rows, shared],
+            &[div_rows, shared],
         ));
     }
     peak += transient;
