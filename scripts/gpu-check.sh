@@ -39,9 +39,11 @@ mkdir -p "$out" "$work"
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 
+images=400
 if [ -n "${DRY:-}" ]; then
   steps=1
   repeats=1
+  images=32
   bench=(--distill 256x32000 --attention 1x8x2x256x64 --fused-linear 512x256x8000
          --head-loss 512x512x256x8000 --moe 512x256x688x8x2)
   out="$work/dry"
@@ -60,7 +62,7 @@ echo "== kernel bench"
 "$bin" bench "${bench[@]}" --repeats "$repeats" --out "$out/gpu-kernels.md"
 
 echo "== real-scale steps"
-"$bin" shapes --out "$work/data" --train 400 --val 8 --test 8 --image-size 112 >/dev/null
+"$bin" shapes --out "$work/data" --train "$images" --val 8 --test 8 --image-size 112 >/dev/null
 recipe="$work/gpu-steps.toml"
 cp assets/recipes/gpu-steps.toml "$recipe"
 if [ -n "${DRY:-}" ]; then
