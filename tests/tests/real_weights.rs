@@ -50,6 +50,33 @@ fn easy_vqa_subset(src: &Path, dst: &Path, n: [usize; 2]) {
     }
 }
 
+/// A checkpoint of `tower` (imported for 112 px, as scripts/real-weights.sh does) and the first
+/// `layers` layers of the GGUF decoder (all when `None`), with the chat template's tokens, in
+/// `out`.
+fn import_real(
+    tower: &Path,
+    gguf: &Path,
+    layers: Option<usize>,
+    out: &Path,
+    device: &condenser_engine::burn::prelude::Device,
+) {
+    let source = ImportSource::Parts {
+        vision: tower.to_path_buf(),
+        llm: gguf.to_path_buf(),
+    };
+    let options = ImportOptions {
+        select: FeatureSelect {
+            image_size: Some(112),
+            ..FeatureSelect::default()
+        },
+        llm_layers: layers,
+        seed: 0,
+        chat_tokens: true,
+    };
+    let imported = import_model(&source, &options, device).unwrap();
+    write_imported(&imported, out).unwrap();
+}
+
 /// A shipped recipe with its folders pointed into `dir`, each stage cut to `steps` steps.
 fn recipe(name: &str, dir: &Path, data: &Path, train: usize, steps: usize) -> Recipe {
     let path = repo().join("assets/recipes").join(name);
@@ -102,21 +129,13 @@ fn real_weights_slice_teacher_then_distilled_student() {
         tower.display()
     );
     for (name, layers) in [("real-teacher", None), ("real-student", Some(8))] {
-        let source = ImportSource::Parts {
-            vision: tower.clone(),
-            llm: gguf.clone(),
-        };
-        let options = ImportOptions {
-            select: FeatureSelect {
-                image_size: Some(112),
-                ..FeatureSelect::default()
-            },
-            llm_layers: layers,
-            seed: 0,
-            chat_tokens: true,
-        };
-        let imported = import_model(&source, &options, &device).unwrap();
-        write_imported(&imported, &dir.join("checkpoints").join(name)).unwrap();
+        import_real(
+            &tower,
+            &gguf,
+            layers,
+            &dir.join("checkpoints").join(name),
+            &device,
+        );
     }
 
     let runs = dir.join("runs");
@@ -205,21 +224,13 @@ fn real_recipes_first_steps_match_between_lavapipe_and_the_cpu() {
     let data = dir.join("data");
     condenser_engine::data::easy_vqa::convert(&subset, &data).unwrap();
     for (name, layers) in [("real-teacher", 2), ("real-student", 1)] {
-        let source = ImportSource::Parts {
-            vision: tower.clone(),
-            llm: gguf.clone(),
-        };
-        let options = ImportOptions {
-            select: FeatureSelect {
-                image_size: Some(112),
-                ..FeatureSelect::default()
-            },
-            llm_layers: Some(layers),
-            seed: 0,
-            chat_tokens: true,
-        };
-        let imported = import_model(&source, &options, &cpu).unwrap();
-        write_imported(&imported, &dir.join("checkpoints").join(name)).unwrap();
+        import_real(
+            &tower,
+            &gguf,
+            Some(layers),
+            &dir.join("checkpoints").join(name),
+            &cpu,
+        );
     }
     let batch = 10;
     // one stage of a shipped recipe, one step of `batch`
