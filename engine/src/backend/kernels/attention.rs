@@ -4,13 +4,7 @@
 //! only the output and one log-sum-exp per query row, and the backward recomputes the
 //! probabilities tile by tile.
 
-use burn::backend::autodiff::Autodiff;
-use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
-use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::tensor::FloatTensor;
-use burn::backend::wgpu::{CubeBackend, CubeTensor, KernelSource, SourceKernel, SourceTemplate};
+use burn::backend::wgpu::{CubeTensor, KernelSource, SourceKernel, SourceTemplate};
 use burn::cubecl::prelude::KernelId;
 use burn::cubecl::server::KernelArguments;
 use burn::cubecl::{CubeCount, CubeDim};
@@ -314,7 +308,7 @@ fn forward(
     mask: CubeTensor,
     causal: bool,
     scale: f32,
-) -> (CubeTensor, CubeTensor, Dims, [CubeTensor; 4]) {
+) -> (CubeTensor, CubeTensor) {
     let dtype = q.dtype;
     assert!(
         matches!(dtype, DType::F32 | DType::F16),
@@ -336,123 +330,64 @@ fn forward(
         dims.b * dims.h,
         vec![&q, &k, &v, &mask, &out, &lse],
     );
-    (out, lse, dims, [q, k, v, mask])
+    (out, lse)
 }
 
-/// Backward launches: `(dq, dk, dv)`.
-fn backward(s: &AttentionState, grad_out: CubeTensor) -> (CubeTensor, CubeTensor, CubeTensor) {
-    let [q, k, v, mask] = &s.inputs;
-    let d_o = as_dtype(grad_out, q.dtype, "the attention kernels' output gradient");
-    let dims = &s.dims;
-    let dq = empty(q, q.meta.shape().clone(), q.dtype);
-    let delta = empty_f32(q, Shape::new([dims.b, dims.h, dims.tq]));
+/// Backward launches: `(dq, dk, dv)` from the forward's inputs, output and log-sum-exps.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn cube_backward(
+    q: CubeTensor,
+    k: CubeTensor,
+    v: CubeTensor,
+    mask: CubeTensor,
+    out: CubeTensor,
+    lse: CubeTensor,
+    grad_out: CubeTensor,
+    causal: u32,
+    scale: f32,
+) -> (CubeTensor, CubeTensor, CubeTensor) {
+    let dtype = q.dtype;
+    let (q, k, v) = (
+        as_dtype(q, dtype, "the attention kernels' queries"),
+        as_dtype(k, dtype, "the attention kernels' keys (like the queries)"),
+        as_dtype(v, dtype, "the attention kernels' values (like the queries)"),
+    );
+    let mask = as_f32(mask, "the attention kernels' key mask");
+    let out = as_dtype(out, dtype, "the attention kernels' output");
+    let lse = as_f32(lse, "the attention kernels' log-sum-exps");
+    let d_o = as_dtype(grad_out, dtype, "the attention kernels' output gradient");
+    let dims = Dims::of(&q, &k, &v, &mask, causal == 1, scale);
+    let dq = empty(&q, q.meta.shape().clone(), dtype);
+    let delta = empty_f32(&q, Shape::new([dims.b, dims.h, dims.tq]));
     launch(
         Pass::BackwardQ,
-        dims,
+        &dims,
         dims.tq,
         dims.b * dims.h,
-        vec![q, k, v, mask, &s.out, &d_o, &s.lse, &dq, &delta],
+        vec![&q, &k, &v, &mask, &out, &d_o, &lse, &dq, &delta],
     );
-    let dk = empty(k, k.meta.shape().clone(), k.dtype);
-    let dv = empty(v, v.meta.shape().clone(), v.dtype);
+    let dk = empty(&k, k.meta.shape().clone(), dtype);
+    let dv = empty(&v, v.meta.shape().clone(), dtype);
     launch(
         Pass::BackwardKv,
-        dims,
+        &dims,
         dims.tk,
         dims.b * dims.hk,
-        vec![q, k, v, mask, &d_o, &s.lse, &delta, &dk, &dv],
+        vec![&q, &k, &v, &mask, &d_o, &lse, &delta, &dk, &dv],
     );
     (dq, dk, dv)
 }
 
-/// `flash_attention` on the CubeCL backend (no autodiff).
-pub(super) fn cube_attention(
+/// The forward pass on the CubeCL backend: `(out [B, H, Tq, D], lse [B, H, Tq])`.
+pub(super) fn cube_forward(
     q: CubeTensor,
     k: CubeTensor,
     v: CubeTensor,
     mask: CubeTensor,
     causal: u32,
     scale: f32,
-) -> CubeTensor {
-    forward(q, k, v, mask, causal == 1, scale).0
-}
-
-/// What the backward pass needs: the inputs, the output and its log-sum-exps.
-#[derive(Debug, Clone)]
-struct AttentionState {
-    inputs: [CubeTensor; 4],
-    out: CubeTensor,
-    lse: CubeTensor,
-    dims: Dims,
-}
-
-#[derive(Debug)]
-struct AttentionBackward;
-
-impl Backward<CubeBackend, 3> for AttentionBackward {
-    type State = AttentionState;
-
-    fn backward(
-        self,
-        ops: Ops<Self::State, 3>,
-        grads: &mut Gradients,
-        _checkpointer: &mut Checkpointer,
-    ) {
-        let [nq, nk, nv] = ops.parents;
-        let grad_out = grads.consume::<CubeBackend>(&ops.node);
-        let (dq, dk, dv) = backward(&ops.state, grad_out);
-        for (node, grad) in [(nq, dq), (nk, dk), (nv, dv)] {
-            if let Some(node) = node {
-                grads.register::<CubeBackend>(node.id, grad);
-            }
-        }
-    }
-}
-
-/// `flash_attention` under autodiff: gradients flow to q, k and v (the key mask is a constant).
-pub(super) fn autodiff_attention<C: CheckpointStrategy>(
-    q: FloatTensor<Autodiff<CubeBackend, C>>,
-    k: FloatTensor<Autodiff<CubeBackend, C>>,
-    v: FloatTensor<Autodiff<CubeBackend, C>>,
-    mask: FloatTensor<Autodiff<CubeBackend, C>>,
-    causal: u32,
-    scale: f32,
-) -> FloatTensor<Autodiff<CubeBackend, C>> {
-    let mask = mask.into_primitive();
-    match AttentionBackward
-        .prepare::<C>([q.node(), k.node(), v.node()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => {
-            let (out, lse, dims, inputs) = forward(
-                q.into_primitive(),
-                k.into_primitive(),
-                v.into_primitive(),
-                mask,
-                causal == 1,
-                scale,
-            );
-            let state = AttentionState {
-                inputs,
-                out: out.clone(),
-                lse,
-                dims,
-            };
-            prep.finish(state, out)
-        }
-        OpsKind::UnTracked(prep) => {
-            let (out, ..) = forward(
-                q.into_primitive(),
-                k.into_primitive(),
-                v.into_primitive(),
-                mask,
-                causal == 1,
-                scale,
-            );
-            prep.finish(out)
-        }
-    }
+) -> (CubeTensor, CubeTensor) {
+    forward(q, k, v, mask, causal == 1, scale)
 }
 
 #[cfg(test)]

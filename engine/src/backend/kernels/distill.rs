@@ -1,13 +1,7 @@
 //! Launch code of the distillation-loss kernels (`shaders/distill_*.wgsl`) and their autodiff
 //! wiring. The reference they replace is `distill::divergence::token_divergence`.
 
-use burn::backend::autodiff::Autodiff;
-use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
-use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::tensor::FloatTensor;
-use burn::backend::wgpu::{CubeBackend, CubeTensor, KernelSource, SourceKernel, SourceTemplate};
+use burn::backend::wgpu::{CubeTensor, KernelSource, SourceKernel, SourceTemplate};
 use burn::cubecl::prelude::KernelId;
 use burn::cubecl::server::KernelArguments;
 use burn::cubecl::{CubeCount, CubeDim};
@@ -235,102 +229,6 @@ pub(super) fn backward(
     let grad = empty_f32(&student, Shape::new([n, v]));
     launch_slabs(true, p, &[&student, &teacher, &lse, &grad_out, &grad]);
     grad
-}
-
-/// `distill_rows` on the CubeCL backend (no autodiff).
-pub(super) fn cube_distill_rows(
-    student: CubeTensor,
-    teacher: CubeTensor,
-    kind: u32,
-    param: f32,
-    inv_temp: f32,
-    slab_rows: usize,
-) -> CubeTensor {
-    forward(
-        student,
-        teacher,
-        Params {
-            kind,
-            param,
-            inv_temp,
-            slab_rows,
-        },
-    )
-    .0
-}
-
-/// What the backward pass needs: both logit tensors (the teacher as a constant), the
-/// forward's normalisers, and the divergence's parameters.
-#[derive(Debug, Clone)]
-struct DistillState {
-    student: CubeTensor,
-    teacher: CubeTensor,
-    lse: CubeTensor,
-    params: Params,
-}
-
-#[derive(Debug)]
-struct DistillBackward;
-
-impl Backward<CubeBackend, 1> for DistillBackward {
-    type State = DistillState;
-
-    fn backward(
-        self,
-        ops: Ops<Self::State, 1>,
-        grads: &mut Gradients,
-        _checkpointer: &mut Checkpointer,
-    ) {
-        let [student_node] = ops.parents;
-        let grad_out = grads.consume::<CubeBackend>(&ops.node);
-        let s = ops.state;
-        if let Some(node) = student_node {
-            let grad = backward(s.student, s.teacher, s.lse, grad_out, s.params);
-            grads.register::<CubeBackend>(node.id, grad);
-        }
-    }
-}
-
-/// `distill_rows` under autodiff.
-pub(super) fn autodiff_distill_rows<C: CheckpointStrategy>(
-    student: FloatTensor<Autodiff<CubeBackend, C>>,
-    teacher: FloatTensor<Autodiff<CubeBackend, C>>,
-    kind: u32,
-    param: f32,
-    inv_temp: f32,
-    slab_rows: usize,
-) -> FloatTensor<Autodiff<CubeBackend, C>> {
-    {
-        // The teacher is a constant: only the student is a parent of this node.
-        let teacher = teacher.into_primitive();
-        let params = Params {
-            kind,
-            param,
-            inv_temp,
-            slab_rows,
-        };
-        match DistillBackward
-            .prepare::<C>([student.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let student = student.into_primitive();
-                let (div, lse) = forward(student.clone(), teacher.clone(), params);
-                let state = DistillState {
-                    student,
-                    teacher,
-                    lse,
-                    params,
-                };
-                prep.finish(state, div)
-            }
-            OpsKind::UnTracked(prep) => {
-                let (div, _) = forward(student.into_primitive(), teacher, params);
-                prep.finish(div)
-            }
-        }
-    }
 }
 
 #[cfg(test)]

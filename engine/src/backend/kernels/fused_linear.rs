@@ -11,15 +11,9 @@
 //! normaliser), so the gradients can be formed in the forward pass and only scaled by the
 //! upstream gradient in the backward pass.
 
-use burn::backend::autodiff::Autodiff;
-use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
-use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::ops::{FloatTensorOps, IntTensorOps};
-use burn::backend::tensor::FloatTensor;
 use burn::backend::wgpu::{CubeBackend, CubeTensor};
-use burn::tensor::{Shape, Slice};
+use burn::tensor::Slice;
 
 use super::cross_entropy;
 use super::distill::{self, Params};
@@ -64,7 +58,7 @@ fn chunk_rows(like: &CubeTensor, want: usize, vocab: usize) -> usize {
 
 /// `sum_i w_i * loss_i` over the rows of `hidden [N, H] @ weight [H, V]`, and the gradients of
 /// `hidden` and `weight` when `grads` (not yet scaled by the upstream gradient).
-fn run(
+pub(super) fn run(
     hidden: CubeTensor,
     weight: CubeTensor,
     row_weight: CubeTensor,
@@ -145,88 +139,3 @@ fn run(
     (loss, grads)
 }
 
-pub(super) fn cube_fused_linear(
-    hidden: CubeTensor,
-    weight: CubeTensor,
-    row_weight: CubeTensor,
-    what: ChunkLoss,
-    chunk: usize,
-) -> CubeTensor {
-    run(hidden, weight, row_weight, &what, chunk, false).0
-}
-
-#[derive(Debug, Clone)]
-struct FusedState {
-    d_hidden: CubeTensor,
-    d_weight: CubeTensor,
-}
-
-#[derive(Debug)]
-struct FusedBackward;
-
-impl Backward<CubeBackend, 2> for FusedBackward {
-    type State = FusedState;
-
-    fn backward(
-        self,
-        ops: Ops<Self::State, 2>,
-        grads: &mut Gradients,
-        _checkpointer: &mut Checkpointer,
-    ) {
-        let [nh, nw] = ops.parents;
-        // the upstream gradient of a scalar: broadcast over the precomputed gradients
-        let g = grads.consume::<CubeBackend>(&ops.node);
-        let s = ops.state;
-        let scale = |t: CubeTensor| {
-            let shape = t.meta.shape().clone();
-            let g1 = B::float_reshape(g.clone(), Shape::new([1, 1]));
-            let g1 = B::float_expand(g1, shape);
-            B::float_mul(t, g1)
-        };
-        if let Some(node) = nh {
-            grads.register::<CubeBackend>(node.id, scale(s.d_hidden));
-        }
-        if let Some(node) = nw {
-            grads.register::<CubeBackend>(node.id, scale(s.d_weight));
-        }
-    }
-}
-
-pub(super) fn autodiff_fused_linear<C: CheckpointStrategy>(
-    hidden: FloatTensor<Autodiff<CubeBackend, C>>,
-    weight: FloatTensor<Autodiff<CubeBackend, C>>,
-    row_weight: FloatTensor<Autodiff<CubeBackend, C>>,
-    what: ChunkLoss,
-    chunk: usize,
-) -> FloatTensor<Autodiff<CubeBackend, C>> {
-    let row_weight = row_weight.into_primitive();
-    match FusedBackward
-        .prepare::<C>([hidden.node(), weight.node()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => {
-            let (loss, g) = run(
-                hidden.into_primitive(),
-                weight.into_primitive(),
-                row_weight,
-                &what,
-                chunk,
-                true,
-            );
-            let (d_hidden, d_weight) = g.expect("gradients asked for");
-            prep.finish(FusedState { d_hidden, d_weight }, loss)
-        }
-        OpsKind::UnTracked(prep) => {
-            let (loss, _) = run(
-                hidden.into_primitive(),
-                weight.into_primitive(),
-                row_weight,
-                &what,
-                chunk,
-                false,
-            );
-            prep.finish(loss)
-        }
-    }
-}

@@ -9,17 +9,18 @@
 //! three kernels (attention, MoE routing, distillation loss) are in `ops.rs`.
 
 mod attention;
+mod autodiff;
 mod buffers;
 mod cross_entropy;
 mod distill;
 mod fused_linear;
+#[cfg(feature = "fusion")]
+mod meta;
 mod moe;
 mod moe_gemm;
 mod moe_kernel;
 mod ops;
 
-use burn::backend::autodiff::Autodiff;
-use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::wgpu::CubeBackend;
 use burn::backend::{DispatchDevice, backend_extension};
@@ -76,13 +77,14 @@ impl Kernels {
 /// The fused operations. Implemented for `CubeBackend` (launches) and `Autodiff<CubeBackend>`
 /// (launches plus a custom backward); calling them on another backend panics, which
 /// [`Kernels::resolve`] prevents.
-#[backend_extension(Autodiff, Cube)]
+#[backend_extension(Autodiff, Cube, Fusion: cfg(feature = "fusion"))]
 pub trait KernelOps: burn::backend::Backend {
     /// Per-row divergence `[N]` between `softmax(teacher * inv_temp)` and
     /// `softmax(student * inv_temp)` for logits `[N, V]`; `kind` is a [`DistillKind`] code and
     /// `param` its beta or alpha. Gradients flow to `student` only. The rows are processed
     /// about `slab_rows` at a time (each slab one storage binding; rounded to keep the slabs'
     /// byte offsets bindable), inside one operation, so the gradient is one `[N, V]` buffer.
+    #[fusion(meta = meta::rows_f32)]
     fn distill_rows(
         student: FloatTensor<Self>,
         teacher: FloatTensor<Self>,
@@ -98,6 +100,7 @@ pub trait KernelOps: burn::backend::Backend {
     /// a time so neither model's `[N, V]` logits ever exist whole. Returns `[1]`; gradients flow
     /// to `hidden` and `weight` (the teacher is a constant).
     #[allow(clippy::too_many_arguments)]
+    #[fusion(meta = meta::fused_linear_distill)]
     fn fused_linear_distill(
         hidden: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -115,6 +118,7 @@ pub trait KernelOps: burn::backend::Backend {
     /// `[N]`, taken `chunk` rows at a time (fewer where one chunk's logits would exceed the
     /// device's largest buffer) so the `[N, V]` logits never exist whole. Returns `[1]`;
     /// gradients flow to `hidden` and `weight`.
+    #[fusion(meta = meta::fused_linear_cross_entropy)]
     fn fused_linear_cross_entropy(
         hidden: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -128,6 +132,7 @@ pub trait KernelOps: burn::backend::Backend {
     /// `causal` (0/1) lets query i see keys up to `i + Tk - Tq`. A query that sees no key gets a
     /// zero output. Gradients flow to q, k and v. Head dimension a multiple of 4, at most
     /// [`ATTENTION_MAX_HEAD_DIM`].
+    #[fusion(dtype = q, shape = q)]
     fn flash_attention(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
@@ -141,6 +146,7 @@ pub trait KernelOps: burn::backend::Backend {
     /// top-`k` experts of each token (ties to the lower index; `E` for padding) and their
     /// weights renormalised over the chosen `k` (0 for padding): `(weights [N, k], experts
     /// [N, k])`. Gradients flow from the weights to the logits. At most [`MOE_MAX_EXPERTS`].
+    #[fusion(meta = meta::moe_route)]
     fn moe_route(
         logits: FloatTensor<Self>,
         routed: FloatTensor<Self>,
@@ -150,6 +156,7 @@ pub trait KernelOps: burn::backend::Backend {
     /// MoE dispatch: a stable counting sort of the assignments `experts [N, k]` by expert,
     /// filled slot-major with at most `capacity` per expert: `(sorted_rows [N k], slot_pos
     /// [N, k], offsets [E + 1], counts [E])`; see `shaders/moe_sort.wgsl`.
+    #[fusion(meta = meta::moe_sort)]
     fn moe_sort(
         experts: IntTensor<Self>,
         num_experts: u32,
@@ -165,6 +172,7 @@ pub trait KernelOps: burn::backend::Backend {
     /// `a[rows[s]] @ w[e]` (`gather` 1) or `a[s] @ w[e]` (`gather` 0) for the expert e whose
     /// segment of `offsets` holds s; rows at or past `offsets[E]` are 0. `w` is `[E, Kd, Nd]`.
     /// Gradients flow to `a` and `w`.
+    #[fusion(meta = meta::moe_gather_matmul)]
     fn moe_gather_matmul(
         a: FloatTensor<Self>,
         rows: IntTensor<Self>,
@@ -172,6 +180,239 @@ pub trait KernelOps: burn::backend::Backend {
         offsets: IntTensor<Self>,
         gather: u32,
     ) -> FloatTensor<Self>;
+}
+
+/// The passes the autodiff wiring of [`KernelOps`] is built from: forward passes that also
+/// return what the backward needs, and the backward passes. Declared as their own backend
+/// extension so that the autodiff implementation is generic over the backend it wraps: the
+/// plain CubeCL backend, or burn's `Fusion` over it (feature `fusion`), where each pass is a
+/// custom operation of the fused stream instead of an immediate launch.
+#[backend_extension(Cube, Fusion: cfg(feature = "fusion"))]
+pub trait KernelPasses: burn::backend::Backend {
+    /// [`KernelOps::distill_rows`] and the forward's log-sum-exps `[N, 2]` (for the backward).
+    #[fusion(meta = meta::distill_forward)]
+    fn distill_rows_forward(
+        student: FloatTensor<Self>,
+        teacher: FloatTensor<Self>,
+        kind: u32,
+        param: f32,
+        inv_temp: f32,
+        slab_rows: u32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+
+    /// The gradient `[N, V]` of `sum_i grad_out_i div_i` with respect to the student logits.
+    #[allow(clippy::too_many_arguments)]
+    #[fusion(meta = meta::distill_backward)]
+    fn distill_rows_backward(
+        student: FloatTensor<Self>,
+        teacher: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        grad_out: FloatTensor<Self>,
+        kind: u32,
+        param: f32,
+        inv_temp: f32,
+        slab_rows: u32,
+    ) -> FloatTensor<Self>;
+
+    /// [`KernelOps::fused_linear_distill`] with its gradients formed chunk by chunk in the same
+    /// pass: `(loss [1], d hidden, d weight)`, not yet scaled by the upstream gradient.
+    #[allow(clippy::too_many_arguments)]
+    #[fusion(meta = meta::fused_linear_distill_grads)]
+    fn fused_linear_distill_grads(
+        hidden: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        teacher_hidden: FloatTensor<Self>,
+        teacher_weight: FloatTensor<Self>,
+        row_weight: FloatTensor<Self>,
+        kind: u32,
+        param: f32,
+        inv_temp: f32,
+        chunk: u32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+
+    /// [`KernelOps::fused_linear_cross_entropy`] with its gradients, as
+    /// [`KernelPasses::fused_linear_distill_grads`].
+    #[fusion(meta = meta::fused_linear_cross_entropy_grads)]
+    fn fused_linear_cross_entropy_grads(
+        hidden: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        row_weight: FloatTensor<Self>,
+        chunk: u32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+
+    /// [`KernelOps::flash_attention`] and its log-sum-exps `[B, H, Tq]`.
+    #[fusion(meta = meta::attention_forward)]
+    fn flash_attention_forward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        key_mask: FloatTensor<Self>,
+        causal: u32,
+        scale: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+
+    /// `(dq, dk, dv)` from the forward's inputs, output, log-sum-exps and the output gradient.
+    #[allow(clippy::too_many_arguments)]
+    #[fusion(meta = meta::attention_backward)]
+    fn flash_attention_backward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        key_mask: FloatTensor<Self>,
+        out: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        grad_out: FloatTensor<Self>,
+        causal: u32,
+        scale: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+
+    /// The router-logit gradient `[N, E]` from the routing's outputs and the weights' gradient.
+    #[fusion(meta = meta::moe_route_backward)]
+    fn moe_route_backward(
+        weights: FloatTensor<Self>,
+        experts: IntTensor<Self>,
+        grad: FloatTensor<Self>,
+        num_experts: u32,
+    ) -> FloatTensor<Self>;
+
+    /// `(d a, d w)` of [`KernelOps::moe_gather_matmul`] from its inputs and output gradient.
+    #[fusion(meta = meta::moe_gather_matmul_backward)]
+    fn moe_gather_matmul_backward(
+        a: FloatTensor<Self>,
+        rows: IntTensor<Self>,
+        w: FloatTensor<Self>,
+        offsets: IntTensor<Self>,
+        grad: FloatTensor<Self>,
+        gather: u32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+}
+
+fn distill_params(kind: u32, param: f32, inv_temp: f32, slab_rows: u32) -> distill::Params {
+    distill::Params {
+        kind,
+        param,
+        inv_temp,
+        slab_rows: slab_rows as usize,
+    }
+}
+
+fn fused_distill_loss(
+    teacher_hidden: FloatTensor<CubeBackend>,
+    teacher_weight: FloatTensor<CubeBackend>,
+    kind: u32,
+    param: f32,
+    inv_temp: f32,
+) -> fused_linear::ChunkLoss {
+    fused_linear::ChunkLoss::Distill {
+        teacher_hidden,
+        teacher_weight,
+        // a chunk's logits are bound whole: one slab
+        p: distill_params(kind, param, inv_temp, u32::MAX),
+    }
+}
+
+impl KernelPasses for CubeBackend {
+    fn distill_rows_forward(
+        student: FloatTensor<Self>,
+        teacher: FloatTensor<Self>,
+        kind: u32,
+        param: f32,
+        inv_temp: f32,
+        slab_rows: u32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let p = distill_params(kind, param, inv_temp, slab_rows);
+        distill::forward(student, teacher, p)
+    }
+
+    fn distill_rows_backward(
+        student: FloatTensor<Self>,
+        teacher: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        grad_out: FloatTensor<Self>,
+        kind: u32,
+        param: f32,
+        inv_temp: f32,
+        slab_rows: u32,
+    ) -> FloatTensor<Self> {
+        let p = distill_params(kind, param, inv_temp, slab_rows);
+        distill::backward(student, teacher, lse, grad_out, p)
+    }
+
+    fn fused_linear_distill_grads(
+        hidden: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        teacher_hidden: FloatTensor<Self>,
+        teacher_weight: FloatTensor<Self>,
+        row_weight: FloatTensor<Self>,
+        kind: u32,
+        param: f32,
+        inv_temp: f32,
+        chunk: u32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let what = fused_distill_loss(teacher_hidden, teacher_weight, kind, param, inv_temp);
+        let (loss, g) = fused_linear::run(hidden, weight, row_weight, &what, chunk as usize, true);
+        let (dh, dw) = g.expect("gradients asked for");
+        (loss, dh, dw)
+    }
+
+    fn fused_linear_cross_entropy_grads(
+        hidden: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        row_weight: FloatTensor<Self>,
+        chunk: u32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let what = fused_linear::ChunkLoss::CrossEntropy { targets };
+        let (loss, g) = fused_linear::run(hidden, weight, row_weight, &what, chunk as usize, true);
+        let (dh, dw) = g.expect("gradients asked for");
+        (loss, dh, dw)
+    }
+
+    fn flash_attention_forward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        key_mask: FloatTensor<Self>,
+        causal: u32,
+        scale: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        attention::cube_forward(q, k, v, key_mask, causal, scale)
+    }
+
+    fn flash_attention_backward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        key_mask: FloatTensor<Self>,
+        out: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        grad_out: FloatTensor<Self>,
+        causal: u32,
+        scale: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        attention::cube_backward(q, k, v, key_mask, out, lse, grad_out, causal, scale)
+    }
+
+    fn moe_route_backward(
+        weights: FloatTensor<Self>,
+        experts: IntTensor<Self>,
+        grad: FloatTensor<Self>,
+        num_experts: u32,
+    ) -> FloatTensor<Self> {
+        moe::route_backward(&weights, &experts, num_experts as usize, grad)
+    }
+
+    fn moe_gather_matmul_backward(
+        a: FloatTensor<Self>,
+        rows: IntTensor<Self>,
+        w: FloatTensor<Self>,
+        offsets: IntTensor<Self>,
+        grad: FloatTensor<Self>,
+        gather: u32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        moe_gemm::GemmInputs::new(a, rows, w, offsets, gather).backward(grad)
+    }
 }
 
 impl KernelOps for CubeBackend {
@@ -183,18 +424,7 @@ impl KernelOps for CubeBackend {
         inv_temp: f32,
         slab_rows: u32,
     ) -> FloatTensor<Self> {
-        distill::cube_distill_rows(student, teacher, kind, param, inv_temp, slab_rows as usize)
-    }
-
-    fn flash_attention(
-        q: FloatTensor<Self>,
-        k: FloatTensor<Self>,
-        v: FloatTensor<Self>,
-        key_mask: FloatTensor<Self>,
-        causal: u32,
-        scale: f32,
-    ) -> FloatTensor<Self> {
-        attention::cube_attention(q, k, v, key_mask, causal, scale)
+        Self::distill_rows_forward(student, teacher, kind, param, inv_temp, slab_rows).0
     }
 
     fn fused_linear_distill(
@@ -208,19 +438,8 @@ impl KernelOps for CubeBackend {
         inv_temp: f32,
         chunk: u32,
     ) -> FloatTensor<Self> {
-        let p = distill::Params {
-            kind,
-            param,
-            inv_temp,
-            // a chunk's logits are bound whole: one slab
-            slab_rows: usize::MAX,
-        };
-        let what = fused_linear::ChunkLoss::Distill {
-            teacher_hidden,
-            teacher_weight,
-            p,
-        };
-        fused_linear::cube_fused_linear(hidden, weight, row_weight, what, chunk as usize)
+        let what = fused_distill_loss(teacher_hidden, teacher_weight, kind, param, inv_temp);
+        fused_linear::run(hidden, weight, row_weight, &what, chunk as usize, false).0
     }
 
     fn fused_linear_cross_entropy(
@@ -231,7 +450,18 @@ impl KernelOps for CubeBackend {
         chunk: u32,
     ) -> FloatTensor<Self> {
         let what = fused_linear::ChunkLoss::CrossEntropy { targets };
-        fused_linear::cube_fused_linear(hidden, weight, row_weight, what, chunk as usize)
+        fused_linear::run(hidden, weight, row_weight, &what, chunk as usize, false).0
+    }
+
+    fn flash_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        key_mask: FloatTensor<Self>,
+        causal: u32,
+        scale: f32,
+    ) -> FloatTensor<Self> {
+        attention::cube_forward(q, k, v, key_mask, causal, scale).0
     }
 
     fn moe_route(
@@ -239,7 +469,7 @@ impl KernelOps for CubeBackend {
         routed: FloatTensor<Self>,
         k: u32,
     ) -> (FloatTensor<Self>, IntTensor<Self>) {
-        moe::cube_route(logits, routed, k)
+        moe::route_forward(logits, routed, k as usize)
     }
 
     fn moe_sort(
@@ -262,106 +492,7 @@ impl KernelOps for CubeBackend {
         offsets: IntTensor<Self>,
         gather: u32,
     ) -> FloatTensor<Self> {
-        moe_gemm::cube_gather_matmul(a, rows, w, offsets, gather)
-    }
-}
-
-impl<C: CheckpointStrategy> KernelOps for Autodiff<CubeBackend, C> {
-    fn distill_rows(
-        student: FloatTensor<Self>,
-        teacher: FloatTensor<Self>,
-        kind: u32,
-        param: f32,
-        inv_temp: f32,
-        slab_rows: u32,
-    ) -> FloatTensor<Self> {
-        distill::autodiff_distill_rows::<C>(
-            student,
-            teacher,
-            kind,
-            param,
-            inv_temp,
-            slab_rows as usize,
-        )
-    }
-
-    fn flash_attention(
-        q: FloatTensor<Self>,
-        k: FloatTensor<Self>,
-        v: FloatTensor<Self>,
-        key_mask: FloatTensor<Self>,
-        causal: u32,
-        scale: f32,
-    ) -> FloatTensor<Self> {
-        attention::autodiff_attention::<C>(q, k, v, key_mask, causal, scale)
-    }
-
-    fn fused_linear_distill(
-        hidden: FloatTensor<Self>,
-        weight: FloatTensor<Self>,
-        teacher_hidden: FloatTensor<Self>,
-        teacher_weight: FloatTensor<Self>,
-        row_weight: FloatTensor<Self>,
-        kind: u32,
-        param: f32,
-        inv_temp: f32,
-        chunk: u32,
-    ) -> FloatTensor<Self> {
-        let p = distill::Params {
-            kind,
-            param,
-            inv_temp,
-            // a chunk's logits are bound whole: one slab
-            slab_rows: usize::MAX,
-        };
-        let what = fused_linear::ChunkLoss::Distill {
-            teacher_hidden: teacher_hidden.into_primitive(),
-            teacher_weight: teacher_weight.into_primitive(),
-            p,
-        };
-        fused_linear::autodiff_fused_linear::<C>(hidden, weight, row_weight, what, chunk as usize)
-    }
-
-    fn fused_linear_cross_entropy(
-        hidden: FloatTensor<Self>,
-        weight: FloatTensor<Self>,
-        targets: IntTensor<Self>,
-        row_weight: FloatTensor<Self>,
-        chunk: u32,
-    ) -> FloatTensor<Self> {
-        let what = fused_linear::ChunkLoss::CrossEntropy { targets };
-        fused_linear::autodiff_fused_linear::<C>(hidden, weight, row_weight, what, chunk as usize)
-    }
-
-    fn moe_route(
-        logits: FloatTensor<Self>,
-        routed: FloatTensor<Self>,
-        k: u32,
-    ) -> (FloatTensor<Self>, IntTensor<Self>) {
-        moe::autodiff_route::<C>(logits, routed, k)
-    }
-
-    fn moe_sort(
-        experts: IntTensor<Self>,
-        num_experts: u32,
-        capacity: u32,
-    ) -> (
-        IntTensor<Self>,
-        IntTensor<Self>,
-        IntTensor<Self>,
-        IntTensor<Self>,
-    ) {
-        moe::cube_sort(experts, num_experts, capacity)
-    }
-
-    fn moe_gather_matmul(
-        a: FloatTensor<Self>,
-        rows: IntTensor<Self>,
-        w: FloatTensor<Self>,
-        offsets: IntTensor<Self>,
-        gather: u32,
-    ) -> FloatTensor<Self> {
-        moe_gemm::autodiff_gather_matmul::<C>(a, rows, w, offsets, gather)
+        moe_gemm::GemmInputs::new(a, rows, w, offsets, gather).forward()
     }
 }
 

@@ -14,24 +14,17 @@
 //! The reference they replace is `MoeMlp::forward` with [`super::Kernels::Reference`]:
 //! routing decided on the host, then per expert a select, the FFN and a scatter-add.
 
-use burn::backend::autodiff::Autodiff;
-use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
-use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::tensor::{FloatTensor, IntTensor};
-use burn::backend::wgpu::{CubeBackend, CubeTensor};
+use burn::backend::wgpu::CubeTensor;
 use burn::tensor::Shape;
 
 use super::buffers::{as_f32, empty_f32, empty_i32};
 use super::moe_kernel::{MOE_MAX_EXPERTS, MoeKernel, as_i32, dims2, launch};
 
-type B = CubeBackend;
 // ---------------------------------------------------------------------------------------------
 // routing
 
 /// Forward of [`route`]: `(weights [N, K], experts [N, K])`.
-fn route_forward(logits: CubeTensor, routed: CubeTensor, k: usize) -> (CubeTensor, CubeTensor) {
+pub(super) fn route_forward(logits: CubeTensor, routed: CubeTensor, k: usize) -> (CubeTensor, CubeTensor) {
     let logits = as_f32(logits, "the MoE router logits");
     let routed = as_f32(routed, "the MoE routed-token mask");
     let (n, e) = dims2(&logits, "the MoE router logits");
@@ -62,7 +55,7 @@ fn route_forward(logits: CubeTensor, routed: CubeTensor, k: usize) -> (CubeTenso
 }
 
 /// Backward of [`route`]: the router-logit gradient `[N, E]`.
-fn route_backward(
+pub(super) fn route_backward(
     weights: &CubeTensor,
     experts: &CubeTensor,
     e: usize,
@@ -84,66 +77,6 @@ fn route_backward(
         );
     }
     dlogits
-}
-
-pub(super) fn cube_route(
-    logits: CubeTensor,
-    routed: CubeTensor,
-    k: u32,
-) -> (CubeTensor, CubeTensor) {
-    route_forward(logits, routed, k as usize)
-}
-
-#[derive(Debug, Clone)]
-struct RouteState {
-    weights: CubeTensor,
-    experts: CubeTensor,
-    e: usize,
-}
-
-#[derive(Debug)]
-struct RouteBackward;
-
-impl Backward<B, 1> for RouteBackward {
-    type State = RouteState;
-
-    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _c: &mut Checkpointer) {
-        let [node] = ops.parents;
-        let grad = grads.consume::<B>(&ops.node);
-        if let Some(node) = node {
-            let s = &ops.state;
-            grads.register::<B>(node.id, route_backward(&s.weights, &s.experts, s.e, grad));
-        }
-    }
-}
-
-pub(super) fn autodiff_route<C: CheckpointStrategy>(
-    logits: FloatTensor<Autodiff<B, C>>,
-    routed: FloatTensor<Autodiff<B, C>>,
-    k: u32,
-) -> (FloatTensor<Autodiff<B, C>>, IntTensor<Autodiff<B, C>>) {
-    let routed = routed.into_primitive();
-    match RouteBackward
-        .prepare::<C>([logits.node()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => {
-            let inner = logits.into_primitive();
-            let e = inner.meta.shape()[1];
-            let (weights, experts) = route_forward(inner, routed, k as usize);
-            let state = RouteState {
-                weights: weights.clone(),
-                experts: experts.clone(),
-                e,
-            };
-            (prep.finish(state, weights), experts)
-        }
-        OpsKind::UnTracked(prep) => {
-            let (weights, experts) = route_forward(logits.into_primitive(), routed, k as usize);
-            (prep.finish(weights), experts)
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------------

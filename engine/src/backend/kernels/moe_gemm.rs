@@ -3,13 +3,7 @@
 //! same GEMM on transposed weights plus a per-expert weight-gradient GEMM over the same
 //! segments). Routing and the sort are in `moe.rs`.
 
-use burn::backend::autodiff::Autodiff;
-use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
-use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::ops::FloatTensorOps;
-use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::wgpu::{CubeBackend, CubeTensor, into_contiguous};
 use burn::tensor::{DType, IndexingUpdateOp, Shape};
 
@@ -99,7 +93,7 @@ fn weight_grad(
 
 /// The inputs of one expert GEMM, as the backward needs them.
 #[derive(Debug, Clone)]
-struct GemmInputs {
+pub(super) struct GemmInputs {
     a: CubeTensor,
     rows: CubeTensor,
     w: CubeTensor,
@@ -108,7 +102,7 @@ struct GemmInputs {
 }
 
 impl GemmInputs {
-    fn new(
+    pub(super) fn new(
         a: CubeTensor,
         rows: CubeTensor,
         w: CubeTensor,
@@ -124,12 +118,12 @@ impl GemmInputs {
         }
     }
 
-    fn forward(&self) -> CubeTensor {
+    pub(super) fn forward(&self) -> CubeTensor {
         gemm(&self.a, &self.rows, &self.w, &self.offsets, self.gather)
     }
 
     /// `(da, dw)` from the output gradient `[S, Nd]`.
-    fn backward(&self, grad: CubeTensor) -> (CubeTensor, CubeTensor) {
+    pub(super) fn backward(&self, grad: CubeTensor) -> (CubeTensor, CubeTensor) {
         let g = as_f32(grad, "the MoE expert output gradient");
         let e = self.w.meta.shape()[0];
         // sorted-order input gradient, then (gathered inputs) summed back onto the tokens
@@ -157,68 +151,3 @@ impl GemmInputs {
     }
 }
 
-pub(super) fn cube_gather_matmul(
-    a: CubeTensor,
-    rows: CubeTensor,
-    w: CubeTensor,
-    offsets: CubeTensor,
-    gather: u32,
-) -> CubeTensor {
-    GemmInputs::new(a, rows, w, offsets, gather).forward()
-}
-
-#[derive(Debug)]
-struct GemmBackward;
-
-impl Backward<B, 2> for GemmBackward {
-    type State = GemmInputs;
-
-    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _c: &mut Checkpointer) {
-        let [na, nw] = ops.parents;
-        let grad = grads.consume::<B>(&ops.node);
-        let (da, dw) = ops.state.backward(grad);
-        if let Some(node) = na {
-            grads.register::<B>(node.id, da);
-        }
-        if let Some(node) = nw {
-            grads.register::<B>(node.id, dw);
-        }
-    }
-}
-
-pub(super) fn autodiff_gather_matmul<C: CheckpointStrategy>(
-    a: FloatTensor<Autodiff<B, C>>,
-    rows: IntTensor<Autodiff<B, C>>,
-    w: FloatTensor<Autodiff<B, C>>,
-    offsets: IntTensor<Autodiff<B, C>>,
-    gather: u32,
-) -> FloatTensor<Autodiff<B, C>> {
-    match GemmBackward
-        .prepare::<C>([a.node(), w.node()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => {
-            let inputs = GemmInputs::new(
-                a.into_primitive(),
-                rows,
-                w.into_primitive(),
-                offsets,
-                gather,
-            );
-            let c = inputs.forward();
-            prep.finish(inputs, c)
-        }
-        OpsKind::UnTracked(prep) => {
-            let c = GemmInputs::new(
-                a.into_primitive(),
-                rows,
-                w.into_primitive(),
-                offsets,
-                gather,
-            )
-            .forward();
-            prep.finish(c)
-        }
-    }
-}
