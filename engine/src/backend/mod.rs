@@ -45,6 +45,9 @@ pub struct DeviceInfo {
     pub backend: &'static str,
     /// Adapter name (e.g. "llvmpipe (LLVM 15.0.6, 256 bits)") or "flex".
     pub name: String,
+    /// Whether its tensors live in host memory: the CPU backend, or a wgpu adapter that is a
+    /// CPU (Mesa's lavapipe), so that host memory bounds a run's peak.
+    pub host_memory: bool,
 }
 
 /// One adapter wgpu can see.
@@ -53,6 +56,8 @@ pub struct AdapterSummary {
     pub name: String,
     pub api: String,
     pub device_type: String,
+    /// A software adapter running on the CPU (lavapipe): its memory is the host's.
+    pub cpu: bool,
     pub driver: String,
     pub max_storage_buffer_binding_size: u64,
     pub max_compute_workgroup_size_x: u32,
@@ -79,6 +84,7 @@ pub fn adapters() -> Vec<AdapterSummary> {
                 name: info.name,
                 api: format!("{:?}", info.backend),
                 device_type: format!("{:?}", info.device_type),
+                cpu: info.device_type == wgpu::DeviceType::Cpu,
                 driver: format!("{} {}", info.driver, info.driver_info)
                     .trim()
                     .to_string(),
@@ -102,6 +108,7 @@ pub fn select(choice: BackendChoice) -> crate::Result<(Device, DeviceInfo)> {
             DeviceInfo {
                 backend: "cpu",
                 name: "flex".into(),
+                host_memory: true,
             },
         )
     };
@@ -125,6 +132,7 @@ pub fn select(choice: BackendChoice) -> crate::Result<(Device, DeviceInfo)> {
                 DeviceInfo {
                     backend: "wgpu",
                     name: format!("{} ({})", first.name, first.api),
+                    host_memory: first.cpu,
                 },
             ))
         }

@@ -8,7 +8,8 @@
 //! Where the run resolved [`Kernels::Fused`], the chunks go through the fused-linear
 //! cross-entropy kernel (`shaders/cross_entropy.wgsl`), which turns each chunk's logits into
 //! their gradient in place and folds it into the hidden states' and the head's gradients at
-//! once, so no chunk's logits outlive its step. Elsewhere the chunks are plain burn ops.
+//! once, so no chunk's logits outlive its step. Elsewhere the chunks are plain burn ops that do
+//! the same: the gradients are formed in the forward pass, chunk by chunk.
 //! [`masked_cross_entropy`](super::masked_cross_entropy) over the full logits is the reference
 //! both are tested against.
 
@@ -89,8 +90,80 @@ pub fn labelled_cross_entropy(
         let weight = Tensor::<1>::full([n], 1.0 / n as f64, &device);
         return kernels::fused_linear_cross_entropy(h, head, targets, weight, chunk);
     }
-    let lp = labelled_rows_log_probs(h, head, &targets, chunk);
-    lp.sum().div_scalar(n as f64).neg()
+    if n <= chunk.max(1) {
+        // one chunk: the composed ops keep no more than it for the backward pass, and the
+        // backward of its matmuls is faster on the CPU than the folding below (measured in
+        // docs/results/head-loss-cpu.md)
+        let lp = labelled_rows_log_probs(h, head, &targets, chunk);
+        return lp.sum().div_scalar(n as f64).neg();
+    }
+    cross_entropy_with_grads(h, head, targets, chunk)
+}
+
+/// Mean cross-entropy of `h [n, D] @ head [D, V]` against `targets [n]` (all labelled) on plain
+/// burn ops, with its gradients formed chunk by chunk in the forward pass, as the fused kernel
+/// does: each chunk's `softmax - onehot` is folded into `d h` and `d head` at once and dropped,
+/// so memory stays flat in the vocabulary beyond one chunk. (Composed ops under autodiff would
+/// keep every chunk's logits and softmax for the backward pass: as much as the whole logits.)
+///
+/// The gradients reach the graph through `s - detach(s) + detach(loss)` with the surrogate
+/// `s = sum(h * d h) + sum(head * d head)`: its value is the loss, and its gradients with
+/// respect to `h` and `head` (scaled by whatever multiplies the loss downstream) are the
+/// precomputed ones.
+fn cross_entropy_with_grads(
+    h: Tensor<2>,
+    head: Tensor<2>,
+    targets: Tensor<1, Int>,
+    chunk: usize,
+) -> Tensor<1> {
+    let n = h.dims()[0];
+    let chunk = chunk.max(1);
+    let inv_n = 1.0 / n as f64;
+    let grads = h.is_autodiff() || head.is_autodiff();
+    // the chunks run on the inner device: nothing of them is recorded for a backward pass
+    let (hi, wi) = (h.clone().inner(), head.clone().inner());
+    let targets = targets.inner();
+    let wt = wi.clone().transpose();
+    let mut loss: Option<Tensor<1>> = None;
+    let mut dh_parts = Vec::new();
+    let mut dw: Option<Tensor<2>> = None;
+    for start in (0..n).step_by(chunk) {
+        let len = chunk.min(n - start);
+        let hc = hi.clone().narrow(0, start, len);
+        let logits = hc.clone().matmul(wi.clone());
+        let t = targets.clone().narrow(0, start, len).reshape([len, 1]);
+        let picked = logits.clone().gather(1, t.clone());
+        let max = logits.clone().max_dim(1);
+        let e = (logits - max.clone()).exp();
+        let sum = e.clone().sum_dim(1);
+        let part = (max + sum.clone().log() - picked).sum().mul_scalar(inv_n);
+        loss = Some(match loss {
+            Some(l) => l + part,
+            None => part,
+        });
+        if !grads {
+            continue;
+        }
+        // (softmax - onehot) / n: the gradient of the chunk's logits
+        let minus_one = Tensor::<2>::full([len, 1], -1.0, &hc.device());
+        let g = (e / sum)
+            .scatter(1, t, minus_one, burn::tensor::IndexingUpdateOp::Add)
+            .mul_scalar(inv_n);
+        dh_parts.push(g.clone().matmul(wt.clone()));
+        let dw_c = hc.transpose().matmul(g);
+        dw = Some(match dw {
+            Some(a) => a + dw_c,
+            None => dw_c,
+        });
+    }
+    let loss = loss.expect("at least one labelled row");
+    if !grads {
+        return loss;
+    }
+    let dh = Tensor::cat(dh_parts, 0).autodiff();
+    let dw = dw.expect("at least one labelled row").autodiff();
+    let surrogate = (h * dh).sum() + (head * dw).sum();
+    surrogate.clone() - surrogate.detach() + loss.autodiff()
 }
 
 /// The log-probability of the target `[n]` at each labelled position `at` of the logits
@@ -225,7 +298,8 @@ mod tests {
                     masked_cross_entropy(logits.reshape([b, t, v]), tg, m)
                 }
             };
-            let grads = loss.backward();
+            // an upstream gradient other than 1: the chunked paths must scale theirs
+            let grads = loss.clone().mul_scalar(3.0).backward();
             (
                 host(loss),
                 host(h.grad(&grads).expect("hidden gradient")),

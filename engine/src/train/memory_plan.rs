@@ -20,20 +20,45 @@ use crate::data::Dataset;
 use crate::model::{cross_entropy_chunk_rows, head_chunk_rows};
 use crate::{Error, Result};
 
+/// What a tensor of the plan scales with: it decides what a user changes when it is too large.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum BufferKind {
+    /// A weight: its size is fixed by the model.
+    Weight,
+    /// The vision tower's activations: batch times image positions.
+    VisionActivation,
+    /// The decoder's activations and logit chunks: batch times sequence length.
+    Activation,
+}
+
 /// One tensor of the plan.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Buffer {
     /// What it is, in words ("the student's token embedding").
     pub what: String,
     pub shape: Vec<usize>,
+    pub kind: BufferKind,
 }
 
 impl Buffer {
-    fn new(what: impl Into<String>, shape: &[usize]) -> Buffer {
+    fn new(kind: BufferKind, what: impl Into<String>, shape: &[usize]) -> Buffer {
         Buffer {
             what: what.into(),
             shape: shape.to_vec(),
+            kind,
         }
+    }
+
+    fn weight(what: impl Into<String>, shape: &[usize]) -> Buffer {
+        Buffer::new(BufferKind::Weight, what, shape)
+    }
+
+    fn vision(what: impl Into<String>, shape: &[usize]) -> Buffer {
+        Buffer::new(BufferKind::VisionActivation, what, shape)
+    }
+
+    fn activation(what: impl Into<String>, shape: &[usize]) -> Buffer {
+        Buffer::new(BufferKind::Activation, what, shape)
     }
 
     /// f32 bytes.
@@ -107,7 +132,7 @@ impl ModelShapes<'_> {
         let hd = l.hidden / l.heads.max(1);
         let mut out = vec![
             (
-                Buffer::new(
+                Buffer::weight(
                     format!("{who}'s vision MLP weight"),
                     &[v.hidden, v.mlp_hidden],
                 ),
@@ -115,7 +140,7 @@ impl ModelShapes<'_> {
                 vis,
             ),
             (
-                Buffer::new(
+                Buffer::weight(
                     format!("{who}'s vision attention weights"),
                     &[v.hidden, v.hidden],
                 ),
@@ -123,12 +148,12 @@ impl ModelShapes<'_> {
                 vis,
             ),
             (
-                Buffer::new(format!("{who}'s projector"), &[v.hidden, l.hidden]),
+                Buffer::weight(format!("{who}'s projector"), &[v.hidden, l.hidden]),
                 1,
                 proj,
             ),
             (
-                Buffer::new(
+                Buffer::weight(
                     format!("{who}'s projector output layer"),
                     &[l.hidden, l.hidden],
                 ),
@@ -136,7 +161,7 @@ impl ModelShapes<'_> {
                 proj,
             ),
             (
-                Buffer::new(
+                Buffer::weight(
                     format!("{who}'s token embedding"),
                     &[l.vocab_size, l.hidden],
                 ),
@@ -144,12 +169,12 @@ impl ModelShapes<'_> {
                 llm,
             ),
             (
-                Buffer::new(format!("{who}'s attention weights"), &[l.hidden, l.hidden]),
+                Buffer::weight(format!("{who}'s attention weights"), &[l.hidden, l.hidden]),
                 2 * l.layers,
                 llm,
             ),
             (
-                Buffer::new(
+                Buffer::weight(
                     format!("{who}'s key/value weights"),
                     &[l.hidden, l.kv_heads * hd],
                 ),
@@ -160,7 +185,7 @@ impl ModelShapes<'_> {
         match &l.moe {
             // an upper bound: every layer counted as sparse
             Some(m) => out.push((
-                Buffer::new(
+                Buffer::weight(
                     format!("{who}'s expert weights"),
                     &[m.experts, l.hidden, l.intermediate],
                 ),
@@ -168,14 +193,14 @@ impl ModelShapes<'_> {
                 llm,
             )),
             None => out.push((
-                Buffer::new(format!("{who}'s MLP weights"), &[l.hidden, l.intermediate]),
+                Buffer::weight(format!("{who}'s MLP weights"), &[l.hidden, l.intermediate]),
                 3 * l.layers,
                 llm,
             )),
         }
         if !l.tie_embeddings {
             out.push((
-                Buffer::new(format!("{who}'s LM head"), &[l.hidden, l.vocab_size]),
+                Buffer::weight(format!("{who}'s LM head"), &[l.hidden, l.vocab_size]),
                 1,
                 llm,
             ));
@@ -190,8 +215,8 @@ impl ModelShapes<'_> {
         let p = v.num_positions();
         let n = b * t;
         let mut big = vec![
-            Buffer::new(format!("{who}'s MLP activations"), &[n, l.intermediate]),
-            Buffer::new(
+            Buffer::activation(format!("{who}'s MLP activations"), &[n, l.intermediate]),
+            Buffer::vision(
                 format!("{who}'s vision MLP activations"),
                 &[b * p, v.mlp_hidden],
             ),
@@ -200,11 +225,11 @@ impl ModelShapes<'_> {
             + v.layers as u64 * (b * p) as u64 * (8 * v.hidden + 2 * v.mlp_hidden) as u64;
         if !kernels.fused() {
             // the burn-ops attention forms the scores and their softmax
-            big.push(Buffer::new(
+            big.push(Buffer::activation(
                 format!("{who}'s attention scores"),
                 &[b, l.heads, t, t],
             ));
-            big.push(Buffer::new(
+            big.push(Buffer::vision(
                 format!("{who}'s vision attention scores"),
                 &[b, v.heads, p, p],
             ));
@@ -240,7 +265,7 @@ impl MemoryPlan {
         teacher: Option<&MllmConfig>,
         kernels: Kernels,
         device: &Device,
-        device_name: &str,
+        info: &crate::backend::DeviceInfo,
     ) -> MemoryPlan {
         let stages = recipe
             .stages
@@ -249,9 +274,9 @@ impl MemoryPlan {
             .map(|(i, s)| stage_plan(i, s, &recipe.model, teacher, &data[&s.data], kernels))
             .collect();
         let max_buffer = crate::backend::max_buffer_bytes(device);
-        let host = max_buffer.is_none() || device_name.contains("llvmpipe");
+        let host = max_buffer.is_none() || info.host_memory;
         MemoryPlan {
-            device: device_name.to_string(),
+            device: format!("{} ({})", info.name, info.backend),
             max_buffer,
             memory: host.then(available_memory).flatten(),
             stages,
@@ -322,14 +347,17 @@ impl MemoryPlan {
 
 /// What to change when `top` is too large.
 fn advice(top: &Buffer) -> &'static str {
-    let w = &top.what;
-    if w.contains("embedding") || w.contains("head") || w.contains("weight") {
-        "It is a weight: its size is fixed by the model; use a smaller model or a device with \
-         larger buffers (e.g. a GPU whose driver indexes buffers with 64 bits)"
-    } else if w.contains("vision") {
-        "Lower the stage's batch_size or the vision tower's image_size"
-    } else {
-        "Lower the stage's batch_size (or the data's longest conversation)"
+    match top.kind {
+        BufferKind::Weight => {
+            "It is a weight: its size is fixed by the model; use a smaller model or a device \
+             with larger buffers (e.g. a GPU whose driver indexes buffers with 64 bits)"
+        }
+        BufferKind::VisionActivation => {
+            "Lower the stage's batch_size or the vision tower's image_size"
+        }
+        BufferKind::Activation => {
+            "Lower the stage's batch_size (or the data's longest conversation)"
+        }
     }
 }
 
@@ -361,11 +389,11 @@ fn stage_plan(
     buffers.extend(acts);
     let vocab = student.llm.vocab_size;
     let rows = chunk_rows(vocab, kernels).min(b * t);
-    buffers.push(Buffer::new(
+    buffers.push(Buffer::activation(
         "one chunk of the student's logits",
         &[rows, vocab],
     ));
-    let mut transient = 3 * Buffer::new("", &[rows, vocab]).bytes();
+    let mut transient = 3 * Buffer::activation("", &[rows, vocab]).bytes();
     if let (Objective::Distill(_) | Objective::Preference(_), Some(tc)) = (&s.objective, teacher) {
         let tshapes = ModelShapes(tc);
         for (w, count, _) in tshapes.weights("the teacher", None) {
@@ -376,7 +404,7 @@ fn stage_plan(
         let (acts, _) = tshapes.activations("the teacher", b.max(64), t, kernels);
         transient += acts.iter().map(Buffer::bytes).max().unwrap_or(0);
         buffers.extend(acts);
-        buffers.push(Buffer::new(
+        buffers.push(Buffer::activation(
             "the teacher's hidden states",
             &[b, t, tc.llm.hidden],
         ));
@@ -387,7 +415,7 @@ fn stage_plan(
             false => head_chunk_rows(shared),
         }
         .min(b * t);
-        buffers.push(Buffer::new(
+        buffers.push(Buffer::activation(
             "one chunk of the teacher's logits",
             &[div_rows, shared],
         ));
@@ -436,7 +464,7 @@ pub(super) fn plan_inputs(
         teacher.as_ref(),
         kernels,
         device,
-        &format!("{} ({})", info.name, info.backend),
+        info,
     ))
 }
 
