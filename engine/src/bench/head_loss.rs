@@ -150,6 +150,20 @@ pub fn head_loss_sweep(
     let kernel = Kernels::for_device(&ad).fused();
     let mut rows = Vec::new();
     for &size in sizes {
+        let weight_bytes = (size.hidden * size.vocab * 4) as u64;
+        if weight_bytes > max_buffer {
+            // the head (and its gradient) cannot exist on this device at all: a model this size
+            // is refused by the memory plan before training, so there is nothing to measure
+            log::warn!(
+                "head loss {size}: skipped, the [{}, {}] head ({:.1} MiB) exceeds the device's \
+                 largest buffer ({:.1} MiB)",
+                size.hidden,
+                size.vocab,
+                weight_bytes as f64 / 1048576.0,
+                max_buffer as f64 / 1048576.0
+            );
+            continue;
+        }
         let (h, w, targets, mask) = inputs(size, &ad);
         // the reference forms several logit-sized tensors: leave it out beyond half the limit
         // (at exactly the limit it failed inside lavapipe)
