@@ -278,9 +278,8 @@ impl<B: Inner, C: CheckpointStrategy> KernelOps for Autodiff<B, C> {
             hidden,
             weight,
             |h, w| {
-                let (l, dh, dw) = B::fused_linear_distill_grads(
-                    h, w, th, tw, rw, kind, param, inv_temp, chunk,
-                );
+                let (l, dh, dw) =
+                    B::fused_linear_distill_grads(h, w, th, tw, rw, kind, param, inv_temp, chunk);
                 [l, dh, dw]
             },
             |h, w| B::fused_linear_distill(h, w, th2, tw2, rw2, kind, param, inv_temp, chunk),

@@ -138,4 +138,3 @@ pub(super) fn run(
     let grads = grads.then(|| (B::float_cat(dh_parts, 0), dw.expect("at least one token")));
     (loss, grads)
 }
-

@@ -24,7 +24,11 @@ use super::moe_kernel::{MOE_MAX_EXPERTS, MoeKernel, as_i32, dims2, launch};
 // routing
 
 /// Forward of [`route`]: `(weights [N, K], experts [N, K])`.
-pub(super) fn route_forward(logits: CubeTensor, routed: CubeTensor, k: usize) -> (CubeTensor, CubeTensor) {
+pub(super) fn route_forward(
+    logits: CubeTensor,
+    routed: CubeTensor,
+    k: usize,
+) -> (CubeTensor, CubeTensor) {
     let logits = as_f32(logits, "the MoE router logits");
     let routed = as_f32(routed, "the MoE routed-token mask");
     let (n, e) = dims2(&logits, "the MoE router logits");
