@@ -8,6 +8,7 @@
 
 pub mod backend;
 pub mod bench;
+pub mod cache;
 pub mod config;
 pub mod data;
 pub mod distill;

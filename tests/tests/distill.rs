@@ -200,19 +200,17 @@ fn cached_teacher_outputs_match_the_live_teacher() {
         true,
     )
     .unwrap();
-    let s = recipe.model.vision.image_size;
-    let pixels = |idx: &[usize]| -> Visual {
-        let mut v = Vec::new();
-        for &i in idx {
-            let k = ds.image_of[i].unwrap();
-            v.extend_from_slice(&ds.images[k * ds.image_len..(k + 1) * ds.image_len]);
-        }
-        Visual::Pixels(Tensor::from_data(
-            TensorData::new(v, [idx.len(), 3, s, s]),
-            &inner,
-        ))
-    };
-    let cache = TeacherCache::build(&teacher, &ds, tok.special.pad, &pixels, &inner);
+    let pixels = |idx: &[usize]| Visual::Pixels(ds.pixels(idx, &inner).unwrap());
+    let nv = recipe.model.vision.num_visual_tokens();
+    let cache = TeacherCache::new(&teacher, usize::MAX);
+    // the first epoch fills the cache, in batches of 8 in order
+    let all: Vec<usize> = (0..ds.len()).collect();
+    for chunk in all.chunks(8) {
+        let ex: Vec<_> = chunk.iter().map(|&i| &ds.encoded[i]).collect();
+        let hb = host_batch(&ex, nv, tok.special.pad, Padding::Right);
+        cache.batch(&teacher, chunk, &hb, || pixels(chunk), &ad);
+    }
+    assert_eq!(cache.len(), ds.len());
     let idx = [5usize, 0, 17, 3];
     let lens: Vec<usize> = idx.iter().map(|&i| ds.encoded[i].ids.len()).collect();
     assert!(
@@ -220,9 +218,14 @@ fn cached_teacher_outputs_match_the_live_teacher() {
         "the batch must mix lengths"
     );
     let examples: Vec<_> = idx.iter().map(|&i| &ds.encoded[i]).collect();
-    let nv = recipe.model.vision.num_visual_tokens();
     let hb = host_batch(&examples, nv, tok.special.pad, Padding::Right);
-    let cached = cache.batch(&idx, &hb, &ad);
+    let cached = cache.batch(
+        &teacher,
+        &idx,
+        &hb,
+        || panic!("every example is cached: the teacher must not run"),
+        &ad,
+    );
     let live = teacher_forward(&teacher, &hb, pixels(&idx), &ad);
     let host = |t: Tensor<3>| t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
     // the cache holds hidden states only: the logits are formed from them per step

@@ -61,8 +61,7 @@ fn logits(model: &Mllm, data: &Path, device: &Device) -> Vec<f32> {
     let ex: Vec<_> = idx.iter().map(|&i| &test.encoded[i]).collect();
     let nv = model.config.vision.num_visual_tokens();
     let hb = host_batch(&ex, nv, tok.special.pad, Padding::Right);
-    let s = model.config.vision.image_size;
-    let images = test.pixels(&idx, s, device);
+    let images = test.pixels(&idx, device).unwrap();
     let batch = hb.to_device(Visual::Pixels(images), device);
     let (h, trace) = model.hidden_routed(&batch, Phase::Eval);
     if model.config.llm.moe.is_some() {

@@ -8,7 +8,12 @@ use condenser_engine::backend::{self, BackendChoice};
 use condenser_engine::bench;
 
 #[derive(clap::Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct Args {
+    /// `step`: training steps of a recipe (tokens/s, MFU, start-up, peak memory) instead of
+    /// the kernel sweeps.
+    #[command(subcommand)]
+    pub what: Option<What>,
     /// Distillation-loss sizes as TOKENSxVOCAB, comma-separated. The burn-ops reference binds
     /// each logit tensor whole, so a size must fit the adapter's largest storage binding
     /// (lavapipe: 128 MiB, i.e. 1048 x 32000). `none` skips the distillation sweep.
@@ -207,7 +212,19 @@ fn probe_mib(probe: bench::MemoryProbe) -> anyhow::Result<f64> {
         .with_context(|| format!("memory probe {text} printed {s:?}"))
 }
 
+/// What else `bench` measures.
+#[derive(clap::Subcommand, Debug)]
+pub enum What {
+    /// Run N training steps of one stage of a recipe and print tokens/s, MFU, start-up time
+    /// and peak memory per device (`--json` also writes every step's batch shapes, which
+    /// scripts/peer-bench.sh hands to a PyTorch peer).
+    Step(super::bench_step::Args),
+}
+
 pub fn main(args: Args) -> anyhow::Result<()> {
+    if let Some(What::Step(a)) = args.what {
+        return super::bench_step::main(a);
+    }
     if let Some(text) = &args.probe {
         let probe: bench::MemoryProbe =
             serde_json::from_str(text).with_context(|| format!("--probe {text:?}"))?;

@@ -64,7 +64,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         model.config.llm.max_positions,
         false,
     )?;
-    let answers = answer_all(&model, &tok, &data, args.batch_size, args.limit);
+    let answers = answer_all(&model, &tok, &data, args.batch_size, args.limit)?;
     if let Some(p) = &args.answers {
         condenser_engine::data::write_answers(p, &answers)?;
     }

@@ -2,6 +2,7 @@
 
 mod ablate;
 mod bench;
+mod bench_step;
 mod chat;
 mod data;
 mod demo;
@@ -78,6 +79,11 @@ pub struct DeviceArgs {
     /// Compute backend: `auto` (first wgpu adapter, else the CPU), `wgpu`, or `cpu` (burn flex).
     #[arg(long, default_value = "auto", value_parser = parse_backend)]
     pub backend: BackendChoice,
+    /// Threads of the CPU backend (large matmuls, reductions and element-wise ops; small ones
+    /// stay on one thread). Default: one per core. Two runs sharing a machine should split the
+    /// cores between them.
+    #[arg(long)]
+    pub threads: Option<usize>,
 }
 
 /// How `chat` and `generate` pick tokens.
@@ -129,8 +135,12 @@ impl DeviceArgs {
             // SAFETY: called once at start-up, before any other thread exists.
             unsafe { std::env::set_var("BURN_DEVICE", "flex") };
         }
+        let threads = backend::set_cpu_threads(self.threads)?;
         let (device, info) = backend::select(self.backend)?;
         log::info!("device: {} ({})", info.backend, info.name);
+        if info.backend == "cpu" {
+            log::info!("CPU threads: {threads}");
+        }
         Ok((device, info))
     }
 }

@@ -1,4 +1,9 @@
-//! Progress bars drawn from engine events (stage, step, ETA, loss, tokens/s).
+//! Progress bars drawn from engine events (stage, step, ETA, loss, tokens/s, MFU). When stderr
+//! is not a terminal (a log file, CI), bars are not drawn: milestones are printed as lines, and
+//! a step line every [`LOG_EVERY`], so a long run is never silent in a log.
+
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
 
 use condenser_engine::train::{Event, Observer};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
@@ -10,7 +15,16 @@ pub struct Bars {
     bar: Option<ProgressBar>,
     run: String,
     group: Option<MultiProgress>,
+    /// When the last step line went to a non-terminal stderr.
+    last_line: Option<Instant>,
+    /// The stage's step count, for step lines.
+    steps: usize,
+    /// The stage's name, for step lines.
+    stage: String,
 }
+
+/// How often a step line is printed when stderr is not a terminal.
+const LOG_EVERY: Duration = Duration::from_secs(30);
 
 impl Bars {
     /// Bars drawn in `group`, beside other runs' bars.
@@ -23,10 +37,11 @@ impl Bars {
 
     fn say(&self, line: String) {
         match &self.group {
-            Some(g) => {
+            // indicatif draws nothing, lines included, where stderr is not a terminal
+            Some(g) if std::io::stderr().is_terminal() => {
                 let _ = g.println(line);
             }
-            None => eprintln!("{line}"),
+            _ => eprintln!("{line}"),
         }
     }
 }
@@ -38,6 +53,7 @@ impl Observer for Bars {
                 run,
                 device,
                 resumed_from,
+                ..
             } => {
                 self.run = run.clone();
                 match resumed_from {
@@ -76,6 +92,9 @@ impl Observer for Bars {
                     .progress_chars("=> "),
                 );
                 bar.set_prefix(format!("[{}] stage {} {name}", self.run, stage + 1));
+                self.steps = *steps;
+                self.stage = name.clone();
+                self.last_line = None;
                 self.say(format!(
                     "[{}] stage {} {name}: {steps} steps over {examples} examples, {trainable} trainable params",
                     self.run,
@@ -88,13 +107,25 @@ impl Observer for Bars {
                 loss,
                 lr,
                 tokens_per_s,
+                mfu,
+                elapsed_s,
                 ..
             } => {
+                let mfu = mfu.map_or(String::new(), |m| format!(" MFU {:.1}%", 100.0 * m));
+                let message = format!("loss {loss:.4} lr {lr:.2e} {tokens_per_s:.0} tok/s{mfu}");
+                if !std::io::stderr().is_terminal() {
+                    let due = self.last_line.is_none_or(|t| t.elapsed() >= LOG_EVERY);
+                    if due || *step == self.steps {
+                        self.last_line = Some(Instant::now());
+                        self.say(format!(
+                            "[{}] {} step {step}/{} at {elapsed_s:.0}s: {message}",
+                            self.run, self.stage, self.steps
+                        ));
+                    }
+                }
                 if let Some(b) = &self.bar {
                     b.set_position(*step as u64);
-                    b.set_message(format!(
-                        "loss {loss:.4} lr {lr:.2e} {tokens_per_s:.0} tok/s"
-                    ));
+                    b.set_message(message);
                 }
             }
             Event::StageEnd {

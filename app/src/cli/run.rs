@@ -44,6 +44,11 @@ pub struct Args {
     /// refuses a stage whose tensor cannot fit the device.
     #[arg(long)]
     pub plan: bool,
+    /// Memory for each frozen vision tower's features, in MiB: a feature is computed when a
+    /// batch first needs it and kept while this budget lasts, so memory does not grow with the
+    /// number of images (images past the budget are encoded again when seen again).
+    #[arg(long, default_value_t = (condenser_engine::train::DEFAULT_FEATURE_CACHE_BYTES >> 20) as u64)]
+    pub feature_cache_mib: u64,
     /// Stop after this many optimiser steps, with a checkpoint written (as if killed).
     #[arg(long, hide = true)]
     pub stop_after: Option<usize>,
@@ -71,6 +76,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         stop_after_steps: args.stop_after,
         eval: !args.no_eval,
         eval_limit: None,
+        feature_cache_bytes: (args.feature_cache_mib as usize) << 20,
         stop: Default::default(),
     };
     if args.plan {

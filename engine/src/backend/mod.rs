@@ -6,7 +6,10 @@
 
 mod host;
 pub mod kernels;
+pub mod peak;
 
+#[cfg(not(target_family = "wasm"))]
+pub use host::set_cpu_threads;
 pub use host::tune_allocator;
 
 use burn::prelude::{Device, DeviceKind};

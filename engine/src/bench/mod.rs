@@ -16,6 +16,7 @@ mod distill;
 mod fused_linear;
 mod head_loss;
 mod moe;
+mod step;
 
 use std::time::Instant;
 
@@ -32,6 +33,7 @@ pub use head_loss::{
     HeadLossBenchRow, HeadLossPath, HeadLossSize, head_loss_sweep, head_loss_table,
 };
 pub use moe::{MoeBenchRow, MoePath, MoeSize, moe_sweep, moe_table};
+pub use step::{StepBench, StepBenchOptions, bench_step};
 
 /// Median wall times (ms) of `repeats` runs of each pass (each one synchronises on its
 /// results). The passes are interleaved, in an order that rotates every round, so that a slow
@@ -150,7 +152,7 @@ impl MemoryProbe {
 }
 
 /// A `/proc/self/status` field in bytes (`VmRSS`, `VmHWM`); 0 where it cannot be read.
-fn proc_status_bytes(field: &str) -> u64 {
+pub(crate) fn proc_status_bytes(field: &str) -> u64 {
     let text = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     text.lines()
         .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))

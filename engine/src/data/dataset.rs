@@ -1,14 +1,17 @@
-//! A loaded split: records tokenised once (never re-tokenised in the training loop) and images
-//! decoded once into one host array, shared by the records that point at the same file.
+//! A loaded split: records tokenised once (never re-tokenised in the training loop, and cached
+//! on disk by `token_cache`) and the table of image files they point at, shared by the records
+//! that name the same file. Images are decoded when a batch needs them (`images.rs`), so memory
+//! does not grow with the number of images.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use burn::prelude::*;
 
-use super::image::load_image;
+use super::images::ImageTable;
 use super::llava::{Conversation, PreferencePair, load_conversations, load_preferences};
-use super::template::{Encoded, encode_conversation};
+use super::template::Encoded;
 use super::tokenizer::TextTokenizer;
 use crate::config::VisionConfig;
 use crate::{Error, Result};
@@ -21,10 +24,8 @@ pub struct Dataset {
     pub encoded: Vec<Encoded>,
     /// Index into the image table per record (`None` for text-only records).
     pub image_of: Vec<Option<usize>>,
-    /// Decoded images, `image_len` floats each.
-    pub images: Vec<f32>,
-    pub image_len: usize,
-    pub image_paths: Vec<PathBuf>,
+    /// The image files, decoded on demand.
+    pub images: Arc<ImageTable>,
     /// Preference data: record `2i` is pair i's prompt + chosen answer, `2i + 1` the same prompt
     /// + rejected answer, and a training unit is a pair.
     pub paired: bool,
@@ -110,14 +111,11 @@ impl Dataset {
         max_len: usize,
     ) -> Result<Self> {
         let nv = vision.num_visual_tokens();
-        let image_len = 3 * vision.image_size * vision.image_size;
         let mut index: HashMap<String, usize> = HashMap::new();
-        let mut images = Vec::new();
-        let mut image_paths = Vec::new();
-        let mut encoded = Vec::with_capacity(records.len());
+        let mut images = ImageTable::new(vision);
+        let encoded = super::token_cache::encode_all(&path, &records, tok, nv)?;
         let mut image_of = Vec::with_capacity(records.len());
-        for (i, r) in records.iter().enumerate() {
-            let e = encode_conversation(tok, &r.conversations, nv)?;
+        for (i, (r, e)) in records.iter().zip(&encoded).enumerate() {
             if e.ids.len() > max_len {
                 return Err(Error::Record {
                     path: path.clone(),
@@ -129,17 +127,14 @@ impl Dataset {
                     ),
                 });
             }
-            encoded.push(e);
             image_of.push(match &r.image {
                 None => None,
                 Some(name) => Some(match index.get(name) {
                     Some(k) => *k,
                     None => {
-                        let file = root.join(name);
-                        images.extend(load_image(&file, vision)?);
-                        image_paths.push(file);
-                        index.insert(name.clone(), image_paths.len() - 1);
-                        image_paths.len() - 1
+                        let k = images.push(root.join(name))?;
+                        index.insert(name.clone(), k);
+                        k
                     }
                 }),
             });
@@ -149,9 +144,7 @@ impl Dataset {
             records,
             encoded,
             image_of,
-            images,
-            image_len,
-            image_paths,
+            images: Arc::new(images),
             paired: false,
         })
     }
@@ -163,21 +156,22 @@ impl Dataset {
         self.records.is_empty()
     }
     /// The images of records `idx` as one `[idx.len(), 3, size, size]` tensor (zeros for a
-    /// text-only record): the pixel batch of evaluation and routing passes.
-    pub fn pixels(&self, idx: &[usize], size: usize, device: &Device) -> Tensor<4> {
-        let mut px = Vec::with_capacity(idx.len() * self.image_len);
-        for &i in idx {
-            match self.image_of[i] {
-                Some(k) => {
-                    px.extend_from_slice(&self.images[k * self.image_len..(k + 1) * self.image_len])
-                }
-                None => px.extend(std::iter::repeat_n(0.0, 3 * size * size)),
-            }
-        }
-        Tensor::<4>::from_data(TensorData::new(px, [idx.len(), 3, size, size]), device)
+    /// text-only record), decoded now: the pixel batch of evaluation and routing passes.
+    pub fn pixels(&self, idx: &[usize], device: &Device) -> Result<Tensor<4>> {
+        let s = self.images.image_size();
+        let px = self.images.decode_batch(&self.images_of(idx))?;
+        Ok(Tensor::<4>::from_data(
+            TensorData::new(px, [idx.len(), 3, s, s]),
+            device,
+        ))
+    }
+
+    /// The image index of each record in `idx`.
+    pub fn images_of(&self, idx: &[usize]) -> Vec<Option<usize>> {
+        idx.iter().map(|&i| self.image_of[i]).collect()
     }
 
     pub fn num_images(&self) -> usize {
-        self.image_paths.len()
+        self.images.len()
     }
 }

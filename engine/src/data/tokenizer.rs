@@ -34,6 +34,9 @@ pub struct TextTokenizer {
     inner: tokenizers::Tokenizer,
     pub path: PathBuf,
     pub special: SpecialIds,
+    /// SHA-256 of the `tokenizer.json` bytes: part of every cache key that depends on how text
+    /// is tokenised (`data::token_cache`).
+    pub fingerprint: String,
 }
 
 impl std::fmt::Debug for TextTokenizer {
@@ -88,6 +91,7 @@ impl TextTokenizer {
             inner,
             path: path.into(),
             special,
+            fingerprint: crate::cache::sha256_hex(bytes),
         })
     }
 

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::Result;
 use crate::data::{
     Dataset, Padding, QuestionType, TextTokenizer, encode_prompt, host_batch, normalise_answer,
 };
@@ -60,8 +61,8 @@ pub fn evaluate(
     data: &Dataset,
     batch_size: usize,
     limit: Option<usize>,
-) -> EvalResult {
-    score(answer_all(model, tok, data, batch_size, limit))
+) -> Result<EvalResult> {
+    Ok(score(answer_all(model, tok, data, batch_size, limit)?))
 }
 
 /// Every record's answer (greedy), marked right or wrong, with its question type: what
@@ -72,10 +73,9 @@ pub fn answer_all(
     data: &Dataset,
     batch_size: usize,
     limit: Option<usize>,
-) -> Vec<(Option<QuestionType>, Sample)> {
+) -> Result<Vec<(Option<QuestionType>, Sample)>> {
     let device = model.vision.position_embedding.val().device();
     let nv = model.config.vision.num_visual_tokens();
-    let s = model.config.vision.image_size;
     let n = limit.map_or(data.len(), |l| l.min(data.len()));
     // room for the longest reference answer plus a few tokens, so a wrong longer answer is seen
     // as wrong rather than cut to look right
@@ -104,7 +104,7 @@ pub fn answer_all(
             .collect();
         let refs: Vec<_> = prompts.iter().collect();
         let hb = host_batch(&refs, nv, tok.special.pad, Padding::Left);
-        let images = data.pixels(&idx, s, &device);
+        let images = data.pixels(&idx, &device)?;
         let batch = hb.to_device(Visual::Pixels(images), &device);
         let outs = model.generate(&batch, &opts);
         for (&i, out) in idx.iter().zip(outs) {
@@ -130,7 +130,7 @@ pub fn answer_all(
             ));
         }
     }
-    scored
+    Ok(scored)
 }
 
 /// Aggregates scored answers.

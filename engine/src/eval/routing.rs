@@ -17,13 +17,12 @@ pub fn routing_profile(
     data: &Dataset,
     batch_size: usize,
     limit: Option<usize>,
-) -> Vec<LayerRouting> {
+) -> Result<Vec<LayerRouting>> {
     if model.config.llm.moe.is_none() {
-        return Vec::new();
+        return Ok(Vec::new());
     }
     let device = model.vision.position_embedding.val().device();
     let nv = model.config.vision.num_visual_tokens();
-    let s = model.config.vision.image_size;
     let n = limit.map_or(data.len(), |l| l.min(data.len()));
     let mut total: Vec<LayerRouting> = Vec::new();
     let mut batches = 0usize;
@@ -31,7 +30,7 @@ pub fn routing_profile(
         let idx: Vec<usize> = (start..(start + batch_size).min(n)).collect();
         let examples: Vec<_> = idx.iter().map(|&i| &data.encoded[i]).collect();
         let hb = host_batch(&examples, nv, tok.special.pad, Padding::Right);
-        let images = data.pixels(&idx, s, &device);
+        let images = data.pixels(&idx, &device)?;
         let batch = hb.to_device(Visual::Pixels(images), &device);
         let (_, trace) = model.hidden_routed(&batch, Phase::Eval);
         if total.is_empty() {
@@ -55,7 +54,7 @@ pub fn routing_profile(
             l.entropy /= batches as f64;
         }
     }
-    total
+    Ok(total)
 }
 
 /// Largest share of token assignments any expert takes in any layer (1/E when balanced).

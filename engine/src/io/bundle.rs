@@ -349,7 +349,7 @@ pub fn precision_check(
     limit: Option<usize>,
 ) -> Result<PrecisionCheck> {
     use crate::eval::answer_all;
-    let full = answer_all(model, tok, data, 64, limit);
+    let full = answer_all(model, tok, data, 64, limit)?;
     let counts = model.param_counts();
     let saving = |p: &Precision| {
         p.f16
@@ -371,7 +371,7 @@ pub fn precision_check(
     candidates.insert(0, Precision::f16());
     let mut trials = Vec::new();
     for precision in candidates {
-        let rounded = answer_all(&rounded(model, &precision)?, tok, data, 64, limit);
+        let rounded = answer_all(&rounded(model, &precision)?, tok, data, 64, limit)?;
         let mut differing = 0;
         let mut first = None;
         for ((_, a), (_, b)) in full.iter().zip(&rounded) {

@@ -17,6 +17,9 @@ pub enum Event {
         run: String,
         device: String,
         resumed_from: Option<String>,
+        /// The device's measured f32 matmul peak (FLOP/s), the denominator of `mfu`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        peak_flops: Option<f64>,
     },
     ModelBuilt {
         params: usize,
@@ -46,6 +49,16 @@ pub enum Event {
         grad_norm: f32,
         tokens_per_s: f64,
         elapsed_s: f64,
+        /// Real (unpadded) tokens of the batch, visual tokens included.
+        #[serde(default)]
+        tokens: usize,
+        /// Wall time of the step, waiting for its images included.
+        #[serde(default)]
+        step_s: f64,
+        /// Model FLOPs utilisation: the step's model FLOPs (`train::flops`) per second over
+        /// the device's matmul peak.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mfu: Option<f64>,
         /// Per MoE layer: the tokens each expert took (visual / text), drops and router
         /// entropy in this step. Absent for dense models.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]

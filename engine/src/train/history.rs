@@ -179,6 +179,7 @@ impl RunHistory {
                 run,
                 device,
                 resumed_from,
+                ..
             } => {
                 self.run = run.clone();
                 self.device = device.clone();
@@ -282,6 +283,7 @@ impl RunHistory {
             tokens_per_s,
             elapsed_s,
             routing,
+            ..
         } = event
         else {
             return;
@@ -435,6 +437,9 @@ mod tests {
             grad_norm: 1.0,
             tokens_per_s: 100.0,
             elapsed_s: elapsed,
+            tokens: 100,
+            step_s: 1.0,
+            mfu: None,
             routing: vec![LayerRouting {
                 layer: 1,
                 visual: vec![5, 0],
@@ -451,6 +456,7 @@ mod tests {
             run: "r".into(),
             device: "cpu".into(),
             resumed_from: resumed.map(String::from),
+            peak_flops: None,
         };
         let stage = Event::StageStart {
             stage: 0,

@@ -37,7 +37,7 @@ pub fn stage_pairs(
         return Dataset::from_pairs(file, &pairs, &recipe.data, tok, vision, max_len);
     }
     let t0 = Instant::now();
-    let answers = answer_all(model, tok, questions, 64, None);
+    let answers = answer_all(model, tok, questions, 64, None)?;
     let (pairs, stats) = mine_pairs(&answers, recipe.seed ^ (stage as u64 + 1));
     if pairs.is_empty() {
         return Err(Error::Invalid(format!(

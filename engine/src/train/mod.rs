@@ -18,9 +18,10 @@
 
 pub mod clip;
 pub mod events;
+pub mod flops;
 pub mod freeze;
 pub mod history;
-mod inputs;
+pub(crate) mod inputs;
 mod memory_plan;
 mod mine;
 pub mod objective;
@@ -28,18 +29,19 @@ mod options;
 mod order;
 mod pipeline;
 mod plan;
+mod prefetch;
 mod record;
 pub mod schedule;
-mod stage;
+pub(crate) mod stage;
 pub mod tail;
 pub mod teacher;
 mod update;
-mod visual;
+pub mod visual;
 
 pub use events::{Event, EventLog, Observer, Silent};
 pub use history::{RunHistory, RunStatus};
 pub use memory_plan::{Buffer, MemoryPlan, StagePlan, plan_recipe};
-pub use options::{RunOptions, RunOutcome, StopFlag};
+pub use options::{DEFAULT_FEATURE_CACHE_BYTES, RunOptions, RunOutcome, StopFlag};
 pub use pipeline::run_recipe;
 pub use plan::{PlanObserver, PlannedRun, run_plan};
 pub use tail::{BadLine, EventTail, read_events};

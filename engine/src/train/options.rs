@@ -6,6 +6,10 @@ use std::path::PathBuf;
 use crate::eval::EvalResult;
 use crate::model::Mllm;
 
+/// Default feature-cache budget per frozen tower: 1 GiB holds DINOv2-S features at 112 px of
+/// about 10,000 images.
+pub const DEFAULT_FEATURE_CACHE_BYTES: usize = 1 << 30;
+
 /// How to run a recipe.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -21,6 +25,10 @@ pub struct RunOptions {
     pub eval: bool,
     /// Cap on evaluated questions (all when `None`).
     pub eval_limit: Option<usize>,
+    /// Byte budget of each frozen vision tower's feature cache (`train::visual`): features are
+    /// computed when a batch first needs them and kept up to this size, so memory does not grow
+    /// with the number of images.
+    pub feature_cache_bytes: usize,
     /// Raised by another thread (the desktop app's Stop button) to end the run after its
     /// current step with a checkpoint written, exactly as `--resume` expects.
     pub stop: StopFlag,
@@ -57,6 +65,7 @@ impl Default for RunOptions {
             stop_after_steps: None,
             eval: true,
             eval_limit: None,
+            feature_cache_bytes: DEFAULT_FEATURE_CACHE_BYTES,
             stop: StopFlag::default(),
         }
     }

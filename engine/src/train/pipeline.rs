@@ -46,10 +46,12 @@ pub fn run_recipe(
         opts.overwrite,
     )?;
     let mut rec = Recorder::open(&run, observer)?;
+    let peak_flops = crate::backend::peak::matmul_peak_flops(device, info);
     rec.emit(Event::RunStart {
         run: recipe.name.clone(),
         device: format!("{} ({})", info.backend, info.name),
         resumed_from: resumed_from.as_ref().map(|p| p.display().to_string()),
+        peak_flops: Some(peak_flops),
     })?;
     let ad = device.clone().autodiff();
     let (mut model, mut state) =
@@ -64,6 +66,7 @@ pub fn run_recipe(
         kernels,
         device: &ad,
         resumed_from: resumed_from.as_deref(),
+        peak_flops,
     };
     let first_stage = state.stage + usize::from(state.stage_done);
     for si in first_stage..recipe.stages.len() {
@@ -113,9 +116,9 @@ fn evaluate(
         recipe.require_image,
     )?;
     let inference = model.valid();
-    let mut result = eval::evaluate(&inference, &inputs.tokenizer, &test, 64, opts.eval_limit);
+    let mut result = eval::evaluate(&inference, &inputs.tokenizer, &test, 64, opts.eval_limit)?;
     result.routing =
-        eval::routing::routing_profile(&inference, &inputs.tokenizer, &test, 64, opts.eval_limit);
+        eval::routing::routing_profile(&inference, &inputs.tokenizer, &test, 64, opts.eval_limit)?;
     if !result.routing.is_empty() {
         eval::routing::write_heatmap(&result.routing, &run.routing_png())?;
     }

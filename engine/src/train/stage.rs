@@ -12,10 +12,11 @@ use super::events::Event;
 use super::objective::{StageObjective, StageSetup, StepInput};
 use super::options::RunOptions;
 use super::order::Order;
+use super::prefetch::Prefetch;
 use super::record::Recorder;
 use super::teacher::Teacher;
 use super::update::Update;
-use super::visual::VisualSource;
+use super::visual::{PixelBatch, VisualSource};
 use super::{freeze, inputs::Inputs};
 use crate::backend::kernels::Kernels;
 use crate::config::{DataKind, DataOrder, Recipe, StageSpec};
@@ -37,6 +38,8 @@ pub struct RunContext<'a> {
     pub device: &'a Device,
     /// The checkpoint this attempt resumed from, if any.
     pub resumed_from: Option<&'a Path>,
+    /// The device's measured matmul peak (FLOP/s), for each step's MFU.
+    pub peak_flops: f64,
 }
 
 /// How a stage ended.
@@ -115,7 +118,11 @@ fn train_on(
         None
     };
     let mut update = Update::new(spec, steps, resume)?;
-    let visual = VisualSource::new(&model, data, !spec.freeze.vision.trains(), ctx.device);
+    let visual = VisualSource::new(
+        &model,
+        !spec.freeze.vision.trains(),
+        ctx.opts.feature_cache_bytes,
+    );
     let mut objective = StageObjective::prepare(&StageSetup {
         recipe: ctx.recipe,
         spec,
@@ -127,8 +134,14 @@ fn train_on(
         resume,
         kernels: ctx.kernels,
         device: ctx.device,
+        feature_cache_bytes: ctx.opts.feature_cache_bytes,
     })?;
-    let mut order = stage_order(ctx.recipe.seed, si, spec, data);
+    // the stage's batches, known up front, so their images are decoded ahead of the steps
+    let batches = stage_batches(ctx.recipe.seed, si, spec, data, start_step..steps);
+    let mut prefetch = Prefetch::start(
+        data.images.clone(),
+        batches.iter().map(|idx| data.images_of(idx)).collect(),
+    );
     let stage_start = Instant::now();
     let mut loss_sum = 0.0f64;
     for step in start_step..steps {
@@ -139,12 +152,18 @@ fn train_on(
             step,
             steps,
         };
+        let started = Instant::now();
+        let batch = Batch {
+            idx: &batches[step - start_step],
+            pixels: prefetch.next()?,
+            started,
+        };
         let (m, loss) = one_step(
             ctx,
             rec,
             &at,
             &visual,
-            &mut order,
+            batch,
             &mut update,
             &mut objective,
             model,
@@ -196,6 +215,14 @@ struct StepAt<'s> {
     steps: usize,
 }
 
+/// A step's records and their decoded images.
+struct Batch<'s> {
+    idx: &'s [usize],
+    pixels: PixelBatch,
+    /// When the step began waiting for its images (tokens/s counts the wait).
+    started: Instant,
+}
+
 /// One optimiser step: the batch, its loss, the update, and the step's events. Returns the
 /// updated model and the loss.
 #[allow(clippy::too_many_arguments)]
@@ -204,7 +231,7 @@ fn one_step(
     rec: &mut Recorder,
     at: &StepAt,
     visual: &VisualSource,
-    order: &mut Order,
+    batch: Batch,
     update: &mut Update,
     objective: &mut StageObjective,
     model: Mllm,
@@ -217,8 +244,8 @@ fn one_step(
         step,
         steps,
     } = *at;
-    let t0 = Instant::now();
-    let idx = data.unit_records(&order.batch(step, spec.batch_size));
+    let t0 = batch.started;
+    let idx = batch.idx;
     let examples: Vec<_> = idx.iter().map(|&i| &data.encoded[i]).collect();
     let hb = host_batch(
         &examples,
@@ -231,8 +258,9 @@ fn one_step(
             &model,
             StepInput {
                 hb: &hb,
-                idx: &idx,
-                visual: visual.for_batch(data, &idx, ctx.device),
+                idx,
+                visual: visual.for_pixels(&batch.pixels, ctx.device),
+                pixels: &batch.pixels,
                 want_relation: step == 0
                     || (step + 1) % super::RELATION_EVERY == 0
                     || step + 1 == steps,
@@ -260,6 +288,13 @@ fn one_step(
         global_step: state.global_step + 1,
         stage_done: false,
     };
+    let step_s = t0.elapsed().as_secs_f64().max(1e-9);
+    let flops = super::flops::step_flops(
+        &ctx.recipe.model,
+        &spec.freeze,
+        &hb,
+        visual.take_encoded(&batch.pixels),
+    );
     rec.emit(Event::Step {
         stage: si,
         name: spec.name.clone(),
@@ -270,8 +305,11 @@ fn one_step(
         terms: out.terms,
         lr: stepped.lr,
         grad_norm: stepped.grad_norm,
-        tokens_per_s: tokens(&hb) as f64 / t0.elapsed().as_secs_f64().max(1e-9),
+        tokens_per_s: tokens(&hb) as f64 / step_s,
         elapsed_s: rec.elapsed_s(),
+        tokens: tokens(&hb),
+        step_s,
+        mfu: (ctx.peak_flops > 0.0).then(|| flops / step_s / ctx.peak_flops),
         routing: out.routing,
     })?;
     if let Some(r) = out.relation {
@@ -315,6 +353,21 @@ fn on_device<T>(
             ),
         }
     })
+}
+
+/// The records of each step in `steps` of stage `si`: a pure function of the seed and the stage,
+/// so a resumed stage sees the batches it would have seen, and a benchmark can replay them.
+pub(crate) fn stage_batches(
+    seed: u64,
+    si: usize,
+    spec: &StageSpec,
+    data: &Dataset,
+    steps: std::ops::Range<usize>,
+) -> Vec<Vec<usize>> {
+    let mut order = stage_order(seed, si, spec, data);
+    steps
+        .map(|step| data.unit_records(&order.batch(step, spec.batch_size)))
+        .collect()
 }
 
 /// The order the stage visits its examples in: a pure function of the seed and the stage, so

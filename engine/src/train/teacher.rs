@@ -9,7 +9,7 @@ use burn::prelude::*;
 
 use crate::backend::kernels::Kernels;
 use crate::config::MllmConfig;
-use crate::data::{Dataset, Encoded, HostBatch, Padding, TextTokenizer, host_batch};
+use crate::data::{HostBatch, TextTokenizer};
 use crate::distill::VocabAlignment;
 use crate::model::{Mllm, Visual};
 use crate::run::checkpoint;
@@ -104,68 +104,83 @@ pub fn teacher_forward(
     teacher.hidden(hb, visual, &ad.clone().inner()).autodiff()
 }
 
-/// The teacher's last hidden states on every example of a stage, computed once. The teacher
-/// and its encoder are frozen and the examples do not change, so over a many-epoch stage this
-/// replaces one teacher forward per step by a host-side copy. The logits are not cached: they
-/// are the hidden states through the teacher's head, formed per step at the positions the
-/// loss reads, so the cache holds `D` floats per token instead of `D + V` (576 against 49k for
-/// SmolLM2). Right padding and the causal mask make an example's outputs independent of what
-/// it is batched with, so the cached values are the live ones up to float rounding.
+/// The teacher's last hidden states per example, kept as the stage first meets them. The teacher
+/// and its encoder are frozen and the examples do not change, so over a many-epoch stage the
+/// first epoch runs the teacher and later ones copy from here, with nothing computed before the
+/// first step. The logits are not cached: they are the hidden states through the teacher's
+/// head, formed per step at the positions the loss reads, so the cache holds `D` floats per
+/// token instead of `D + V` (576 against 49k for SmolLM2). Right padding and the causal mask
+/// make an example's outputs independent of what it is batched with, so the cached values are
+/// the live ones up to float rounding. Filled until [`TEACHER_CACHE_MAX_BYTES`]; examples past
+/// it are computed live each time.
 pub struct TeacherCache {
-    hidden: Vec<Vec<f32>>,
+    hidden: std::sync::Mutex<(std::collections::HashMap<usize, Vec<f32>>, usize)>,
     width: usize,
+    budget: usize,
 }
 
-/// Largest cache built; above it the teacher runs live every step.
+/// Largest cache kept; past it the teacher runs live for the examples not cached.
 pub const TEACHER_CACHE_MAX_BYTES: usize = 4 << 30;
 
 impl TeacherCache {
-    /// Bytes a cache of `data` would take (f32 hidden states per token).
-    pub fn bytes(teacher: &Teacher, data: &Dataset) -> usize {
-        let tokens: usize = data.encoded.iter().map(|e| e.ids.len()).sum();
-        tokens * teacher.model.config.llm.hidden * 4
+    pub fn new(teacher: &Teacher, budget: usize) -> Self {
+        TeacherCache {
+            hidden: Default::default(),
+            width: teacher.model.config.llm.hidden,
+            budget,
+        }
     }
 
-    /// Runs the teacher over every example in chunks; `visual(idx)` gives the teacher's visual
-    /// input for a chunk on the inner device.
-    pub fn build(
+    /// Examples cached so far.
+    pub fn len(&self) -> usize {
+        self.hidden.lock().expect("teacher cache").0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The teacher's hidden states of examples `idx` laid out like `hb` (right padding, zeros
+    /// beyond each example's end, where every mask is 0), on the autodiff device `ad`: from
+    /// the cache when every example is there, else from the teacher on the whole batch
+    /// (`visual()` gives its visual input), keeping what the budget allows.
+    pub fn batch(
+        &self,
         teacher: &Teacher,
-        data: &Dataset,
-        pad: u32,
-        visual: &dyn Fn(&[usize]) -> Visual,
-        inner: &Device,
-    ) -> TeacherCache {
-        let nv = teacher.model.config.vision.num_visual_tokens();
-        let width = teacher.model.config.llm.hidden;
-        let mut hidden = Vec::with_capacity(data.len());
-        let all: Vec<usize> = (0..data.len()).collect();
-        for chunk in all.chunks(64) {
-            let examples: Vec<&Encoded> = chunk.iter().map(|&i| &data.encoded[i]).collect();
-            let hb = host_batch(&examples, nv, pad, Padding::Right);
-            let h: Vec<f32> = teacher
-                .hidden(&hb, visual(chunk), inner)
-                .into_data()
-                .convert::<f32>()
-                .try_to_vec::<f32>()
-                .expect("f32");
-            for (r, e) in examples.iter().enumerate() {
-                let n = e.ids.len();
-                let at = r * hb.t;
-                hidden.push(h[at * width..(at + n) * width].to_vec());
+        idx: &[usize],
+        hb: &HostBatch,
+        visual: impl FnOnce() -> Visual,
+        ad: &Device,
+    ) -> Tensor<3> {
+        let (b, t, w) = (hb.b, hb.t, self.width);
+        let mut guard = self.hidden.lock().expect("teacher cache");
+        let (rows, bytes) = &mut *guard;
+        if idx.iter().all(|i| rows.contains_key(i)) {
+            let mut h = vec![0.0f32; b * t * w];
+            for (r, i) in idx.iter().enumerate() {
+                let src = &rows[i];
+                h[r * t * w..r * t * w + src.len()].copy_from_slice(src);
+            }
+            return Tensor::from_data(TensorData::new(h, [b, t, w]), ad);
+        }
+        let live = teacher.hidden(hb, visual(), &ad.clone().inner());
+        let host: Vec<f32> = live
+            .clone()
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .expect("f32");
+        for (r, &i) in idx.iter().enumerate() {
+            let n = hb.attention_mask[r * t..(r + 1) * t]
+                .iter()
+                .filter(|m| **m > 0.0)
+                .count();
+            let size = n * w * 4;
+            if !rows.contains_key(&i) && *bytes + size <= self.budget {
+                *bytes += size;
+                rows.insert(i, host[r * t * w..(r * t + n) * w].to_vec());
             }
         }
-        TeacherCache { hidden, width }
-    }
-
-    /// The cached hidden states of examples `idx`, laid out like `hb` (right padding, zeros
-    /// beyond each example's end, where every mask is 0).
-    pub fn batch(&self, idx: &[usize], hb: &HostBatch, ad: &Device) -> Tensor<3> {
-        let (b, t) = (hb.b, hb.t);
-        let mut h = vec![0.0f32; b * t * self.width];
-        for (r, &i) in idx.iter().enumerate() {
-            let src = &self.hidden[i];
-            h[r * t * self.width..r * t * self.width + src.len()].copy_from_slice(src);
-        }
-        Tensor::from_data(TensorData::new(h, [b, t, self.width]), ad)
+        live.autodiff()
     }
 }

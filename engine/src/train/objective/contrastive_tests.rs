@@ -72,6 +72,14 @@ fn shapes_tokenizer(dir: &std::path::Path) -> TextTokenizer {
     TextTokenizer::load(&path).unwrap()
 }
 
+/// A vision config for a split without images.
+fn tiny_vision() -> crate::config::VisionConfig {
+    toml::from_str(
+        "image_size = 8\npatch_size = 4\nhidden = 8\nlayers = 1\nheads = 1\nmlp_hidden = 8",
+    )
+    .unwrap()
+}
+
 fn records(regions: &[Option<Vec<&str>>]) -> Dataset {
     let records = regions
         .iter()
@@ -95,9 +103,7 @@ fn records(regions: &[Option<Vec<&str>>]) -> Dataset {
         records,
         encoded: Vec::new(),
         image_of: Vec::new(),
-        images: Vec::new(),
-        image_len: 0,
-        image_paths: Vec::new(),
+        images: std::sync::Arc::new(crate::data::ImageTable::new(&tiny_vision())),
         paired: false,
     }
 }

@@ -4,18 +4,17 @@
 //! and the hidden-state alignment of [`DistillSpec`].
 
 use std::collections::BTreeMap;
-use std::time::Instant;
 
 use burn::optim::ModuleOptimizer;
 use burn::prelude::*;
 
-use super::super::teacher::{TEACHER_CACHE_MAX_BYTES, Teacher, TeacherCache, teacher_forward};
+use super::super::teacher::{TEACHER_CACHE_MAX_BYTES, Teacher, TeacherCache};
 use super::super::visual::VisualSource;
 use super::{RelationSnapshot, StageSetup, StepInput, StepLoss, router};
 use crate::Result;
 use crate::backend::kernels::Kernels;
 use crate::config::{DistillSpec, KdTokens, RelationFeatures};
-use crate::data::{Dataset, HostBatch};
+use crate::data::HostBatch;
 use crate::distill::divergence::linear_divergence;
 use crate::distill::{
     HiddenProjection, correlation_loss, hidden_mse, linear_self_correlation, self_correlation,
@@ -25,20 +24,14 @@ use crate::model::{
 };
 use crate::run::checkpoint;
 
-/// Where a distillation stage's teacher outputs come from.
-enum TeacherSource {
-    /// Computed once for every example of the stage.
-    Cached(TeacherCache),
-    /// Computed every step (the cache would not fit in memory).
-    Live(Box<VisualSource>),
-}
-
 /// A distillation stage: the spec, the teacher and its outputs, LLaVADI's projection.
 pub struct Distill<'a> {
     spec: DistillSpec,
     teacher: &'a Teacher,
-    data: &'a Dataset,
-    source: TeacherSource,
+    /// The teacher's hidden states, kept per example as the stage meets them.
+    cache: TeacherCache,
+    /// The teacher's visual input: its frozen tower's features, cached likewise.
+    tvis: VisualSource,
     /// The teacher's LM head over the shared vocabulary `[D_teacher, V_shared]`, a constant
     /// on the autodiff device.
     teacher_head: Tensor<2>,
@@ -51,30 +44,8 @@ pub struct Distill<'a> {
 impl<'a> Distill<'a> {
     pub fn prepare(setup: &StageSetup<'a, '_>, spec: DistillSpec) -> Result<Self> {
         let teacher = setup.teacher()?;
-        let data = setup.data;
-        let inner = setup.device.clone().inner();
-        let tvis = VisualSource::frozen(&teacher.model.vision, data, &inner);
-        let bytes = TeacherCache::bytes(teacher, data);
-        let source = if bytes <= TEACHER_CACHE_MAX_BYTES {
-            let t0 = Instant::now();
-            let cache = TeacherCache::build(
-                teacher,
-                data,
-                setup.tokenizer.special.pad,
-                &|idx| tvis.for_batch(data, idx, &inner),
-                &inner,
-            );
-            log::info!(
-                "stage {:?}: teacher outputs cached for {} examples ({:.0} MB) in {:.1} s",
-                setup.spec.name,
-                data.len(),
-                bytes as f64 / 1e6,
-                t0.elapsed().as_secs_f64()
-            );
-            TeacherSource::Cached(cache)
-        } else {
-            TeacherSource::Live(Box::new(tvis))
-        };
+        let tvis = VisualSource::frozen(&teacher.model.vision, setup.feature_cache_bytes);
+        let cache = TeacherCache::new(teacher, TEACHER_CACHE_MAX_BYTES);
         let align = if spec.hidden > 0.0 {
             let module = HiddenProjection::new(
                 setup.recipe.model.llm.hidden,
@@ -99,8 +70,8 @@ impl<'a> Distill<'a> {
         Ok(Distill {
             spec,
             teacher,
-            data,
-            source,
+            cache,
+            tvis,
             teacher_head,
             kernels: setup.kernels,
             align,
@@ -109,15 +80,13 @@ impl<'a> Distill<'a> {
 
     pub fn loss(&self, model: &Mllm, input: StepInput) -> StepLoss {
         let inner = input.device.clone().inner();
-        let t_hidden = match &self.source {
-            TeacherSource::Cached(c) => c.batch(input.idx, input.hb, input.device),
-            TeacherSource::Live(tvis) => teacher_forward(
-                self.teacher,
-                input.hb,
-                tvis.for_batch(self.data, input.idx, &inner),
-                input.device,
-            ),
-        };
+        let t_hidden = self.cache.batch(
+            self.teacher,
+            input.idx,
+            input.hb,
+            || self.tvis.for_pixels(input.pixels, &inner),
+            input.device,
+        );
         distill_loss(
             model,
             self.align.as_ref().map(|a| &a.0),

@@ -27,6 +27,7 @@ pub use contrastive::{ContrastiveTargets, REGION_VIEW_SEPARATOR, info_nce};
 pub use preference::reference_logps;
 
 use super::teacher::Teacher;
+use super::visual::PixelBatch;
 use crate::backend::kernels::Kernels;
 use crate::config::{Objective, Recipe, StageSpec};
 use crate::data::{Dataset, HostBatch, TextTokenizer};
@@ -74,6 +75,8 @@ pub struct StepInput<'b> {
     pub idx: &'b [usize],
     /// The student's visual input for the batch.
     pub visual: Visual,
+    /// The batch's decoded images, for a teacher that encodes them itself.
+    pub pixels: &'b PixelBatch,
     /// Whether to take a [`RelationSnapshot`] this step.
     pub want_relation: bool,
     /// The autodiff device.
@@ -96,6 +99,8 @@ pub struct StageSetup<'a, 'm> {
     pub kernels: Kernels,
     /// The autodiff device.
     pub device: &'m Device,
+    /// Byte budget of each frozen tower's feature cache (`RunOptions::feature_cache_bytes`).
+    pub feature_cache_bytes: usize,
 }
 
 impl<'a> StageSetup<'a, '_> {

@@ -35,26 +35,26 @@ impl Preference {
         let t0 = Instant::now();
         let (who, reference) = match spec.reference {
             PreferenceReference::Teacher => {
-                let tvis = VisualSource::frozen(&teacher.model.vision, data, &inner);
+                let tvis = VisualSource::frozen(&teacher.model.vision, setup.feature_cache_bytes);
                 let r = reference_logps(
                     &teacher.model,
                     data,
                     pad,
-                    &|idx| tvis.for_batch(data, idx, &inner),
+                    &|idx| tvis.for_records(data, idx, &inner),
                     &inner,
-                );
+                )?;
                 ("teacher", r)
             }
             PreferenceReference::Student => {
                 let frozen = setup.model.valid();
-                let svis = VisualSource::frozen(&frozen.vision, data, &inner);
+                let svis = VisualSource::frozen(&frozen.vision, setup.feature_cache_bytes);
                 let r = reference_logps(
                     &frozen,
                     data,
                     pad,
-                    &|idx| svis.for_batch(data, idx, &inner),
+                    &|idx| svis.for_records(data, idx, &inner),
                     &inner,
-                );
+                )?;
                 ("initial student", r)
             }
         };
@@ -86,16 +86,16 @@ pub fn reference_logps(
     reference: &Mllm,
     data: &Dataset,
     pad: u32,
-    visual: &dyn Fn(&[usize]) -> Visual,
+    visual: &dyn Fn(&[usize]) -> Result<Visual>,
     inner: &Device,
-) -> Vec<f32> {
+) -> Result<Vec<f32>> {
     let nv = reference.config.vision.num_visual_tokens();
     let all: Vec<usize> = (0..data.len()).collect();
     let mut out = Vec::with_capacity(data.len());
     for chunk in all.chunks(64) {
         let examples: Vec<&Encoded> = chunk.iter().map(|&i| &data.encoded[i]).collect();
         let hb = host_batch(&examples, nv, pad, Padding::Right);
-        let batch = hb.to_device(visual(chunk), inner);
+        let batch = hb.to_device(visual(chunk)?, inner);
         let lp = response_log_probs(reference, reference.hidden(&batch), &hb);
         out.extend(
             lp.into_data()
@@ -104,7 +104,7 @@ pub fn reference_logps(
                 .expect("f32"),
         );
     }
-    out
+    Ok(out)
 }
 
 /// Each example's summed log-probability of its response `[B]` under `model`, from its last
