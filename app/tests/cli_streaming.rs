@@ -128,6 +128,10 @@ fn peak_memory_does_not_grow_with_the_number_of_images() {
     let many = 4000;
     let large = peak_mib(&dir, &data_set(&dir, many));
     let decoded_mib = (many * 3 * (SIZE * SIZE) as usize * 4) as f64 / (1 << 20) as f64;
+    eprintln!(
+        "peak RSS: {small:.0} MiB with 100 images, {large:.0} MiB with {many} \
+         (decoded: {decoded_mib:.0} MiB)"
+    );
     assert!(
         large < small + 64.0,
         "peak {large:.0} MiB with {many} images against {small:.0} MiB with 100"
