@@ -13,7 +13,7 @@ use crate::cache::{Key, root, write_atomic};
 /// Matmul side: large enough to reach a CPU's or GPU's steady state, small enough to take well
 /// under a second on a CPU.
 const N: usize = 1024;
-const REPEATS: usize = 5;
+const REPEATS: usize = 10;
 
 /// FLOP/s of an `N x N x N` f32 matmul on `device`, from the cache when measured before.
 pub fn matmul_peak_flops(device: &Device, info: &DeviceInfo) -> f64 {

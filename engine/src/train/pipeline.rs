@@ -31,13 +31,22 @@ pub fn run_recipe(
     observer: &mut dyn Observer,
 ) -> Result<RunOutcome> {
     let runs = opts.runs();
+    let t0 = std::time::Instant::now();
     let inputs = Inputs::load(recipe, &runs)?;
+    log::info!(
+        "inputs: {} records, {} image files checked, in {:.1} s",
+        inputs.data.values().map(|d| d.len()).sum::<usize>(),
+        inputs.data.values().map(|d| d.num_images()).sum::<usize>(),
+        t0.elapsed().as_secs_f64()
+    );
     // the one decision of where the fused kernels run, for the student and the teacher alike
     let kernels = Kernels::resolve(recipe.kernels, device);
     // refuse, before anything is loaded onto the device or written, a stage that cannot fit
     let plan = super::memory_plan::plan_inputs(recipe, &runs, &inputs, kernels, device, info)?;
     plan.check()?;
+    let t0 = std::time::Instant::now();
     let init = Init::resolve(recipe, &runs, &inputs, kernels, device)?;
+    log::info!("starting checkpoints resolved in {:.1} s", t0.elapsed().as_secs_f64());
     let run = runs.run(&recipe.name);
     let resumed_from = run.begin(
         &recipe.to_toml(),
@@ -54,8 +63,10 @@ pub fn run_recipe(
         peak_flops: Some(peak_flops),
     })?;
     let ad = device.clone().autodiff();
+    let t0 = std::time::Instant::now();
     let (mut model, mut state) =
         init.student(recipe, &inputs, resumed_from.as_deref(), &mut rec, &ad)?;
+    log::info!("student built in {:.1} s", t0.elapsed().as_secs_f64());
     model.set_kernels(kernels);
 
     let ctx = RunContext {
