@@ -46,7 +46,10 @@ pub fn run_recipe(
     plan.check()?;
     let t0 = std::time::Instant::now();
     let init = Init::resolve(recipe, &runs, &inputs, kernels, device)?;
-    log::info!("starting checkpoints resolved in {:.1} s", t0.elapsed().as_secs_f64());
+    log::info!(
+        "starting checkpoints resolved in {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
     let run = runs.run(&recipe.name);
     let resumed_from = run.begin(
         &recipe.to_toml(),
