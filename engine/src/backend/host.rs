@@ -24,7 +24,19 @@ pub fn set_cpu_threads(threads: Option<usize>) -> crate::Result<usize> {
             .build_global()
             .map_err(|e| crate::Error::Invalid(format!("cannot set the CPU threads: {e}")))?;
     }
-    Ok(rayon::current_num_threads())
+    Ok(cpu_threads())
+}
+
+/// Threads the CPU backend computes on (1 in the browser).
+pub fn cpu_threads() -> usize {
+    #[cfg(not(target_family = "wasm"))]
+    {
+        rayon::current_num_threads()
+    }
+    #[cfg(target_family = "wasm")]
+    {
+        1
+    }
 }
 
 /// Asks glibc to keep freed memory for reuse instead of returning it to the kernel. Call once,

@@ -10,7 +10,7 @@ pub mod peak;
 
 #[cfg(not(target_family = "wasm"))]
 pub use host::set_cpu_threads;
-pub use host::tune_allocator;
+pub use host::{cpu_threads, tune_allocator};
 
 use burn::prelude::{Device, DeviceKind};
 

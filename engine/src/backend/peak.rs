@@ -17,7 +17,7 @@ const REPEATS: usize = 10;
 
 /// FLOP/s of an `N x N x N` f32 matmul on `device`, from the cache when measured before.
 pub fn matmul_peak_flops(device: &Device, info: &DeviceInfo) -> f64 {
-    let threads = threads();
+    let threads = crate::backend::cpu_threads();
     let entry = root().map(|r| {
         let key = Key::new("matmul-peak")
             .str(&binary_identity())
@@ -59,17 +59,6 @@ fn binary_identity() -> String {
             Some(format!("{} {} {}", p.display(), m.len(), mtime.as_nanos()))
         })
         .unwrap_or_default()
-}
-
-fn threads() -> usize {
-    #[cfg(not(target_family = "wasm"))]
-    {
-        rayon::current_num_threads()
-    }
-    #[cfg(target_family = "wasm")]
-    {
-        1
-    }
 }
 
 fn measure(device: &Device) -> f64 {

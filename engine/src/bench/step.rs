@@ -211,7 +211,7 @@ pub fn bench_step(
         data: data_path,
         data_sha256,
         device: format!("{} ({})", info.backend, info.name),
-        threads: threads(),
+        threads: crate::backend::cpu_threads(),
         warmup_steps: opts.warmup,
         timed_steps: opts.steps,
         tokens,
@@ -256,17 +256,6 @@ fn step_shape(hb: &HostBatch, nv: usize) -> StepShape {
         })
         .collect();
     StepShape { rows }
-}
-
-fn threads() -> usize {
-    #[cfg(not(target_family = "wasm"))]
-    {
-        rayon::current_num_threads()
-    }
-    #[cfg(target_family = "wasm")]
-    {
-        1
-    }
 }
 
 /// Seconds since this process started (its start time in `/proc/self/stat`, in clock ticks

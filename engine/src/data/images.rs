@@ -45,10 +45,6 @@ impl ImageTable {
         self.paths.is_empty()
     }
 
-    pub fn paths(&self) -> &[PathBuf] {
-        &self.paths
-    }
-
     /// Floats per decoded image (`3 * S * S`).
     pub fn image_len(&self) -> usize {
         3 * self.vision.image_size * self.vision.image_size
@@ -66,16 +62,34 @@ impl ImageTable {
     /// The images `ks` (zeros where a record has none) as one `[ks.len(), 3, S, S]` buffer,
     /// decoded on the rayon pool (in order in the browser).
     pub fn decode_batch(&self, ks: &[Option<usize>]) -> Result<Vec<f32>> {
-        let len = self.image_len();
-        let one = |k: &Option<usize>| match k {
-            Some(k) => self.decode(*k),
-            None => Ok(vec![0.0; len]),
-        };
         #[cfg(not(target_family = "wasm"))]
-        let rows: Vec<Vec<f32>> = ks.par_iter().map(one).collect::<Result<_>>()?;
+        {
+            let rows: Vec<Vec<f32>> = ks
+                .par_iter()
+                .map(|k| self.decode_or_zeros(k))
+                .collect::<Result<_>>()?;
+            Ok(rows.concat())
+        }
         #[cfg(target_family = "wasm")]
-        let rows: Vec<Vec<f32>> = ks.iter().map(one).collect::<Result<_>>()?;
-        Ok(rows.concat())
+        self.decode_batch_serial(ks)
+    }
+
+    /// [`Self::decode_batch`] on the calling thread only (the prefetch thread: the rayon pool
+    /// belongs to the step's matmuls).
+    pub fn decode_batch_serial(&self, ks: &[Option<usize>]) -> Result<Vec<f32>> {
+        let mut out = Vec::with_capacity(ks.len() * self.image_len());
+        for k in ks {
+            out.extend(self.decode_or_zeros(k)?);
+        }
+        Ok(out)
+    }
+
+    /// Image `k`, or zeros for a record without one.
+    fn decode_or_zeros(&self, k: &Option<usize>) -> Result<Vec<f32>> {
+        match k {
+            Some(k) => self.decode(*k),
+            None => Ok(vec![0.0; self.image_len()]),
+        }
     }
 }
 

@@ -60,30 +60,20 @@ impl Drop for Prefetch {
     }
 }
 
-/// The thread's work: decode each batch in order (one image at a time: the rayon pool belongs
-/// to the step's matmuls) and queue it; stop at the first error, after queueing it, or when the
+/// The thread's work: decode each batch in order (on this thread: the rayon pool belongs to the
+/// step's matmuls) and queue it; stop at the first error, after queueing it, or when the
 /// queue is closed.
 fn decode_all(
     images: &ImageTable,
     batches: Vec<Vec<Option<usize>>>,
     tx: SyncSender<Result<PixelBatch>>,
 ) {
-    let len = images.image_len();
     for ks in batches {
-        let decoded: Result<PixelBatch> = (|| {
-            let mut pixels = Vec::with_capacity(ks.len() * len);
-            for k in &ks {
-                match k {
-                    Some(k) => pixels.extend(images.decode(*k)?),
-                    None => pixels.resize(pixels.len() + len, 0.0),
-                }
-            }
-            Ok(PixelBatch {
-                images: ks,
-                pixels,
-                size: images.image_size(),
-            })
-        })();
+        let decoded = images.decode_batch_serial(&ks).map(|pixels| PixelBatch {
+            images: ks,
+            pixels,
+            size: images.image_size(),
+        });
         let failed = decoded.is_err();
         if tx.send(decoded).is_err() || failed {
             return;

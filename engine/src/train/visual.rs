@@ -127,11 +127,6 @@ impl FrozenFeatures {
         }
     }
 
-    /// Images encoded and kept so far.
-    pub fn cached(&self) -> usize {
-        self.cache.lock().expect("feature cache").rows.len()
-    }
-
     /// `[records, Nv, C]` features of the batch on `device`: cached rows, the rest encoded
     /// now in one pass, zeros for text-only records (their visual slots are masked out).
     fn features(&self, px: &PixelBatch, device: &Device) -> Tensor<3> {
