@@ -11,7 +11,8 @@ use anyhow::Context as _;
 use condenser_engine::config::{Recipe, load_ablation, run_name};
 use condenser_engine::data::shapes::{generate, is_generated};
 use condenser_engine::eval::EvalResult;
-use condenser_engine::eval::ablation::{Headline, RowStats, columns, markdown};
+use condenser_engine::eval::ablation::{AblationTable, RowStats};
+use condenser_engine::eval::provenance::Provenance;
 use condenser_engine::run::Runs;
 use condenser_engine::train::{
     Observer, PlanObserver, PlannedRun, RunOptions, RunOutcome, Silent, run_plan, run_recipe,
@@ -197,38 +198,44 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         .zip(&results)
         .map(|(row, res)| RowStats::new(&row.label, &row.group, res))
         .collect();
-    let headline = Headline::new(&rows, &set.method, &set.baseline, set.teacher.as_deref());
     let command = format!("condenser ablate {} --seeds {}", set.name, args.seeds);
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = condenser_engine::backend::cpu_threads();
     let device_line = format!(
         "{} ({}), {threads} CPU threads, {} runs at a time",
         info.backend, info.name, jobs
     );
-    let md = markdown(
+    // every file the rows were built from: the set (its patches) and the recipes it names
+    let set_rel = set_path
+        .strip_prefix(&args.root)
+        .unwrap_or(&set_path)
+        .to_path_buf();
+    let mut files = vec![set_rel];
+    files.extend(set.before.iter().cloned());
+    for row in &set.rows {
+        if !files.contains(&row.recipe) {
+            files.push(row.recipe.clone());
+        }
+    }
+    let provenance = Provenance::collect(&args.root, &data, &files)?;
+    let table = AblationTable::new(
         &set.title,
         &set.description,
         &command,
         &device_line,
-        &data.display().to_string(),
-        &rows,
-        &headline,
+        provenance,
+        rows,
+        &set.method,
+        &set.baseline,
+        set.teacher.as_deref(),
     );
+    let md = table.markdown();
     let out = args.root.join(&set.output);
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let json = serde_json::json!({
-        "command": command,
-        "device": device_line,
-        "columns": columns(),
-        "rows": rows,
-        "headline": headline,
-    });
+    let json = serde_json::to_string_pretty(&table)?;
     condenser_engine::error::write_atomic(&out, md.as_bytes())?;
-    condenser_engine::error::write_atomic(
-        out.with_extension("json"),
-        serde_json::to_string_pretty(&json)?.as_bytes(),
-    )?;
+    condenser_engine::error::write_atomic(out.with_extension("json"), json.as_bytes())?;
     println!("{md}");
     println!(
         "wrote {} in {:.1} min",

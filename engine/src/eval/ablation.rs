@@ -1,11 +1,14 @@
 //! The ablation table: for each row, the mean and sample standard deviation over seeds of every
 //! benchmark column (overall and per-type exact match, POPE F1 per negative sampling), and the
-//! headline: method minus baseline against twice the seeds' spread, and the share of the
-//! teacher-baseline gap closed. Markdown and JSON are both generated from the same numbers.
+//! headline: method minus baseline with its confidence interval and Welch's t-test, and the
+//! share of the teacher-baseline gap closed. Markdown and JSON are both generated from the same numbers.
 
 use std::fmt::Write as _;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+use super::provenance::Provenance;
+use super::stats::Welch;
 
 use super::EvalResult;
 use crate::data::{NegativeSampling, QuestionType};
@@ -45,7 +48,7 @@ pub fn values(r: &EvalResult) -> Vec<Option<f64>> {
 }
 
 /// Mean and sample standard deviation (0 for a single value).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Stat {
     pub mean: f64,
     pub std: f64,
@@ -69,7 +72,7 @@ impl Stat {
 }
 
 /// One aggregated row.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RowStats {
     pub label: String,
     pub group: String,
@@ -100,17 +103,19 @@ impl RowStats {
     }
 }
 
-/// The headline comparison of the method against the baseline (overall accuracy).
-#[derive(Debug, Clone, Serialize)]
+/// The p-value a headline must fall below to be called significant.
+pub const SIGNIFICANCE: f64 = 0.01;
+
+/// The headline comparison of the method against the baseline (overall accuracy): the mean
+/// difference over seeds with its 95% confidence interval and Welch's two-sided t-test.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Headline {
     pub method: String,
     pub baseline: String,
     pub delta: f64,
-    /// Twice the larger of the two rows' seed standard deviations.
-    pub two_std: f64,
-    /// Whether both rows have at least two seeds, so that `two_std` estimates the seed noise.
-    pub noise_known: bool,
-    /// `delta > two_std` with the noise known.
+    /// Welch's test of method against baseline; `None` when a row has a single seed.
+    pub welch: Option<Welch>,
+    /// `p < SIGNIFICANCE` and the method above the baseline.
     pub significant: bool,
     /// `teacher - baseline`, when a teacher row exists.
     pub teacher_gap: Option<f64>,
@@ -126,8 +131,7 @@ impl Headline {
         let m = find(method).expect("method row");
         let b = find(baseline).expect("baseline row");
         let delta = m.mean - b.mean;
-        let two_std = 2.0 * m.std.max(b.std);
-        let noise_known = m.n > 1 && b.n > 1;
+        let welch = Welch::test(m.mean, m.std, m.n, b.mean, b.std, b.n);
         let teacher_gap = teacher.and_then(find).map(|t| t.mean - b.mean);
         let gap_closed = teacher_gap
             .filter(|g| *g > 1e-9 && *g > 2.0 * b.std)
@@ -136,28 +140,135 @@ impl Headline {
             method: method.into(),
             baseline: baseline.into(),
             delta,
-            two_std,
-            noise_known,
-            significant: noise_known && delta > two_std,
+            significant: welch.is_some_and(|w| w.p < SIGNIFICANCE && delta > 0.0),
+            welch,
             teacher_gap,
             gap_closed,
         }
     }
+
+    /// The headline sentence under a table.
+    pub fn sentence(&self) -> String {
+        let test = match &self.welch {
+            None => "a row has a single seed, so there is no estimate of the seed noise and no \
+                     test (train more seeds with --seeds)"
+                .to_string(),
+            Some(w) => format!(
+                "95% CI {:+.1} to {:+.1}; Welch's t = {:.2}, df = {:.1}, p = {}: {}",
+                w.ci95.0,
+                w.ci95.1,
+                w.t,
+                w.df,
+                format_p(w.p),
+                if self.significant {
+                    format!("significant at p < {SIGNIFICANCE}")
+                } else {
+                    format!("NOT significant at p < {SIGNIFICANCE}")
+                }
+            ),
+        };
+        let gap = match (self.gap_closed, self.teacher_gap) {
+            (Some(g), _) => format!(" It closes {:.0}% of the teacher-baseline gap.", 100.0 * g),
+            (None, Some(gap)) if gap >= 0.0 => format!(
+                " The baseline is only {gap:.1} points below the teacher, within twice its seed \
+                 std, so no share of a teacher-baseline gap is given."
+            ),
+            (None, Some(gap)) => format!(
+                " The baseline is {:.1} points above the teacher, so no share of a \
+                 teacher-baseline gap is given.",
+                -gap
+            ),
+            (None, None) => String::new(),
+        };
+        format!(
+            "**{}** vs **{}**: {:+.1} points overall ({test}).{gap}",
+            self.method, self.baseline, self.delta
+        )
+    }
 }
 
-/// The markdown table: a header line naming the command and device, then one table with
-/// `mean ± std` cells grouped by the rows' groups, then the headline. `data` names the data
-/// folder whose test split was scored. Columns no row has a value for (e.g. the Shapes question
-/// types on another data set) are left out.
-pub fn markdown(
-    title: &str,
-    description: &str,
-    command: &str,
-    device: &str,
-    data: &str,
-    rows: &[RowStats],
-    headline: &Headline,
-) -> String {
+/// A p-value to two significant digits, or a bound when it is tiny.
+pub fn format_p(p: f64) -> String {
+    if p < 1e-4 {
+        "< 0.0001".into()
+    } else if p < 0.01 {
+        format!("{p:.4}")
+    } else {
+        format!("{p:.3}")
+    }
+}
+
+/// A generated ablation table: everything its markdown is rendered from, which is also what its
+/// JSON twin holds. Rendering recomputes the headline from the rows, so a table whose JSON was
+/// made by an older renderer or older statistics no longer renders to its committed markdown.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AblationTable {
+    pub title: String,
+    pub description: String,
+    /// The command that made the table.
+    pub command: String,
+    /// Backend, device, threads and runs at a time.
+    pub device: String,
+    pub provenance: Provenance,
+    pub columns: Vec<String>,
+    pub rows: Vec<RowStats>,
+    /// Row label of the teacher, for the share of the gap closed.
+    pub teacher: Option<String>,
+    pub headline: Headline,
+}
+
+impl AblationTable {
+    /// The table of `rows`, with its headline of `method` against `baseline`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        title: &str,
+        description: &str,
+        command: &str,
+        device: &str,
+        provenance: Provenance,
+        rows: Vec<RowStats>,
+        method: &str,
+        baseline: &str,
+        teacher: Option<&str>,
+    ) -> Self {
+        let headline = Headline::new(&rows, method, baseline, teacher);
+        AblationTable {
+            title: title.into(),
+            description: description.into(),
+            command: command.into(),
+            device: device.into(),
+            provenance,
+            columns: columns(),
+            rows,
+            teacher: teacher.map(str::to_string),
+            headline,
+        }
+    }
+
+    /// The markdown: a header naming the command, device and provenance, one table with
+    /// `mean ± std` cells, then the headline. Columns no row has a value for (e.g. the Shapes
+    /// question types on another data set) are left out.
+    pub fn markdown(&self) -> String {
+        let headline = Headline::new(
+            &self.rows,
+            &self.headline.method,
+            &self.headline.baseline,
+            self.teacher.as_deref(),
+        );
+        markdown(self, &headline)
+    }
+}
+
+fn markdown(table: &AblationTable, headline: &Headline) -> String {
+    let AblationTable {
+        title,
+        description,
+        command,
+        device,
+        rows,
+        ..
+    } = table;
+    let data = &table.provenance.data;
     let all = columns();
     let keep: Vec<usize> = (0..all.len())
         .filter(|&i| rows.iter().any(|r| r.stats[i].is_some()))
@@ -172,6 +283,7 @@ pub fn markdown(
     if !description.is_empty() {
         let _ = writeln!(md, "{}\n", description.trim());
     }
+    let _ = writeln!(md, "{}\n", table.provenance.markdown());
     let _ = writeln!(
         md,
         "Held-out test split of `{data}`, exact match in percent (POPE columns: F1; absent-yes: \
@@ -202,41 +314,7 @@ pub fn markdown(
         }
         md.push('\n');
     }
-    let noise = if !headline.noise_known {
-        "a row has a single seed, so there is no estimate of the seed noise (train more seeds \
-         with --seeds)"
-            .to_string()
-    } else {
-        format!(
-            "twice the larger seed std is {:.1}, so the difference is {}",
-            headline.two_std,
-            if headline.significant {
-                "larger than the seed noise"
-            } else {
-                "NOT larger than the seed noise"
-            }
-        )
-    };
-    let _ = writeln!(
-        md,
-        "\n**{}** vs **{}**: {:+.1} points overall; {noise}.{}",
-        headline.method,
-        headline.baseline,
-        headline.delta,
-        match (headline.gap_closed, headline.teacher_gap) {
-            (Some(g), _) => format!(" It closes {:.0}% of the teacher-baseline gap.", 100.0 * g),
-            (None, Some(gap)) if gap >= 0.0 => format!(
-                " The baseline is only {gap:.1} points below the teacher, within twice its seed \
-                 std, so no share of a teacher-baseline gap is given."
-            ),
-            (None, Some(gap)) => format!(
-                " The baseline is {:.1} points above the teacher, so no share of a \
-                 teacher-baseline gap is given.",
-                -gap
-            ),
-            (None, None) => String::new(),
-        }
-    );
+    let _ = writeln!(md, "\n{}", headline.sentence());
     md
 }
 
@@ -271,20 +349,40 @@ mod tests {
         ];
         let h = Headline::new(&rows, "kd", "base", Some("teacher"));
         assert!((h.delta - 10.0).abs() < 1e-9);
-        assert!((h.two_std - 4.0).abs() < 1e-9);
+        // Welch: se = sqrt(1/3 + 4/3), df = 50/17, t = 7.75: p between 0.001 and 0.01
+        let w = h.welch.unwrap();
+        assert!((w.t - 10.0 / (5.0f64 / 3.0).sqrt()).abs() < 1e-6);
+        assert!(w.p < SIGNIFICANCE && w.p > 0.001, "{}", w.p);
         assert!(h.significant);
         assert!((h.gap_closed.unwrap() - 1.0 / 3.0).abs() < 1e-9);
-        let md = markdown(
-            "T",
-            "",
-            "condenser ablate kd",
-            "cpu",
-            "data/shapes",
-            &rows,
-            &h,
+        let table = |rows: &[RowStats]| {
+            let prov = Provenance {
+                commit: "abc".into(),
+                data: "data/shapes".into(),
+                data_sha256: "0123456789abcdef0123".into(),
+                recipes: [("assets/r.toml".to_string(), "f".repeat(64))].into(),
+            };
+            AblationTable::new(
+                "T",
+                "",
+                "c",
+                "cpu",
+                prov,
+                rows.to_vec(),
+                "kd",
+                "base",
+                Some("teacher"),
+            )
+        };
+        let md = table(&rows).markdown();
+        assert!(
+            md.contains("commit `abc` from data `data/shapes` (sha256 0123456789abcdef)"),
+            "{md}"
         );
         assert!(md.contains("| g | base | 3 | 50.0 ± 2.0 |"), "{md}");
         assert!(md.contains("closes 33%"), "{md}");
+        assert!(md.contains("(95% CI +"), "{md}");
+        assert!(md.contains(": significant at p < 0.01"), "{md}");
         // a baseline level with the teacher has no gap to close
         let level = vec![
             row("teacher", &[0.55]),
@@ -294,9 +392,11 @@ mod tests {
         let h = Headline::new(&level, "kd", "base", Some("teacher"));
         assert_eq!(h.gap_closed, None);
         assert!((h.teacher_gap.unwrap() - 2.0).abs() < 1e-9);
-        let md = markdown("T", "", "c", "cpu", "d", &level, &h);
+        let md = table(&level).markdown();
         assert!(md.contains("no share of a teacher-baseline gap"), "{md}");
-        assert!(md.contains("larger than the seed noise"), "{md}");
+        // +7.0 with a baseline spread of 3: p = 0.06, not significant
+        assert!(!h.significant);
+        assert!(md.contains("NOT significant at p < 0.01"), "{md}");
         // only the overall column has values here: the empty ones are left out
         assert!(md.contains("| group | row | n | overall |\n"), "{md}");
         // one seed per row: no noise estimate, never called significant
@@ -306,8 +406,13 @@ mod tests {
             row("kd", &[0.6]),
         ];
         let h1 = Headline::new(&single, "kd", "base", Some("teacher"));
-        assert!(!h1.noise_known && !h1.significant);
-        let md1 = markdown("T", "", "c", "cpu", "d", &single, &h1);
+        assert!(h1.welch.is_none() && !h1.significant);
+        let md1 = table(&single).markdown();
         assert!(md1.contains("no estimate of the seed noise"), "{md1}");
+        // the JSON twin renders to the same markdown
+        let t = table(&rows);
+        let back: AblationTable =
+            serde_json::from_str(&serde_json::to_string(&t).unwrap()).unwrap();
+        assert_eq!(back.markdown(), t.markdown());
     }
 }

@@ -3,8 +3,10 @@
 //! negative-sampling strategy of the existence questions.
 
 pub mod ablation;
+pub mod provenance;
 pub mod report;
 pub mod routing;
+pub mod stats;
 
 use std::collections::BTreeMap;
 

@@ -137,3 +137,24 @@ pub fn comparison(runs: &[(&str, &EvalResult)]) -> String {
     }
     md
 }
+
+/// The main job's one-line verdict: how far the method's student moved from the baseline towards
+/// the teacher, as a share of the teacher-baseline gap (overall exact match).
+pub fn gap_closed(teacher: &EvalResult, baseline: &EvalResult, method: &EvalResult) -> String {
+    let (t, b, m) = (
+        100.0 * teacher.accuracy,
+        100.0 * baseline.accuracy,
+        100.0 * method.accuracy,
+    );
+    let gap = t - b;
+    if gap <= 0.0 {
+        return format!(
+            "The baseline ({b:.1}) is not below the teacher ({t:.1}): there is no gap to close."
+        );
+    }
+    format!(
+        "Teacher {t:.1}, baseline {b:.1}, distilled {m:.1}: a teacher-baseline gap of {gap:.1} \
+         points, of which distillation closes {:.0}%.",
+        100.0 * (m - b) / gap
+    )
+}

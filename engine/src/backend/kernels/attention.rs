@@ -285,6 +285,7 @@ fn launch(pass: Pass, dims: &Dims, rows: usize, groups: usize, buffers: Vec<&Cub
     let info = dims.info(buffers[0]);
     let mut bindings: Vec<_> = buffers.iter().map(|t| t.handle.clone().binding()).collect();
     bindings.push(info.binding());
+    super::launches::record(super::launches::Family::Attention);
     client.launch(
         Box::new(SourceKernel::new(
             AttentionKernel {

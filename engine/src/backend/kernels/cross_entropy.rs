@@ -87,6 +87,7 @@ pub(super) fn rows(
         loss.handle.clone().binding(),
         info.binding(),
     ];
+    super::launches::record(super::launches::Family::CrossEntropy);
     client.launch(
         Box::new(SourceKernel::new(
             CrossEntropyKernel { grad },

@@ -166,6 +166,7 @@ fn launch(backward: bool, p: Params, n: usize, v: usize, buffers: Vec<&CubeTenso
     let info = client.create_from_slice(&bytes);
     let mut bindings: Vec<_> = buffers.iter().map(|t| t.handle.clone().binding()).collect();
     bindings.push(info.binding());
+    super::launches::record(super::launches::Family::Distill);
     client.launch(
         Box::new(SourceKernel::new(
             DistillKernel {

@@ -14,6 +14,7 @@ mod buffers;
 mod cross_entropy;
 mod distill;
 mod fused_linear;
+mod launches;
 #[cfg(feature = "fusion")]
 mod meta;
 mod moe;
@@ -29,6 +30,7 @@ use burn::prelude::Device;
 use crate::config::KernelPolicy;
 pub use attention::{ATTENTION_MAX_HEAD_DIM, flash_attention_unsupported};
 pub use distill::{DISTILL_MAX_ROW_BYTES, DistillKind, distill_slab_rows};
+pub use launches::{KernelLaunches, kernel_launches};
 pub use moe_kernel::MOE_MAX_EXPERTS;
 pub use ops::{
     MoeDispatch, distill_rows, flash_attention, fused_linear_cross_entropy, fused_linear_distill,

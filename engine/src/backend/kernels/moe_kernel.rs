@@ -139,6 +139,7 @@ pub(super) fn launch(
         count.0 <= MAX_PER_DIM && count.1 <= MAX_PER_DIM && count.2 <= MAX_PER_DIM,
         "MoE kernel dispatch {count:?} exceeds a dispatch dimension"
     );
+    super::launches::record(super::launches::Family::Moe);
     client.launch(
         Box::new(SourceKernel::new(kernel, CubeDim::new_1d(threads))),
         CubeCount::Static(count.0 as u32, count.1 as u32, count.2 as u32),
