@@ -187,7 +187,7 @@ impl Headline {
     }
 }
 
-/// A p-value to two significant digits, or a bound when it is tiny.
+/// A p-value to three decimals (four below 0.01), or a bound when it is tiny.
 pub fn format_p(p: f64) -> String {
     if p < 1e-4 {
         "< 0.0001".into()
