@@ -39,14 +39,21 @@ pub fn scratch(name: &str) -> PathBuf {
 
 /// A tiny Shapes world in `dir/data`.
 pub fn tiny_world(dir: &Path) -> PathBuf {
+    world_in(
+        dir,
+        &WorldConfig {
+            train_images: 48,
+            val_images: 4,
+            test_images: 6,
+            ..WorldConfig::default()
+        },
+    )
+}
+
+/// A Shapes world generated with `cfg` in `dir/data`.
+pub fn world_in(dir: &Path, cfg: &WorldConfig) -> PathBuf {
     let data = dir.join("data");
-    let cfg = WorldConfig {
-        train_images: 48,
-        val_images: 4,
-        test_images: 6,
-        ..WorldConfig::default()
-    };
-    generate(&data, &cfg).expect("world generation");
+    generate(&data, cfg).expect("world generation");
     data
 }
 

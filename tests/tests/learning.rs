@@ -18,9 +18,9 @@ use std::path::{Path, PathBuf};
 
 use condenser_engine::backend::{BackendChoice, select};
 use condenser_engine::config::{Recipe, load_recipe};
-use condenser_engine::data::shapes::{WorldConfig, generate};
+use condenser_engine::data::shapes::WorldConfig;
 use condenser_engine::train::{Event, Observer, RunOptions, run_recipe};
-use condenser_tests::{repo, scratch};
+use condenser_tests::{repo, scratch, world_in};
 
 /// Accuracy points on the colour questions the trained model must clear the image-blind
 /// reference by (measured: 100% against 35% on the CPU).
@@ -40,16 +40,16 @@ impl Observer for Losses {
 }
 
 fn world(dir: &Path) -> PathBuf {
-    let data = dir.join("data");
-    let cfg = WorldConfig {
-        train_images: 1000,
-        max_objects: 1,
-        val_images: 4,
-        test_images: 60,
-        ..WorldConfig::default()
-    };
-    generate(&data, &cfg).expect("world generation");
-    data
+    world_in(
+        dir,
+        &WorldConfig {
+            train_images: 1000,
+            max_objects: 1,
+            val_images: 4,
+            test_images: 60,
+            ..WorldConfig::default()
+        },
+    )
 }
 
 /// A copy of `data` whose images all show the first image's scene.
