@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use condenser_engine::data::easy_vqa::convert;
+use condenser_engine::data::easy_vqa::{Subset, convert};
 use condenser_engine::data::{Dataset, TextTokenizer};
 use condenser_tests::{repo, scratch, smoke_recipe};
 
@@ -40,8 +40,17 @@ fn converts_to_data_the_engine_loads() {
         png(&src.join(p));
     }
     let out = dir.join("out");
-    let c = convert(&src, &out).unwrap();
+    let c = convert(&src, &out, Subset::default()).unwrap();
     assert_eq!((c.train, c.test, c.images), (3, 1, 3));
+
+    // a subset keeps every question about the first N images of a split, and only their images
+    let first = Subset {
+        train_images: Some(1),
+        test_images: None,
+    };
+    let c = convert(&src, &dir.join("first"), first).unwrap();
+    assert_eq!((c.train, c.test, c.images), (2, 1, 2));
+    assert!(!dir.join("first/images/train/1.png").exists());
     let tok = TextTokenizer::load(&out.join("tokenizer.json")).unwrap();
     // every word of every question and answer is in the vocabulary
     let ids = tok.encode("is there a triangle in the image ?").unwrap();
@@ -63,6 +72,8 @@ fn converts_to_data_the_engine_loads() {
 
     // a question whose image is missing is an error naming the record
     std::fs::remove_file(src.join("test/images/7.png")).unwrap();
-    let e = convert(&src, &dir.join("out2")).unwrap_err().to_string();
+    let e = convert(&src, &dir.join("out2"), Subset::default())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("questions.json") && e.contains("7.png"), "{e}");
 }

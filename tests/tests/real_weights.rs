@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use condenser_engine::backend::{BackendChoice, select};
 use condenser_engine::config::Recipe;
+use condenser_engine::data::easy_vqa;
 use condenser_engine::io::{
     FeatureSelect, ImportOptions, ImportSource, import_model, write_imported,
 };
@@ -26,27 +27,11 @@ fn cached(rel: &str, script: &str) -> PathBuf {
     p
 }
 
-/// A small folder in easy-VQA's layout: the first `n` questions of each split and their images.
-fn easy_vqa_subset(src: &Path, dst: &Path, n: [usize; 2]) {
-    for (split, n) in ["train", "test"].into_iter().zip(n) {
-        let text = std::fs::read_to_string(src.join(split).join("questions.json")).unwrap();
-        let triples: Vec<(String, String, u64)> = serde_json::from_str(&text).unwrap();
-        let kept = &triples[..n];
-        let images = dst.join(split).join("images");
-        std::fs::create_dir_all(&images).unwrap();
-        for (_, _, id) in kept {
-            let name = format!("{id}.png");
-            std::fs::copy(
-                src.join(split).join("images").join(&name),
-                images.join(&name),
-            )
-            .unwrap();
-        }
-        std::fs::write(
-            dst.join(split).join("questions.json"),
-            serde_json::to_string(kept).unwrap(),
-        )
-        .unwrap();
+/// The questions about the first `train` training and `test` test images (about ten each).
+fn first_images(train: usize, test: usize) -> easy_vqa::Subset {
+    easy_vqa::Subset {
+        train_images: Some(train),
+        test_images: Some(test),
     }
 }
 
@@ -115,11 +100,10 @@ fn real_weights_slice_teacher_then_distilled_student() {
     let (device, info) = select(BackendChoice::Cpu).unwrap();
 
     // data: real easy-VQA questions and images, converted as `condenser data easy-vqa` does
-    let train = 80;
-    let subset = dir.join("easy-vqa-raw");
-    easy_vqa_subset(&raw, &subset, [train, 12]);
     let data = dir.join("data");
-    condenser_engine::data::easy_vqa::convert(&subset, &data).unwrap();
+    let train = easy_vqa::convert(&raw, &data, first_images(8, 1))
+        .unwrap()
+        .train;
 
     // checkpoints: as scripts/real-weights.sh imports them
     let tower = repo().join(".cache/dinov2/vit_s_focus.onnx");
@@ -218,11 +202,10 @@ fn real_recipes_first_steps_match_between_lavapipe_and_the_cpu() {
     let (cpu, cpu_info) = select(BackendChoice::Cpu).unwrap();
     let (gpu, gpu_info) =
         select(BackendChoice::Wgpu).expect("a wgpu adapter (scripts/setup.sh installs lavapipe)");
-    let train = 40;
-    let subset = dir.join("easy-vqa-raw");
-    easy_vqa_subset(&raw, &subset, [train, 4]);
     let data = dir.join("data");
-    condenser_engine::data::easy_vqa::convert(&subset, &data).unwrap();
+    let train = easy_vqa::convert(&raw, &data, first_images(4, 1))
+        .unwrap()
+        .train;
     for (name, layers) in [("real-teacher", 2), ("real-student", 1)] {
         import_real(
             &tower,

@@ -12,6 +12,7 @@ use condenser_engine::config::{Recipe, load_ablation, run_name};
 use condenser_engine::data::shapes::{generate, is_generated};
 use condenser_engine::eval::EvalResult;
 use condenser_engine::eval::ablation::{AblationTable, RowStats};
+use condenser_engine::eval::cost::RunCost;
 use condenser_engine::eval::provenance::Provenance;
 use condenser_engine::run::Runs;
 use condenser_engine::train::{
@@ -196,8 +197,14 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         .rows
         .iter()
         .zip(&results)
-        .map(|(row, res)| RowStats::new(&row.label, &row.group, res))
-        .collect();
+        .map(|(row, res)| {
+            let costs = res
+                .iter()
+                .map(|(name, _)| RunCost::of_events(&runs.run(name).events_file()))
+                .collect::<condenser_engine::Result<Vec<_>>>()?;
+            Ok(RowStats::new(&row.label, &row.group, res).with_cost(&costs))
+        })
+        .collect::<anyhow::Result<_>>()?;
     let command = format!("condenser ablate {} --seeds {}", set.name, args.seeds);
     let threads = condenser_engine::backend::cpu_threads();
     let device_line = format!(

@@ -22,13 +22,29 @@ pub enum Set {
         /// Output data folder.
         #[arg(long, default_value = "data/easy-vqa")]
         out: PathBuf,
+        /// Keep only the questions about the first N training images (all 4,000 by default).
+        /// Real-model runs on a CPU use a subset to fit their time budget.
+        #[arg(long, value_name = "N")]
+        train_images: Option<usize>,
+        /// Keep only the questions about the first N test images (all 1,000 by default).
+        #[arg(long, value_name = "N")]
+        test_images: Option<usize>,
     },
 }
 
 pub fn main(args: Args) -> anyhow::Result<()> {
     match args.set {
-        Set::EasyVqa { from, out } => {
-            let c = easy_vqa::convert(&from, &out)?;
+        Set::EasyVqa {
+            from,
+            out,
+            train_images,
+            test_images,
+        } => {
+            let subset = easy_vqa::Subset {
+                train_images,
+                test_images,
+            };
+            let c = easy_vqa::convert(&from, &out, subset)?;
             println!(
                 "wrote {}: {} train and {} test questions over {} images, {} tokens in tokenizer.json",
                 out.display(),

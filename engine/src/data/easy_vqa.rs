@@ -46,9 +46,28 @@ fn words(text: &str) -> Vec<String> {
     out
 }
 
+/// How much of each split to keep: the questions of the first `n` images of the split (in the
+/// order its `questions.json` first names them), or all of them. A subset keeps every question
+/// about a kept image, so the question mix stays the split's own; runs at real-model scale on a
+/// CPU use it to fit their budget.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Subset {
+    pub train_images: Option<usize>,
+    pub test_images: Option<usize>,
+}
+
+impl Subset {
+    fn images(&self, split: &str) -> Option<usize> {
+        match split {
+            "train" => self.train_images,
+            _ => self.test_images,
+        }
+    }
+}
+
 /// Converts the package's `easy_vqa/data` folder (holding `train/` and `test/`, each with
-/// `questions.json` and `images/`) into `out`.
-pub fn convert(src: &Path, out: &Path) -> Result<Converted> {
+/// `questions.json` and `images/`) into `out`, keeping `subset` of each split.
+pub fn convert(src: &Path, out: &Path, subset: Subset) -> Result<Converted> {
     for split in ["train", "test"] {
         let q = src.join(split).join("questions.json");
         if !q.exists() {
@@ -73,7 +92,11 @@ pub fn convert(src: &Path, out: &Path) -> Result<Converted> {
         std::fs::create_dir_all(&img_dir).map_err(|e| Error::io(&img_dir, e))?;
         let mut copied = BTreeSet::new();
         let mut records = Vec::with_capacity(triples.len());
+        let keep = subset.images(split).unwrap_or(usize::MAX);
         for (i, (question, answer, image)) in triples.into_iter().enumerate() {
+            if !copied.contains(&image) && copied.len() >= keep {
+                continue;
+            }
             let from: PathBuf = src.join(split).join("images").join(format!("{image}.png"));
             let rel = format!("images/{split}/{image}.png");
             if copied.insert(image) {

@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
+use super::cost::RunCost;
 use super::provenance::Provenance;
 use super::stats::Welch;
 
@@ -79,6 +80,28 @@ pub struct RowStats {
     pub runs: Vec<String>,
     /// Per column (see [`columns`]); `None` where no seed had the column.
     pub stats: Vec<Option<Stat>>,
+    /// Training cost over the seeds, when the table reports it (tables made before it was
+    /// recorded have none, and render as they did).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<RowCost>,
+}
+
+/// A row's training cost over its seeds: minutes of optimiser steps and tokens per second.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RowCost {
+    pub minutes: Stat,
+    pub tokens_per_s: Stat,
+}
+
+impl RowCost {
+    pub fn of(runs: &[RunCost]) -> Option<RowCost> {
+        let minutes: Vec<f64> = runs.iter().map(|c| c.seconds / 60.0).collect();
+        let rate: Vec<f64> = runs.iter().map(RunCost::tokens_per_s).collect();
+        Some(RowCost {
+            minutes: Stat::of(&minutes)?,
+            tokens_per_s: Stat::of(&rate)?,
+        })
+    }
 }
 
 impl RowStats {
@@ -95,7 +118,14 @@ impl RowStats {
             group: group.into(),
             runs: results.iter().map(|(n, _)| n.clone()).collect(),
             stats,
+            cost: None,
         }
+    }
+
+    /// The row with the training cost of its runs (one per seed, in `runs` order).
+    pub fn with_cost(mut self, costs: &[RunCost]) -> Self {
+        self.cost = RowCost::of(costs);
+        self
     }
 
     pub fn overall(&self) -> Stat {
@@ -292,30 +322,61 @@ fn markdown(table: &AblationTable, headline: &Headline) -> String {
          records, 25% when 4 experts are balanced), mean ± sample standard deviation over seeds \
          (n per row).\n"
     );
+    let costed = rows.iter().any(|r| r.cost.is_some());
+    if costed {
+        let _ = writeln!(
+            md,
+            "Training cost per run: train-min is the summed wall time of the optimiser steps \
+             (set-up, checkpoints and evaluation left out), tokens/s the real tokens of those \
+             steps (visual tokens included) per second of them.\n"
+        );
+    }
     let _ = write!(md, "| group | row | n |");
     for c in &cols {
         let _ = write!(md, " {c} |");
     }
+    if costed {
+        md.push_str(" train-min | tokens/s |");
+    }
     let _ = write!(md, "\n|---|---|---|");
-    md.push_str(&"---|".repeat(cols.len()));
+    md.push_str(&"---|".repeat(cols.len() + if costed { 2 } else { 0 }));
     md.push('\n');
     for r in rows {
         let _ = write!(md, "| {} | {} | {} |", r.group, r.label, r.runs.len());
         for s in keep.iter().map(|&i| &r.stats[i]) {
             match s {
-                Some(s) if s.n > 1 => {
-                    let _ = write!(md, " {:.1} ± {:.1} |", s.mean, s.std);
-                }
                 Some(s) => {
-                    let _ = write!(md, " {:.1} |", s.mean);
+                    let _ = write!(md, " {} |", cell(s, 1));
                 }
                 None => md.push_str(" - |"),
+            }
+        }
+        if costed {
+            match &r.cost {
+                Some(c) => {
+                    let _ = write!(
+                        md,
+                        " {} | {} |",
+                        cell(&c.minutes, 1),
+                        cell(&c.tokens_per_s, 0)
+                    );
+                }
+                None => md.push_str(" - | - |"),
             }
         }
         md.push('\n');
     }
     let _ = writeln!(md, "\n{}", headline.sentence());
     md
+}
+
+/// `mean ± std` (the mean alone for one value) with `digits` decimals.
+fn cell(s: &Stat, digits: usize) -> String {
+    if s.n > 1 {
+        format!("{:.digits$} ± {:.digits$}", s.mean, s.std)
+    } else {
+        format!("{:.digits$}", s.mean)
+    }
 }
 
 #[cfg(test)]
@@ -414,5 +475,31 @@ mod tests {
         let back: AblationTable =
             serde_json::from_str(&serde_json::to_string(&t).unwrap()).unwrap();
         assert_eq!(back.markdown(), t.markdown());
+        assert!(
+            !t.markdown().contains("train-min"),
+            "no cost recorded, no cost columns"
+        );
+
+        // rows with a training cost get two more columns; a row without one shows dashes
+        let cost = |s: f64, tokens: u64| RunCost { seconds: s, tokens };
+        let mut costed = rows.clone();
+        costed[1] =
+            costed[1]
+                .clone()
+                .with_cost(&[cost(60.0, 6000), cost(120.0, 6000), cost(90.0, 9000)]);
+        let t = table(&costed);
+        let md = t.markdown();
+        assert!(
+            md.contains("| group | row | n | overall | train-min | tokens/s |\n"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| g | base | 3 | 50.0 ± 2.0 | 1.5 ± 0.5 | 83 ± 29 |"),
+            "{md}"
+        );
+        assert!(md.contains("| g | kd | 3 | 60.0 ± 1.0 | - | - |"), "{md}");
+        let back: AblationTable =
+            serde_json::from_str(&serde_json::to_string(&t).unwrap()).unwrap();
+        assert_eq!(back.markdown(), md);
     }
 }

@@ -3,6 +3,7 @@
 //! negative-sampling strategy of the existence questions.
 
 pub mod ablation;
+pub mod cost;
 pub mod provenance;
 pub mod report;
 pub mod routing;
