@@ -4,6 +4,14 @@
 # first 8 layers (LLaVADI's initialisation), distilled on easy-VQA (LLaVA-KD's DFT).
 #
 #   bash scripts/real-weights.sh [TOWER]
+#   bash scripts/real-weights.sh --table
+#
+# --table makes the real-scale table instead (docs/results/real.md, assets/ablations/real.toml):
+# the default DINOv2-S tower, easy-VQA cut to the questions of its first 250 training and 100
+# test images (data/easy-vqa-250), then `condenser ablate real --seeds ${SEEDS:-2} --jobs 1`:
+# the teacher, and per seed an SFT, a LLaVA-KD and a LLaVADI student, one run at a time on every
+# core so that each row's tokens/s is its own (the CPU backend unless BACKEND says otherwise).
+# About 3 hours on 2 CPU cores; interrupted, it resumes where it stopped.
 #
 # TOWER is a CLIP/SigLIP/DINOv2 HF folder, a DINOv2 ONNX file or a Condenser checkpoint; by
 # default the real DINOv2-S/14 backbone (the ONNX file of docs/ASSETS.md, fetched by
@@ -16,6 +24,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bin="${CONDENSER_BIN:-target/release/condenser}"
 backend="${BACKEND:-auto}"
+table=false
+if [ "${1:-}" = "--table" ]; then
+  table=true
+  shift
+  [ $# -eq 0 ] || { echo "real-weights: --table uses the default DINOv2-S tower; drop $1" >&2; exit 2; }
+fi
 tower="${1:-.cache/dinov2/vit_s_focus.onnx}"
 [ -x "$bin" ] || cargo build --release -p condenser
 bash scripts/fetch-smollm2.sh
@@ -34,5 +48,10 @@ fi
   "$bin" import --vision "$tower" "${size[@]}" --llm "$gguf" --chat-tokens --out checkpoints/real-teacher --backend cpu
 [ -f checkpoints/real-student/model.bpk ] ||
   "$bin" import --vision "$tower" "${size[@]}" --llm "$gguf" --llm-layers 8 --chat-tokens --out checkpoints/real-student --backend cpu
+if $table; then
+  [ -f data/easy-vqa-250/test.json ] ||
+    "$bin" data easy-vqa --out data/easy-vqa-250 --train-images 250 --test-images 100
+  exec "$bin" ablate real --seeds "${SEEDS:-2}" --jobs 1 --backend "${BACKEND:-cpu}"
+fi
 "$bin" run assets/recipes/real-teacher.toml --backend "$backend" --resume
 "$bin" run assets/recipes/real-kd.toml --backend "$backend" --resume
