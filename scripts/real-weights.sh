@@ -11,7 +11,7 @@
 # test images (data/easy-vqa-250), then `condenser ablate real --seeds ${SEEDS:-2} --jobs 1`:
 # the teacher, and per seed an SFT, a LLaVA-KD and a LLaVADI student, one run at a time on every
 # core so that each row's tokens/s is its own (the CPU backend unless BACKEND says otherwise).
-# About 3 hours on 2 CPU cores; interrupted, it resumes where it stopped.
+# Hours on a 2-core CPU; interrupted, it resumes where it stopped.
 #
 # TOWER is a CLIP/SigLIP/DINOv2 HF folder, a DINOv2 ONNX file or a Condenser checkpoint; by
 # default the real DINOv2-S/14 backbone (the ONNX file of docs/ASSETS.md, fetched by
