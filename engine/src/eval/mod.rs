@@ -17,7 +17,9 @@ use crate::Result;
 use crate::data::{
     Dataset, Padding, QuestionType, TextTokenizer, encode_prompt, host_batch, normalise_answer,
 };
-use crate::model::{GenerateOptions, Mllm, Sampling, Visual};
+use crate::model::{GenerateOptions, Mllm, Sampling};
+use crate::train::DEFAULT_FEATURE_CACHE_BYTES;
+use crate::train::visual::VisualSource;
 
 /// Accuracy of one question type.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -94,6 +96,9 @@ pub fn answer_all(
         stop: vec![tok.special.end],
         seed: 0,
     };
+    // the encoder is fixed while answering, so each image is encoded once however many
+    // questions ask about it (easy-VQA asks about ten per image)
+    let visual = VisualSource::frozen(&model.vision, DEFAULT_FEATURE_CACHE_BYTES);
     let mut scored: Vec<(Option<QuestionType>, Sample)> = Vec::with_capacity(n);
     for start in (0..n).step_by(batch_size.max(1)) {
         let idx: Vec<usize> = (start..(start + batch_size).min(n)).collect();
@@ -107,8 +112,7 @@ pub fn answer_all(
             .collect();
         let refs: Vec<_> = prompts.iter().collect();
         let hb = host_batch(&refs, nv, tok.special.pad, Padding::Left);
-        let images = data.pixels(&idx, &device)?;
-        let batch = hb.to_device(Visual::Pixels(images), &device);
+        let batch = hb.to_device(visual.for_records(data, &idx, &device)?, &device);
         let outs = model.generate(&batch, &opts);
         for (&i, out) in idx.iter().zip(outs) {
             let r = &data.records[i];
