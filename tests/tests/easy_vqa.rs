@@ -51,6 +51,18 @@ fn converts_to_data_the_engine_loads() {
     let c = convert(&src, &dir.join("first"), first).unwrap();
     assert_eq!((c.train, c.test, c.images), (2, 1, 2));
     assert!(!dir.join("first/images/train/1.png").exists());
+    // a subset of no images is refused, naming the split's file
+    let none = Subset {
+        train_images: Some(0),
+        test_images: None,
+    };
+    let e = convert(&src, &dir.join("none"), none)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("train/questions.json") && e.contains("no train questions"),
+        "{e}"
+    );
     let tok = TextTokenizer::load(&out.join("tokenizer.json")).unwrap();
     // every word of every question and answer is in the vocabulary
     let ids = tok.encode("is there a triangle in the image ?").unwrap();

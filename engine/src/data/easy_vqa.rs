@@ -124,6 +124,12 @@ pub fn convert(src: &Path, out: &Path, subset: Subset) -> Result<Converted> {
                 regions: None,
             });
         }
+        if records.is_empty() {
+            return Err(Error::Invalid(format!(
+                "{}: no {split} questions to write (a subset of 0 images, or an empty file)",
+                qpath.display()
+            )));
+        }
         images += copied.len();
         counts[k] = records.len();
         let json = serde_json::to_string(&records).expect("serialisable");
