@@ -86,7 +86,7 @@ impl Session {
         let opts = GenerateOptions {
             max_new_tokens: max_tokens.max(1),
             sampling: Sampling::Greedy,
-            stop: vec![self.tokenizer.special.end],
+            stop: self.tokenizer.stop_ids(),
             seed: 0,
         };
         let tok = &self.tokenizer;

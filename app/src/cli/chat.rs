@@ -38,9 +38,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     let batch = question_batch(&tok, cfg, pixels, &args.prompt, &device)?;
     let out = model.generate(
         &batch,
-        &args
-            .sampling
-            .options(args.max_tokens, vec![tok.special.end]),
+        &args.sampling.options(args.max_tokens, tok.stop_ids()),
     );
     println!("{}", tok.decode(&out[0]));
     Ok(())

@@ -130,4 +130,54 @@ impl TextTokenizer {
     pub fn decode(&self, ids: &[u32]) -> String {
         self.inner.decode(ids, true).unwrap_or_default()
     }
+
+    /// Ids at which a generated answer ends: the template's end token and every other special
+    /// token of the tokenizer. An imported chat model ends its turns with its own (SmolLM2's
+    /// `<|im_end|>`) until training has taught it the template's, and no special token belongs
+    /// inside an answer; stopping only at the template's token let such answers run on.
+    pub fn stop_ids(&self) -> Vec<u32> {
+        let mut ids: Vec<u32> = self
+            .inner
+            .get_added_tokens_decoder()
+            .iter()
+            .filter(|(_, t)| t.special)
+            .map(|(id, _)| *id)
+            .collect();
+        ids.push(self.special.end);
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_stop_at_every_special_token() {
+        let words: Vec<String> = crate::data::shapes::vocab::SPECIAL_TOKENS
+            .iter()
+            .map(|s| s.to_string())
+            .chain(["red".to_string()])
+            .collect();
+        let mut json = crate::data::shapes::vocab::tokenizer_json_for(&words);
+        // an imported chat model's own end-of-turn token, special, past the template's
+        let id = words.len() as u64;
+        json["model"]["vocab"]["<|im_end|>"] = id.into();
+        json["added_tokens"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({
+                "id": id, "content": "<|im_end|>", "single_word": false, "lstrip": false,
+                "rstrip": false, "normalized": false, "special": true
+            }));
+        let bytes = serde_json::to_vec(&json).unwrap();
+        let tok = TextTokenizer::from_bytes(&bytes, Path::new("t.json")).unwrap();
+        let stop = tok.stop_ids();
+        assert!(stop.contains(&tok.special.end), "{stop:?}");
+        assert!(stop.contains(&(id as u32)), "{stop:?}");
+        let red = tok.encode("red").unwrap()[0];
+        assert!(!stop.contains(&red), "{stop:?}");
+    }
 }

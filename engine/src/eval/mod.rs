@@ -93,7 +93,7 @@ pub fn answer_all(
     let opts = GenerateOptions {
         max_new_tokens: longest + 4,
         sampling: Sampling::Greedy,
-        stop: vec![tok.special.end],
+        stop: tok.stop_ids(),
         seed: 0,
     };
     // the encoder is fixed while answering, so each image is encoded once however many
