@@ -4,6 +4,23 @@ use condenser_engine::config::{load_recipe, parse_recipe};
 use condenser_engine::run::Runs;
 use condenser_tests::repo;
 
+/// A real-weights recipe: no `[model]` table, its model comes from a checkpoint that
+/// `condenser import` writes first.
+fn takes_an_imported_model(recipe: &std::path::Path) -> bool {
+    !std::fs::read_to_string(recipe)
+        .unwrap()
+        .contains("\n[model")
+}
+
+/// Without its imported checkpoint, such a recipe must say which one it lacks.
+fn names_the_missing_checkpoint(e: &impl std::fmt::Display) {
+    let e = e.to_string();
+    assert!(
+        e.contains("model_from") && e.contains("checkpoints/"),
+        "{e}"
+    );
+}
+
 #[test]
 fn shipped_recipes_parse_and_round_trip() {
     let dir = repo().join("assets/recipes");
@@ -11,17 +28,10 @@ fn shipped_recipes_parse_and_round_trip() {
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
-            let text = std::fs::read_to_string(&path).unwrap();
-            if !text.contains("\n[model") {
-                // the real-weights recipes take their model from a checkpoint that
-                // `condenser import` writes first (tests/tests/real_weights.rs runs them after
-                // importing); without it the recipe must say which checkpoint it lacks
+            if takes_an_imported_model(&path) {
+                // (tests/tests/real_weights.rs runs these recipes after importing)
                 let runs = Runs::new(repo().join("target/test-scratch/no-runs"));
-                let e = runs.load_recipe(&path).unwrap_err().to_string();
-                assert!(
-                    e.contains("model_from") && e.contains("checkpoints/"),
-                    "{e}"
-                );
+                names_the_missing_checkpoint(&runs.load_recipe(&path).unwrap_err());
                 continue;
             }
             let r = load_recipe(&path).unwrap_or_else(|e| panic!("{e}"));
@@ -63,18 +73,9 @@ fn shipped_ablation_sets_resolve() {
         for row in &set.rows {
             let r = match row.recipe(&set.name, &root, 1) {
                 Ok(r) => r,
-                // a real-weights row needs its imported checkpoint (scripts/real-weights.sh
-                // imports it before the set runs); without it, it must say which one
-                Err(e)
-                    if !std::fs::read_to_string(root.join(&row.recipe))
-                        .unwrap()
-                        .contains("\n[model") =>
-                {
-                    let e = e.to_string();
-                    assert!(
-                        e.contains("model_from") && e.contains("checkpoints/"),
-                        "{e}"
-                    );
+                // (scripts/real-weights.sh imports the checkpoints before the set runs)
+                Err(e) if takes_an_imported_model(&root.join(&row.recipe)) => {
+                    names_the_missing_checkpoint(&e);
                     continue;
                 }
                 Err(e) => panic!("{}: row {:?}: {e}", path.display(), row.label),

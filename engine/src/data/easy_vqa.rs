@@ -56,15 +56,6 @@ pub struct Subset {
     pub test_images: Option<usize>,
 }
 
-impl Subset {
-    fn images(&self, split: &str) -> Option<usize> {
-        match split {
-            "train" => self.train_images,
-            _ => self.test_images,
-        }
-    }
-}
-
 /// Converts the package's `easy_vqa/data` folder (holding `train/` and `test/`, each with
 /// `questions.json` and `images/`) into `out`, keeping `subset` of each split.
 pub fn convert(src: &Path, out: &Path, subset: Subset) -> Result<Converted> {
@@ -83,7 +74,8 @@ pub fn convert(src: &Path, out: &Path, subset: Subset) -> Result<Converted> {
     let mut vocab: BTreeSet<String> = BTreeSet::new();
     let mut counts = [0usize; 2];
     let mut images = 0;
-    for (k, split) in ["train", "test"].into_iter().enumerate() {
+    let splits = [("train", subset.train_images), ("test", subset.test_images)];
+    for (k, (split, keep)) in splits.into_iter().enumerate() {
         let qpath = src.join(split).join("questions.json");
         let text = crate::error::read_to_string(&qpath)?;
         let triples: Vec<(String, String, u64)> =
@@ -92,7 +84,7 @@ pub fn convert(src: &Path, out: &Path, subset: Subset) -> Result<Converted> {
         std::fs::create_dir_all(&img_dir).map_err(|e| Error::io(&img_dir, e))?;
         let mut copied = BTreeSet::new();
         let mut records = Vec::with_capacity(triples.len());
-        let keep = subset.images(split).unwrap_or(usize::MAX);
+        let keep = keep.unwrap_or(usize::MAX);
         for (i, (question, answer, image)) in triples.into_iter().enumerate() {
             if !copied.contains(&image) && copied.len() >= keep {
                 continue;
