@@ -7,8 +7,8 @@
 #   bash scripts/real-weights.sh --table
 #
 # --table makes the real-scale table instead (docs/results/real.md, assets/ablations/real.toml):
-# the default DINOv2-S tower, easy-VQA cut to the questions of its first 250 training and 100
-# test images (data/easy-vqa-250), then `condenser ablate real --seeds ${SEEDS:-2} --jobs 1`:
+# the default DINOv2-S tower, easy-VQA cut to the questions of its first 150 training and 100
+# test images (data/easy-vqa-150), then `condenser ablate real --seeds ${SEEDS:-2} --jobs 1`:
 # the teacher, and per seed an SFT, a LLaVA-KD and a LLaVADI student, one run at a time on every
 # core so that each row's tokens/s is its own (the CPU backend unless BACKEND says otherwise).
 # Hours on a 2-core CPU; interrupted, it resumes where it stopped.
@@ -49,8 +49,8 @@ fi
 [ -f checkpoints/real-student/model.bpk ] ||
   "$bin" import --vision "$tower" "${size[@]}" --llm "$gguf" --llm-layers 8 --chat-tokens --out checkpoints/real-student --backend cpu
 if $table; then
-  [ -f data/easy-vqa-250/test.json ] ||
-    "$bin" data easy-vqa --out data/easy-vqa-250 --train-images 250 --test-images 100
+  [ -f data/easy-vqa-150/test.json ] ||
+    "$bin" data easy-vqa --out data/easy-vqa-150 --train-images 150 --test-images 100
   exec "$bin" ablate real --seeds "${SEEDS:-2}" --jobs 1 --backend "${BACKEND:-cpu}"
 fi
 "$bin" run assets/recipes/real-teacher.toml --backend "$backend" --resume

@@ -234,11 +234,55 @@ fn tokenizer(
         ByteLevel::new(false, true, true).into(),
     ])));
     tok.with_decoder(Some(ByteLevel::default()));
+    // Control tokens (a chat model's `<|im_start|>`, `<|im_end|>`, `<|endoftext|>`) are special,
+    // as in the model's own tokenizer.json: the text splits around them, decoding skips them and
+    // an answer stops at them (`TextTokenizer::stop_ids`). Without this an imported chat model's
+    // end of turn read as plain text and every answer ran on past it.
+    let control = control_tokens(c, &tokens, path)?;
+    tok.add_special_tokens(&control);
     let eos = c
         .metadata
         .get("tokenizer.ggml.eos_token_id")
         .and_then(|v| v.to_u32().ok());
     Ok((tok, eos))
+}
+
+/// GGUF's `tokenizer.ggml.token_type` value for a control token (llama.cpp's
+/// `LLAMA_TOKEN_TYPE_CONTROL`).
+const CONTROL: i32 = 3;
+
+/// The tokens `tokenizer.ggml.token_type` marks as control, as special added tokens at their own
+/// ids. A file without the key has none.
+fn control_tokens(
+    c: &Content,
+    tokens: &[String],
+    path: &Path,
+) -> Result<Vec<tokenizers::AddedToken>> {
+    let key = "tokenizer.ggml.token_type";
+    let Some(types) = c.metadata.get(key) else {
+        return Ok(Vec::new());
+    };
+    let types = types
+        .to_vec()
+        .map_err(|e| bad(path, format!("{key}: {e}")))?;
+    if types.len() != tokens.len() {
+        return Err(bad(
+            path,
+            format!(
+                "{key} has {} entries but tokenizer.ggml.tokens {}",
+                types.len(),
+                tokens.len()
+            ),
+        ));
+    }
+    let mut control = Vec::new();
+    for (token, t) in tokens.iter().zip(types) {
+        let t = t.to_i32().map_err(|e| bad(path, format!("{key}: {e}")))?;
+        if t == CONTROL {
+            control.push(tokenizers::AddedToken::from(token.clone(), true));
+        }
+    }
+    Ok(control)
 }
 
 #[cfg(test)]
@@ -280,5 +324,58 @@ mod tests {
             values: gguf,
         };
         assert_eq!(unpermute(&t, heads).values, hf);
+    }
+
+    /// A byte-level vocabulary in GGUF's metadata: single characters, one merge, and a chat
+    /// model's end-of-turn token marked control (type 3) beside normal ones (type 1).
+    fn chat_vocab() -> Content {
+        let tokens = ["<|im_end|>", "r", "e", "d", "re", "Ġ"];
+        let types = [CONTROL, 1, 1, 1, 1, 1];
+        let strs = |xs: &[&str]| Value::Array(xs.iter().map(|t| Value::String(t.to_string())).collect());
+        let metadata = [
+            ("tokenizer.ggml.model", Value::String("gpt2".into())),
+            ("tokenizer.ggml.tokens", strs(&tokens)),
+            ("tokenizer.ggml.merges", strs(&["r e"])),
+            (
+                "tokenizer.ggml.token_type",
+                Value::Array(types.iter().map(|t| Value::I32(*t)).collect()),
+            ),
+        ];
+        Content {
+            magic: candle_core::quantized::gguf_file::VersionedMagic::GgufV3,
+            metadata: metadata.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            tensor_infos: Default::default(),
+            tensor_data_offset: 0,
+        }
+    }
+
+    #[test]
+    fn control_tokens_are_special() {
+        let c = chat_vocab();
+        let tokens = strings(&c, "tokenizer.ggml.tokens", Path::new("m.gguf")).unwrap();
+        let (tok, _) = tokenizer(&c, tokens, Path::new("m.gguf")).unwrap();
+        // the end of turn is one token, not its characters, and decoding skips it
+        let ids = tok.encode("red<|im_end|>", false).unwrap().get_ids().to_vec();
+        assert_eq!(ids, vec![4, 3, 0]);
+        assert_eq!(tok.decode(&ids, true).unwrap(), "red");
+        let special: Vec<u32> = tok
+            .get_added_tokens_decoder()
+            .iter()
+            .filter(|(_, t)| t.special)
+            .map(|(id, _)| *id)
+            .collect();
+        assert_eq!(special, vec![0]);
+    }
+
+    #[test]
+    fn a_token_type_list_of_the_wrong_length_is_named() {
+        let mut c = chat_vocab();
+        c.metadata.insert(
+            "tokenizer.ggml.token_type".into(),
+            Value::Array(vec![Value::I32(1)]),
+        );
+        let tokens = strings(&c, "tokenizer.ggml.tokens", Path::new("m.gguf")).unwrap();
+        let e = tokenizer(&c, tokens, Path::new("m.gguf")).unwrap_err().to_string();
+        assert!(e.contains("m.gguf") && e.contains("token_type has 1 entries"), "{e}");
     }
 }
