@@ -42,6 +42,8 @@ fn converts_to_data_the_engine_loads() {
     let out = dir.join("out");
     let c = convert(&src, &out, Subset::default()).unwrap();
     assert_eq!((c.train, c.test, c.images), (3, 1, 3));
+    // a caption per training image, from what its questions state
+    assert_eq!(c.captions, 2);
 
     // a subset keeps every question about the first N images of a split, and only their images
     let first = Subset {
@@ -69,7 +71,7 @@ fn converts_to_data_the_engine_loads() {
     assert_eq!(ids.len(), 8);
     assert!(!ids.contains(&1), "no <unk> in {ids:?}");
     let recipe = smoke_recipe(&out);
-    for file in ["train.json", "test.json"] {
+    for file in ["train.json", "test.json", "captions.json"] {
         let ds = Dataset::load(
             &out,
             file,
@@ -81,6 +83,26 @@ fn converts_to_data_the_engine_loads() {
         .unwrap_or_else(|e| panic!("{file}: {e}"));
         assert!(!ds.is_empty());
     }
+    let captions: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("captions.json")).unwrap()).unwrap();
+    let said: Vec<(&str, &str)> = captions
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["image"].as_str().unwrap(),
+                c["conversations"][1]["value"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        said,
+        vec![
+            ("images/train/0.png", "a blue rectangle ."),
+            ("images/train/1.png", "a red shape ."),
+        ]
+    );
 
     // a question whose image is missing is an error naming the record
     std::fs::remove_file(src.join("test/images/7.png")).unwrap();

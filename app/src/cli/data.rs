@@ -14,7 +14,10 @@ pub struct Args {
 #[derive(clap::Subcommand, Debug)]
 pub enum Set {
     /// easy-VQA (MIT; 4,000 train + 1,000 test shape images with questions). Fetch it with
-    /// scripts/fetch-easy-vqa.sh, then point --from at its data folder.
+    /// scripts/fetch-easy-vqa.sh, then point --from at its data folder. Writes train.json,
+    /// test.json, the images, a word-level tokenizer.json, and captions.json: one caption per
+    /// training image ("a blue circle .") gathered from what its questions state, for caption
+    /// stages (contrastive tower pre-training, projector pre-training, DPT).
     EasyVqa {
         /// The package's `easy_vqa/data` folder (train/ and test/ with questions.json, images/).
         #[arg(long, default_value = ".cache/easy-vqa/easy_vqa/data")]
@@ -46,11 +49,13 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             };
             let c = easy_vqa::convert(&from, &out, subset)?;
             println!(
-                "wrote {}: {} train and {} test questions over {} images, {} tokens in tokenizer.json",
+                "wrote {}: {} train and {} test questions over {} images, {} captions, {} tokens \
+                 in tokenizer.json",
                 out.display(),
                 c.train,
                 c.test,
                 c.images,
+                c.captions,
                 c.vocab
             );
         }

@@ -3,11 +3,19 @@
 //! conversation JSON (`train.json`, `test.json`), the images under `images/<split>/`, and a
 //! word-level `tokenizer.json` over every question and answer (the same layout as the Shapes
 //! world's, so the chat template and recipes work unchanged).
+//!
+//! easy-VQA has no captions, but its training questions state every image's two facts: the
+//! shape's colour and kind, as an answer ("what color is the shape?" -> "blue"), inside a
+//! question ("what is the blue shape?") or through a yes/no answer ("is there not a circle?" ->
+//! "no"). The conversion gathers them into `captions.json` ("a blue circle ."), so caption
+//! stages (contrastive pre-training of a tower, projector pre-training, LLaVA-KD's DPT) run on
+//! easy-VQA as they do on the Shapes world. Only training questions are read.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use super::llava::{Conversation, Turn};
+use super::shapes::CAPTION_PROMPT;
 use super::shapes::vocab::{SPECIAL_TOKENS, tokenizer_json_for};
 use crate::{Error, Result};
 
@@ -18,6 +26,61 @@ pub struct Converted {
     pub test: usize,
     pub images: usize,
     pub vocab: usize,
+    /// Captions written (one per training image whose questions state a fact about it).
+    pub captions: usize,
+}
+
+/// easy-VQA's shape colours and kinds (its generator's lists).
+const COLOURS: [&str; 8] = [
+    "red", "green", "blue", "black", "gray", "teal", "brown", "yellow",
+];
+const KINDS: [&str; 3] = ["circle", "rectangle", "triangle"];
+
+/// What one image's questions have said about it so far.
+#[derive(Debug, Default, Clone, PartialEq)]
+struct Facts {
+    colour: Option<String>,
+    kind: Option<String>,
+}
+
+impl Facts {
+    /// Records what (`question`, `answer`) states about the image: an answer that is a colour or
+    /// a kind, or the colour or kind a question names when the image has it (a "what is the X
+    /// shape?" question, a yes to a positive yes/no question, a no to a negated one).
+    fn learn(&mut self, question: &str, answer: &str) {
+        let q = words(question);
+        let answer = answer.trim().to_lowercase();
+        let negated = q.iter().any(|w| w == "not" || w == "no");
+        let present = match answer.as_str() {
+            "yes" => !negated,
+            "no" => negated,
+            // an open question's premise: "what is the blue shape?" has a blue shape
+            _ => true,
+        };
+        let mut named: Vec<&str> = q.iter().map(String::as_str).collect();
+        if present {
+            named.push(answer.as_str());
+        } else {
+            named.clear();
+        }
+        for w in named {
+            if COLOURS.contains(&w) {
+                self.colour = Some(w.to_string());
+            } else if KINDS.contains(&w) {
+                self.kind = Some(w.to_string());
+            }
+        }
+    }
+
+    /// "a blue circle .", "a blue shape ." or "a circle ."; none when nothing is known.
+    fn caption(&self) -> Option<String> {
+        match (&self.colour, &self.kind) {
+            (Some(c), Some(k)) => Some(format!("a {c} {k} .")),
+            (Some(c), None) => Some(format!("a {c} shape .")),
+            (None, Some(k)) => Some(format!("a {k} .")),
+            (None, None) => None,
+        }
+    }
 }
 
 /// Splits text the way the tokenizer's `Whitespace` pre-tokeniser does (`\w+|[^\w\s]+`), after
@@ -74,6 +137,7 @@ pub fn convert(src: &Path, out: &Path, subset: Subset) -> Result<Converted> {
     let mut vocab: BTreeSet<String> = BTreeSet::new();
     let mut counts = [0usize; 2];
     let mut images = 0;
+    let mut facts: std::collections::BTreeMap<u64, (String, Facts)> = Default::default();
     let splits = [("train", subset.train_images), ("test", subset.test_images)];
     for (k, (split, keep)) in splits.into_iter().enumerate() {
         let qpath = src.join(split).join("questions.json");
@@ -103,6 +167,12 @@ pub fn convert(src: &Path, out: &Path, subset: Subset) -> Result<Converted> {
                 let to = out.join(&rel);
                 std::fs::copy(&from, &to).map_err(|e| Error::io(&to, e))?;
             }
+            if split == "train" {
+                let entry = facts
+                    .entry(image)
+                    .or_insert_with(|| (rel.clone(), Facts::default()));
+                entry.1.learn(&question, &answer);
+            }
             vocab.extend(words(&question));
             vocab.extend(words(&answer));
             records.push(Conversation {
@@ -127,6 +197,29 @@ pub fn convert(src: &Path, out: &Path, subset: Subset) -> Result<Converted> {
         let json = serde_json::to_string(&records).expect("serialisable");
         crate::error::write_atomic(out.join(format!("{split}.json")), json.as_bytes())?;
     }
+    let captions: Vec<Conversation> = facts
+        .into_iter()
+        .filter_map(|(image, (rel, f))| {
+            let caption = f.caption()?;
+            Some(Conversation {
+                id: format!("easy-vqa-caption-{image:05}"),
+                image: Some(rel),
+                conversations: vec![
+                    Turn::human(format!("<image>\n{CAPTION_PROMPT}")),
+                    Turn::gpt(caption),
+                ],
+                question_types: None,
+                regions: None,
+            })
+        })
+        .collect();
+    for c in &captions {
+        for t in &c.conversations {
+            vocab.extend(words(t.value.trim_start_matches("<image>\n")));
+        }
+    }
+    let json = serde_json::to_string(&captions).expect("serialisable");
+    crate::error::write_atomic(out.join("captions.json"), json.as_bytes())?;
     let words: Vec<String> = SPECIAL_TOKENS
         .iter()
         .map(|s| s.to_string())
@@ -143,6 +236,7 @@ pub fn convert(src: &Path, out: &Path, subset: Subset) -> Result<Converted> {
         test: counts[1],
         images,
         vocab: words.len(),
+        captions: captions.len(),
     })
 }
 
@@ -155,5 +249,42 @@ mod tests {
             vec!["what", "is", "the", "blue", "shape", "?"]
         );
         assert_eq!(super::words("a  b?!c"), vec!["a", "b", "?!", "c"]);
+    }
+
+    #[test]
+    fn questions_state_the_facts_of_a_caption() {
+        let facts = |qa: &[(&str, &str)]| {
+            let mut f = super::Facts::default();
+            for (q, a) in qa {
+                f.learn(q, a);
+            }
+            f.caption()
+        };
+        // answers, and the premise of an open question
+        assert_eq!(
+            facts(&[("what is the blue shape?", "rectangle")]).as_deref(),
+            Some("a blue rectangle .")
+        );
+        assert_eq!(
+            facts(&[("what color is the shape?", "teal")]).as_deref(),
+            Some("a teal shape .")
+        );
+        // yes/no: a yes to a positive question, a no to a negated one
+        assert_eq!(
+            facts(&[
+                ("does the image contain a circle?", "yes"),
+                ("is there not a red shape?", "no")
+            ])
+            .as_deref(),
+            Some("a red circle .")
+        );
+        // a no to a positive question and a yes to a negated one say what is absent: nothing
+        assert_eq!(
+            facts(&[
+                ("is there a triangle in the image?", "no"),
+                ("is no blue shape present?", "yes")
+            ]),
+            None
+        );
     }
 }

@@ -12,7 +12,7 @@ pub mod vocab;
 #[cfg(test)]
 mod tests;
 
-pub use qa::{AnswerStyle, QuestionType};
+pub use qa::{AnswerStyle, CAPTION_PROMPT, QuestionType};
 pub use scene::{Colour, Obj, Scene, Shape};
 pub use vocab::{SPECIAL_TOKENS, tokenizer_json, words};
 
