@@ -56,7 +56,10 @@ fn session_streams_the_cli_answer() {
             seed: 0,
         };
         let want = reference.generate(&batch, &opts).remove(0);
-        assert!(want.len() > 2, "{precision:?}: an answer this short compares little: {want:?}");
+        assert!(
+            want.len() > 2,
+            "{precision:?}: an answer this short compares little: {want:?}"
+        );
 
         let weights = bundle::encode_weights(&model, &precision).unwrap();
         let config_bytes = serde_json::to_vec(&cfg).unwrap();

@@ -14,7 +14,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use super::llava::{Conversation, Turn};
+use super::llava::Conversation;
 use super::shapes::CAPTION_PROMPT;
 use super::shapes::vocab::{SPECIAL_TOKENS, tokenizer_json_for};
 use crate::{Error, Result};
@@ -57,13 +57,10 @@ impl Facts {
             // an open question's premise: "what is the blue shape?" has a blue shape
             _ => true,
         };
-        let mut named: Vec<&str> = q.iter().map(String::as_str).collect();
-        if present {
-            named.push(answer.as_str());
-        } else {
-            named.clear();
+        if !present {
+            return;
         }
-        for w in named {
+        for w in q.iter().map(String::as_str).chain([answer.as_str()]) {
             if COLOURS.contains(&w) {
                 self.colour = Some(w.to_string());
             } else if KINDS.contains(&w) {
@@ -175,16 +172,13 @@ pub fn convert(src: &Path, out: &Path, subset: Subset) -> Result<Converted> {
             }
             vocab.extend(words(&question));
             vocab.extend(words(&answer));
-            records.push(Conversation {
-                id: format!("easy-vqa-{split}-{i:05}"),
-                image: Some(rel),
-                conversations: vec![
-                    Turn::human(format!("<image>\n{question}")),
-                    Turn::gpt(answer),
-                ],
-                question_types: None,
-                regions: None,
-            });
+            records.push(Conversation::single(
+                format!("easy-vqa-{split}-{i:05}"),
+                &rel,
+                format!("<image>\n{question}"),
+                answer,
+                None,
+            ));
         }
         if records.is_empty() {
             return Err(Error::Invalid(format!(
@@ -201,22 +195,18 @@ pub fn convert(src: &Path, out: &Path, subset: Subset) -> Result<Converted> {
         .into_iter()
         .filter_map(|(image, (rel, f))| {
             let caption = f.caption()?;
-            Some(Conversation {
-                id: format!("easy-vqa-caption-{image:05}"),
-                image: Some(rel),
-                conversations: vec![
-                    Turn::human(format!("<image>\n{CAPTION_PROMPT}")),
-                    Turn::gpt(caption),
-                ],
-                question_types: None,
-                regions: None,
-            })
+            vocab.extend(words(&caption));
+            Some(Conversation::single(
+                format!("easy-vqa-caption-{image:05}"),
+                &rel,
+                format!("<image>\n{CAPTION_PROMPT}"),
+                caption,
+                None,
+            ))
         })
         .collect();
-    for c in &captions {
-        for t in &c.conversations {
-            vocab.extend(words(t.value.trim_start_matches("<image>\n")));
-        }
+    if !captions.is_empty() {
+        vocab.extend(words(CAPTION_PROMPT));
     }
     let json = serde_json::to_string(&captions).expect("serialisable");
     crate::error::write_atomic(out.join("captions.json"), json.as_bytes())?;

@@ -331,7 +331,8 @@ mod tests {
     fn chat_vocab() -> Content {
         let tokens = ["<|im_end|>", "r", "e", "d", "re", "Ġ"];
         let types = [CONTROL, 1, 1, 1, 1, 1];
-        let strs = |xs: &[&str]| Value::Array(xs.iter().map(|t| Value::String(t.to_string())).collect());
+        let strs =
+            |xs: &[&str]| Value::Array(xs.iter().map(|t| Value::String(t.to_string())).collect());
         let metadata = [
             ("tokenizer.ggml.model", Value::String("gpt2".into())),
             ("tokenizer.ggml.tokens", strs(&tokens)),
@@ -343,7 +344,10 @@ mod tests {
         ];
         Content {
             magic: candle_core::quantized::gguf_file::VersionedMagic::GgufV3,
-            metadata: metadata.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            metadata: metadata
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
             tensor_infos: Default::default(),
             tensor_data_offset: 0,
         }
@@ -355,7 +359,11 @@ mod tests {
         let tokens = strings(&c, "tokenizer.ggml.tokens", Path::new("m.gguf")).unwrap();
         let (tok, _) = tokenizer(&c, tokens, Path::new("m.gguf")).unwrap();
         // the end of turn is one token, not its characters, and decoding skips it
-        let ids = tok.encode("red<|im_end|>", false).unwrap().get_ids().to_vec();
+        let ids = tok
+            .encode("red<|im_end|>", false)
+            .unwrap()
+            .get_ids()
+            .to_vec();
         assert_eq!(ids, vec![4, 3, 0]);
         assert_eq!(tok.decode(&ids, true).unwrap(), "red");
         let special: Vec<u32> = tok
@@ -375,7 +383,12 @@ mod tests {
             Value::Array(vec![Value::I32(1)]),
         );
         let tokens = strings(&c, "tokenizer.ggml.tokens", Path::new("m.gguf")).unwrap();
-        let e = tokenizer(&c, tokens, Path::new("m.gguf")).unwrap_err().to_string();
-        assert!(e.contains("m.gguf") && e.contains("token_type has 1 entries"), "{e}");
+        let e = tokenizer(&c, tokens, Path::new("m.gguf"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("m.gguf") && e.contains("token_type has 1 entries"),
+            "{e}"
+        );
     }
 }
