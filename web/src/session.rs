@@ -64,7 +64,7 @@ impl Session {
         serde_json::from_slice::<MllmConfig>(config).is_ok_and(|c| c.llm.moe.is_some())
     }
 
-    /// Answers `question` about the encoded image `image` (PNG or JPEG), greedily, as
+    /// Answers `question` about the encoded image `image` (PNG, JPEG or WebP), greedily, as
     /// `condenser chat` does; `on_text` gets the whole answer so far after every token.
     pub async fn ask<F, Fut>(
         &self,

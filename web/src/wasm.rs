@@ -139,7 +139,7 @@ impl Student {
             .map_or("unknown".into(), |m| m.precision.label())
     }
 
-    /// Answers `question` about `image` (PNG or JPEG bytes) greedily; `onText(text, tokens)` is
+    /// Answers `question` about `image` (PNG, JPEG or WebP bytes) greedily; `onText(text, tokens)` is
     /// called with the whole answer so far after every token. Resolves to the final answer.
     pub fn ask(
         &self,

@@ -11,7 +11,7 @@ pub struct Args {
     /// Checkpoint folder (e.g. runs/shapes-teacher/checkpoints/final).
     #[arg(long)]
     pub checkpoint: PathBuf,
-    /// Image file (PNG); resized to the encoder's input size.
+    /// Image file (PNG, JPEG or WebP); resized to the encoder's input size.
     #[arg(long)]
     pub image: PathBuf,
     /// The question, e.g. "how many objects are there ?".

@@ -20,12 +20,12 @@ pub fn load_image(path: &Path, cfg: &VisionConfig) -> Result<Vec<f32>> {
     decode_image(&bytes, path, cfg)
 }
 
-/// Decodes an encoded image (PNG, or JPEG where the build enables it) into normalised
+/// Decodes an encoded image (PNG, JPEG or WebP: the formats LLaVA-style sets ship) into normalised
 /// `[3, S, S]` floats; `origin` names the bytes in errors.
 pub fn decode_image(bytes: &[u8], origin: &Path, cfg: &VisionConfig) -> Result<Vec<f32>> {
     let img = image::load_from_memory(bytes).map_err(|e| Error::Image {
         path: origin.to_path_buf(),
-        message: format!("cannot decode image (PNG or JPEG expected): {e}"),
+        message: format!("cannot decode image (PNG, JPEG or WebP expected): {e}"),
     })?;
     Ok(normalise(img.to_rgb8(), cfg))
 }
@@ -46,4 +46,72 @@ pub fn normalise(img: image::RgbImage, cfg: &VisionConfig) -> Vec<f32> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::{ImageFormat, Rgb, RgbImage};
+
+    fn vision(size: usize) -> VisionConfig {
+        toml::from_str(&format!(
+            "image_size = {size}\npatch_size = 4\nhidden = 8\nlayers = 1\nheads = 1\nmlp_hidden = 8\n\
+             mean = [0.0, 0.0, 0.0]\nstd = [1.0, 1.0, 1.0]"
+        ))
+        .unwrap()
+    }
+
+    /// A 24 x 16 picture: left half red, right half blue.
+    fn picture() -> RgbImage {
+        RgbImage::from_fn(24, 16, |x, _| {
+            if x < 12 {
+                Rgb([220, 20, 20])
+            } else {
+                Rgb([20, 20, 220])
+            }
+        })
+    }
+
+    fn encoded(format: ImageFormat) -> Vec<u8> {
+        let mut bytes = std::io::Cursor::new(Vec::new());
+        picture().write_to(&mut bytes, format).unwrap();
+        bytes.into_inner()
+    }
+
+    /// Every format decodes to the same pixels as the PNG, within the lossy formats' error:
+    /// the left column red, the right column blue.
+    #[test]
+    fn jpeg_and_webp_decode_like_png() {
+        let cfg = vision(8);
+        let png = decode_image(&encoded(ImageFormat::Png), Path::new("a.png"), &cfg).unwrap();
+        for (format, name, tol) in [
+            (ImageFormat::Jpeg, "a.jpg", 0.08),
+            (ImageFormat::WebP, "a.webp", 1e-6),
+        ] {
+            let got = decode_image(&encoded(format), Path::new(name), &cfg)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(got.len(), 3 * 8 * 8, "{name}");
+            let worst = got
+                .iter()
+                .zip(&png)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(worst <= tol, "{name}: differs from the PNG by {worst}");
+        }
+        // channel-major: red high on the left, blue high on the right
+        let n = 8 * 8;
+        assert!(png[0] > 0.8 && png[2 * n] < 0.2);
+        assert!(png[7] < 0.2 && png[2 * n + 7] > 0.8);
+    }
+
+    #[test]
+    fn an_undecodable_file_is_named_with_the_formats_expected() {
+        let err = decode_image(b"not an image", Path::new("x.gif"), &vision(8))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("x.gif") && err.contains("PNG, JPEG or WebP"),
+            "{err}"
+        );
+    }
 }

@@ -109,8 +109,10 @@ fn check_header(path: &Path) -> Result<()> {
     let reader = reader
         .with_guessed_format()
         .map_err(|e| err(format!("cannot read image: {e}")))?;
-    reader
-        .into_dimensions()
-        .map_err(|e| err(format!("cannot decode image (PNG or JPEG expected): {e}")))?;
+    reader.into_dimensions().map_err(|e| {
+        err(format!(
+            "cannot decode image (PNG, JPEG or WebP expected): {e}"
+        ))
+    })?;
     Ok(())
 }
