@@ -117,6 +117,36 @@ fn undecodable_image_is_named() {
 }
 
 #[test]
+fn empty_data_file_is_an_error() {
+    let dir = scratch("empty-data");
+    let data = world(&dir);
+    std::fs::write(data.join("train.json"), "[]").unwrap();
+    let err = run_fails(&dir, &smoke_recipe(&dir, &data, |t| t), &[]);
+    assert!(
+        err.contains("train.json:1:1") && err.contains("empty"),
+        "{err}"
+    );
+}
+
+#[test]
+fn image_path_leaving_the_data_folder_is_refused() {
+    let dir = scratch("escaping-image");
+    let data = world(&dir);
+    let p = data.join("train.json");
+    let text = std::fs::read_to_string(&p)
+        .unwrap()
+        .replacen("\"images/", "\"../images/", 1);
+    std::fs::write(&p, text).unwrap();
+    let err = run_fails(&dir, &smoke_recipe(&dir, &data, |t| t), &[]);
+    assert!(
+        err.contains("train.json")
+            && err.contains("record 0")
+            && err.contains("leaves the data folder"),
+        "{err}"
+    );
+}
+
+#[test]
 fn conversation_without_image_placeholder_is_rejected() {
     let dir = scratch("no-placeholder");
     let data = world(&dir);

@@ -2,7 +2,7 @@
 //! (`image`, `prompt`, `chosen`, `rejected`). Loading reports the file, line and column of any
 //! malformed record.
 
-use std::path::Path;
+use std::path::{Component, Path};
 
 use serde::{Deserialize, Serialize};
 
@@ -99,10 +99,41 @@ pub struct PreferencePair {
 pub fn load_conversations(path: &Path, require_image: bool) -> Result<Vec<Conversation>> {
     let text = crate::error::read_to_string(path)?;
     let convs: Vec<Conversation> = serde_json::from_str(&text).map_err(|e| Error::json(path, e))?;
+    non_empty(path, &text, convs.len())?;
     for (i, c) in convs.iter().enumerate() {
         check(path, i, c, require_image)?;
     }
     Ok(convs)
+}
+
+/// An empty data file would train or evaluate nothing and still exit 0: it is an error, placed
+/// at the list's opening bracket.
+fn non_empty(path: &Path, text: &str, records: usize) -> Result<()> {
+    if records > 0 {
+        return Ok(());
+    }
+    let (mut line, mut column) = (1, 1);
+    for ch in text.chars().take_while(|c| c.is_whitespace()) {
+        if ch == '\n' {
+            (line, column) = (line + 1, 1);
+        } else {
+            column += 1;
+        }
+    }
+    Err(Error::Json {
+        path: path.to_path_buf(),
+        line,
+        column,
+        message: "the list of records is empty: expected at least one".into(),
+    })
+}
+
+/// Whether an image path stays inside the folder it is resolved against: relative, and no `..`
+/// (a data file must not make Condenser read files elsewhere on the machine).
+fn stays_inside(image: &str) -> bool {
+    Path::new(image)
+        .components()
+        .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
 }
 
 fn check(path: &Path, index: usize, c: &Conversation, require_image: bool) -> Result<()> {
@@ -112,6 +143,12 @@ fn check(path: &Path, index: usize, c: &Conversation, require_image: bool) -> Re
         id: c.id.clone(),
         message,
     };
+    if let Some(image) = c.image.as_deref().filter(|i| !stays_inside(i)) {
+        return Err(bad(format!(
+            "image path {image:?} leaves the data folder: image paths are relative to it, \
+             without `..`"
+        )));
+    }
     if c.conversations.len() < 2 {
         return Err(bad(
             "expected at least one human turn and one gpt turn".into()
@@ -181,6 +218,7 @@ pub fn load_preferences(path: &Path, require_image: bool) -> Result<Vec<Preferen
     let text = crate::error::read_to_string(path)?;
     let pairs: Vec<PreferencePair> =
         serde_json::from_str(&text).map_err(|e| Error::json(path, e))?;
+    non_empty(path, &text, pairs.len())?;
     for (i, p) in pairs.iter().enumerate() {
         let bad = |message: String| Error::Record {
             path: path.to_path_buf(),
@@ -213,6 +251,62 @@ impl PreferencePair {
             conversations: vec![Turn::human(self.prompt.clone()), Turn::gpt(answer.clone())],
             question_types: None,
             regions: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(name: &str, text: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("condenser-llava-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn an_empty_data_file_is_an_error_at_its_bracket() {
+        let p = write("empty.json", "\n  []\n");
+        let err = load_conversations(&p, true).unwrap_err().to_string();
+        assert!(
+            err.contains("empty.json:2:3") && err.contains("empty"),
+            "{err}"
+        );
+        let err = load_preferences(&p, true).unwrap_err().to_string();
+        assert!(err.contains("empty.json:2:3"), "{err}");
+    }
+
+    #[test]
+    fn image_paths_that_leave_the_data_folder_are_refused() {
+        for (image, ok) in [
+            ("images/a.png", true),
+            ("./a.png", true),
+            ("../a.png", false),
+            ("images/../../a.png", false),
+            ("/etc/a.png", false),
+        ] {
+            let p = write(
+                "one.json",
+                &format!(
+                    r#"[{{"id": "x", "image": "{image}", "conversations": [
+                        {{"from": "human", "value": "<image>\nwhat ?"}},
+                        {{"from": "gpt", "value": "red"}}]}}]"#
+                ),
+            );
+            match load_conversations(&p, true) {
+                Ok(_) => assert!(ok, "{image} was accepted"),
+                Err(e) => {
+                    let e = e.to_string();
+                    assert!(!ok, "{image} was refused: {e}");
+                    assert!(
+                        e.contains(image) && e.contains("leaves the data folder"),
+                        "{e}"
+                    );
+                }
+            }
         }
     }
 }
