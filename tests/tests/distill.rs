@@ -194,6 +194,7 @@ fn cached_teacher_outputs_match_the_live_teacher() {
     let ds = Dataset::load(
         &data,
         "train.json",
+        &data,
         &tok,
         &recipe.model.vision,
         recipe.model.llm.max_positions,

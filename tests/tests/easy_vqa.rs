@@ -75,6 +75,7 @@ fn converts_to_data_the_engine_loads() {
         let ds = Dataset::load(
             &out,
             file,
+            &out,
             &tok,
             &recipe.model.vision,
             recipe.model.llm.max_positions,

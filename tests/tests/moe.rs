@@ -51,6 +51,7 @@ fn logits(model: &Mllm, data: &Path, device: &Device) -> Vec<f32> {
     let test = Dataset::load(
         data,
         "test.json",
+        data,
         &tok,
         &model.config.vision,
         model.config.llm.max_positions,

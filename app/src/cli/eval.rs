@@ -17,6 +17,10 @@ pub struct Args {
     /// Split file inside the data folder.
     #[arg(long, default_value = "test.json")]
     pub split: String,
+    /// Folder the split's image paths are resolved against (LLaVA's image_folder); default:
+    /// the data folder.
+    #[arg(long)]
+    pub image_folder: Option<PathBuf>,
     /// Tokenizer (default: the run folder's copy, else the data folder's).
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
@@ -59,6 +63,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     let data = Dataset::load(
         &args.data,
         &args.split,
+        args.image_folder.as_ref().unwrap_or(&args.data),
         &tok,
         &model.config.vision,
         model.config.llm.max_positions,

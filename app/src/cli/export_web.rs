@@ -117,6 +117,7 @@ fn precision_check(
     let data = Dataset::load(
         &web.data,
         &web.split,
+        &web.data,
         tok,
         &model.config.vision,
         model.config.llm.max_positions,

@@ -19,6 +19,10 @@ pub struct Args {
     /// Override the recipe's data folder.
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// Override the recipe's image_folder: where the records' image paths are resolved
+    /// (LLaVA's image_folder; default: the data folder).
+    #[arg(long)]
+    pub image_folder: Option<PathBuf>,
     /// Override the run name (the folder under --runs-dir).
     #[arg(long)]
     pub name: Option<String>,
@@ -58,6 +62,9 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     let mut recipe = Runs::new(&args.runs_dir).load_recipe(&args.recipe)?;
     if let Some(d) = args.data {
         recipe.data = d;
+    }
+    if let Some(f) = args.image_folder {
+        recipe.image_folder = Some(f);
     }
     if let Some(n) = args.name {
         recipe.name = n;

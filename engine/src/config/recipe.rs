@@ -20,6 +20,11 @@ pub struct Recipe {
     /// Dataset folder in LLaVA layout (`tokenizer.json`, `captions.json`, `train.json`,
     /// `val.json`, `test.json`, `images/`). Relative paths are taken from the working directory.
     pub data: PathBuf,
+    /// Where the records' image paths are resolved, when not the data folder: LLaVA's
+    /// `image_folder` (its JSON files in one place, the images, e.g. COCO's, in another).
+    /// Relative paths are taken from the working directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_folder: Option<PathBuf>,
     /// The tokenizer, when not the data folder's `tokenizer.json`: a real decoder's, as
     /// `condenser import --chat-tokens` writes it beside the imported checkpoint. Relative
     /// paths are taken from the working directory.
@@ -354,6 +359,13 @@ pub fn load_recipe(path: impl AsRef<Path>) -> Result<Recipe> {
 
 impl Recipe {
     /// The tokenizer file: `tokenizer`, else the data folder's `tokenizer.json`.
+    /// The folder image paths are resolved against: `image_folder`, else the data folder.
+    pub fn image_root(&self) -> PathBuf {
+        self.image_folder
+            .clone()
+            .unwrap_or_else(|| self.data.clone())
+    }
+
     pub fn tokenizer_path(&self) -> PathBuf {
         self.tokenizer
             .clone()

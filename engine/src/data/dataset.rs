@@ -32,10 +32,12 @@ pub struct Dataset {
 }
 
 impl Dataset {
-    /// Loads `root/file`, resolving image paths against `root` (LLaVA's image folder).
+    /// Loads `root/file`, resolving image paths against `images` (LLaVA's image folder: the
+    /// data folder itself unless the recipe or the command names another).
     pub fn load(
         root: &Path,
         file: &str,
+        images: &Path,
         tok: &TextTokenizer,
         vision: &VisionConfig,
         max_len: usize,
@@ -43,7 +45,7 @@ impl Dataset {
     ) -> Result<Self> {
         let path = root.join(file);
         let records = load_conversations(&path, require_image)?;
-        Self::from_records(path, records, root, tok, vision, max_len)
+        Self::from_records(path, records, images, tok, vision, max_len)
     }
 
     /// Loads a preference file (`image`, `prompt`, `chosen`, `rejected`) as interleaved
@@ -51,6 +53,7 @@ impl Dataset {
     pub fn load_pairs(
         root: &Path,
         file: &str,
+        images: &Path,
         tok: &TextTokenizer,
         vision: &VisionConfig,
         max_len: usize,
@@ -58,7 +61,7 @@ impl Dataset {
     ) -> Result<Self> {
         let path = root.join(file);
         let pairs = load_preferences(&path, require_image)?;
-        Self::from_pairs(path, &pairs, root, tok, vision, max_len)
+        Self::from_pairs(path, &pairs, images, tok, vision, max_len)
     }
 
     /// Pairs already in memory (mined ones) as interleaved chosen / rejected records; `path` is

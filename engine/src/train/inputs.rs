@@ -47,7 +47,7 @@ impl Inputs {
                         Dataset::from_records(
                             path,
                             yes_no_turns(&records),
-                            &recipe.data,
+                            &recipe.image_root(),
                             &tokenizer,
                             &recipe.model.vision,
                             recipe.model.llm.max_positions,
@@ -62,6 +62,7 @@ impl Inputs {
                         load(
                             &recipe.data,
                             s.data.train_file(),
+                            &recipe.image_root(),
                             &tokenizer,
                             &recipe.model.vision,
                             recipe.model.llm.max_positions,

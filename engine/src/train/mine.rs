@@ -34,7 +34,7 @@ pub fn stage_pairs(
             pairs.len(),
             file.display()
         );
-        return Dataset::from_pairs(file, &pairs, &recipe.data, tok, vision, max_len);
+        return Dataset::from_pairs(file, &pairs, &recipe.image_root(), tok, vision, max_len);
     }
     let t0 = Instant::now();
     let answers = answer_all(model, tok, questions, 64, None)?;
@@ -62,5 +62,5 @@ pub fn stage_pairs(
         t0.elapsed().as_secs_f64(),
         file.display()
     );
-    Dataset::from_pairs(file, &pairs, &recipe.data, tok, vision, max_len)
+    Dataset::from_pairs(file, &pairs, &recipe.image_root(), tok, vision, max_len)
 }

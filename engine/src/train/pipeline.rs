@@ -124,6 +124,7 @@ fn evaluate(
     let test = Dataset::load(
         &recipe.data,
         "test.json",
+        &recipe.image_root(),
         &inputs.tokenizer,
         &recipe.model.vision,
         recipe.model.llm.max_positions,
