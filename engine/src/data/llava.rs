@@ -145,8 +145,8 @@ fn check(path: &Path, index: usize, c: &Conversation, require_image: bool) -> Re
     };
     if let Some(image) = c.image.as_deref().filter(|i| !stays_inside(i)) {
         return Err(bad(format!(
-            "image path {image:?} leaves the data folder: image paths are relative to it, \
-             without `..`"
+            "image path {image:?} leaves the data folder: image paths are relative to it (or \
+             to the recipe's image_folder), without `..`"
         )));
     }
     if c.conversations.len() < 2 {
