@@ -1,52 +1,11 @@
 //! Bad input through the real binary: each case must exit non-zero with a message naming the
 //! file and the problem, never panic, and never leave a run folder behind.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
 
-use condenser_engine::data::shapes::{WorldConfig, generate};
+use std::path::Path;
 
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_condenser"));
-    c.env("RUST_LOG", "warn");
-    c
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let p = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let _ = std::fs::remove_dir_all(&p);
-    std::fs::create_dir_all(&p).unwrap();
-    p
-}
-
-fn world(dir: &Path) -> PathBuf {
-    let data = dir.join("data");
-    generate(
-        &data,
-        &WorldConfig {
-            train_images: 16,
-            val_images: 2,
-            test_images: 2,
-            ..WorldConfig::default()
-        },
-    )
-    .unwrap();
-    data
-}
-
-fn smoke_recipe(dir: &Path, data: &Path, edit: impl Fn(String) -> String) -> PathBuf {
-    let text = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/recipes/smoke.toml"),
-    )
-    .unwrap();
-    let text = text.replace(
-        "data = \"data/smoke\"",
-        &format!("data = {:?}", data.display().to_string()),
-    );
-    let p = dir.join("recipe.toml");
-    std::fs::write(&p, edit(text)).unwrap();
-    p
-}
+use common::{bin, scratch, smoke_recipe, world};
 
 /// Runs `condenser run` and checks the failure contract; returns stderr.
 fn run_fails(dir: &Path, recipe: &Path, extra: &[&str]) -> String {

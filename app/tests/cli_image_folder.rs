@@ -2,50 +2,27 @@
 //! and an evaluation find the images through `--image-folder` (or the recipe's `image_folder`),
 //! and without it the first missing image is named.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use condenser_engine::data::shapes::{WorldConfig, generate};
-
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_condenser"));
-    c.env("RUST_LOG", "warn");
-    c
-}
+use common::{bin, scratch, smoke_recipe, world};
 
 /// A tiny world whose `images/` moved to `dir/elsewhere/images`; returns (data, image folder).
 fn split_world(dir: &Path) -> (PathBuf, PathBuf) {
-    let _ = std::fs::remove_dir_all(dir);
-    let data = dir.join("data");
-    generate(
-        &data,
-        &WorldConfig {
-            train_images: 16,
-            val_images: 2,
-            test_images: 2,
-            ..WorldConfig::default()
-        },
-    )
-    .unwrap();
+    let data = world(dir);
     let folder = dir.join("elsewhere");
     std::fs::create_dir_all(&folder).unwrap();
     std::fs::rename(data.join("images"), folder.join("images")).unwrap();
     (data, folder)
 }
 
+/// The smoke recipe on `data`, with `image_folder` set when given.
 fn recipe(dir: &Path, data: &Path, image_folder: Option<&Path>) -> PathBuf {
-    let text = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/recipes/smoke.toml"),
-    )
-    .unwrap();
-    let mut line = format!("data = {:?}", data.display().to_string());
-    if let Some(f) = image_folder {
-        line += &format!("\nimage_folder = {:?}", f.display().to_string());
-    }
-    let text = text.replacen("data = \"data/smoke\"", &line, 1);
-    let p = dir.join("recipe.toml");
-    std::fs::write(&p, text).unwrap();
-    p
+    smoke_recipe(dir, data, |t| match image_folder {
+        Some(f) => format!("image_folder = {:?}\n{t}", f.display().to_string()),
+        None => t,
+    })
 }
 
 fn run(recipe: &Path, runs: &Path, extra: &[&str]) -> (bool, String) {
@@ -65,7 +42,7 @@ fn run(recipe: &Path, runs: &Path, extra: &[&str]) -> (bool, String) {
 
 #[test]
 fn images_are_found_in_the_image_folder() {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("image-folder");
+    let dir = scratch("image-folder");
     let (data, folder) = split_world(&dir);
 
     // without an image folder the images are looked for beside the JSON: named, not a panic

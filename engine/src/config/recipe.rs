@@ -358,7 +358,6 @@ pub fn load_recipe(path: impl AsRef<Path>) -> Result<Recipe> {
 }
 
 impl Recipe {
-    /// The tokenizer file: `tokenizer`, else the data folder's `tokenizer.json`.
     /// The folder image paths are resolved against: `image_folder`, else the data folder.
     pub fn image_root(&self) -> PathBuf {
         self.image_folder
@@ -366,6 +365,7 @@ impl Recipe {
             .unwrap_or_else(|| self.data.clone())
     }
 
+    /// The tokenizer file: `tokenizer`, else the data folder's `tokenizer.json`.
     pub fn tokenizer_path(&self) -> PathBuf {
         self.tokenizer
             .clone()
