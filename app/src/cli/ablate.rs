@@ -15,11 +15,9 @@ use condenser_engine::eval::ablation::{AblationTable, RowStats};
 use condenser_engine::eval::cost::RunCost;
 use condenser_engine::eval::provenance::Provenance;
 use condenser_engine::run::Runs;
-use condenser_engine::train::{
-    Observer, PlanObserver, PlannedRun, RunOptions, RunOutcome, Silent, run_plan, run_recipe,
-};
+use condenser_engine::train::{PlannedRun, RunOptions, run_plan, run_recipe};
 
-use super::progress::Bars;
+use super::progress::{self, Bars, PlanBars};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -49,30 +47,6 @@ pub struct Args {
 /// A finished run's evaluation, when its folder was made by exactly this recipe.
 fn finished(runs: &Runs, recipe: &Recipe) -> Option<EvalResult> {
     runs.run(&recipe.name).finished_eval(&recipe.to_toml())
-}
-
-/// One line per finished run (the runs train side by side, so no progress bars).
-struct Summary;
-
-impl PlanObserver for Summary {
-    fn run_observer(&self, _: &PlannedRun) -> Box<dyn Observer + Send + '_> {
-        Box::new(Silent)
-    }
-
-    fn finished(
-        &self,
-        run: &PlannedRun,
-        out: &RunOutcome,
-        seconds: f64,
-        done: usize,
-        total: usize,
-    ) {
-        let accuracy = out.eval.as_ref().map_or(f64::NAN, |e| 100.0 * e.accuracy);
-        eprintln!(
-            "[{done}/{total}] {}: {accuracy:.1}% in {seconds:.0} s",
-            run.id
-        );
-    }
 }
 
 /// The seed index `k` of a seeded row's run name (`<set>-<row>-s<k>`).
@@ -154,7 +128,11 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     let mut queue = VecDeque::new();
     for (i, r) in planned {
         if let Some(e) = finished(&runs, &r) {
-            eprintln!("[{}] finished earlier: {:.1}%", r.name, 100.0 * e.accuracy);
+            progress::milestone(&format!(
+                "[{}] finished earlier: {:.1}%",
+                r.name,
+                100.0 * e.accuracy
+            ));
             results[i].push((r.name.clone(), e));
         } else if !set.rows[i].seeded {
             let out = run_recipe(&r, &device, &info, &opts(true), &mut Bars::default())?;
@@ -164,7 +142,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         }
     }
     let total = queue.len();
-    eprintln!("{total} runs to train, {} at a time", jobs);
+    progress::milestone(&format!("{total} runs to train, {jobs} at a time"));
     // a row that starts from another row's run (`@row:`) waits until that run has finished
     let rows_of: std::collections::HashMap<String, usize> =
         queue.iter().map(|(i, r)| (r.name.clone(), *i)).collect();
@@ -184,7 +162,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             }
         })
         .collect();
-    let outcomes = run_plan(plan, jobs, &device, &info, &Summary)?;
+    let outcomes = run_plan(plan, jobs, &device, &info, &PlanBars::new())?;
     for (name, out) in outcomes {
         let e = out.eval.with_context(|| format!("{name} evaluated"))?;
         results[rows_of[&name]].push((name, e));
@@ -243,11 +221,11 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     let json = serde_json::to_string_pretty(&table)?;
     condenser_engine::error::write_atomic(&out, md.as_bytes())?;
     condenser_engine::error::write_atomic(out.with_extension("json"), json.as_bytes())?;
-    println!("{md}");
-    println!(
+    progress::result(&md);
+    progress::result(&format!(
         "wrote {} in {:.1} min",
         out.display(),
         started.elapsed().as_secs_f64() / 60.0
-    );
+    ));
     Ok(())
 }

@@ -13,10 +13,9 @@ use condenser_engine::config::Recipe;
 use condenser_engine::data::shapes::{generate, is_generated};
 use condenser_engine::eval::{EvalResult, report};
 use condenser_engine::run::Runs;
-use condenser_engine::train::{Observer, PlanObserver, PlannedRun, RunOptions, run_plan};
-use indicatif::MultiProgress;
+use condenser_engine::train::{PlannedRun, RunOptions, run_plan};
 
-use super::progress::Bars;
+use super::progress::{self, PlanBars};
 use super::recipes;
 
 #[derive(clap::Args, Debug)]
@@ -41,12 +40,12 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     let world = args.world.config();
     if args.fresh || !is_generated(&args.data, &world) {
         let s = generate(&args.data, &world)?;
-        eprintln!(
+        progress::milestone(&format!(
             "generated the Shapes world in {}: {} images, {} test questions",
             s.root.display(),
             s.images,
             s.test_questions
-        );
+        ));
     }
     let (device, info) = args.device.device()?;
     let runs = Runs::new(&args.runs_dir);
@@ -94,8 +93,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         ),
         step(&kd, &kd.name, opts(true), &[&teacher.name]),
     ];
-    let group = MultiProgress::new();
-    let mut done = run_plan(plan, 3, &device, &info, &InGroup(&group))?;
+    let mut done = run_plan(plan, 3, &device, &info, &PlanBars::new())?;
     let mut eval_of = |id: &str| -> anyhow::Result<EvalResult> {
         done.remove(id)
             .and_then(|o| o.eval)
@@ -115,20 +113,11 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         report::gap_closed(&results[0].1, &results[1].1, &results[2].1)
     );
     condenser_engine::error::write_atomic(runs.comparison_file(), md.as_bytes())?;
-    println!("{md}");
-    println!(
+    progress::result(&md);
+    progress::result(&format!(
         "total time: {:.1} min (comparison: {})",
         started.elapsed().as_secs_f64() / 60.0,
         runs.comparison_file().display()
-    );
+    ));
     Ok(())
-}
-
-/// Every run's progress bars in one group, so runs side by side do not overwrite each other.
-struct InGroup<'g>(&'g MultiProgress);
-
-impl PlanObserver for InGroup<'_> {
-    fn run_observer(&self, _: &PlannedRun) -> Box<dyn Observer + Send + '_> {
-        Box::new(Bars::in_group(self.0))
-    }
 }

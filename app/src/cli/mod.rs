@@ -34,6 +34,8 @@ use condenser_engine::burn;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    log: progress::LogArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -147,6 +149,7 @@ impl DeviceArgs {
 
 pub fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    progress::configure(&cli.log);
     match cli.command {
         Command::Info(a) => info::main(a),
         Command::Shapes(a) => shapes::main(a),

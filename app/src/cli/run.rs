@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use condenser_engine::run::{RunDir, Runs};
 use condenser_engine::train::{RunOptions, plan_recipe, run_recipe};
 
-use super::progress::Bars;
+use super::progress::{self, Bars};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -95,20 +95,20 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     }
     let out = run_recipe(&recipe, &device, &info, &opts, &mut Bars::default())?;
     if out.finished {
-        println!("run folder: {}", out.run_dir.display());
+        progress::result(&format!("run folder: {}", out.run_dir.display()));
         if let Some(e) = out.eval {
-            println!(
+            progress::result(&format!(
                 "held-out exact match: {:.1}% over {} questions (report: {})",
                 100.0 * e.accuracy,
                 e.questions,
                 RunDir::new(&out.run_dir).report_md().display()
-            );
+            ));
         }
     } else {
-        println!(
+        progress::result(&format!(
             "stopped early; continue with --resume ({})",
             out.run_dir.display()
-        );
+        ));
     }
     Ok(())
 }

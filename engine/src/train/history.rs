@@ -132,8 +132,8 @@ pub struct RunHistory {
     pub seconds: Option<f64>,
     /// Lines of `events.jsonl` that were skipped.
     pub bad_lines: Vec<BadLine>,
-    /// `(global_step, elapsed_s)` of the recent steps of this session and stage (the pace).
-    recent: std::collections::VecDeque<(usize, f64)>,
+    /// The pace of the recent steps of this session and stage.
+    recent: Pace,
 }
 
 impl Default for RunHistory {
@@ -162,6 +162,33 @@ impl Default for RunHistory {
 
 /// Steps the ETA averages over.
 const PACE_WINDOW: usize = 20;
+
+/// Seconds per step over the last [`PACE_WINDOW`] steps: the ETA's pace. A window rather than
+/// the stage's mean, so the first slow steps (warm-up, caches filling) stop counting.
+/// Cleared when a stage or a session starts, since `elapsed_s` restarts with each session.
+#[derive(Debug, Clone, Default)]
+pub struct Pace {
+    /// `(global_step, elapsed_s)` of the recent steps.
+    recent: std::collections::VecDeque<(usize, f64)>,
+}
+
+impl Pace {
+    /// Adds one step; returns the pace once two steps with time between them are known.
+    pub fn step(&mut self, global_step: usize, elapsed_s: f64) -> Option<f64> {
+        if self.recent.len() == PACE_WINDOW + 1 {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((global_step, elapsed_s));
+        match (self.recent.front(), self.recent.back()) {
+            (Some(a), Some(b)) if b.0 > a.0 && b.1 > a.1 => Some((b.1 - a.1) / (b.0 - a.0) as f64),
+            _ => None,
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.recent.clear();
+    }
+}
 
 impl RunHistory {
     pub fn from_events<'a>(events: impl IntoIterator<Item = &'a Event>) -> Self {
@@ -288,14 +315,7 @@ impl RunHistory {
         else {
             return;
         };
-        if self.recent.len() == PACE_WINDOW + 1 {
-            self.recent.pop_front();
-        }
-        self.recent.push_back((*global_step, *elapsed_s));
-        let pace = match (self.recent.front(), self.recent.back()) {
-            (Some(a), Some(b)) if b.0 > a.0 && b.1 > a.1 => Some((b.1 - a.1) / (b.0 - a.0) as f64),
-            _ => None,
-        };
+        let pace = self.recent.step(*global_step, *elapsed_s);
         let s = self.stage_mut(*stage);
         if s.name.is_empty() {
             s.name = name.clone();

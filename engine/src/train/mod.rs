@@ -39,7 +39,7 @@ mod update;
 pub mod visual;
 
 pub use events::{Event, EventLog, Observer, Silent};
-pub use history::{RunHistory, RunStatus};
+pub use history::{Pace, RunHistory, RunStatus};
 pub use memory_plan::{Buffer, MemoryPlan, StagePlan, plan_recipe};
 pub use options::{DEFAULT_FEATURE_CACHE_BYTES, RunOptions, RunOutcome, StopFlag};
 pub use pipeline::run_recipe;
