@@ -18,6 +18,7 @@ mod progress;
 mod recipes;
 mod run;
 mod shapes;
+mod tokenizer;
 
 use clap::{Parser, Subcommand};
 use condenser_engine::backend::{self, BackendChoice, DeviceInfo};
@@ -60,6 +61,8 @@ enum Command {
     /// Convert a public data set (easy-VQA) to LLaVA JSON + images + tokenizer.json.
     #[command(subcommand_value_name = "SET")]
     Data(data::Args),
+    /// Train a tokenizer.json (byte-level BPE or word-level) on a data folder's conversations.
+    Tokenizer(tokenizer::Args),
     /// Write a decoder (checkpoint's LLM, GGUF file or HF folder) as a Hugging Face folder, or
     /// (`--web`) a checkpoint as the browser page's bundle.
     Export(export::Args),
@@ -165,5 +168,6 @@ pub fn run() -> anyhow::Result<()> {
         Command::Generate(a) => generate::main(a),
         Command::Export(a) => export::main(a),
         Command::Data(a) => data::main(a),
+        Command::Tokenizer(a) => tokenizer::main(a),
     }
 }

@@ -1,6 +1,11 @@
 //! LLaVA conversation JSON (`id`, `image`, `conversations: [{from, value}]`) and preference JSON
 //! (`image`, `prompt`, `chosen`, `rejected`). Loading reports the file, line and column of any
 //! malformed record.
+//!
+//! The ShareGPT variants other tools write are read as well: `role`/`content` turns and a
+//! `messages` list (the chat format of transformers and LLaMA-Factory), content given as a list
+//! of parts (`{"type": "image"}`, `{"type": "text", "text": ...}`), a `system` turn first,
+//! numeric or missing ids, and records without an image where the recipe allows them.
 
 use std::path::{Component, Path};
 
@@ -10,8 +15,12 @@ use super::qtype::QuestionType;
 use crate::{Error, Result};
 
 /// Who speaks a turn. LLaVA data uses `human`/`gpt`; `user`/`assistant` are accepted too.
+/// A `system` turn may open a conversation: the chat template folds it into the first human
+/// turn (as Gemma's and Mistral's do), so no tokenizer needs a token of its own for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Speaker {
+    #[serde(rename = "system")]
+    System,
     #[serde(rename = "human", alias = "user")]
     Human,
     #[serde(rename = "gpt", alias = "assistant")]
@@ -20,8 +29,62 @@ pub enum Speaker {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Turn {
+    #[serde(alias = "role")]
     pub from: Speaker,
+    #[serde(alias = "content", deserialize_with = "content")]
     pub value: String,
+}
+
+/// A turn's text: a string, or a list of parts where an image part stands for `<image>` (the
+/// content format of transformers' chat templates).
+fn content<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(tag = "type", rename_all = "snake_case")]
+    enum Part {
+        Text { text: String },
+        Image {},
+    }
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Content {
+        Text(String),
+        Parts(Vec<Part>),
+    }
+    let parts = match Content::deserialize(d).map_err(|_| {
+        serde::de::Error::custom(
+            "expected the turn's text: a string, or a list of {\"type\": \"text\", \"text\": ...} \
+             and {\"type\": \"image\"} parts",
+        )
+    })? {
+        Content::Text(s) => return Ok(s),
+        Content::Parts(p) => p,
+    };
+    let mut out = String::new();
+    for p in parts {
+        let piece = match p {
+            Part::Text { text } => text,
+            Part::Image {} => "<image>".to_string(),
+        };
+        if !out.is_empty() && !out.ends_with('\n') {
+            out.push('\n');
+        }
+        out.push_str(&piece);
+    }
+    Ok(out)
+}
+
+/// A record's id: a string, a number, or missing (then its index in the file).
+fn id<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Id {
+        Text(String),
+        Number(serde_json::Number),
+    }
+    Ok(match Id::deserialize(d)? {
+        Id::Text(s) => s,
+        Id::Number(n) => n.to_string(),
+    })
 }
 
 impl Turn {
@@ -42,10 +105,14 @@ impl Turn {
 /// One LLaVA record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Conversation {
+    /// The record's id; a record without one is named by its index in the file.
+    #[serde(default, deserialize_with = "id")]
     pub id: String,
-    /// Image path relative to the data folder.
+    /// Image path relative to the data folder (or the recipe's `image_folder`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// The turns: an optional `system` turn, then human and gpt turns alternating.
+    #[serde(alias = "messages")]
     pub conversations: Vec<Turn>,
     /// Optional per-assistant-turn question types (Condenser's extension; ignored by others).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -80,6 +147,17 @@ impl Conversation {
         self.regions = Some(regions);
         self
     }
+
+    /// The (human, gpt) exchanges, in order, without the system turn.
+    pub fn exchanges(&self) -> impl Iterator<Item = (&Turn, &Turn)> {
+        let system = self
+            .conversations
+            .first()
+            .is_some_and(|t| t.from == Speaker::System);
+        self.conversations[usize::from(system)..]
+            .chunks_exact(2)
+            .map(|p| (&p[0], &p[1]))
+    }
 }
 
 /// One preference pair.
@@ -98,9 +176,13 @@ pub struct PreferencePair {
 /// the assistant turns, and `<image>` present when `require_image` is set.
 pub fn load_conversations(path: &Path, require_image: bool) -> Result<Vec<Conversation>> {
     let text = crate::error::read_to_string(path)?;
-    let convs: Vec<Conversation> = serde_json::from_str(&text).map_err(|e| Error::json(path, e))?;
+    let mut convs: Vec<Conversation> =
+        serde_json::from_str(&text).map_err(|e| Error::json(path, e))?;
     non_empty(path, &text, convs.len())?;
-    for (i, c) in convs.iter().enumerate() {
+    for (i, c) in convs.iter_mut().enumerate() {
+        if c.id.is_empty() {
+            c.id = format!("#{i}");
+        }
         check(path, i, c, require_image)?;
     }
     Ok(convs)
@@ -149,23 +231,42 @@ fn check(path: &Path, index: usize, c: &Conversation, require_image: bool) -> Re
              to the recipe's image_folder), without `..`"
         )));
     }
-    if c.conversations.len() < 2 {
+    let system = usize::from(
+        c.conversations
+            .first()
+            .is_some_and(|t| t.from == Speaker::System),
+    );
+    if c.conversations.len() < system + 2 {
         return Err(bad(
             "expected at least one human turn and one gpt turn".into()
         ));
     }
-    for (k, t) in c.conversations.iter().enumerate() {
-        let want = if k % 2 == 0 {
+    for (k, t) in c.conversations.iter().enumerate().skip(system) {
+        let want = if (k - system) % 2 == 0 {
             Speaker::Human
         } else {
             Speaker::Gpt
         };
         if t.from != want {
+            let order = if t.from == Speaker::System {
+                "a system turn may only come first"
+            } else {
+                "turns must alternate, human first, after an optional system turn"
+            };
             return Err(bad(format!(
-                "turn {k} is from {:?}, expected {:?} (turns must alternate, human first)",
-                t.from, want
+                "turn {k} is from {}, expected {} ({order})",
+                t.from.name(),
+                want.name()
             )));
         }
+    }
+    if (c.conversations.len() - system) % 2 == 1 {
+        return Err(bad(
+            "ends with a human turn: every human turn needs the gpt turn that answers it".into(),
+        ));
+    }
+    if c.conversations[..system].iter().any(|t| t.value.contains("<image>")) {
+        return Err(bad("the system turn holds <image>: it belongs in a human turn".into()));
     }
     let placeholders: usize = c
         .conversations
@@ -200,7 +301,7 @@ fn check(path: &Path, index: usize, c: &Conversation, require_image: bool) -> Re
         _ => {}
     }
     if let Some(types) = &c.question_types {
-        let answers = c.conversations.len() / 2;
+        let answers = c.exchanges().count();
         if types.len() != answers {
             return Err(bad(format!(
                 "question_types has {} entries for {answers} gpt turns",
@@ -235,6 +336,17 @@ pub fn load_preferences(path: &Path, require_image: bool) -> Result<Vec<Preferen
         check(path, i, &p.as_conversation(true), require_image)?;
     }
     Ok(pairs)
+}
+
+impl Speaker {
+    /// The name LLaVA data gives it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Speaker::System => "system",
+            Speaker::Human => "human",
+            Speaker::Gpt => "gpt",
+        }
+    }
 }
 
 impl PreferencePair {
@@ -307,6 +419,74 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    #[test]
+    fn sharegpt_variants_read_as_llava_records() {
+        let p = write(
+            "variants.json",
+            r#"[
+              {"id": 7, "image": "a.png", "messages": [
+                {"role": "system", "content": "Answer in one word."},
+                {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What colour?"}]},
+                {"role": "assistant", "content": [{"type": "text", "text": "red"}]},
+                {"role": "user", "content": "And the shape?"},
+                {"role": "assistant", "content": "circle"}]},
+              {"conversations": [
+                {"from": "human", "value": "Say hi."},
+                {"from": "gpt", "value": "hi"}]}
+            ]"#,
+        );
+        let r = load_conversations(&p, false).unwrap();
+        assert_eq!(r[0].id, "7");
+        assert_eq!(r[1].id, "#1", "a record without an id is named by its index");
+        assert_eq!(r[0].conversations[0].from, Speaker::System);
+        assert_eq!(r[0].conversations[1].value, "<image>\nWhat colour?");
+        assert_eq!(r[0].conversations[2].value, "red");
+        let exchanges: Vec<(&str, &str)> = r[0]
+            .exchanges()
+            .map(|(q, a)| (q.value.as_str(), a.value.as_str()))
+            .collect();
+        assert_eq!(
+            exchanges,
+            [("<image>\nWhat colour?", "red"), ("And the shape?", "circle")]
+        );
+        // the text-only record is refused where the recipe needs an image in every record
+        let err = load_conversations(&p, true).unwrap_err().to_string();
+        assert!(err.contains("#1") && err.contains("has no image"), "{err}");
+    }
+
+    #[test]
+    fn turn_order_is_checked_around_the_system_turn() {
+        for (turns, message) in [
+            (
+                r#"{"from": "human", "value": "<image> a"}, {"from": "system", "value": "s"}, {"from": "gpt", "value": "b"}"#,
+                "a system turn may only come first",
+            ),
+            (
+                r#"{"from": "system", "value": "s"}, {"from": "gpt", "value": "b"}, {"from": "human", "value": "<image> a"}"#,
+                "turn 1 is from gpt, expected human",
+            ),
+            (
+                r#"{"from": "human", "value": "<image> a"}, {"from": "gpt", "value": "b"}, {"from": "human", "value": "c"}"#,
+                "ends with a human turn",
+            ),
+            (
+                r#"{"from": "system", "value": "<image>"}, {"from": "human", "value": "a"}, {"from": "gpt", "value": "b"}"#,
+                "the system turn holds <image>",
+            ),
+            (
+                r#"{"from": "human", "value": 5}, {"from": "gpt", "value": "b"}"#,
+                "expected the turn's text",
+            ),
+        ] {
+            let p = write(
+                "order.json",
+                &format!(r#"[{{"id": "x", "image": "a.png", "conversations": [{turns}]}}]"#),
+            );
+            let err = load_conversations(&p, true).unwrap_err().to_string();
+            assert!(err.contains(message), "{message:?} not in {err}");
         }
     }
 }

@@ -15,7 +15,7 @@
 //! LLaVA-format data set) all count.
 
 use super::answers::Sample;
-use super::llava::{Conversation, PreferencePair, Speaker, Turn};
+use super::llava::{Conversation, PreferencePair, Turn};
 use super::qtype::QuestionType;
 use super::template::normalise_answer;
 use crate::rng::Rng;
@@ -52,11 +52,7 @@ pub fn yes_no_turns(records: &[Conversation]) -> Vec<Conversation> {
             continue;
         }
         let mut answer_index = 0;
-        for pair in r.conversations.chunks(2) {
-            let [q, a] = pair else { continue };
-            if q.from != Speaker::Human || a.from != Speaker::Gpt {
-                continue;
-            }
+        for (q, a) in r.exchanges() {
             let k = answer_index;
             answer_index += 1;
             let qtype = r.question_types.as_ref().and_then(|t| t.get(k)).copied();

@@ -16,6 +16,7 @@ pub mod shapes;
 pub mod template;
 pub mod token_cache;
 pub mod tokenizer;
+pub mod tokenizer_build;
 
 pub use answers::{Answer, Sample, read_answers, write_answers};
 pub use batch::{HostBatch, Padding, host_batch};

@@ -4,7 +4,7 @@
 //! answer to a question about an object, the rejected answer is "yes". Objects are phrases from
 //! a user-supplied list, matched as whole words.
 
-use super::llava::{Conversation, PreferencePair, Speaker};
+use super::llava::{Conversation, PreferencePair};
 use crate::rng::Rng;
 
 /// What [`build_pairs`] did.
@@ -73,11 +73,7 @@ pub fn build_pairs(
             .filter(|o| find_phrase(&all, o).is_none())
             .collect();
         let mut candidates: Vec<(String, String, String)> = Vec::new(); // prompt, chosen, rejected
-        for pair in r.conversations.chunks(2) {
-            let [q, a] = pair else { continue };
-            if q.from != Speaker::Human || a.from != Speaker::Gpt {
-                continue;
-            }
+        for (q, a) in r.exchanges() {
             let prompt = format!("<image>\n{}", q.value.replace("<image>", "").trim());
             let answer = a.value.trim().to_string();
             let lower = answer.to_lowercase();

@@ -1,6 +1,8 @@
 //! The chat template: `<bos> <|user|> {human} <|assistant|> {gpt} <|end|> <|user|> ...`.
 //! `<image>` expands to the model's number of visual tokens. Only assistant tokens (the answer
-//! and its `<|end|>`) are marked for the loss (TinyLLaVA eq. 3).
+//! and its `<|end|>`) are marked for the loss (TinyLLaVA eq. 3). A system turn is folded into
+//! the first human turn, `{system}\n\n{human}`, as Gemma's and Mistral's templates do: it needs
+//! no token of its own, so every tokenizer with the chat tokens can carry it.
 
 use super::llava::{Speaker, Turn};
 use super::tokenizer::TextTokenizer;
@@ -48,9 +50,16 @@ pub fn encode_conversation(
         assistant: vec![false],
         image_start: None,
     };
+    let mut system: Option<&str> = None;
     for t in turns {
         match t.from {
-            Speaker::Human => push_human(tok, &t.value, num_visual, &mut out)?,
+            Speaker::System => system = Some(&t.value),
+            Speaker::Human => match system.take() {
+                Some(sys) => {
+                    push_human(tok, &format!("{sys}\n\n{}", t.value), num_visual, &mut out)?
+                }
+                None => push_human(tok, &t.value, num_visual, &mut out)?,
+            },
             Speaker::Gpt => {
                 out.ids.extend(tok.encode(&t.value)?);
                 out.ids.push(tok.special.end);
@@ -76,4 +85,60 @@ pub fn normalise_answer(s: &str) -> String {
         .join(" ")
         .trim_end_matches(['.', '?', '!', ' '])
         .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tokenizer() -> TextTokenizer {
+        let dir = std::env::temp_dir().join(format!("condenser-template-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("tokenizer.json");
+        let doc = crate::data::shapes::tokenizer_json();
+        std::fs::write(&path, serde_json::to_string(&doc).unwrap()).unwrap();
+        TextTokenizer::load(&path).unwrap()
+    }
+
+    #[test]
+    fn a_system_turn_is_folded_into_the_first_human_turn() {
+        let tok = tokenizer();
+        let with = encode_conversation(
+            &tok,
+            &[
+                Turn {
+                    from: Speaker::System,
+                    value: "red".into(),
+                },
+                Turn::human("<image> circle"),
+                Turn::gpt("yes"),
+                Turn::human("blue"),
+                Turn::gpt("no"),
+            ],
+            4,
+        )
+        .unwrap();
+        let folded = encode_conversation(
+            &tok,
+            &[
+                Turn::human("red\n\n<image> circle"),
+                Turn::gpt("yes"),
+                Turn::human("blue"),
+                Turn::gpt("no"),
+            ],
+            4,
+        )
+        .unwrap();
+        assert_eq!(with, folded);
+        // the system text is prompt, not target, and the image span moved past it
+        let plain = encode_conversation(
+            &tok,
+            &[Turn::human("<image> circle"), Turn::gpt("yes")],
+            4,
+        )
+        .unwrap();
+        assert!(with.image_start > plain.image_start);
+        let targets = |e: &Encoded| e.assistant.iter().filter(|a| **a).count();
+        assert_eq!(targets(&with), targets(&folded));
+    }
 }

@@ -73,7 +73,12 @@ fn key(records: &[Conversation], tok: &TextTokenizer, num_visual: usize) -> Stri
     for r in records {
         k.u64(r.conversations.len() as u64);
         for t in &r.conversations {
-            k.u64(matches!(t.from, Speaker::Gpt) as u64).str(&t.value);
+            let speaker = match t.from {
+                Speaker::Human => 0,
+                Speaker::Gpt => 1,
+                Speaker::System => 2,
+            };
+            k.u64(speaker).str(&t.value);
         }
     }
     k.hex()

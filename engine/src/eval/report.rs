@@ -98,19 +98,26 @@ fn routing_section(eval: &EvalResult) -> String {
     md
 }
 
-/// Markdown tables comparing runs: accuracy overall and per type, then POPE per sampling.
+/// Markdown tables comparing runs: accuracy overall and per question type, then POPE per
+/// negative sampling. Only what the data has is shown: a type column when some run was scored
+/// on that type, the POPE table when some run has existence questions (a data set of the
+/// user's own has neither unless its records carry `question_types`).
 pub fn comparison(runs: &[(&str, &EvalResult)]) -> String {
+    let types: Vec<QuestionType> = QuestionType::ALL
+        .into_iter()
+        .filter(|t| runs.iter().any(|(_, r)| r.by_type.contains_key(t.name())))
+        .collect();
     let mut md = String::new();
     md.push_str("| model | overall |");
-    for t in QuestionType::ALL {
+    for t in &types {
         let _ = write!(md, " {} |", t.name());
     }
     md.push_str("\n|---|---|");
-    md.push_str(&"---|".repeat(QuestionType::ALL.len()));
+    md.push_str(&"---|".repeat(types.len()));
     md.push('\n');
     for (name, r) in runs {
         let _ = write!(md, "| {name} | {:.1} |", 100.0 * r.accuracy);
-        for t in QuestionType::ALL {
+        for t in &types {
             match r.by_type.get(t.name()) {
                 Some(s) => {
                     let _ = write!(md, " {:.1} |", 100.0 * s.accuracy);
@@ -119,6 +126,9 @@ pub fn comparison(runs: &[(&str, &EvalResult)]) -> String {
             }
         }
         md.push('\n');
+    }
+    if runs.iter().all(|(_, r)| r.pope.is_empty()) {
+        return md;
     }
     md.push_str("\nPOPE (existence questions; yes = positive):\n\n| model | sampling | accuracy | precision | recall | F1 | yes-ratio | yes on absent |\n|---|---|---|---|---|---|---|---|\n");
     for (name, r) in runs {
@@ -157,4 +167,40 @@ pub fn gap_closed(teacher: &EvalResult, baseline: &EvalResult, method: &EvalResu
          points, of which distillation closes {:.0}%.",
         100.0 * (m - b) / gap
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eval::{PopeScore, TypeScore};
+
+    #[test]
+    fn a_comparison_shows_only_what_the_data_has() {
+        // a data set of the user's own: no question types, no existence questions
+        let plain = EvalResult {
+            questions: 10,
+            correct: 5,
+            accuracy: 0.5,
+            ..Default::default()
+        };
+        let md = comparison(&[("a", &plain), ("b", &plain)]);
+        assert_eq!(md.lines().next(), Some("| model | overall |"), "{md}");
+        assert!(!md.contains("POPE"), "{md}");
+
+        // one run scored on colour questions: that column, and a dash for the other run
+        let mut typed = plain.clone();
+        typed.by_type.insert(
+            "colour".into(),
+            TypeScore {
+                questions: 4,
+                correct: 3,
+                accuracy: 0.75,
+            },
+        );
+        typed.pope.insert("random".into(), PopeScore::default());
+        let md = comparison(&[("a", &typed), ("b", &plain)]);
+        assert_eq!(md.lines().next(), Some("| model | overall | colour |"), "{md}");
+        assert!(md.contains("| b | 50.0 | - |"), "{md}");
+        assert!(md.contains("POPE") && md.contains("| a | random |"), "{md}");
+    }
 }
