@@ -9,6 +9,12 @@ use common::{bin, scratch, smoke_recipe, world};
 /// Runs the smoke recipe, its stages 8 steps long, for 6 steps with stdout and stderr captured
 /// (neither is a terminal).
 fn smoke_run(name: &str, extra: &[&str]) -> (String, String) {
+    let (stdout, stderr, _) = smoke_run_in(name, extra);
+    (stdout, stderr)
+}
+
+/// [`smoke_run`], also returning the run folder.
+fn smoke_run_in(name: &str, extra: &[&str]) -> (String, String, std::path::PathBuf) {
     let dir = scratch(name);
     let data = world(&dir);
     let recipe = smoke_recipe(&dir, &data, |t| t.replace("epochs = 0.5", "epochs = 4"));
@@ -23,7 +29,7 @@ fn smoke_run(name: &str, extra: &[&str]) -> (String, String) {
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(out.status.success(), "{stdout}\n{stderr}");
-    (stdout, stderr)
+    (stdout, stderr, dir.join("runs/smoke"))
 }
 
 #[test]
@@ -58,4 +64,36 @@ fn json_logs_are_one_event_per_line() {
         6,
         "every step is an event"
     );
+}
+
+#[test]
+fn a_run_writes_tensorboard_scalars() {
+    let (_, _, run) = smoke_run_in("logs-tensorboard", &[]);
+    let files: Vec<_> = std::fs::read_dir(&run)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("events.out.tfevents.")
+        })
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let bytes = std::fs::read(&files[0]).unwrap();
+    // TFRecords: the version event first, then one record per step
+    let mut records = 0;
+    let mut at = 0;
+    while at < bytes.len() {
+        let len = u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap()) as usize;
+        at += 12 + len + 4;
+        records += 1;
+    }
+    assert_eq!(at, bytes.len(), "records end where the file ends");
+    assert_eq!(records, 1 + 6, "the version record and the 6 steps");
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(text.contains("brain.Event:2"));
+    for tag in ["loss/total", "train/lr", "train/tokens_per_s", "loss/region"] {
+        assert!(text.contains(tag), "no {tag} scalar");
+    }
 }

@@ -75,10 +75,13 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     }
     condenser_engine::error::write_atomic(&out, built.json.as_bytes())?;
     progress::result(&format!(
-        "wrote {}: {:?} tokenizer of {} tokens, trained on {} texts of {} in {:.1} s\n\
+        "wrote {}: {} tokenizer of {} tokens, trained on {} texts of {} in {:.1} s\n\
          put `vocab_size = {}` (or more) under [model.llm] in your recipes",
         out.display(),
-        spec.kind,
+        match spec.kind {
+            TokenizerKind::Bpe => "byte-level BPE",
+            TokenizerKind::Word => "word-level",
+        },
         built.vocab_size,
         built.texts,
         files.join(", "),

@@ -36,6 +36,7 @@ pub fn world(dir: &Path) -> PathBuf {
 }
 
 /// `dir/recipe.toml`: the smoke recipe pointed at `data`, then passed through `edit`.
+#[allow(dead_code)] // not every test binary uses every helper
 pub fn smoke_recipe(dir: &Path, data: &Path, edit: impl Fn(String) -> String) -> PathBuf {
     let text = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/recipes/smoke.toml"),

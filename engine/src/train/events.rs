@@ -111,10 +111,13 @@ impl Observer for Silent {
     fn on_event(&mut self, _: &Event) {}
 }
 
-/// Appends events to `events.jsonl` and forwards them to an observer.
+/// Appends events to `events.jsonl`, writes their scalars to a TensorBoard event file beside
+/// it, and forwards them to an observer.
 pub struct EventLog<'a> {
     path: PathBuf,
     file: std::fs::File,
+    /// `None` once writing it failed: TensorBoard is a view, never a reason to stop a run.
+    tensorboard: Option<super::tensorboard::TensorBoard>,
     observer: &'a mut dyn Observer,
 }
 
@@ -125,9 +128,14 @@ impl<'a> EventLog<'a> {
             .append(true)
             .open(path)
             .map_err(|e| Error::io(path, e))?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let tensorboard = super::tensorboard::TensorBoard::create(dir)
+            .inspect_err(|e| log::warn!("no TensorBoard events for this run: {e}"))
+            .ok();
         Ok(EventLog {
             path: path.into(),
             file,
+            tensorboard,
             observer,
         })
     }
@@ -135,6 +143,12 @@ impl<'a> EventLog<'a> {
     pub fn emit(&mut self, event: Event) -> Result<()> {
         let line = serde_json::to_string(&event).expect("events serialise");
         writeln!(self.file, "{line}").map_err(|e| Error::io(&self.path, e))?;
+        if let Some(tb) = &mut self.tensorboard
+            && let Err(e) = tb.on_event(&event)
+        {
+            log::warn!("TensorBoard events stop here: {e}");
+            self.tensorboard = None;
+        }
         self.observer.on_event(&event);
         Ok(())
     }

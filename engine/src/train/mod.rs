@@ -34,6 +34,7 @@ mod record;
 pub mod schedule;
 pub(crate) mod stage;
 pub mod tail;
+pub mod tensorboard;
 pub mod teacher;
 mod update;
 pub mod visual;
