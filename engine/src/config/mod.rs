@@ -8,12 +8,14 @@ mod kernels;
 mod model;
 mod moe;
 mod objective;
+mod preprocess;
 mod recipe;
 
 pub use ablation::{AblationRow, AblationSet, ROW_REF, load_ablation, run_name, slug};
 pub use kernels::KernelPolicy;
 pub use model::{LlmConfig, MllmConfig, ProjectorConfig, VisionAct, VisionConfig};
 pub use moe::{MoeConfig, MoeSpec, Placement};
+pub use preprocess::{Preprocess, Resample, Resize};
 pub use objective::{
     DistillSpec, Divergence, DivergenceSpec, KdTokens, Objective, PreferenceLoss,
     PreferenceReference, PreferenceSpec, RelationFeatures,

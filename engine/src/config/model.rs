@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::Preprocess;
+
 /// ViT vision encoder (CLIP/SigLIP/DINOv2-style, pre-norm).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -19,6 +21,9 @@ pub struct VisionConfig {
     pub mean: [f32; 3],
     #[serde(default = "default_std")]
     pub std: [f32; 3],
+    /// Resizing, cropping and padding ahead of normalisation (`[model.vision.preprocess]`).
+    #[serde(default, skip_serializing_if = "Preprocess::is_default")]
+    pub preprocess: Preprocess,
     /// Drop the first token from the features handed to the projector: the CLS token (LLaVA
     /// does), or on a tower without one the first patch (what LLaVA's and TinyLLaVA's token
     /// selection does to a SigLIP tower, kept so imported models give the same numbers).
@@ -185,6 +190,7 @@ impl MllmConfig {
                 v.image_size, v.patch_size
             ));
         }
+        v.preprocess.validate(v.image_size)?;
         if v.num_visual_tokens() == 0 {
             return Err(
                 "vision: dropping the first token leaves no visual tokens (one patch, no CLS)"

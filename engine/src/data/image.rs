@@ -5,7 +5,7 @@ use std::path::Path;
 
 use image::imageops::FilterType;
 
-use crate::config::VisionConfig;
+use crate::config::{Resample, Resize, VisionConfig};
 use crate::{Error, Result};
 
 /// Loads one image as normalised `[3, S, S]` floats.
@@ -30,13 +30,38 @@ pub fn decode_image(bytes: &[u8], origin: &Path, cfg: &VisionConfig) -> Result<V
     Ok(normalise(img.to_rgb8(), cfg))
 }
 
-/// Resizes (bilinear) and normalises an RGB image.
+/// Brings an RGB image to the encoder's square input as its tower's processor would (pad to
+/// square, resize, centre crop: `VisionConfig::preprocess`), then scales to [0, 1] and
+/// normalises per channel.
 pub fn normalise(img: image::RgbImage, cfg: &VisionConfig) -> Vec<f32> {
     let s = cfg.image_size as u32;
-    let img = if img.width() == s && img.height() == s {
-        img
+    let pre = &cfg.preprocess;
+    let img = if pre.pad_to_square {
+        pad_to_square(img, cfg.mean)
     } else {
-        image::imageops::resize(&img, s, s, FilterType::Triangle)
+        img
+    };
+    let filter = match pre.resample {
+        Resample::Bilinear => FilterType::Triangle,
+        // PIL's bicubic is the a = -0.5 cubic, Catmull-Rom
+        Resample::Bicubic => FilterType::CatmullRom,
+    };
+    let resize = |img: image::RgbImage, w: u32, h: u32| {
+        if img.width() == w && img.height() == h {
+            img
+        } else {
+            image::imageops::resize(&img, w, h, filter)
+        }
+    };
+    let img = match pre.resize {
+        Resize::Squash => resize(img, s, s),
+        Resize::ShortestEdge => {
+            let (w, h) = shortest_edge_size(img.width(), img.height(), pre.edge(cfg.image_size));
+            let img = resize(img, w, h);
+            // transformers' centre crop: the top-left corner at the floor of half the excess
+            let (left, top) = ((w - s) / 2, (h - s) / 2);
+            image::imageops::crop_imm(&img, left, top, s, s).to_image()
+        }
     };
     let n = (s * s) as usize;
     let mut out = vec![0.0f32; 3 * n];
@@ -46,6 +71,38 @@ pub fn normalise(img: image::RgbImage, cfg: &VisionConfig) -> Vec<f32> {
         }
     }
     out
+}
+
+/// The size after resizing the shorter side to `edge`: the longer side scales by the same
+/// factor and is truncated, as transformers' `get_resize_output_image_size` does.
+fn shortest_edge_size(w: u32, h: u32, edge: usize) -> (u32, u32) {
+    let edge = edge as u64;
+    let (short, long) = (w.min(h) as u64, w.max(h) as u64);
+    let long = (edge * long / short) as u32;
+    if w <= h {
+        (edge as u32, long)
+    } else {
+        (long, edge as u32)
+    }
+}
+
+/// LLaVA's `expand2square`: the image in the middle of a square of the mean colour (each
+/// channel `int(mean * 255)`), offset by the floor of half the difference.
+fn pad_to_square(img: image::RgbImage, mean: [f32; 3]) -> image::RgbImage {
+    let (w, h) = (img.width(), img.height());
+    if w == h {
+        return img;
+    }
+    let side = w.max(h);
+    let fill = image::Rgb(mean.map(|m| (m * 255.0) as u8));
+    let mut square = image::RgbImage::from_pixel(side, side, fill);
+    image::imageops::replace(
+        &mut square,
+        &img,
+        i64::from((side - w) / 2),
+        i64::from((side - h) / 2),
+    );
+    square
 }
 
 #[cfg(test)]

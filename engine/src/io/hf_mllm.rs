@@ -186,8 +186,14 @@ fn mllm_config(dir: &Path) -> Result<(MllmConfig, MllmFormat, Tower)> {
         drop_first: Some(drop_first),
         image_size: None,
     };
-    let (vision, tower) =
+    let (mut vision, tower) =
         vision_config_from_json(part("vision_config")?, &path, "vision_config.", select)?;
+    super::hf_vision::apply_preprocessor(dir, &mut vision)?;
+    // the original LLaVA-1.5 and TinyLLaVA configs say how images were made square
+    vision.preprocess.pad_to_square = v
+        .get("image_aspect_ratio")
+        .and_then(|x| x.as_str())
+        .is_some_and(|a| a == "pad");
     let llm = llm_config_from_json(part("text_config")?.clone(), &path, "text_config.")?;
     let config = MllmConfig {
         vision,

@@ -19,7 +19,7 @@ use serde::Deserialize;
 use super::params::{Layout, LoadReport, layer_index, load_named};
 use super::positions::resize_positions;
 use super::safetensors::TensorFolder;
-use crate::config::{VisionAct, VisionConfig};
+use crate::config::{Preprocess, Resample, Resize, VisionAct, VisionConfig};
 use crate::model::VisionEncoder;
 use crate::rng::Rng;
 use crate::{Error, Result};
@@ -33,6 +33,33 @@ pub enum Tower {
     Siglip,
     /// DINOv2: CLS token, patch bias, layer scale, exact GELU, other HF names.
     Dinov2,
+}
+
+impl Tower {
+    /// The family's image processing when the folder has no `preprocessor_config.json`
+    /// (transformers' defaults for its processor), at an input of `image_size`: CLIP resizes
+    /// the shorter side to the input and crops the centre, DINOv2 resizes it to 256/224 of the
+    /// input first, SigLIP resizes to the square; all bicubic.
+    pub fn preprocess(self, image_size: usize) -> Preprocess {
+        match self {
+            Tower::Clip => Preprocess {
+                resize: Resize::ShortestEdge,
+                shortest_edge: Some(image_size),
+                resample: Resample::Bicubic,
+                pad_to_square: false,
+            },
+            Tower::Dinov2 => Preprocess {
+                resize: Resize::ShortestEdge,
+                shortest_edge: Some((256 * image_size + 112) / 224),
+                resample: Resample::Bicubic,
+                pad_to_square: false,
+            },
+            Tower::Siglip => Preprocess {
+                resample: Resample::Bicubic,
+                ..Preprocess::default()
+            },
+        }
+    }
 }
 
 /// OpenAI CLIP's pixel normalisation (transformers' `OPENAI_CLIP_MEAN` / `_STD`).
@@ -196,6 +223,7 @@ pub(crate) fn vision_config_from_json(
         mlp_hidden,
         mean,
         std,
+        preprocess: tower.preprocess(image_size),
         drop_cls: select.drop_first.unwrap_or(class_token),
         layer_norm_eps: c.layer_norm_eps.unwrap_or(eps),
         class_token,
@@ -365,34 +393,63 @@ pub(crate) fn is_unused_tower_part(name: &str, prefix: &str, config: &VisionConf
         || rest == "embeddings.mask_token"
 }
 
-/// Per-channel mean/std from the folder's `preprocessor_config.json`, when it has one.
-fn preprocessor_norm(dir: &Path) -> Result<Option<([f32; 3], [f32; 3])>> {
+/// The folder's `preprocessor_config.json`, when it has one: per-channel mean/std and the
+/// resize/crop/resampling of its image processor, scaled to the encoder's input size.
+fn preprocessor(
+    dir: &Path,
+    image_size: usize,
+) -> Result<Option<([f32; 3], [f32; 3], Preprocess)>> {
     let path = dir.join("preprocessor_config.json");
     if !path.exists() {
         return Ok(None);
     }
-    #[derive(Deserialize)]
-    struct Pre {
-        image_mean: Option<[f32; 3]>,
-        image_std: Option<[f32; 3]>,
-    }
     let text = crate::error::read_to_string(&path)?;
-    let p: Pre = serde_json::from_str(&text).map_err(|e| Error::json(&path, e))?;
-    Ok(p.image_mean.zip(p.image_std))
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| Error::json(&path, e))?;
+    let triple = |k: &str| -> Result<Option<[f32; 3]>> {
+        value
+            .get(k)
+            .map(|v| serde_json::from_value::<[f32; 3]>(v.clone()))
+            .transpose()
+            .map_err(|e| Error::Checkpoint {
+                path: path.clone(),
+                message: format!("{k}: expected three numbers ({e})"),
+            })
+    };
+    let (pre, _crop) = Preprocess::from_hf(&value, image_size).map_err(|message| {
+        Error::Checkpoint {
+            path: path.clone(),
+            message,
+        }
+    })?;
+    let defaults = ([0.5; 3], [0.5; 3]);
+    Ok(Some((
+        triple("image_mean")?.unwrap_or(defaults.0),
+        triple("image_std")?.unwrap_or(defaults.1),
+        pre,
+    )))
 }
 
-/// Reads a tower's config (and pixel normalisation) from its folder.
+/// Reads a tower's config (and image processing) from its folder.
 pub fn hf_vision_config(dir: &Path, select: FeatureSelect) -> Result<(VisionConfig, Tower)> {
     let path = dir.join("config.json");
     let text = crate::error::read_to_string(&path)?;
     let value: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| Error::json(&path, e))?;
     let (mut config, tower) = vision_config_from_json(&value, &path, "", select)?;
-    if let Some((mean, std)) = preprocessor_norm(dir)? {
+    apply_preprocessor(dir, &mut config)?;
+    Ok((config, tower))
+}
+
+/// Takes the normalisation and image processing of `dir`'s `preprocessor_config.json`, when
+/// it has one, over the tower family's defaults.
+pub(crate) fn apply_preprocessor(dir: &Path, config: &mut VisionConfig) -> Result<()> {
+    if let Some((mean, std, pre)) = preprocessor(dir, config.image_size)? {
         config.mean = mean;
         config.std = std;
+        config.preprocess = pre;
     }
-    Ok((config, tower))
+    Ok(())
 }
 
 /// Whether `path` names an ONNX file (a DINOv2 backbone) rather than a HF folder.

@@ -17,6 +17,7 @@ pub(crate) fn tiny_config() -> MllmConfig {
             mlp_hidden: 32,
             mean: [0.5; 3],
             std: [0.5; 3],
+            preprocess: Default::default(),
             drop_cls: true,
             layer_norm_eps: 1e-5,
             class_token: true,
