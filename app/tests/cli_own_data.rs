@@ -208,4 +208,21 @@ freeze = { vision = "frozen", projector = "full", llm = "full" }
     assert!(!report.contains("colour") && !report.contains("POPE"), "{report}");
     // and its examples are the data's own questions, system text left out of them
     assert!(report.contains("?"), "{report}");
+
+    // chat finds a data file's image path in the image folder
+    let chat = |folder: Option<&Path>| {
+        let mut c = bin();
+        c.args(["chat", "--backend", "cpu", "--checkpoint"])
+            .arg(runs.join("own-kd/checkpoints/final"))
+            .args(["--image", "val2014/test_00000.jpg", "--prompt", "what shape ?"]);
+        if let Some(f) = folder {
+            c.arg("--image-folder").arg(f);
+        }
+        c.output().unwrap()
+    };
+    let out = chat(Some(&dir.join("photos")));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = chat(None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
 }

@@ -11,9 +11,14 @@ pub struct Args {
     /// Checkpoint folder (e.g. runs/shapes-teacher/checkpoints/final).
     #[arg(long)]
     pub checkpoint: PathBuf,
-    /// Image file (PNG, JPEG or WebP); resized to the encoder's input size.
+    /// Image file (PNG, JPEG or WebP), brought to the encoder's input as the model's
+    /// preprocessing says (resize, crop, pad).
     #[arg(long)]
     pub image: PathBuf,
+    /// Folder a relative `--image` is read from (LLaVA's image_folder; default: the current
+    /// folder), so image paths can be given as a data file writes them.
+    #[arg(long)]
+    pub image_folder: Option<PathBuf>,
     /// The question, e.g. "how many objects are there ?".
     #[arg(long)]
     pub prompt: String,
@@ -34,7 +39,11 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     let tok = super::eval::tokenizer_for(&args.checkpoint, args.tokenizer, None)?;
     tok.check_fits(model.config.llm.vocab_size)?;
     let cfg = &model.config.vision;
-    let pixels = load_image(&args.image, cfg)?;
+    let image = match &args.image_folder {
+        Some(folder) if args.image.is_relative() => folder.join(&args.image),
+        _ => args.image.clone(),
+    };
+    let pixels = load_image(&image, cfg)?;
     let batch = question_batch(&tok, cfg, pixels, &args.prompt, &device)?;
     let out = model.generate(
         &batch,
