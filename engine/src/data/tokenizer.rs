@@ -95,6 +95,14 @@ impl TextTokenizer {
         })
     }
 
+    /// The tokenizer as `tokenizer.json` text.
+    pub fn to_json(&self) -> Result<String> {
+        self.inner.to_string(false).map_err(|e| Error::Tokenizer {
+            path: self.path.clone(),
+            message: format!("cannot serialise: {e}"),
+        })
+    }
+
     /// Number of ids the tokenizer can produce (added tokens included).
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)

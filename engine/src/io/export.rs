@@ -10,8 +10,21 @@ use safetensors::Dtype;
 
 use super::hf_llm::hf_name;
 use super::params::host_params;
+use super::safetensors::HostTensor;
 use crate::model::Llm;
 use crate::{Error, Result};
+
+/// Every parameter of `llm` under its HF name, linear weights transposed back to PyTorch's
+/// `[out, in]` layout.
+pub(crate) fn hf_tensors(llm: &Llm) -> BTreeMap<String, HostTensor> {
+    host_params(llm)
+        .into_iter()
+        .map(|(path, t)| {
+            let (name, transposed) = hf_name(&path);
+            (name, if transposed { t.transposed() } else { t })
+        })
+        .collect()
+}
 
 /// Writes `llm` to `dir` as a HF folder (created if needed; existing files of the same names
 /// are replaced atomically).
@@ -24,15 +37,11 @@ pub fn export_hf_llm(llm: &Llm, dir: &Path) -> Result<()> {
         ));
     }
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    // every parameter under its HF name, linear weights transposed back to PyTorch's layout
-    let tensors: BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)> = host_params(llm)
+    let tensors: BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)> = hf_tensors(llm)
         .into_iter()
-        .map(|(path, t)| {
-            let (name, transposed) = hf_name(&path);
-            let t = if transposed { t.transposed() } else { t };
-            let (shape, values) = (t.shape, t.values);
-            let bytes = values.iter().flat_map(|x| x.to_le_bytes()).collect();
-            (name, (Dtype::F32, shape, bytes))
+        .map(|(name, t)| {
+            let bytes = t.values.iter().flat_map(|x| x.to_le_bytes()).collect();
+            (name, (Dtype::F32, t.shape, bytes))
         })
         .collect();
     let st = super::safetensors::serialize(&tensors, "pt").map_err(|e| Error::Checkpoint {

@@ -62,6 +62,60 @@ fn hf_name(gguf: &str) -> Option<String> {
     Some(format!("model.layers.{layer}.{ours}.{kind}"))
 }
 
+/// HF name -> GGUF tensor name: the inverse of [`hf_name`], for the export.
+pub(crate) fn gguf_name(hf: &str) -> Option<String> {
+    let fixed = match hf {
+        "model.embed_tokens.weight" => Some("token_embd.weight"),
+        "model.norm.weight" => Some("output_norm.weight"),
+        "lm_head.weight" => Some("output.weight"),
+        _ => None,
+    };
+    if let Some(f) = fixed {
+        return Some(f.to_string());
+    }
+    let rest = hf.strip_prefix("model.layers.")?;
+    let (layer, part) = rest.split_once('.')?;
+    let layer: usize = layer.parse().ok()?;
+    let (module, kind) = part.rsplit_once('.')?;
+    let theirs = match module {
+        "self_attn.q_proj" => "attn_q",
+        "self_attn.k_proj" => "attn_k",
+        "self_attn.v_proj" => "attn_v",
+        "self_attn.o_proj" => "attn_output",
+        "mlp.gate_proj" => "ffn_gate",
+        "mlp.up_proj" => "ffn_up",
+        "mlp.down_proj" => "ffn_down",
+        "input_layernorm" => "attn_norm",
+        "post_attention_layernorm" => "ffn_norm",
+        _ => return None,
+    };
+    Some(format!("blk.{layer}.{theirs}.{kind}"))
+}
+
+/// llama.cpp's q/k row permutation, as its converter applies it: the inverse of
+/// [`unpermute`] (within each head, HF row `i + j * d / 2` goes to row `2i + j`).
+pub(crate) fn permute(t: &HostTensor, heads: usize) -> HostTensor {
+    let out = t.shape[0];
+    let cols: usize = t.shape[1..].iter().product::<usize>().max(1);
+    let d = out / heads;
+    let half = d / 2;
+    let mut values = vec![0f32; t.values.len()];
+    for h in 0..heads {
+        for i in 0..half {
+            for j in 0..2 {
+                let dst = h * d + 2 * i + j;
+                let src = h * d + i + j * half;
+                values[dst * cols..(dst + 1) * cols]
+                    .copy_from_slice(&t.values[src * cols..(src + 1) * cols]);
+            }
+        }
+    }
+    HostTensor {
+        shape: t.shape.clone(),
+        values,
+    }
+}
+
 /// Undoes llama.cpp's q/k row permutation: within each head, GGUF row `2i + j` holds HF row
 /// `i + j * d / 2` (for a `[out, in]` matrix or an `[out]` bias).
 fn unpermute(t: &HostTensor, heads: usize) -> HostTensor {

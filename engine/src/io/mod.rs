@@ -11,6 +11,8 @@ mod detect;
 pub mod export;
 #[cfg(not(target_family = "wasm"))]
 pub mod gguf;
+#[cfg(not(target_family = "wasm"))]
+pub mod gguf_export;
 pub mod hf_llm;
 pub mod hf_mllm;
 pub mod hf_vision;
@@ -26,6 +28,8 @@ pub use detect::{ModelFormat, detect};
 pub use export::export_hf_llm;
 #[cfg(not(target_family = "wasm"))]
 pub use gguf::{GgufLlm, read_gguf};
+#[cfg(not(target_family = "wasm"))]
+pub use gguf_export::{GgufType, export_gguf};
 pub use hf_llm::{hf_llm_config, llm_from_tensors, load_hf_llm};
 pub use hf_mllm::{HfMllm, MllmFormat, hf_mllm_config, load_hf_mllm};
 pub use hf_vision::{FeatureSelect, Tower, hf_vision_config, is_onnx, load_hf_vision};
