@@ -348,13 +348,14 @@ impl Bars {
             }
             Event::Checkpoint { .. } | Event::Relation { .. } => {}
             Event::Stopped { global_step } => {
-                if let Some(b) = self.bar.take() {
-                    b.abandon();
-                }
+                // said above the bar while it is still drawn, then the bar stays where it stopped
                 self.say(format!(
                     "[{}] stopped at global step {global_step}, checkpoint written; --resume continues",
                     self.run
                 ));
+                if let Some(b) = self.bar.take() {
+                    b.abandon();
+                }
             }
         }
     }
