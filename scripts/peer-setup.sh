@@ -15,7 +15,7 @@ venv="$root/.cache/peer-venv"
 py="${PYTHON:-python3}"
 
 check() {
-  "$venv/bin/python" -c 'import torch, transformers; print(f"torch {torch.__version__}, transformers {transformers.__version__}")' 2>/dev/null
+  "$venv/bin/python" -c 'import torch, transformers, PIL; print(f"torch {torch.__version__}, transformers {transformers.__version__}")' 2>/dev/null
 }
 
 if [ -x "$venv/bin/python" ] && versions="$(check)"; then
@@ -33,7 +33,7 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 
 echo "peer-setup: installing torch and transformers (several GB; this takes a while)"
-"$venv/bin/python" -m pip install --disable-pip-version-check -q torch transformers
+"$venv/bin/python" -m pip install --disable-pip-version-check -q torch transformers pillow
 
 if versions="$(check)"; then
   echo "peer-setup: done ($versions); run: python3 scripts/peer_bench.py SHAPES.json"

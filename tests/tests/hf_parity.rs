@@ -400,3 +400,71 @@ fn imported_checkpoints_reload_with_the_same_numbers() {
         .to_string();
     assert!(e.contains("has 2 layers"), "{e}");
 }
+
+/// The LLaVA fixture (CLIP + Llama, written by transformers) imported, then exported as a
+/// transformers LLaVA folder: every tensor the model uses sits under transformers' own name,
+/// shape and bytes (the final norm transformers' tower has but LLaVA's features never pass is
+/// written as an identity), the config says what transformers needs to rebuild the model, and
+/// the folder imports back to a model that gives transformers' logits. `scripts/hf-llava-check.sh`
+/// runs the same folder in transformers itself.
+#[test]
+fn llava_export_is_transformers_layout_and_reimports_to_the_same_logits() {
+    use condenser_engine::io::{TensorFolder, export_hf_llava};
+    let (dir, expected) = fixture("llava");
+    let (device, _) = select(BackendChoice::Cpu).unwrap();
+    let model = load_hf_mllm(&dir, &device).unwrap().model;
+    let out = condenser_tests::scratch("hf-llava-export");
+    let image = expected["image_token_id"].as_u64().unwrap() as u32;
+    let tower = export_hf_llava(&model, image, None, &out).unwrap();
+    assert_eq!(format!("{tower:?}"), "Clip");
+
+    let read = |d: &std::path::Path| TensorFolder::read(d).unwrap().tensors;
+    let (theirs, ours) = (read(&dir), read(&out));
+    // the import cut the 3-block tower after block 2 (vision_feature_layer -2): the export
+    // holds blocks 0 and 1 and reads the last of them (-1)
+    for (name, (t, _)) in &ours {
+        if name.starts_with("vision_tower.post_layernorm.") {
+            continue;
+        }
+        let (want, _) = theirs
+            .get(name)
+            .unwrap_or_else(|| panic!("{name}: transformers has no such tensor"));
+        assert_eq!(t.shape, want.shape, "{name}");
+        assert_eq!(t.values, want.values, "{name}: byte for byte");
+    }
+    let kept = |n: &&String| !n.starts_with("vision_tower.encoder.layers.2.");
+    assert_eq!(
+        ours.keys().collect::<Vec<_>>(),
+        theirs.keys().filter(kept).collect::<Vec<_>>(),
+        "the same names, less the cut block"
+    );
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    let source: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["vision_feature_layer"], -1);
+    assert_eq!(config["vision_config"]["num_hidden_layers"], 2);
+    for key in ["model_type", "image_token_index", "vision_feature_select_strategy", "projector_hidden_act"] {
+        assert_eq!(config[key], source[key], "{key}");
+    }
+    for key in ["model_type", "hidden_size", "intermediate_size", "patch_size", "image_size", "hidden_act"] {
+        assert_eq!(config["vision_config"][key], source["vision_config"][key], "vision {key}");
+    }
+    // and back: the exported folder is a LLaVA folder the importer reads to the same numbers
+    let back = load_hf_mllm(&out, &device).unwrap().model;
+    check_mllm_model("llava", &back, &device);
+}
+
+/// Condenser's own encoders end in a LayerNorm that transformers' LLaVA cannot express: the
+/// export says so instead of writing a folder that computes something else.
+#[test]
+fn own_encoders_are_refused_by_the_llava_export() {
+    use condenser_engine::io::llava_tower;
+    let (dir, _) = fixture("llava");
+    let (device, _) = select(BackendChoice::Cpu).unwrap();
+    let mut config = load_hf_mllm(&dir, &device).unwrap().model.config.vision;
+    assert!(llava_tower(&config).is_ok());
+    config.post_norm = true;
+    let e = llava_tower(&config).unwrap_err();
+    assert!(e.contains("post_norm"), "{e}");
+}

@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use condenser_engine::data::TextTokenizer;
 use condenser_engine::io::{
-    GgufType, ModelFormat, detect, export_gguf, export_hf_llm, llm_from_tensors, load_hf_llm,
-    read_gguf,
+    GgufType, ModelFormat, detect, export_gguf, export_hf_llava, export_hf_llm, llm_from_tensors,
+    load_hf_llm, read_gguf,
 };
 use condenser_engine::run::checkpoint;
 
@@ -23,6 +23,10 @@ pub enum Format {
     /// The decoder as one llama.cpp GGUF file (`--gguf-type`), tokenizer and chat template in
     /// its metadata; the tokenizer must be byte-level BPE.
     Gguf,
+    /// The whole multimodal checkpoint as a transformers LLaVA folder
+    /// (`LlavaForConditionalGeneration`, tokenizer and processor): CLIP, SigLIP or DINOv2
+    /// towers (imported ones); Condenser's own encoders end in a LayerNorm LLaVA cannot express.
+    HfLlava,
     /// The whole multimodal checkpoint as the browser page's bundle.
     Web,
 }
@@ -69,6 +73,33 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     let src = &args.source;
     if args.web || args.format == Format::Web {
         return super::export_web::main(src, &args.out, args.tokenizer, &args.web_args, &device);
+    }
+    if args.format == Format::HfLlava {
+        anyhow::ensure!(
+            detect(src) == Some(ModelFormat::Checkpoint),
+            "{}: --format hf-llava exports a checkpoint folder (no {} here)",
+            src.display(),
+            checkpoint::MODEL_FILE
+        );
+        let model = checkpoint::load_full(src, &device)?;
+        let path = args
+            .tokenizer
+            .clone()
+            .or_else(|| condenser_engine::run::checkpoint_tokenizer(src))
+            .context("the LLaVA folder needs the model's tokenizer: --tokenizer")?;
+        let tok = TextTokenizer::load(&path)?;
+        tok.check_fits(model.config.llm.vocab_size)?;
+        let tower = export_hf_llava(&model, tok.special.image, Some(&tok), &args.out)?;
+        println!(
+            "wrote {}: LlavaForConditionalGeneration ({tower:?} tower of {} layers at {} px, \
+             {} decoder layers, vocab {}), tokenizer and processor",
+            args.out.display(),
+            model.config.vision.layers,
+            model.config.vision.image_size,
+            model.config.llm.layers,
+            model.config.llm.vocab_size
+        );
+        return Ok(());
     }
     let (llm, own_tokenizer, default_tokenizer) = match detect(src) {
         Some(ModelFormat::Gguf | ModelFormat::Onnx) => {

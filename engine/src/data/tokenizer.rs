@@ -95,6 +95,11 @@ impl TextTokenizer {
         })
     }
 
+    /// The text of token `id` (special tokens included), or `""` for an id past the vocabulary.
+    pub fn id_to_token(&self, id: u32) -> String {
+        self.inner.id_to_token(id).unwrap_or_default()
+    }
+
     /// The tokenizer as `tokenizer.json` text.
     pub fn to_json(&self) -> Result<String> {
         self.inner.to_string(false).map_err(|e| Error::Tokenizer {

@@ -49,12 +49,20 @@ pub fn export_hf_llm(llm: &Llm, dir: &Path) -> Result<()> {
         message: format!("cannot serialise: {e}"),
     })?;
     crate::error::write_atomic(dir.join("model.safetensors"), &st)?;
+    let config = hf_llm_config_json(c);
+    let text = serde_json::to_string_pretty(&config).expect("serialisable");
+    crate::error::write_atomic(dir.join("config.json"), text.as_bytes())
+}
+
+/// The transformers config of a decoder: `LlamaForCausalLM`, or `Qwen2ForCausalLM` when the
+/// q/k/v projections have biases (also the `text_config` of a LLaVA export).
+pub(crate) fn hf_llm_config_json(c: &crate::config::LlmConfig) -> serde_json::Value {
     let (arch, model_type) = if c.qkv_bias {
         ("Qwen2ForCausalLM", "qwen2")
     } else {
         ("LlamaForCausalLM", "llama")
     };
-    let config = serde_json::json!({
+    serde_json::json!({
         "architectures": [arch],
         "model_type": model_type,
         "vocab_size": c.vocab_size,
@@ -70,7 +78,5 @@ pub fn export_hf_llm(llm: &Llm, dir: &Path) -> Result<()> {
         "hidden_act": "silu",
         "attention_bias": false,
         "torch_dtype": "float32",
-    });
-    let text = serde_json::to_string_pretty(&config).expect("serialisable");
-    crate::error::write_atomic(dir.join("config.json"), text.as_bytes())
+    })
 }

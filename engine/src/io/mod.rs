@@ -18,6 +18,7 @@ pub mod hf_mllm;
 pub mod hf_vision;
 #[cfg(not(target_family = "wasm"))]
 pub mod import;
+pub mod llava_export;
 pub mod onnx;
 mod onnx_dinov2;
 mod params;
@@ -35,4 +36,5 @@ pub use hf_mllm::{HfMllm, MllmFormat, hf_mllm_config, load_hf_mllm};
 pub use hf_vision::{FeatureSelect, Tower, hf_vision_config, is_onnx, load_hf_vision};
 #[cfg(not(target_family = "wasm"))]
 pub use import::{ImportOptions, ImportSource, Imported, import_model, write_imported};
+pub use llava_export::{export_hf_llava, llava_tower};
 pub use safetensors::{HostTensor, TensorFolder};
