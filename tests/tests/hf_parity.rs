@@ -455,6 +455,28 @@ fn llava_export_is_transformers_layout_and_reimports_to_the_same_logits() {
     check_mllm_model("llava", &back, &device);
 }
 
+/// A SigLIP tower (the TinyLLaVA fixture: SigLIP + Qwen2, TinyLLaVA Factory's names) exported
+/// as a transformers LLaVA folder reads back to transformers' logits, and its vision config is
+/// SigLIP's without the pooling head LLaVA never uses.
+#[test]
+fn siglip_llava_export_reimports_to_the_same_logits() {
+    use condenser_engine::io::export_hf_llava;
+    let (dir, expected) = fixture("tinyllava");
+    let (device, _) = select(BackendChoice::Cpu).unwrap();
+    let model = load_hf_mllm(&dir, &device).unwrap().model;
+    let out = condenser_tests::scratch("hf-llava-export-siglip");
+    let image = expected["image_token_id"].as_u64().unwrap() as u32;
+    let tower = export_hf_llava(&model, image, None, &out).unwrap();
+    assert_eq!(format!("{tower:?}"), "Siglip");
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["vision_config"]["model_type"], "siglip_vision_model");
+    assert_eq!(config["vision_config"]["vision_use_head"], false);
+    assert_eq!(config["text_config"]["model_type"], "qwen2");
+    let back = load_hf_mllm(&out, &device).unwrap().model;
+    check_mllm_model("tinyllava", &back, &device);
+}
+
 /// Condenser's own encoders end in a LayerNorm that transformers' LLaVA cannot express: the
 /// export says so instead of writing a folder that computes something else.
 #[test]
