@@ -63,8 +63,9 @@ enum Command {
     Data(data::Args),
     /// Train a tokenizer.json (byte-level BPE or word-level) on a data folder's conversations.
     Tokenizer(tokenizer::Args),
-    /// Write a decoder (checkpoint's LLM, GGUF file or HF folder) as a Hugging Face folder, or
-    /// (`--web`) a checkpoint as the browser page's bundle.
+    /// Write a model out: a decoder (checkpoint's LLM, GGUF file or HF folder) as a Hugging
+    /// Face folder or a llama.cpp GGUF file, a whole checkpoint as a transformers LLaVA folder,
+    /// or a checkpoint as the browser page's bundle (`--format hf|gguf|hf-llava|web`).
     Export(export::Args),
     /// Build a Condenser checkpoint from real weights: a LLaVA / TinyLLaVA folder, or a
     /// CLIP/SigLIP tower plus a Llama/Qwen2 decoder (HF folder or GGUF) and a fresh projector.
