@@ -76,6 +76,18 @@ pub fn encode_prompt(tok: &TextTokenizer, turns: &[Turn], num_visual: usize) -> 
     encode_conversation(tok, turns, num_visual)
 }
 
+/// This template in Jinja, for the formats that carry one (a transformers tokenizer's and
+/// processor's `chat_template`, GGUF's `tokenizer.chat_template`): the same tokens as
+/// [`encode_conversation`], a system turn folded into the first user turn, `<image>` where a
+/// content part is an image.
+pub const CHAT_TEMPLATE_JINJA: &str = "{{ bos_token }}{% set ns = namespace(system='') %}{% for m in messages %}\
+{% if m['content'] is string %}{% set text = m['content'] %}{% else %}{% set text = namespace(v='') %}\
+{% for p in m['content'] %}{% if p['type'] == 'image' %}{% set text.v = text.v + '<image>\\n' %}\
+{% elif p['type'] == 'text' %}{% set text.v = text.v + p['text'] %}{% endif %}{% endfor %}{% set text = text.v %}{% endif %}\
+{% if m['role'] == 'system' %}{% set ns.system = text + '\\n\\n' %}\
+{% elif m['role'] == 'user' %}<|user|>{{ ns.system }}{{ text }}<|assistant|>{% set ns.system = '' %}\
+{% elif m['role'] == 'assistant' %}{{ text }}<|end|>{% endif %}{% endfor %}";
+
 /// Canonical form of an answer for exact-match scoring: lower case, single spaces, no final
 /// punctuation.
 pub fn normalise_answer(s: &str) -> String {

@@ -37,18 +37,7 @@ pub fn export_hf_llm(llm: &Llm, dir: &Path) -> Result<()> {
         ));
     }
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let tensors: BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)> = hf_tensors(llm)
-        .into_iter()
-        .map(|(name, t)| {
-            let bytes = t.values.iter().flat_map(|x| x.to_le_bytes()).collect();
-            (name, (Dtype::F32, t.shape, bytes))
-        })
-        .collect();
-    let st = super::safetensors::serialize(&tensors, "pt").map_err(|e| Error::Checkpoint {
-        path: dir.into(),
-        message: format!("cannot serialise: {e}"),
-    })?;
-    crate::error::write_atomic(dir.join("model.safetensors"), &st)?;
+    write_safetensors(dir, hf_tensors(llm))?;
     let config = hf_llm_config_json(c);
     let text = serde_json::to_string_pretty(&config).expect("serialisable");
     crate::error::write_atomic(dir.join("config.json"), text.as_bytes())
@@ -79,4 +68,20 @@ pub(crate) fn hf_llm_config_json(c: &crate::config::LlmConfig) -> serde_json::Va
         "attention_bias": false,
         "torch_dtype": "float32",
     })
+}
+
+/// Writes f32 `tensors` as `dir/model.safetensors` (atomically), PyTorch's metadata format.
+pub(crate) fn write_safetensors(dir: &Path, tensors: BTreeMap<String, HostTensor>) -> Result<()> {
+    let tensors: BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)> = tensors
+        .into_iter()
+        .map(|(name, t)| {
+            let bytes = t.values.iter().flat_map(|x| x.to_le_bytes()).collect();
+            (name, (Dtype::F32, t.shape, bytes))
+        })
+        .collect();
+    let st = super::safetensors::serialize(&tensors, "pt").map_err(|e| Error::Checkpoint {
+        path: dir.into(),
+        message: format!("cannot serialise: {e}"),
+    })?;
+    crate::error::write_atomic(dir.join("model.safetensors"), &st)
 }

@@ -32,93 +32,58 @@ fn bad(path: &Path, message: impl Into<String>) -> Error {
     }
 }
 
+/// GGUF's names for the decoder's whole-model tensors and HF's, in pairs.
+const FIXED_NAMES: [(&str, &str); 3] = [
+    ("token_embd.weight", "model.embed_tokens.weight"),
+    ("output_norm.weight", "model.norm.weight"),
+    ("output.weight", "lm_head.weight"),
+];
+
+/// GGUF's names for a block's modules and HF's (under `model.layers.N.`), in pairs.
+const BLOCK_NAMES: [(&str, &str); 9] = [
+    ("attn_q", "self_attn.q_proj"),
+    ("attn_k", "self_attn.k_proj"),
+    ("attn_v", "self_attn.v_proj"),
+    ("attn_output", "self_attn.o_proj"),
+    ("ffn_gate", "mlp.gate_proj"),
+    ("ffn_up", "mlp.up_proj"),
+    ("ffn_down", "mlp.down_proj"),
+    ("attn_norm", "input_layernorm"),
+    ("ffn_norm", "post_attention_layernorm"),
+];
+
 /// GGUF tensor name -> HF name (`blk.3.attn_q.weight` -> `model.layers.3.self_attn.q_proj.weight`).
 fn hf_name(gguf: &str) -> Option<String> {
-    let fixed = match gguf {
-        "token_embd.weight" => Some("model.embed_tokens.weight"),
-        "output_norm.weight" => Some("model.norm.weight"),
-        "output.weight" => Some("lm_head.weight"),
-        _ => None,
-    };
-    if let Some(f) = fixed {
-        return Some(f.to_string());
+    if let Some((_, hf)) = FIXED_NAMES.iter().find(|(g, _)| *g == gguf) {
+        return Some(hf.to_string());
     }
-    let rest = gguf.strip_prefix("blk.")?;
-    let (layer, part) = rest.split_once('.')?;
-    let layer: usize = layer.parse().ok()?;
-    let (module, kind) = part.rsplit_once('.')?;
-    let ours = match module {
-        "attn_q" => "self_attn.q_proj",
-        "attn_k" => "self_attn.k_proj",
-        "attn_v" => "self_attn.v_proj",
-        "attn_output" => "self_attn.o_proj",
-        "ffn_gate" => "mlp.gate_proj",
-        "ffn_up" => "mlp.up_proj",
-        "ffn_down" => "mlp.down_proj",
-        "attn_norm" => "input_layernorm",
-        "ffn_norm" => "post_attention_layernorm",
-        _ => return None,
-    };
+    let (layer, module, kind) = block_parts(gguf.strip_prefix("blk.")?)?;
+    let (_, ours) = BLOCK_NAMES.iter().find(|(g, _)| *g == module)?;
     Some(format!("model.layers.{layer}.{ours}.{kind}"))
 }
 
 /// HF name -> GGUF tensor name: the inverse of [`hf_name`], for the export.
 pub(crate) fn gguf_name(hf: &str) -> Option<String> {
-    let fixed = match hf {
-        "model.embed_tokens.weight" => Some("token_embd.weight"),
-        "model.norm.weight" => Some("output_norm.weight"),
-        "lm_head.weight" => Some("output.weight"),
-        _ => None,
-    };
-    if let Some(f) = fixed {
-        return Some(f.to_string());
+    if let Some((gguf, _)) = FIXED_NAMES.iter().find(|(_, h)| *h == hf) {
+        return Some(gguf.to_string());
     }
-    let rest = hf.strip_prefix("model.layers.")?;
-    let (layer, part) = rest.split_once('.')?;
-    let layer: usize = layer.parse().ok()?;
-    let (module, kind) = part.rsplit_once('.')?;
-    let theirs = match module {
-        "self_attn.q_proj" => "attn_q",
-        "self_attn.k_proj" => "attn_k",
-        "self_attn.v_proj" => "attn_v",
-        "self_attn.o_proj" => "attn_output",
-        "mlp.gate_proj" => "ffn_gate",
-        "mlp.up_proj" => "ffn_up",
-        "mlp.down_proj" => "ffn_down",
-        "input_layernorm" => "attn_norm",
-        "post_attention_layernorm" => "ffn_norm",
-        _ => return None,
-    };
+    let (layer, module, kind) = block_parts(hf.strip_prefix("model.layers.")?)?;
+    let (theirs, _) = BLOCK_NAMES.iter().find(|(_, h)| *h == module)?;
     Some(format!("blk.{layer}.{theirs}.{kind}"))
 }
 
-/// llama.cpp's q/k row permutation, as its converter applies it: the inverse of
-/// [`unpermute`] (within each head, HF row `i + j * d / 2` goes to row `2i + j`).
-pub(crate) fn permute(t: &HostTensor, heads: usize) -> HostTensor {
-    let out = t.shape[0];
-    let cols: usize = t.shape[1..].iter().product::<usize>().max(1);
-    let d = out / heads;
-    let half = d / 2;
-    let mut values = vec![0f32; t.values.len()];
-    for h in 0..heads {
-        for i in 0..half {
-            for j in 0..2 {
-                let dst = h * d + 2 * i + j;
-                let src = h * d + i + j * half;
-                values[dst * cols..(dst + 1) * cols]
-                    .copy_from_slice(&t.values[src * cols..(src + 1) * cols]);
-            }
-        }
-    }
-    HostTensor {
-        shape: t.shape.clone(),
-        values,
-    }
+/// `N.module.kind` -> (N, module, kind).
+fn block_parts(rest: &str) -> Option<(usize, &str, &str)> {
+    let (layer, part) = rest.split_once('.')?;
+    let (module, kind) = part.rsplit_once('.')?;
+    Some((layer.parse().ok()?, module, kind))
 }
 
-/// Undoes llama.cpp's q/k row permutation: within each head, GGUF row `2i + j` holds HF row
-/// `i + j * d / 2` (for a `[out, in]` matrix or an `[out]` bias).
-fn unpermute(t: &HostTensor, heads: usize) -> HostTensor {
+/// llama.cpp's q/k row permutation, as its converter applies it (`to_gguf`), or undone
+/// (`!to_gguf`): within each head, GGUF row `2i + j` holds HF row `i + j * d / 2` (for a
+/// `[out, in]` matrix or an `[out]` bias), so RoPE can rotate interleaved pairs where HF (and
+/// this decoder) rotates halves.
+pub(crate) fn permute(t: &HostTensor, heads: usize, to_gguf: bool) -> HostTensor {
     let out = t.shape[0];
     let cols: usize = t.shape[1..].iter().product::<usize>().max(1);
     let d = out / heads;
@@ -127,8 +92,8 @@ fn unpermute(t: &HostTensor, heads: usize) -> HostTensor {
     for h in 0..heads {
         for i in 0..half {
             for j in 0..2 {
-                let src = h * d + 2 * i + j;
-                let dst = h * d + i + j * half;
+                let (gguf, hf) = (h * d + 2 * i + j, h * d + i + j * half);
+                let (dst, src) = if to_gguf { (gguf, hf) } else { (hf, gguf) };
                 values[dst * cols..(dst + 1) * cols]
                     .copy_from_slice(&t.values[src * cols..(src + 1) * cols]);
             }
@@ -229,9 +194,9 @@ pub fn read_gguf(path: &Path) -> Result<GgufLlm> {
             .map_err(|e| bad(path, format!("{name}: {e}")))?;
         let mut host = HostTensor { shape, values };
         if name.starts_with("blk.") && name.contains(".attn_q.") {
-            host = unpermute(&host, heads);
+            host = permute(&host, heads, false);
         } else if name.starts_with("blk.") && name.contains(".attn_k.") {
-            host = unpermute(&host, kv_heads);
+            host = permute(&host, kv_heads, false);
         }
         tensors.insert(hf, (host, path.to_path_buf()));
     }
@@ -355,10 +320,13 @@ mod tests {
         );
         assert_eq!(hf_name("output.weight").as_deref(), Some("lm_head.weight"));
         assert_eq!(hf_name("rope_freqs.weight"), None);
+        for gguf in ["token_embd.weight", "blk.3.attn_q.bias", "blk.0.ffn_norm.weight"] {
+            assert_eq!(gguf_name(&hf_name(gguf).unwrap()).as_deref(), Some(gguf));
+        }
     }
 
     #[test]
-    fn unpermute_inverts_llama_cpp_permutation() {
+    fn permute_is_llama_cpp_permutation_and_its_inverse() {
         // llama.cpp: w.reshape(heads, 2, d/2, cols).swapaxes(1, 2).reshape(out, cols)
         let (heads, d, cols) = (2, 4, 3);
         let hf: Vec<f32> = (0..heads * d * cols).map(|x| x as f32).collect();
@@ -375,9 +343,14 @@ mod tests {
         }
         let t = HostTensor {
             shape: vec![heads * d, cols],
-            values: gguf,
+            values: gguf.clone(),
         };
-        assert_eq!(unpermute(&t, heads).values, hf);
+        assert_eq!(permute(&t, heads, false).values, hf);
+        let back = HostTensor {
+            shape: vec![heads * d, cols],
+            values: hf,
+        };
+        assert_eq!(permute(&back, heads, true).values, gguf);
     }
 
     /// A byte-level vocabulary in GGUF's metadata: single characters, one merge, and a chat

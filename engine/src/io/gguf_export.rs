@@ -15,6 +15,7 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use super::export::hf_tensors;
 use super::gguf::{gguf_name, permute};
 use crate::data::TextTokenizer;
+use crate::data::template::CHAT_TEMPLATE_JINJA;
 use crate::model::Llm;
 use crate::{Error, Result};
 
@@ -45,13 +46,6 @@ impl GgufType {
         }
     }
 }
-
-/// Condenser's chat template in Jinja, for `tokenizer.chat_template`: what
-/// `data::template` builds, a system turn folded into the first user turn.
-const CHAT_TEMPLATE: &str = "{{ bos_token }}{% set ns = namespace(system='') %}{% for m in messages %}\
-{% if m['role'] == 'system' %}{% set ns.system = m['content'] + '\\n\\n' %}\
-{% elif m['role'] == 'user' %}<|user|>{{ ns.system }}{{ m['content'] }}<|assistant|>{% set ns.system = '' %}\
-{% elif m['role'] == 'assistant' %}{{ m['content'] }}<|end|>{% endif %}{% endfor %}";
 
 fn bad(path: &Path, message: impl Into<String>) -> Error {
     Error::Checkpoint {
@@ -168,7 +162,7 @@ fn tokenizer_metadata(
         ("tokenizer.ggml.add_bos_token".into(), Value::Bool(false)),
         (
             "tokenizer.chat_template".into(),
-            Value::String(CHAT_TEMPLATE.into()),
+            Value::String(CHAT_TEMPLATE_JINJA.into()),
         ),
     ])
 }
@@ -223,9 +217,9 @@ pub fn export_gguf(
     for (hf, t) in hf_tensors(llm) {
         let name = gguf_name(&hf).ok_or_else(|| bad(path, format!("{hf} has no GGUF name")))?;
         let t = if name.contains(".attn_q.") {
-            permute(&t, c.heads)
+            permute(&t, c.heads, true)
         } else if name.contains(".attn_k.") {
-            permute(&t, c.kv_heads)
+            permute(&t, c.kv_heads, true)
         } else {
             t
         };

@@ -17,15 +17,15 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use safetensors::Dtype;
 use serde_json::{Value, json};
 
-use super::export::{hf_llm_config_json, hf_tensors};
+use super::export::{hf_llm_config_json, hf_tensors, write_safetensors};
 use super::hf_vision::{Tower, vision_name};
 use super::params::{Layout, host_params};
 use super::safetensors::HostTensor;
 use crate::config::{Resample, Resize, VisionAct, VisionConfig};
 use crate::data::TextTokenizer;
+use crate::data::template::CHAT_TEMPLATE_JINJA;
 use crate::model::Mllm;
 use crate::{Error, Result};
 
@@ -189,16 +189,6 @@ fn preprocessor_json(v: &VisionConfig) -> Value {
     })
 }
 
-/// Condenser's chat template in Jinja (the tokenizer's and the processor's `chat_template`):
-/// a system turn folded into the first user turn, `<image>` where a content part is an image.
-const CHAT_TEMPLATE: &str = "{{ bos_token }}{% set ns = namespace(system='') %}{% for m in messages %}\
-{% if m['content'] is string %}{% set text = m['content'] %}{% else %}{% set text = namespace(v='') %}\
-{% for p in m['content'] %}{% if p['type'] == 'image' %}{% set text.v = text.v + '<image>\\n' %}\
-{% elif p['type'] == 'text' %}{% set text.v = text.v + p['text'] %}{% endif %}{% endfor %}{% set text = text.v %}{% endif %}\
-{% if m['role'] == 'system' %}{% set ns.system = text + '\\n\\n' %}\
-{% elif m['role'] == 'user' %}<|user|>{{ ns.system }}{{ text }}<|assistant|>{% set ns.system = '' %}\
-{% elif m['role'] == 'assistant' %}{{ text }}<|end|>{% endif %}{% endfor %}";
-
 fn write_json(dir: &Path, name: &str, value: &Value) -> Result<()> {
     let text = serde_json::to_string_pretty(value).expect("serialisable");
     crate::error::write_atomic(dir.join(name), text.as_bytes())
@@ -225,18 +215,7 @@ pub fn export_hf_llava(
         ));
     }
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let tensors: BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)> = llava_tensors(model, tower)
-        .into_iter()
-        .map(|(name, t)| {
-            let bytes = t.values.iter().flat_map(|x| x.to_le_bytes()).collect();
-            (name, (Dtype::F32, t.shape, bytes))
-        })
-        .collect();
-    let st = super::safetensors::serialize(&tensors, "pt").map_err(|e| Error::Checkpoint {
-        path: dir.into(),
-        message: format!("cannot serialise: {e}"),
-    })?;
-    crate::error::write_atomic(dir.join("model.safetensors"), &st)?;
+    write_safetensors(dir, llava_tensors(model, tower))?;
     let v = &cfg.vision;
     let strategy = if v.drop_cls { "default" } else { "full" };
     write_json(
@@ -272,7 +251,7 @@ pub fn export_hf_llava(
             "pad_token": name(s.pad),
             "model_max_length": cfg.llm.max_positions,
             "add_bos_token": false,
-            "chat_template": CHAT_TEMPLATE,
+            "chat_template": CHAT_TEMPLATE_JINJA,
         }),
     )?;
     write_json(dir, "preprocessor_config.json", &preprocessor_json(v))?;
@@ -287,7 +266,7 @@ pub fn export_hf_llava(
             "image_token": name(s.image),
         }),
     )?;
-    crate::error::write_atomic(dir.join("chat_template.jinja"), CHAT_TEMPLATE.as_bytes())?;
+    crate::error::write_atomic(dir.join("chat_template.jinja"), CHAT_TEMPLATE_JINJA.as_bytes())?;
     let mut stops = tok.stop_ids();
     stops.retain(|&i| (i as usize) < cfg.llm.vocab_size);
     write_json(
