@@ -305,7 +305,19 @@ fn import_writes_a_checkpoint_or_names_the_problem() {
     assert_eq!(config["llm"]["layers"], 1);
     assert_eq!(config["vision"]["layers"], 2);
     assert_eq!(config["vision"]["act"], "quick_gelu");
+    // CLIP's processing: the shorter side to the input, the centre cut, bicubic; no padding
+    assert_eq!(config["vision"]["preprocess"]["resize"], "shortest_edge");
+    assert_eq!(config["vision"]["preprocess"]["resample"], "bicubic");
+    assert_eq!(config["vision"]["preprocess"]["pad_to_square"], false);
     assert!(out.join("model.bpk").exists() && out.join("import.json").exists());
+    // LLaVA's image_aspect_ratio = pad, asked for at import
+    let padded = dir.join("padded");
+    let pad = import(&[&parts[..], &["--image-aspect-ratio", "pad"]].concat(), &padded);
+    assert!(pad.status.success(), "{}", String::from_utf8_lossy(&pad.stderr));
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(padded.join("config.json")).unwrap())
+            .unwrap();
+    assert_eq!(config["vision"]["preprocess"]["pad_to_square"], true);
     // the folder exists now: refused without --force, replaced with it
     let again = import(&parts, &out);
     let err = String::from_utf8_lossy(&again.stderr);

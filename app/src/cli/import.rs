@@ -60,8 +60,20 @@ pub struct Args {
     /// of the trained ones. Needed to train a real decoder on LLaVA-format data.
     #[arg(long)]
     pub chat_tokens: bool,
+    /// LLaVA's `image_aspect_ratio`: `pad` pastes each image onto a square of the mean colour
+    /// before the tower's processing, `square` does not (default: what the source says: a
+    /// LLaVA-1.5 or TinyLLaVA config's own setting, else no padding).
+    #[arg(long, value_enum)]
+    pub image_aspect_ratio: Option<AspectRatio>,
     #[command(flatten)]
     pub device: super::DeviceArgs,
+}
+
+/// LLaVA's `image_aspect_ratio` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum AspectRatio {
+    Pad,
+    Square,
 }
 
 pub fn main(args: Args) -> anyhow::Result<()> {
@@ -84,7 +96,12 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         chat_tokens: args.chat_tokens,
     };
     let (device, _) = args.device.device()?;
-    let imported = import_model(&source, &options, &device)?;
+    let mut imported = import_model(&source, &options, &device)?;
+    if let Some(ratio) = args.image_aspect_ratio {
+        let mut pre = imported.model.config.vision.preprocess;
+        pre.pad_to_square = ratio == AspectRatio::Pad;
+        imported.model.set_preprocess(pre);
+    }
     write_imported(&imported, &args.out)?;
     let p = &imported.provenance;
     println!(

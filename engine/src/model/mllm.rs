@@ -125,6 +125,13 @@ impl Mllm {
         self.llm.kernels = kernels;
     }
 
+    /// Sets how images are brought to the encoder's input (no weight depends on it: LLaVA's
+    /// `image_aspect_ratio` is a training choice, not part of the tower).
+    pub fn set_preprocess(&mut self, preprocess: crate::config::Preprocess) {
+        self.config.vision.preprocess = preprocess;
+        self.vision.config.preprocess = preprocess;
+    }
+
     pub fn param_counts(&self) -> ParamCounts {
         ParamCounts {
             vision: self.vision.num_params(),
