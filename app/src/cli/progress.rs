@@ -148,12 +148,15 @@ fn clock(seconds: f64) -> String {
     }
 }
 
-/// One JSON line: the event's own fields plus its run's name.
-#[derive(serde::Serialize)]
-struct JsonLine<'a> {
-    run: &'a str,
-    #[serde(flatten)]
-    event: &'a Event,
+/// One JSON line: the event's own fields plus its run's name (`run_start` has it already).
+fn json_line(run: &str, event: &Event) -> Option<String> {
+    let mut value = serde_json::to_value(event).ok()?;
+    if let Some(fields) = value.as_object_mut() {
+        fields
+            .entry("run")
+            .or_insert_with(|| serde_json::Value::String(run.to_string()));
+    }
+    serde_json::to_string(&value).ok()
 }
 
 /// One run's progress: a bar per stage and a line per milestone. Runs trained side by side
@@ -369,11 +372,7 @@ impl Observer for Bars {
                 if let Event::RunStart { run, .. } = e {
                     self.run = run.clone();
                 }
-                let line = JsonLine {
-                    run: &self.run,
-                    event: e,
-                };
-                if let Ok(json) = serde_json::to_string(&line) {
+                if let Some(json) = json_line(&self.run, e) {
                     write_line(Sink::Stdout, &json);
                 }
             }
@@ -461,10 +460,19 @@ mod tests {
             accuracy: 0.5,
             questions: 10,
         };
-        let json = serde_json::to_string(&JsonLine { run: "r", event: &e }).unwrap();
+        let json = json_line("r", &e).unwrap();
         let v: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert_eq!(v["run"], "r");
         assert_eq!(v["type"], "eval");
         assert_eq!(v["questions"], 10);
+        // a run's first event names it itself: once
+        let start = Event::RunStart {
+            run: "r".into(),
+            device: "cpu".into(),
+            resumed_from: None,
+            peak_flops: None,
+        };
+        let json = json_line("r", &start).unwrap();
+        assert_eq!(json.matches("\"run\"").count(), 1, "{json}");
     }
 }

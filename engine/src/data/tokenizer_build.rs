@@ -140,6 +140,12 @@ pub fn conversation_texts(records: &[Conversation]) -> impl Iterator<Item = Stri
 /// `prefs.json`, those that exist (not `test.json`: held-out text must not shape the
 /// vocabulary). Errors when none exists.
 pub fn data_texts(dir: &Path) -> Result<(Vec<String>, Vec<String>)> {
+    if !dir.is_dir() {
+        return Err(Error::Tokenizer {
+            path: dir.to_path_buf(),
+            message: "no such folder: --data names the data set's folder".into(),
+        });
+    }
     let mut texts = Vec::new();
     let mut files = Vec::new();
     for name in ["train.json", "captions.json"] {
