@@ -312,8 +312,15 @@ fn import_writes_a_checkpoint_or_names_the_problem() {
     assert!(out.join("model.bpk").exists() && out.join("import.json").exists());
     // LLaVA's image_aspect_ratio = pad, asked for at import
     let padded = dir.join("padded");
-    let pad = import(&[&parts[..], &["--image-aspect-ratio", "pad"]].concat(), &padded);
-    assert!(pad.status.success(), "{}", String::from_utf8_lossy(&pad.stderr));
+    let pad = import(
+        &[&parts[..], &["--image-aspect-ratio", "pad"]].concat(),
+        &padded,
+    );
+    assert!(
+        pad.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pad.stderr)
+    );
     let config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(padded.join("config.json")).unwrap())
             .unwrap();

@@ -38,12 +38,18 @@ fn a_redirected_stdout_gets_progress_lines() {
     // milestones and step lines land in the log, not only on a terminal
     assert!(stdout.contains("starting on"), "{stdout}");
     let steps: Vec<&str> = stdout.lines().filter(|l| l.contains(" step ")).collect();
-    assert!(steps.len() >= 6, "one step line per step at --log-every 0:\n{stdout}");
+    assert!(
+        steps.len() >= 6,
+        "one step line per step at --log-every 0:\n{stdout}"
+    );
     let mid = steps[2];
     for part in ["step 3/", "loss ", "tok/s", "elapsed", "ETA "] {
         assert!(mid.contains(part), "{part:?} missing from {mid:?}");
     }
-    assert!(stdout.contains("stopped early"), "the result follows: {stdout}");
+    assert!(
+        stdout.contains("stopped early"),
+        "the result follows: {stdout}"
+    );
 }
 
 #[test]
@@ -93,7 +99,12 @@ fn a_run_writes_tensorboard_scalars() {
     assert_eq!(records, 1 + 6, "the version record and the 6 steps");
     let text = String::from_utf8_lossy(&bytes);
     assert!(text.contains("brain.Event:2"));
-    for tag in ["loss/total", "train/lr", "train/tokens_per_s", "loss/region"] {
+    for tag in [
+        "loss/total",
+        "train/lr",
+        "train/tokens_per_s",
+        "loss/region",
+    ] {
         assert!(text.contains(tag), "no {tag} scalar");
     }
 }

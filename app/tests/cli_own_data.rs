@@ -94,7 +94,14 @@ mlp_hidden = 64
 
 fn run(recipe: &Path, runs: &Path) -> String {
     let out = bin()
-        .args(["run", recipe.to_str().unwrap(), "--backend", "cpu", "--threads", "1"])
+        .args([
+            "run",
+            recipe.to_str().unwrap(),
+            "--backend",
+            "cpu",
+            "--threads",
+            "1",
+        ])
         .arg("--runs-dir")
         .arg(runs)
         .output()
@@ -120,7 +127,11 @@ fn own_llava_data_trains_a_teacher_and_a_distilled_student() {
         .output()
         .unwrap();
     let said = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(out.status.success(), "{said}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let vocab: usize = said
         .split("vocab_size = ")
         .nth(1)
@@ -205,7 +216,10 @@ freeze = { vision = "frozen", projector = "full", llm = "full" }
     // the report knows nothing of the Shapes world's question types or POPE
     let report = std::fs::read_to_string(runs.join("own-kd/report.md")).unwrap();
     assert!(report.contains("| model | overall |\n"), "{report}");
-    assert!(!report.contains("colour") && !report.contains("POPE"), "{report}");
+    assert!(
+        !report.contains("colour") && !report.contains("POPE"),
+        "{report}"
+    );
     // and its examples are the data's own questions, system text left out of them
     assert!(report.contains("?"), "{report}");
 
@@ -214,14 +228,23 @@ freeze = { vision = "frozen", projector = "full", llm = "full" }
         let mut c = bin();
         c.args(["chat", "--backend", "cpu", "--checkpoint"])
             .arg(runs.join("own-kd/checkpoints/final"))
-            .args(["--image", "val2014/test_00000.jpg", "--prompt", "what shape ?"]);
+            .args([
+                "--image",
+                "val2014/test_00000.jpg",
+                "--prompt",
+                "what shape ?",
+            ]);
         if let Some(f) = folder {
             c.arg("--image-folder").arg(f);
         }
         c.output().unwrap()
     };
     let out = chat(Some(&dir.join("photos")));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = chat(None);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));

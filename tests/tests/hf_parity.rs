@@ -444,11 +444,26 @@ fn llava_export_is_transformers_layout_and_reimports_to_the_same_logits() {
         serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
     assert_eq!(config["vision_feature_layer"], -1);
     assert_eq!(config["vision_config"]["num_hidden_layers"], 2);
-    for key in ["model_type", "image_token_index", "vision_feature_select_strategy", "projector_hidden_act"] {
+    for key in [
+        "model_type",
+        "image_token_index",
+        "vision_feature_select_strategy",
+        "projector_hidden_act",
+    ] {
         assert_eq!(config[key], source[key], "{key}");
     }
-    for key in ["model_type", "hidden_size", "intermediate_size", "patch_size", "image_size", "hidden_act"] {
-        assert_eq!(config["vision_config"][key], source["vision_config"][key], "vision {key}");
+    for key in [
+        "model_type",
+        "hidden_size",
+        "intermediate_size",
+        "patch_size",
+        "image_size",
+        "hidden_act",
+    ] {
+        assert_eq!(
+            config["vision_config"][key], source["vision_config"][key],
+            "vision {key}"
+        );
     }
     // and back: the exported folder is a LLaVA folder the importer reads to the same numbers
     let back = load_hf_mllm(&out, &device).unwrap().model;

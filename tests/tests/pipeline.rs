@@ -39,6 +39,18 @@ fn smoke_run_writes_a_complete_run_folder() {
             .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok())
     );
     assert!(events.contains("\"type\":\"run_end\""));
+    // evaluating the finished run again (as `demo` does while the KD student reads this run
+    // as its teacher) leaves its final checkpoint untouched: the same file, not a new one
+    use std::os::unix::fs::MetadataExt;
+    let model = run.join("checkpoints/final/model.bpk");
+    let before = std::fs::metadata(&model).unwrap().ino();
+    let again = RunOptions {
+        resume: true,
+        ..opts.clone()
+    };
+    let out2 = run_recipe(&recipe, &device, &info, &again, &mut Silent).unwrap();
+    assert!(out2.finished && out2.eval.is_some());
+    assert_eq!(std::fs::metadata(&model).unwrap().ino(), before);
     assert_eq!(
         out.eval.unwrap().questions,
         std::fs::read_to_string(data.join("test.json"))

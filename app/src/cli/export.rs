@@ -123,11 +123,9 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         ),
     };
     if args.format == Format::Gguf {
-        let path = args
-            .tokenizer
-            .clone()
-            .or(default_tokenizer)
-            .context("a GGUF export needs the tokenizer with the chat template's tokens: --tokenizer")?;
+        let path = args.tokenizer.clone().or(default_tokenizer).context(
+            "a GGUF export needs the tokenizer with the chat template's tokens: --tokenizer",
+        )?;
         let tok = TextTokenizer::load(&path)?;
         let name = src
             .components()

@@ -12,9 +12,7 @@ use std::io::{IsTerminal, Write};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use condenser_engine::train::{
-    Event, Observer, Pace, PlanObserver, PlannedRun, RunOutcome,
-};
+use condenser_engine::train::{Event, Observer, Pace, PlanObserver, PlannedRun, RunOutcome};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 /// How progress is written: the CLI's global `--log-format`.
@@ -407,7 +405,11 @@ impl PlanObserver for PlanBars {
             .eval
             .as_ref()
             .map_or(String::new(), |e| format!(": {:.1}%", 100.0 * e.accuracy));
-        let line = format!("[{done}/{total}] {}{accuracy} in {}", run.id, clock(seconds));
+        let line = format!(
+            "[{done}/{total}] {}{accuracy} in {}",
+            run.id,
+            clock(seconds)
+        );
         if style().screen {
             let _ = self.0.println(&line);
         }

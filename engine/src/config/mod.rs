@@ -15,11 +15,11 @@ pub use ablation::{AblationRow, AblationSet, ROW_REF, load_ablation, run_name, s
 pub use kernels::KernelPolicy;
 pub use model::{LlmConfig, MllmConfig, ProjectorConfig, VisionAct, VisionConfig};
 pub use moe::{MoeConfig, MoeSpec, Placement};
-pub use preprocess::{Preprocess, Resample, Resize};
 pub use objective::{
     DistillSpec, Divergence, DivergenceSpec, KdTokens, Objective, PreferenceLoss,
     PreferenceReference, PreferenceSpec, RelationFeatures,
 };
+pub use preprocess::{Preprocess, Resample, Resize};
 pub use recipe::{
     DataKind, DataOrder, FreezePolicy, FreezeSpec, InitSpec, Recipe, StageFreeze, StageKind,
     StageSpec, TeacherSpec, load_recipe, parse_recipe, parse_recipe_with,

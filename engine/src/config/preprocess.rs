@@ -90,9 +90,11 @@ impl Preprocess {
             Some(r) => {
                 return Err(format!(
                     "resample {r} (PIL's {}) is not supported: bilinear (2) and bicubic (3) are",
-                    ["nearest", "lanczos", "bilinear", "bicubic", "box", "hamming"]
-                        .get(r as usize)
-                        .unwrap_or(&"unknown")
+                    [
+                        "nearest", "lanczos", "bilinear", "bicubic", "box", "hamming"
+                    ]
+                    .get(r as usize)
+                    .unwrap_or(&"unknown")
                 ));
             }
         };
@@ -150,17 +152,25 @@ mod tests {
         let clip = json!({"do_resize": true, "size": {"shortest_edge": 336}, "do_center_crop": true,
                           "crop_size": {"height": 336, "width": 336}, "resample": 3});
         let (p, crop) = Preprocess::from_hf(&clip, 336).unwrap();
-        assert_eq!((p.resize, p.shortest_edge, p.resample, crop), (Resize::ShortestEdge, Some(336), Resample::Bicubic, 336));
+        assert_eq!(
+            (p.resize, p.shortest_edge, p.resample, crop),
+            (Resize::ShortestEdge, Some(336), Resample::Bicubic, 336)
+        );
         // DINOv2 at half size: 256 -> 224 becomes 128 -> 112
         let dino = json!({"size": {"shortest_edge": 256}, "do_center_crop": true,
                           "crop_size": {"height": 224, "width": 224}, "resample": 3});
         let (p, _) = Preprocess::from_hf(&dino, 112).unwrap();
         assert_eq!(p.shortest_edge, Some(128));
         // SigLIP: a plain resize to the square
-        let siglip = json!({"do_resize": true, "size": {"height": 384, "width": 384}, "resample": 2});
+        let siglip =
+            json!({"do_resize": true, "size": {"height": 384, "width": 384}, "resample": 2});
         let (p, _) = Preprocess::from_hf(&siglip, 384).unwrap();
         assert_eq!((p.resize, p.resample), (Resize::Squash, Resample::Bilinear));
         let lanczos = json!({"resample": 1});
-        assert!(Preprocess::from_hf(&lanczos, 224).unwrap_err().contains("lanczos"));
+        assert!(
+            Preprocess::from_hf(&lanczos, 224)
+                .unwrap_err()
+                .contains("lanczos")
+        );
     }
 }

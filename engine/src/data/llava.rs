@@ -265,8 +265,13 @@ fn check(path: &Path, index: usize, c: &Conversation, require_image: bool) -> Re
             "ends with a human turn: every human turn needs the gpt turn that answers it".into(),
         ));
     }
-    if c.conversations[..system].iter().any(|t| t.value.contains("<image>")) {
-        return Err(bad("the system turn holds <image>: it belongs in a human turn".into()));
+    if c.conversations[..system]
+        .iter()
+        .any(|t| t.value.contains("<image>"))
+    {
+        return Err(bad(
+            "the system turn holds <image>: it belongs in a human turn".into(),
+        ));
     }
     let placeholders: usize = c
         .conversations
@@ -440,7 +445,10 @@ mod tests {
         );
         let r = load_conversations(&p, false).unwrap();
         assert_eq!(r[0].id, "7");
-        assert_eq!(r[1].id, "#1", "a record without an id is named by its index");
+        assert_eq!(
+            r[1].id, "#1",
+            "a record without an id is named by its index"
+        );
         assert_eq!(r[0].conversations[0].from, Speaker::System);
         assert_eq!(r[0].conversations[1].value, "<image>\nWhat colour?");
         assert_eq!(r[0].conversations[2].value, "red");
@@ -450,7 +458,10 @@ mod tests {
             .collect();
         assert_eq!(
             exchanges,
-            [("<image>\nWhat colour?", "red"), ("And the shape?", "circle")]
+            [
+                ("<image>\nWhat colour?", "red"),
+                ("And the shape?", "circle")
+            ]
         );
         // the text-only record is refused where the recipe needs an image in every record
         let err = load_conversations(&p, true).unwrap_err().to_string();

@@ -143,12 +143,9 @@ mod tests {
         .unwrap();
         assert_eq!(with, folded);
         // the system text is prompt, not target, and the image span moved past it
-        let plain = encode_conversation(
-            &tok,
-            &[Turn::human("<image> circle"), Turn::gpt("yes")],
-            4,
-        )
-        .unwrap();
+        let plain =
+            encode_conversation(&tok, &[Turn::human("<image> circle"), Turn::gpt("yes")], 4)
+                .unwrap();
         assert!(with.image_start > plain.image_start);
         let targets = |e: &Encoded| e.assistant.iter().filter(|a| **a).count();
         assert_eq!(targets(&with), targets(&folded));

@@ -203,7 +203,10 @@ mod tests {
         assert_eq!(tok.special.pad, 0);
         assert_eq!(tok.special.end as usize, CHAT_TOKENS.len() - 1);
         assert_eq!(built.vocab_size, tok.vocab_size());
-        assert!(built.vocab_size > 256 + CHAT_TOKENS.len(), "merges were learnt");
+        assert!(
+            built.vocab_size > 256 + CHAT_TOKENS.len(),
+            "merges were learnt"
+        );
         assert!(built.vocab_size <= 400);
         // text it never saw, accents and all, comes back exactly
         for text in ["The circle is red.", "Une forme violette, très étrange !"] {

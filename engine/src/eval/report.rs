@@ -199,7 +199,11 @@ mod tests {
         );
         typed.pope.insert("random".into(), PopeScore::default());
         let md = comparison(&[("a", &typed), ("b", &plain)]);
-        assert_eq!(md.lines().next(), Some("| model | overall | colour |"), "{md}");
+        assert_eq!(
+            md.lines().next(),
+            Some("| model | overall | colour |"),
+            "{md}"
+        );
         assert!(md.contains("| b | 50.0 | - |"), "{md}");
         assert!(md.contains("POPE") && md.contains("| a | random |"), "{md}");
     }

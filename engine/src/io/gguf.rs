@@ -320,7 +320,11 @@ mod tests {
         );
         assert_eq!(hf_name("output.weight").as_deref(), Some("lm_head.weight"));
         assert_eq!(hf_name("rope_freqs.weight"), None);
-        for gguf in ["token_embd.weight", "blk.3.attn_q.bias", "blk.0.ffn_norm.weight"] {
+        for gguf in [
+            "token_embd.weight",
+            "blk.3.attn_q.bias",
+            "blk.0.ffn_norm.weight",
+        ] {
             assert_eq!(gguf_name(&hf_name(gguf).unwrap()).as_deref(), Some(gguf));
         }
     }

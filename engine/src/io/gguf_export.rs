@@ -195,7 +195,10 @@ pub fn export_gguf(
             "llama.feed_forward_length".into(),
             Value::U32(c.intermediate as u32),
         ),
-        ("llama.attention.head_count".into(), Value::U32(c.heads as u32)),
+        (
+            "llama.attention.head_count".into(),
+            Value::U32(c.heads as u32),
+        ),
         (
             "llama.attention.head_count_kv".into(),
             Value::U32(c.kv_heads as u32),
@@ -204,7 +207,10 @@ pub fn export_gguf(
             "llama.rope.dimension_count".into(),
             Value::U32((c.hidden / c.heads) as u32),
         ),
-        ("llama.rope.freq_base".into(), Value::F32(c.rope_theta as f32)),
+        (
+            "llama.rope.freq_base".into(),
+            Value::F32(c.rope_theta as f32),
+        ),
         (
             "llama.attention.layer_norm_rms_epsilon".into(),
             Value::F32(c.rms_eps as f32),
@@ -246,7 +252,8 @@ pub fn export_gguf(
     let tensor_refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let tmp = path.with_extension("gguf.partial");
     let write = || -> std::result::Result<(), String> {
-        let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(|e| e.to_string())?);
+        let mut f =
+            std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(|e| e.to_string())?);
         candle_core::quantized::gguf_file::write(&mut f, &meta_refs, &tensor_refs)
             .map_err(|e| e.to_string())?;
         use std::io::Write as _;
@@ -278,10 +285,15 @@ mod tests {
     }
 
     fn tokenizer(dir: &Path, kind: TokenizerKind) -> TextTokenizer {
-        let texts: Vec<String> = ["the red circle", "a blue square left of the circle", "yes", "no"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let texts: Vec<String> = [
+            "the red circle",
+            "a blue square left of the circle",
+            "yes",
+            "no",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         let spec = TokenizerSpec {
             kind,
             vocab_size: 300,
@@ -318,7 +330,10 @@ mod tests {
         a.iter()
             .flat_map(|(k, t)| {
                 assert_eq!(t.shape, b[k].shape, "{k}");
-                t.values.iter().zip(&b[k].values).map(|(x, y)| (x - y).abs())
+                t.values
+                    .iter()
+                    .zip(&b[k].values)
+                    .map(|(x, y)| (x - y).abs())
             })
             .fold(0.0, f32::max)
     }
@@ -358,8 +373,17 @@ mod tests {
             assert_eq!(g.eos, Some(tok.special.end));
         }
         // Q8_0 is a quarter of f32 (plus the f32 norms and biases)
-        let size = |t: &str| std::fs::metadata(dir.join(format!("m-{t}.gguf"))).unwrap().len();
-        assert!(size("Q8_0") * 3 < size("F32"), "{} vs {}", size("Q8_0"), size("F32"));
+        let size = |t: &str| {
+            std::fs::metadata(dir.join(format!("m-{t}.gguf")))
+                .unwrap()
+                .len()
+        };
+        assert!(
+            size("Q8_0") * 3 < size("F32"),
+            "{} vs {}",
+            size("Q8_0"),
+            size("F32")
+        );
     }
 
     #[test]
@@ -371,7 +395,10 @@ mod tests {
         let err = export_gguf(&model, &word, "t", GgufType::F16, &dir.join("w.gguf"))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("WordLevel") && err.contains("--kind bpe"), "{err}");
+        assert!(
+            err.contains("WordLevel") && err.contains("--kind bpe"),
+            "{err}"
+        );
         assert!(!dir.join("w.gguf").exists());
     }
 }

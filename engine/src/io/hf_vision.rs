@@ -395,10 +395,7 @@ pub(crate) fn is_unused_tower_part(name: &str, prefix: &str, config: &VisionConf
 
 /// The folder's `preprocessor_config.json`, when it has one: per-channel mean/std and the
 /// resize/crop/resampling of its image processor, scaled to the encoder's input size.
-fn preprocessor(
-    dir: &Path,
-    image_size: usize,
-) -> Result<Option<([f32; 3], [f32; 3], Preprocess)>> {
+fn preprocessor(dir: &Path, image_size: usize) -> Result<Option<([f32; 3], [f32; 3], Preprocess)>> {
     let path = dir.join("preprocessor_config.json");
     if !path.exists() {
         return Ok(None);
@@ -416,12 +413,11 @@ fn preprocessor(
                 message: format!("{k}: expected three numbers ({e})"),
             })
     };
-    let (pre, _crop) = Preprocess::from_hf(&value, image_size).map_err(|message| {
-        Error::Checkpoint {
+    let (pre, _crop) =
+        Preprocess::from_hf(&value, image_size).map_err(|message| Error::Checkpoint {
             path: path.clone(),
             message,
-        }
-    })?;
+        })?;
     let defaults = ([0.5; 3], [0.5; 3]);
     Ok(Some((
         triple("image_mean")?.unwrap_or(defaults.0),

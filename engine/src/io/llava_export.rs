@@ -32,13 +32,21 @@ use crate::{Error, Result};
 /// The tower family transformers would build for `v`, or why there is none.
 pub fn llava_tower(v: &VisionConfig) -> std::result::Result<Tower, String> {
     if v.post_norm {
-        return Err("the vision encoder ends with a LayerNorm on its features (post_norm), and \
+        return Err(
+            "the vision encoder ends with a LayerNorm on its features (post_norm), and \
                     transformers' LLaVA reads a tower's hidden states from before its final \
                     norm: Condenser's own encoders cannot be expressed; an imported CLIP, \
                     SigLIP or DINOv2 tower can"
-            .into());
+                .into(),
+        );
     }
-    match (v.class_token, v.patch_bias, v.pre_norm, v.layer_scale, v.act) {
+    match (
+        v.class_token,
+        v.patch_bias,
+        v.pre_norm,
+        v.layer_scale,
+        v.act,
+    ) {
         (true, false, true, false, VisionAct::QuickGelu | VisionAct::Gelu) => Ok(Tower::Clip),
         (false, true, false, false, VisionAct::GeluTanh | VisionAct::Gelu) => Ok(Tower::Siglip),
         (true, true, false, true, VisionAct::Gelu) if v.mlp_hidden.is_multiple_of(v.hidden) => {
@@ -78,7 +86,9 @@ fn vision_config_json(v: &VisionConfig, tower: Tower) -> Value {
     });
     let mut c = common.as_object().cloned().unwrap_or_default();
     let extra = match tower {
-        Tower::Clip => json!({"model_type": "clip_vision_model", "intermediate_size": v.mlp_hidden}),
+        Tower::Clip => {
+            json!({"model_type": "clip_vision_model", "intermediate_size": v.mlp_hidden})
+        }
         Tower::Siglip => json!({"model_type": "siglip_vision_model",
                                 "intermediate_size": v.mlp_hidden, "vision_use_head": false}),
         Tower::Dinov2 => json!({"model_type": "dinov2",
@@ -143,7 +153,10 @@ fn llava_tensors(model: &Mllm, tower: Tower) -> BTreeMap<String, HostTensor> {
     out.insert(format!("{norm}.weight"), ones());
     out.insert(format!("{norm}.bias"), zeros(vec![c]));
     if tower == Tower::Dinov2 {
-        out.insert("vision_tower.embeddings.mask_token".into(), zeros(vec![1, c]));
+        out.insert(
+            "vision_tower.embeddings.mask_token".into(),
+            zeros(vec![1, c]),
+        );
     }
     for (path, t) in host_params(&model.projector) {
         let t = if path.ends_with(".weight") {
@@ -266,7 +279,10 @@ pub fn export_hf_llava(
             "image_token": name(s.image),
         }),
     )?;
-    crate::error::write_atomic(dir.join("chat_template.jinja"), CHAT_TEMPLATE_JINJA.as_bytes())?;
+    crate::error::write_atomic(
+        dir.join("chat_template.jinja"),
+        CHAT_TEMPLATE_JINJA.as_bytes(),
+    )?;
     let mut stops = tok.stop_ids();
     stops.retain(|&i| (i as usize) < cfg.llm.vocab_size);
     write_json(

@@ -34,8 +34,8 @@ mod record;
 pub mod schedule;
 pub(crate) mod stage;
 pub mod tail;
-pub mod tensorboard;
 pub mod teacher;
+pub mod tensorboard;
 mod update;
 pub mod visual;
 

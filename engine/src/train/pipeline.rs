@@ -90,7 +90,18 @@ pub fn run_recipe(
             return Ok(RunOutcome::stopped(run.path().to_path_buf(), model));
         }
     }
-    let final_ck = rec.save_final(&model, &state)?;
+    // a finished run that is only evaluated again keeps its final checkpoint as it is: writing
+    // it anew would replace the folder under a run reading it as its teacher right now
+    let existing_final = run.checkpoint(&crate::run::CheckpointName::Final);
+    let final_ck = if first_stage == recipe.stages.len()
+        && existing_final
+            .join(crate::run::checkpoint::MODEL_FILE)
+            .exists()
+    {
+        existing_final
+    } else {
+        rec.save_final(&model, &state)?
+    };
     let eval = if opts.eval && recipe.data.join("test.json").exists() {
         Some(evaluate(
             recipe, info, &inputs, &model, &run, opts, &mut rec,
