@@ -25,6 +25,9 @@ pub enum LogFormat {
     Json,
 }
 
+/// Seconds between step lines in a log, unless `--log-every` says otherwise.
+const LOG_EVERY_S: f64 = 30.0;
+
 /// The CLI's logging flags, accepted by every subcommand.
 #[derive(clap::Args, Debug, Clone)]
 pub struct LogArgs {
@@ -34,7 +37,7 @@ pub struct LogArgs {
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     /// Seconds between step lines when progress goes to a file or pipe (text format).
-    #[arg(long, global = true, default_value_t = 30.0, value_parser = parse_seconds)]
+    #[arg(long, global = true, default_value_t = LOG_EVERY_S, value_parser = parse_seconds)]
     pub log_every: f64,
 }
 
@@ -68,11 +71,16 @@ static STYLE: OnceLock<Style> = OnceLock::new();
 
 /// Sets the process's progress style; called once, before any run starts.
 pub fn configure(args: &LogArgs) {
-    let _ = STYLE.set(style_for(
+    let _ = STYLE.set(detect(args));
+}
+
+/// The style `args` ask for, given what stdout and stderr are now.
+fn detect(args: &LogArgs) -> Style {
+    style_for(
         args,
         std::io::stdout().is_terminal(),
         std::io::stderr().is_terminal(),
-    ));
+    )
 }
 
 fn style_for(args: &LogArgs, stdout_tty: bool, stderr_tty: bool) -> Style {
@@ -91,16 +99,13 @@ fn style_for(args: &LogArgs, stdout_tty: bool, stderr_tty: bool) -> Style {
     }
 }
 
+/// The configured style (the flags' defaults if nothing configured it).
 fn style() -> &'static Style {
     STYLE.get_or_init(|| {
-        style_for(
-            &LogArgs {
-                log_format: LogFormat::Text,
-                log_every: 30.0,
-            },
-            std::io::stdout().is_terminal(),
-            std::io::stderr().is_terminal(),
-        )
+        detect(&LogArgs {
+            log_format: LogFormat::Text,
+            log_every: LOG_EVERY_S,
+        })
     })
 }
 
@@ -115,12 +120,24 @@ fn write_line(sink: Sink, line: &str) {
 /// A milestone outside any run (a run reused, a run finished in a plan): drawn on the terminal
 /// and written to the log, like a run's own milestones. Nothing in the JSON format.
 pub fn milestone(line: &str) {
+    say(None, None, line);
+}
+
+/// A text-format milestone: on the terminal (above `group`'s bars, or `bar`, when drawn) and in
+/// the log. The JSON format's stdout holds events only, so it says nothing there.
+fn say(group: Option<&MultiProgress>, bar: Option<&ProgressBar>, line: &str) {
     let s = style();
     if s.format == LogFormat::Json {
         return;
     }
     if s.screen {
-        write_line(Sink::Stderr, line);
+        match (group, bar) {
+            (Some(g), _) => {
+                let _ = g.println(line);
+            }
+            (None, Some(b)) => b.println(line),
+            (None, None) => write_line(Sink::Stderr, line),
+        }
     }
     if let Some(sink) = s.lines {
         write_line(sink, line);
@@ -185,19 +202,7 @@ impl Bars {
 
     /// A milestone: on the terminal (above the bars) and in the log.
     fn say(&self, line: String) {
-        let s = style();
-        if s.screen {
-            match (&self.group, &self.bar) {
-                (Some(g), _) => {
-                    let _ = g.println(&line);
-                }
-                (None, Some(b)) => b.println(&line),
-                (None, None) => write_line(Sink::Stderr, &line),
-            }
-        }
-        if let Some(sink) = s.lines {
-            write_line(sink, &line);
-        }
+        say(self.group.as_ref(), self.bar.as_ref(), &line);
     }
 
     /// The step line of the text format, when one is due.
@@ -306,10 +311,10 @@ impl Bars {
                 mfu,
                 ..
             } => {
-                if let Some(line) = self.step_line(e) {
-                    if let Some(sink) = style().lines {
-                        write_line(sink, &line);
-                    }
+                if let Some(line) = self.step_line(e)
+                    && let Some(sink) = style().lines
+                {
+                    write_line(sink, &line);
                 }
                 if let Some(b) = &self.bar {
                     let mfu = mfu.map_or(String::new(), |m| format!(" MFU {:.1}%", 100.0 * m));
@@ -410,12 +415,7 @@ impl PlanObserver for PlanBars {
             run.id,
             clock(seconds)
         );
-        if style().screen {
-            let _ = self.0.println(&line);
-        }
-        if let Some(sink) = style().lines {
-            write_line(sink, &line);
-        }
+        say(Some(&self.0), None, &line);
     }
 }
 

@@ -117,17 +117,11 @@ impl Preprocess {
         let shortest = size.and_then(|s| s.as_u64().or_else(|| size_field(s, "shortest_edge")));
         let scale = |x: usize, of: usize| (x * image_size + of / 2) / of;
         let pre = match (flag("do_resize", true), shortest, crop) {
-            (true, Some(edge), Some(crop)) => Preprocess {
+            // without a crop, a shortest-edge resize leaves a non-square image: the encoder
+            // takes a square, so it is cut at the shorter side
+            (true, Some(edge), crop) => Preprocess {
                 resize: Resize::ShortestEdge,
-                shortest_edge: Some(scale(edge as usize, crop)),
-                resample,
-                pad_to_square: false,
-            },
-            (true, Some(edge), None) => Preprocess {
-                // a shortest-edge resize with no crop leaves a non-square image: the encoder
-                // takes a square, so crop it at that size
-                resize: Resize::ShortestEdge,
-                shortest_edge: Some(scale(edge as usize, edge as usize)),
+                shortest_edge: Some(scale(edge as usize, crop.unwrap_or(edge as usize))),
                 resample,
                 pad_to_square: false,
             },

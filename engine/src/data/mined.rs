@@ -51,10 +51,7 @@ pub fn yes_no_turns(records: &[Conversation]) -> Vec<Conversation> {
         if r.image.is_none() {
             continue;
         }
-        let mut answer_index = 0;
-        for (q, a) in r.exchanges() {
-            let k = answer_index;
-            answer_index += 1;
+        for (k, (q, a)) in r.exchanges().enumerate() {
             let qtype = r.question_types.as_ref().and_then(|t| t.get(k)).copied();
             if !mines(qtype) || !matches!(normalise_answer(&a.value).as_str(), "yes" | "no") {
                 continue;

@@ -393,39 +393,6 @@ pub(crate) fn is_unused_tower_part(name: &str, prefix: &str, config: &VisionConf
         || rest == "embeddings.mask_token"
 }
 
-/// The folder's `preprocessor_config.json`, when it has one: per-channel mean/std and the
-/// resize/crop/resampling of its image processor, scaled to the encoder's input size.
-fn preprocessor(dir: &Path, image_size: usize) -> Result<Option<([f32; 3], [f32; 3], Preprocess)>> {
-    let path = dir.join("preprocessor_config.json");
-    if !path.exists() {
-        return Ok(None);
-    }
-    let text = crate::error::read_to_string(&path)?;
-    let value: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| Error::json(&path, e))?;
-    let triple = |k: &str| -> Result<Option<[f32; 3]>> {
-        value
-            .get(k)
-            .map(|v| serde_json::from_value::<[f32; 3]>(v.clone()))
-            .transpose()
-            .map_err(|e| Error::Checkpoint {
-                path: path.clone(),
-                message: format!("{k}: expected three numbers ({e})"),
-            })
-    };
-    let (pre, _crop) =
-        Preprocess::from_hf(&value, image_size).map_err(|message| Error::Checkpoint {
-            path: path.clone(),
-            message,
-        })?;
-    let defaults = ([0.5; 3], [0.5; 3]);
-    Ok(Some((
-        triple("image_mean")?.unwrap_or(defaults.0),
-        triple("image_std")?.unwrap_or(defaults.1),
-        pre,
-    )))
-}
-
 /// Reads a tower's config (and image processing) from its folder.
 pub fn hf_vision_config(dir: &Path, select: FeatureSelect) -> Result<(VisionConfig, Tower)> {
     let path = dir.join("config.json");
@@ -437,13 +404,31 @@ pub fn hf_vision_config(dir: &Path, select: FeatureSelect) -> Result<(VisionConf
     Ok((config, tower))
 }
 
-/// Takes the normalisation and image processing of `dir`'s `preprocessor_config.json`, when
-/// it has one, over the tower family's defaults.
+/// Takes the image processing of `dir`'s `preprocessor_config.json`, when it has one, over the
+/// tower family's defaults: resize, crop and resampling scaled to the encoder's input size, and
+/// the per-channel mean/std where the file gives them.
 pub(crate) fn apply_preprocessor(dir: &Path, config: &mut VisionConfig) -> Result<()> {
-    if let Some((mean, std, pre)) = preprocessor(dir, config.image_size)? {
-        config.mean = mean;
-        config.std = std;
-        config.preprocess = pre;
+    let path = dir.join("preprocessor_config.json");
+    if !path.exists() {
+        return Ok(());
+    }
+    let text = crate::error::read_to_string(&path)?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| Error::json(&path, e))?;
+    let bad = |message: String| Error::Checkpoint {
+        path: path.clone(),
+        message,
+    };
+    let (pre, _crop) = Preprocess::from_hf(&value, config.image_size).map_err(bad)?;
+    config.preprocess = pre;
+    for (key, slot) in [
+        ("image_mean", &mut config.mean),
+        ("image_std", &mut config.std),
+    ] {
+        if let Some(v) = value.get(key) {
+            *slot = serde_json::from_value::<[f32; 3]>(v.clone())
+                .map_err(|e| bad(format!("{key}: expected three numbers ({e})")))?;
+        }
     }
     Ok(())
 }
@@ -481,4 +466,35 @@ pub fn load_hf_vision(dir: &Path, select: FeatureSelect, device: &Device) -> Res
             || is_unused_tower_part(k, &prefix, &config)
     });
     Ok(encoder)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A processor config that names no mean/std keeps the tower family's; one that names them
+    /// wins; a bad one is named.
+    #[test]
+    fn preprocessor_config_overrides_only_what_it_names() {
+        let dir = std::env::temp_dir().join(format!("condenser-pre-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let clip = serde_json::json!({"model_type": "clip_vision_model", "hidden_size": 32,
+            "num_attention_heads": 4, "num_hidden_layers": 2, "image_size": 32, "patch_size": 8});
+        let (mut config, _) =
+            vision_config_from_json(&clip, &dir, "", FeatureSelect::default()).unwrap();
+        let write = |v: serde_json::Value| {
+            std::fs::write(dir.join("preprocessor_config.json"), v.to_string()).unwrap()
+        };
+        write(serde_json::json!({"size": {"shortest_edge": 32}, "do_center_crop": true,
+                                 "crop_size": 32, "resample": 2}));
+        apply_preprocessor(&dir, &mut config).unwrap();
+        assert_eq!(config.mean, CLIP_MEAN);
+        assert_eq!(config.preprocess.resample, Resample::Bilinear);
+        write(serde_json::json!({"image_mean": [0.5, 0.5, 0.5], "image_std": [0.1, 0.2, 0.3]}));
+        apply_preprocessor(&dir, &mut config).unwrap();
+        assert_eq!((config.mean, config.std), ([0.5; 3], [0.1, 0.2, 0.3]));
+        write(serde_json::json!({"image_mean": [0.5]}));
+        let e = apply_preprocessor(&dir, &mut config).unwrap_err().to_string();
+        assert!(e.contains("image_mean") && e.contains("three numbers"), "{e}");
+    }
 }
