@@ -18,6 +18,7 @@ mod progress;
 mod recipes;
 mod run;
 mod shapes;
+mod teacher_cache;
 mod tokenizer;
 
 use clap::{Parser, Subcommand};
@@ -63,6 +64,10 @@ enum Command {
     Data(data::Args),
     /// Train a tokenizer.json (byte-level BPE or word-level) on a data folder's conversations.
     Tokenizer(tokenizer::Args),
+    /// Run a teacher once over a data folder and keep its top-k log-probs on disk (zstd parts,
+    /// a hashed manifest; sharded builds merge), so distillation trains without the teacher
+    /// resident: `[teacher] cache = "CACHE"`.
+    TeacherCache(teacher_cache::Args),
     /// Write a model out: a decoder (checkpoint's LLM, GGUF file or HF folder) as a Hugging
     /// Face folder or a llama.cpp GGUF file, a whole checkpoint as a transformers LLaVA folder,
     /// or a checkpoint as the browser page's bundle (`--format hf|gguf|hf-llava|web`).
@@ -170,5 +175,6 @@ pub fn run() -> anyhow::Result<()> {
         Command::Export(a) => export::main(a),
         Command::Data(a) => data::main(a),
         Command::Tokenizer(a) => tokenizer::main(a),
+        Command::TeacherCache(a) => teacher_cache::main(a),
     }
 }

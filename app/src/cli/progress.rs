@@ -117,6 +117,11 @@ fn write_line(sink: Sink, line: &str) {
     };
 }
 
+/// Seconds between progress lines (`--log-every`).
+pub fn log_every() -> f64 {
+    style().every.as_secs_f64()
+}
+
 /// A milestone outside any run (a run reused, a run finished in a plan): drawn on the terminal
 /// and written to the log, like a run's own milestones. Nothing in the JSON format.
 pub fn milestone(line: &str) {

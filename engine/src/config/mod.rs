@@ -21,6 +21,7 @@ pub use objective::{
 };
 pub use preprocess::{Preprocess, Resample, Resize};
 pub use recipe::{
-    DataKind, DataOrder, FreezePolicy, FreezeSpec, InitSpec, Recipe, StageFreeze, StageKind,
-    StageSpec, TeacherSpec, load_recipe, parse_recipe, parse_recipe_with,
+    CacheBuildSpec, DataKind, DataOrder, FreezePolicy, FreezeSpec, InitSpec, Recipe, StageFreeze,
+    StageKind, StageSpec, TeacherCacheSpec, TeacherSpec, load_recipe, parse_recipe,
+    parse_recipe_with,
 };

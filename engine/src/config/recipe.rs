@@ -85,11 +85,50 @@ pub struct InitSpec {
 }
 
 /// Where the teacher comes from. It is loaded once, runs without gradients and never changes.
+/// Distillation stages read it live, or from a teacher cache (`train::teacher_cache`): its
+/// top-k outputs on the data, computed once, so the teacher is not resident while the student
+/// trains.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TeacherSpec {
-    /// A finished run (`runs/<run>/checkpoints/final`) or a checkpoint folder.
-    pub from: String,
+    /// A finished run (`runs/<run>/checkpoints/final`) or a checkpoint folder. Needed by
+    /// preference stages (the reference model), `llm_from_teacher`, live distillation and a
+    /// cache the run builds itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// Distillation stages read the teacher from a cache instead of running it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<TeacherCacheSpec>,
+}
+
+impl TeacherSpec {
+    /// A live teacher from a run or checkpoint.
+    pub fn live(from: &str) -> Self {
+        TeacherSpec {
+            from: Some(from.to_string()),
+            cache: None,
+        }
+    }
+}
+
+/// `[teacher] cache`: a folder made by `condenser teacher-cache` (`cache = "caches/t"`), or a
+/// cache this run builds in its own folder from `from` before its first stage
+/// (`cache = { top_k = 64 }`), after which the teacher is dropped from memory unless a stage
+/// still needs it live.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum TeacherCacheSpec {
+    Path(String),
+    Build(CacheBuildSpec),
+}
+
+/// What a run's own teacher cache keeps; the temperature, z-scoring and positions come from
+/// its distillation stages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheBuildSpec {
+    /// Tokens kept per position, besides the tail bucket.
+    pub top_k: usize,
 }
 
 /// What a stage trains on.
@@ -399,10 +438,53 @@ impl Recipe {
                 "[init] upcycle_from needs MoE layers to upcycle into ([model.llm.moe])".into(),
             ));
         }
-        if self.init.llm_from_teacher && self.teacher.is_none() {
+        let live_teacher = self.teacher.as_ref().is_some_and(|t| t.from.is_some());
+        if self.init.llm_from_teacher && !live_teacher {
             return Err(bad(
-                "[init] llm_from_teacher needs a [teacher] table naming the teacher".into(),
+                "[init] llm_from_teacher needs a [teacher] table naming the teacher (`from`)"
+                    .into(),
             ));
+        }
+        if let Some(t) = &self.teacher {
+            match (&t.from, &t.cache) {
+                (None, None) => {
+                    return Err(bad(
+                        "[teacher] needs `from = <run or checkpoint>`, `cache = <folder>` or both"
+                            .into(),
+                    ));
+                }
+                (None, Some(TeacherCacheSpec::Build(_))) => {
+                    return Err(bad(
+                        "[teacher] cache = { top_k = ... } builds the cache from the teacher: \
+                         add `from = <run or checkpoint>`"
+                            .into(),
+                    ));
+                }
+                (_, Some(TeacherCacheSpec::Build(b))) if b.top_k == 0 => {
+                    return Err(bad("[teacher] cache.top_k must be at least 1".into()));
+                }
+                _ => {}
+            }
+            if matches!(t.cache, Some(TeacherCacheSpec::Build(_))) {
+                let distill: Vec<_> = self
+                    .stages
+                    .iter()
+                    .filter_map(|s| match &s.objective {
+                        Objective::Distill(d) => Some(d.divergence),
+                        _ => None,
+                    })
+                    .collect();
+                if distill
+                    .windows(2)
+                    .any(|w| w[0].temperature != w[1].temperature || w[0].zscore != w[1].zscore)
+                {
+                    return Err(bad(
+                        "[teacher] cache = { top_k = ... } builds one cache for every distill \
+                         stage: they must share the divergence's temperature and zscore"
+                            .into(),
+                    ));
+                }
+            }
         }
         if self.name.is_empty() || self.name.contains(['/', '\\']) || self.name.starts_with('.') {
             return Err(bad(format!(
@@ -441,9 +523,9 @@ impl Recipe {
             }
             let pref_data = s.data.is_preference();
             if let Objective::Preference(p) = &s.objective {
-                if self.teacher.is_none() {
+                if !live_teacher {
                     return Err(bad(format!(
-                        "{at}: a preference objective needs a [teacher] table (the teacher is the reference model)"
+                        "{at}: a preference objective needs a [teacher] table with `from` (the teacher is the reference model)"
                     )));
                 }
                 if !pref_data {
@@ -466,7 +548,19 @@ impl Recipe {
             if let Objective::Distill(d) = &s.objective {
                 if self.teacher.is_none() {
                     return Err(bad(format!(
-                        "{at}: a distill objective needs a [teacher] table with `from = <run or checkpoint>`"
+                        "{at}: a distill objective needs a [teacher] table with `from = <run or checkpoint>` or `cache = <teacher cache folder>`"
+                    )));
+                }
+                let cached = self.teacher.as_ref().is_some_and(|t| t.cache.is_some());
+                if cached && !matches!(s.data, DataKind::Caption | DataKind::Instruct) {
+                    return Err(bad(format!(
+                        "{at}: a teacher cache holds caption and instruction data; distilling on {:?} needs a live teacher",
+                        s.data
+                    )));
+                }
+                if cached && d.hidden > 0.0 {
+                    return Err(bad(format!(
+                        "{at}: objective.hidden aligns hidden states, which a teacher cache does not hold: use a live teacher (no `cache`)"
                     )));
                 }
                 d.divergence

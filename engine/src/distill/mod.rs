@@ -9,6 +9,7 @@ pub(crate) mod divergence;
 mod hidden;
 mod preference;
 mod relation;
+pub mod sparse;
 mod vocab;
 
 pub use crate::config::PreferenceLoss;

@@ -407,3 +407,215 @@ fn vocabulary_policy() {
         [1, 2, 64]
     );
 }
+
+/// A teacher row's top-k from its logits, straight from the definition (f64, sorting the
+/// probabilities): ids, log-probs, tail log-mass, at the spec's temperature and z-scoring.
+fn top_k_host(zt: &[f64], k: usize, spec: &DivergenceSpec) -> (Vec<usize>, Vec<f64>, f64) {
+    let z = if spec.zscore {
+        zscore_host(zt)
+    } else {
+        zt.to_vec()
+    };
+    let p = softmax(&z.iter().map(|x| x / spec.temperature).collect::<Vec<_>>());
+    let mut order: Vec<usize> = (0..p.len()).collect();
+    order.sort_by(|a, b| p[*b].total_cmp(&p[*a]));
+    order.truncate(k);
+    let top: f64 = order.iter().map(|&i| p[i]).sum();
+    let lp = order.iter().map(|&i| p[i].ln()).collect();
+    (order, lp, (1.0 - top).max(1e-300).ln())
+}
+
+/// The binned divergence of one row from probabilities: the student's bins are its
+/// probabilities of the teacher's top-k tokens and the sum of the rest.
+fn binned_reference(
+    zs: &[f64],
+    ids: &[usize],
+    lp: &[f64],
+    tail: f64,
+    spec: &DivergenceSpec,
+) -> f64 {
+    let z = if spec.zscore {
+        zscore_host(zs)
+    } else {
+        zs.to_vec()
+    };
+    let t = spec.temperature;
+    let ps = softmax(&z.iter().map(|x| x / t).collect::<Vec<_>>());
+    let mut sb: Vec<f64> = ids.iter().map(|&i| ps[i]).collect();
+    sb.push(1.0 - sb.iter().sum::<f64>());
+    let mut tb: Vec<f64> = lp.iter().map(|l| l.exp()).collect();
+    tb.push(tail.exp());
+    let norm: f64 = tb.iter().sum();
+    let tb: Vec<f64> = tb.iter().map(|x| x / norm).collect();
+    let d = match spec.divergence {
+        Divergence::ForwardKl => kl(&tb, &sb),
+        Divergence::ReverseKl => kl(&sb, &tb),
+        Divergence::Jsd { beta } => {
+            let m = mix(beta, &tb, &sb);
+            beta * kl(&tb, &m) + (1.0 - beta) * kl(&sb, &m)
+        }
+        Divergence::SkewForwardKl { alpha } => kl(&tb, &mix(alpha, &tb, &sb)),
+        Divergence::SkewReverseKl { alpha } => kl(&sb, &mix(alpha, &sb, &tb)),
+        Divergence::Tvd => 0.5 * tb.iter().zip(&sb).map(|(a, b)| (a - b).abs()).sum::<f64>(),
+    };
+    d
+}
+
+/// Sparse rows for the teacher logits `zt` (`n` rows of `v`), from the engine's own top-k.
+fn sparse_rows(
+    zt: &[f64],
+    n: usize,
+    v: usize,
+    k: usize,
+    spec: &DivergenceSpec,
+    device: &Device,
+) -> (sparse::SparseRows, Vec<(Vec<usize>, Vec<f64>, f64)>) {
+    let (mut ids, mut logp, mut tail, mut host_rows) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for r in 0..n {
+        let row = &zt[r * v..(r + 1) * v];
+        let z = if spec.zscore {
+            zscore_host(row)
+        } else {
+            row.to_vec()
+        };
+        let scaled: Vec<f32> = z.iter().map(|x| (x / spec.temperature) as f32).collect();
+        let (i, l, t) = sparse::top_k_row(&scaled, k);
+        host_rows.push((
+            i.iter().map(|x| *x as usize).collect(),
+            l.iter().map(|x| *x as f64).collect(),
+            t as f64,
+        ));
+        ids.extend(i.iter().map(|x| *x as i64));
+        logp.extend(l);
+        tail.push(t);
+    }
+    let kk = k.min(v);
+    (
+        sparse::SparseRows {
+            ids: Tensor::from_data(TensorData::new(ids, [n, kk]), device),
+            logp: Tensor::from_data(TensorData::new(logp, [n, kk]), device),
+            tail: Tensor::from_data(TensorData::new(tail, [n]), device),
+        },
+        host_rows,
+    )
+}
+
+#[test]
+fn the_engines_top_k_is_the_definitions() {
+    let spec = DivergenceSpec::default();
+    let (v, k) = (29, 5);
+    let z = logits(v, 41, 3.0);
+    let (ids, lp, tail) = top_k_host(&z, k, &spec);
+    let zf: Vec<f32> = z.iter().map(|x| *x as f32).collect();
+    let (gi, gl, gt) = sparse::top_k_row(&zf, k);
+    assert_eq!(gi.iter().map(|x| *x as usize).collect::<Vec<_>>(), ids);
+    for (a, b) in gl.iter().zip(&lp) {
+        assert!((*a as f64 - b).abs() < 1e-5, "{a} vs {b}");
+    }
+    assert!((gt as f64 - tail).abs() < 1e-4, "{gt} vs {tail}");
+    // k covering the row: an empty tail, kept finite
+    let (all, _, empty) = sparse::top_k_row(&zf, v + 3);
+    assert_eq!(all.len(), v);
+    assert_eq!(empty, sparse::EMPTY_TAIL_LOGP);
+}
+
+fn sparse_matches_binned_on(device: Device, policy: KernelPolicy) {
+    let kernels = Kernels::resolve(policy, &device);
+    let (n, v, k) = (3, 11, 4);
+    let zs = logits(n * v, 6, 1.5);
+    let zt = logits(n * v, 7, 2.5);
+    for spec in all_specs() {
+        let (rows, host_rows) = sparse_rows(&zt, n, v, k, &spec, &device);
+        let student = tensor2(&zs, [n, v], &device).require_grad();
+        let got = sparse::sparse_token_divergence(student.clone(), &rows, &spec, kernels);
+        let values = host(got.clone());
+        let g = host(
+            student
+                .grad(&got.sum().backward())
+                .expect("student gradient"),
+        );
+        let binned = |zs: &[f64], r: usize| {
+            let (ids, lp, tail) = &host_rows[r];
+            binned_reference(&zs[r * v..(r + 1) * v], ids, lp, *tail, &spec)
+        };
+        for r in 0..n {
+            let want = binned(&zs, r);
+            assert!(
+                (values[r] as f64 - want).abs() < 2e-5 + 1e-4 * want.abs(),
+                "{} T={} z={} row {r}: {} vs {want}",
+                spec.divergence.label(),
+                spec.temperature,
+                spec.zscore,
+                values[r]
+            );
+        }
+        let h = 1e-5;
+        for i in 0..zs.len() {
+            let (mut up, mut down) = (zs.clone(), zs.clone());
+            up[i] += h;
+            down[i] -= h;
+            let r = i / v;
+            let fd = (binned(&up, r) - binned(&down, r)) / (2.0 * h);
+            assert!(
+                (g[i] as f64 - fd).abs() < 2e-4 + 2e-3 * fd.abs(),
+                "{} T={} z={} d/dz[{i}]: autodiff {} vs fd {fd}",
+                spec.divergence.label(),
+                spec.temperature,
+                spec.zscore,
+                g[i]
+            );
+        }
+        // the oracle written in burn ops from the bins agrees too
+        let direct = host(sparse::binned_token_divergence(
+            tensor2(&zs, [n, v], &device),
+            &rows,
+            &spec,
+        ));
+        for r in 0..n {
+            assert!((direct[r] - values[r]).abs() < 2e-5 + 1e-4 * direct[r].abs());
+        }
+    }
+}
+
+#[test]
+fn the_sparse_divergence_is_the_binned_divergence_value_and_gradient() {
+    sparse_matches_binned_on(Device::flex().autodiff(), KernelPolicy::Reference);
+}
+
+#[test]
+fn the_sparse_divergence_runs_the_kernel_on_wgpu_and_matches() {
+    let (device, _) = crate::backend::select(crate::backend::BackendChoice::Wgpu)
+        .expect("a wgpu adapter (scripts/setup.sh installs lavapipe)");
+    let before = crate::backend::kernels::kernel_launches();
+    sparse_matches_binned_on(device.clone().autodiff(), KernelPolicy::Auto);
+    let ran = crate::backend::kernels::kernel_launches().since(before);
+    assert!(ran.distill > 0, "the distillation kernel never ran");
+}
+
+#[test]
+fn a_top_k_over_the_whole_vocabulary_is_the_dense_divergence() {
+    let device: Device = Default::default();
+    let (n, v) = (2, 9);
+    let zs = logits(n * v, 8, 2.0);
+    let zt = logits(n * v, 9, 3.0);
+    for spec in all_specs() {
+        let (rows, _) = sparse_rows(&zt, n, v, v, &spec, &device);
+        let sparse = host(sparse::sparse_token_divergence(
+            tensor2(&zs, [n, v], &device),
+            &rows,
+            &spec,
+            Kernels::Reference,
+        ));
+        for r in 0..n {
+            let dense = reference(&zs[r * v..(r + 1) * v], &zt[r * v..(r + 1) * v], &spec)
+                / (spec.temperature * spec.temperature);
+            assert!(
+                (sparse[r] as f64 - dense).abs() < 2e-5 + 1e-4 * dense.abs(),
+                "{}: {} vs {dense}",
+                spec.divergence.label(),
+                sparse[r]
+            );
+        }
+    }
+}

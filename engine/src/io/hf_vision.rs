@@ -485,8 +485,10 @@ mod tests {
         let write = |v: serde_json::Value| {
             std::fs::write(dir.join("preprocessor_config.json"), v.to_string()).unwrap()
         };
-        write(serde_json::json!({"size": {"shortest_edge": 32}, "do_center_crop": true,
-                                 "crop_size": 32, "resample": 2}));
+        write(
+            serde_json::json!({"size": {"shortest_edge": 32}, "do_center_crop": true,
+                                 "crop_size": 32, "resample": 2}),
+        );
         apply_preprocessor(&dir, &mut config).unwrap();
         assert_eq!(config.mean, CLIP_MEAN);
         assert_eq!(config.preprocess.resample, Resample::Bilinear);
@@ -494,7 +496,12 @@ mod tests {
         apply_preprocessor(&dir, &mut config).unwrap();
         assert_eq!((config.mean, config.std), ([0.5; 3], [0.1, 0.2, 0.3]));
         write(serde_json::json!({"image_mean": [0.5]}));
-        let e = apply_preprocessor(&dir, &mut config).unwrap_err().to_string();
-        assert!(e.contains("image_mean") && e.contains("three numbers"), "{e}");
+        let e = apply_preprocessor(&dir, &mut config)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("image_mean") && e.contains("three numbers"),
+            "{e}"
+        );
     }
 }

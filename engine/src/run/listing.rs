@@ -118,7 +118,7 @@ pub struct SampleRow {
 /// The run folder of the recipe's teacher (`[teacher] from`: a run name or a checkpoint folder
 /// `runs/<name>/checkpoints/<ck>`), when the recipe has one.
 fn teacher_run(recipe: &Recipe, run_dir: &Path) -> Option<RunDir> {
-    let from = &recipe.teacher.as_ref()?.from;
+    let from = recipe.teacher.as_ref()?.from.as_ref()?;
     let named = Runs::new(run_dir.parent()?).run(from);
     if named.has_report() {
         return Some(named);

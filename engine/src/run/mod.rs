@@ -182,6 +182,11 @@ impl RunDir {
         self.path.join(RECIPE_FILE)
     }
 
+    /// The teacher cache a run builds itself (`[teacher] cache = { top_k }`).
+    pub fn teacher_cache_dir(&self) -> PathBuf {
+        self.path().join("teacher-cache")
+    }
+
     pub fn tokenizer_file(&self) -> PathBuf {
         self.path.join(TOKENIZER_FILE)
     }

@@ -11,8 +11,9 @@ use burn::prelude::*;
 use super::events::Event;
 use super::record::Recorder;
 use super::teacher::Teacher;
+use super::teacher_cache::{self, CachePositions, CachedTeacher};
 use crate::backend::kernels::Kernels;
-use crate::config::{DataKind, Recipe};
+use crate::config::{DataKind, KdTokens, Objective, Recipe, TeacherCacheSpec};
 use crate::data::llava::load_conversations;
 use crate::data::mined::yes_no_turns;
 use crate::data::{Dataset, TextTokenizer};
@@ -111,10 +112,50 @@ impl Inputs {
     }
 }
 
+/// Whether some part of the recipe runs the teacher itself: a preference stage (the reference
+/// model), `llm_from_teacher`, or a distillation stage without a cache.
+pub(super) fn needs_live_teacher(recipe: &Recipe) -> bool {
+    let cached = recipe.teacher.as_ref().is_some_and(|t| t.cache.is_some());
+    recipe.init.llm_from_teacher
+        || recipe.stages.iter().any(|s| match s.objective {
+            Objective::Preference(_) => true,
+            Objective::Distill(_) => !cached,
+            _ => false,
+        })
+}
+
+/// Checks a teacher cache against every distillation stage of the recipe.
+fn check_cache_stages(
+    recipe: &Recipe,
+    inputs: &Inputs,
+    cache: &CachedTeacher,
+    weights: Option<&str>,
+) -> Result<()> {
+    for s in &recipe.stages {
+        if let Objective::Distill(d) = &s.objective {
+            cache.check_stage(
+                &recipe.model,
+                &inputs.tokenizer,
+                d,
+                s.data.train_file(),
+                &inputs.data[&s.data],
+                weights,
+            )?;
+        }
+    }
+    Ok(())
+}
+
 /// The checkpoints a recipe starts from, resolved and checked before the run folder is touched.
 pub struct Init {
-    /// `[teacher] from`, loaded on the inner device.
+    /// `[teacher] from`, loaded on the inner device when some stage runs it (or a cache is
+    /// built from it).
     pub teacher: Option<Teacher>,
+    /// The teacher cache distillation stages read (`[teacher] cache`): opened here when it is a
+    /// folder, built by [`Init::build_teacher_cache`] when the run makes its own.
+    pub teacher_cache: Option<CachedTeacher>,
+    /// SHA-256 of the teacher's weights, when a cache is checked against them or built.
+    teacher_weights: Option<String>,
     /// `[init] upcycle_from`.
     upcycle: Option<PathBuf>,
     /// `[init] model_from`.
@@ -129,10 +170,31 @@ impl Init {
         kernels: Kernels,
         device: &Device,
     ) -> Result<Init> {
-        let teacher = match &recipe.teacher {
+        let teacher_ck = match recipe.teacher.as_ref().and_then(|t| t.from.as_ref()) {
+            Some(from) => Some(runs.resolve_checkpoint(from)?),
             None => None,
-            Some(t) => {
-                let ck = runs.resolve_checkpoint(&t.from)?;
+        };
+        let cache_spec = recipe.teacher.as_ref().and_then(|t| t.cache.clone());
+        // the teacher's weights, when a cache is to be checked against them or built from them
+        let teacher_weights = match (&teacher_ck, &cache_spec) {
+            (Some(ck), Some(_)) => Some(teacher_cache::sha256_file(
+                &ck.join(checkpoint::MODEL_FILE),
+            )?),
+            _ => None,
+        };
+        let teacher_cache = match &cache_spec {
+            Some(TeacherCacheSpec::Path(dir)) => {
+                let cache = CachedTeacher::open(std::path::Path::new(dir))?;
+                check_cache_stages(recipe, inputs, &cache, teacher_weights.as_deref())?;
+                Some(cache)
+            }
+            _ => None,
+        };
+        let load_teacher =
+            needs_live_teacher(recipe) || matches!(cache_spec, Some(TeacherCacheSpec::Build(_)));
+        let teacher = match teacher_ck.filter(|_| load_teacher) {
+            None => None,
+            Some(ck) => {
                 let teacher = Teacher::load(
                     &ck,
                     &recipe.model,
@@ -177,9 +239,98 @@ impl Init {
         };
         Ok(Init {
             teacher,
+            teacher_cache,
+            teacher_weights,
             upcycle,
             start_model,
         })
+    }
+
+    /// Builds the run's own teacher cache (`[teacher] cache = { top_k }`) in `dir`, resuming a
+    /// partial one, opens and checks it, and drops the live teacher when no stage needs it any
+    /// more. Does nothing for other recipes.
+    pub fn build_teacher_cache(
+        &mut self,
+        recipe: &Recipe,
+        inputs: &Inputs,
+        dir: &std::path::Path,
+        device: &Device,
+    ) -> Result<()> {
+        let Some(TeacherCacheSpec::Build(spec)) =
+            recipe.teacher.as_ref().and_then(|t| t.cache.clone())
+        else {
+            return Ok(());
+        };
+        let teacher = self
+            .teacher
+            .as_ref()
+            .expect("a cache build loads the teacher");
+        let distill: Vec<_> = recipe
+            .stages
+            .iter()
+            .filter_map(|s| match &s.objective {
+                Objective::Distill(d) => Some((s.data, d)),
+                _ => None,
+            })
+            .collect();
+        let Some((_, first)) = distill.first() else {
+            return Ok(());
+        };
+        let settings = teacher_cache::build::Settings {
+            top_k: spec.top_k,
+            temperature: first.divergence.temperature,
+            zscore: first.divergence.zscore,
+            positions: if distill.iter().any(|(_, d)| d.tokens == KdTokens::All) {
+                CachePositions::All
+            } else {
+                CachePositions::Responses
+            },
+            max_positions: recipe.model.llm.max_positions,
+            require_image: recipe.require_image,
+        };
+        let mut kinds: Vec<DataKind> = distill.iter().map(|(k, _)| *k).collect();
+        kinds.sort();
+        kinds.dedup();
+        let files: Vec<(&str, &Dataset)> = kinds
+            .iter()
+            .map(|k| (k.train_file(), &inputs.data[k]))
+            .collect();
+        if !teacher_cache::manifest_path(dir).exists() {
+            let mut last = std::time::Instant::now();
+            let t0 = std::time::Instant::now();
+            teacher_cache::build::build_from(
+                &teacher.model,
+                self.teacher_weights.as_deref().expect("weights hashed"),
+                &inputs.tokenizer,
+                &files,
+                &settings,
+                dir,
+                teacher_cache::Shard::WHOLE,
+                32,
+                &device.clone().inner(),
+                &mut |p| {
+                    if last.elapsed().as_secs_f64() >= 30.0 || p.done == p.total {
+                        last = std::time::Instant::now();
+                        log::info!(
+                            "teacher cache: {}/{} examples ({} resumed), {:.0} s",
+                            p.done,
+                            p.total,
+                            p.resumed,
+                            t0.elapsed().as_secs_f64()
+                        );
+                    }
+                },
+            )?;
+        }
+        let cache = CachedTeacher::open(dir)?;
+        check_cache_stages(recipe, inputs, &cache, self.teacher_weights.as_deref())?;
+        log::info!("{}", cache.describe());
+        self.teacher_cache = Some(cache);
+        if !needs_live_teacher(recipe) {
+            // the point of the cache: the student trains without the teacher resident
+            self.teacher = None;
+        }
+        Ok(())
     }
 
     /// The student as this attempt starts it: the resumed checkpoint's weights and position,

@@ -452,9 +452,11 @@ pub(super) fn plan_inputs(
     device: &Device,
     info: &crate::backend::DeviceInfo,
 ) -> Result<MemoryPlan> {
-    let teacher = match &recipe.teacher {
-        Some(t) => Some(crate::run::checkpoint::load_config(
-            &runs.resolve_checkpoint(&t.from)?,
+    // a teacher that only builds a cache is gone before the first stage starts
+    let from = recipe.teacher.as_ref().and_then(|t| t.from.as_ref());
+    let teacher = match from.filter(|_| super::inputs::needs_live_teacher(recipe)) {
+        Some(from) => Some(crate::run::checkpoint::load_config(
+            &runs.resolve_checkpoint(from)?,
         )?),
         None => None,
     };

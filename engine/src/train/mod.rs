@@ -35,6 +35,7 @@ pub mod schedule;
 pub(crate) mod stage;
 pub mod tail;
 pub mod teacher;
+pub mod teacher_cache;
 pub mod tensorboard;
 mod update;
 pub mod visual;

@@ -45,7 +45,7 @@ pub fn run_recipe(
     let plan = super::memory_plan::plan_inputs(recipe, &runs, &inputs, kernels, device, info)?;
     plan.check()?;
     let t0 = std::time::Instant::now();
-    let init = Init::resolve(recipe, &runs, &inputs, kernels, device)?;
+    let mut init = Init::resolve(recipe, &runs, &inputs, kernels, device)?;
     log::info!(
         "starting checkpoints resolved in {:.1} s",
         t0.elapsed().as_secs_f64()
@@ -65,6 +65,8 @@ pub fn run_recipe(
         resumed_from: resumed_from.as_ref().map(|p| p.display().to_string()),
         peak_flops: Some(peak_flops),
     })?;
+    // a cache the run builds itself: the teacher runs over the data once, then leaves memory
+    init.build_teacher_cache(recipe, &inputs, &run.teacher_cache_dir(), device)?;
     let ad = device.clone().autodiff();
     let t0 = std::time::Instant::now();
     let (mut model, mut state) =
@@ -77,6 +79,7 @@ pub fn run_recipe(
         opts,
         inputs: &inputs,
         teacher: init.teacher.as_ref(),
+        teacher_cache: init.teacher_cache.as_ref(),
         kernels,
         device: &ad,
         resumed_from: resumed_from.as_deref(),

@@ -32,6 +32,8 @@ pub struct RunContext<'a> {
     pub opts: &'a RunOptions,
     pub inputs: &'a Inputs,
     pub teacher: Option<&'a Teacher>,
+    /// The teacher cache distillation stages read, when the recipe has one.
+    pub teacher_cache: Option<&'a super::teacher_cache::CachedTeacher>,
     /// Where the fused kernels run, resolved once for the run.
     pub kernels: Kernels,
     /// The autodiff device the student trains on.
@@ -130,6 +132,7 @@ fn train_on(
         data,
         tokenizer: &ctx.inputs.tokenizer,
         teacher: ctx.teacher,
+        teacher_cache: ctx.teacher_cache,
         model: &model,
         resume,
         kernels: ctx.kernels,

@@ -9,6 +9,7 @@ use burn::optim::ModuleOptimizer;
 use burn::prelude::*;
 
 use super::super::teacher::{TEACHER_CACHE_MAX_BYTES, Teacher, TeacherCache};
+use super::super::teacher_cache::CachedTeacher;
 use super::super::visual::VisualSource;
 use super::{RelationSnapshot, StageSetup, StepInput, StepLoss, router};
 use crate::Result;
@@ -16,6 +17,7 @@ use crate::backend::kernels::Kernels;
 use crate::config::{DistillSpec, KdTokens, RelationFeatures};
 use crate::data::HostBatch;
 use crate::distill::divergence::linear_divergence;
+use crate::distill::sparse::linear_sparse_divergence;
 use crate::distill::{
     HiddenProjection, correlation_loss, hidden_mse, linear_self_correlation, self_correlation,
 };
@@ -24,32 +26,72 @@ use crate::model::{
 };
 use crate::run::checkpoint;
 
-/// A distillation stage: the spec, the teacher and its outputs, LLaVADI's projection.
+/// A distillation stage: the spec, where the teacher's outputs come from, LLaVADI's projection.
 pub struct Distill<'a> {
     spec: DistillSpec,
-    teacher: &'a Teacher,
-    /// The teacher's hidden states, kept per example as the stage meets them.
-    cache: TeacherCache,
-    /// The teacher's visual input: its frozen tower's features, cached likewise.
-    tvis: VisualSource,
-    /// The teacher's LM head over the shared vocabulary `[D_teacher, V_shared]`, a constant
-    /// on the autodiff device.
-    teacher_head: Tensor<2>,
+    source: Source<'a>,
     kernels: Kernels,
     /// LLaVADI's projection of the student's hidden states to the teacher's width and its
     /// optimiser: it lives for the stage, and a mid-stage checkpoint carries it.
     pub(super) align: Option<(HiddenProjection, ModuleOptimizer)>,
 }
 
+/// Where a distillation stage reads the teacher.
+enum Source<'a> {
+    /// The teacher itself, run on each batch (its hidden states kept per example in memory
+    /// as the stage meets them).
+    Live {
+        teacher: &'a Teacher,
+        cache: TeacherCache,
+        /// The teacher's visual input: its frozen tower's features, cached likewise.
+        tvis: VisualSource,
+        /// The teacher's LM head over the shared vocabulary `[D_teacher, V_shared]`, a
+        /// constant on the autodiff device.
+        head: Tensor<2>,
+    },
+    /// A teacher cache: top-k log-probs and relation matrices of the stage's data file.
+    Cached {
+        cache: &'a CachedTeacher,
+        file: &'static str,
+    },
+}
+
 impl<'a> Distill<'a> {
     pub fn prepare(setup: &StageSetup<'a, '_>, spec: DistillSpec) -> Result<Self> {
-        let teacher = setup.teacher()?;
-        let tvis = VisualSource::frozen(&teacher.model.vision, setup.feature_cache_bytes);
-        let cache = TeacherCache::new(teacher, TEACHER_CACHE_MAX_BYTES);
+        let (source, teacher_width) = match setup.teacher_cache {
+            Some(cache) => (
+                Source::Cached {
+                    cache,
+                    file: setup.spec.data.train_file(),
+                },
+                cache.key().teacher.llm.hidden,
+            ),
+            None => {
+                let teacher = setup.teacher()?;
+                let head = teacher
+                    .model
+                    .llm
+                    .head_weight()
+                    .narrow(1, 0, teacher.vocab.shared)
+                    .autodiff();
+                (
+                    Source::Live {
+                        teacher,
+                        cache: TeacherCache::new(teacher, TEACHER_CACHE_MAX_BYTES),
+                        tvis: VisualSource::frozen(
+                            &teacher.model.vision,
+                            setup.feature_cache_bytes,
+                        ),
+                        head,
+                    },
+                    teacher.model.config.llm.hidden,
+                )
+            }
+        };
         let align = if spec.hidden > 0.0 {
             let module = HiddenProjection::new(
                 setup.recipe.model.llm.hidden,
-                teacher.model.config.llm.hidden,
+                teacher_width,
                 setup.recipe.seed ^ ((setup.stage as u64 + 1) * 0x9E37),
                 setup.device,
             );
@@ -61,18 +103,9 @@ impl<'a> Distill<'a> {
         } else {
             None
         };
-        let teacher_head = teacher
-            .model
-            .llm
-            .head_weight()
-            .narrow(1, 0, teacher.vocab.shared)
-            .autodiff();
         Ok(Distill {
             spec,
-            teacher,
-            cache,
-            tvis,
-            teacher_head,
+            source,
             kernels: setup.kernels,
             align,
         })
@@ -80,25 +113,63 @@ impl<'a> Distill<'a> {
 
     pub fn loss(&self, model: &Mllm, input: StepInput) -> StepLoss {
         let inner = input.device.clone().inner();
-        let t_hidden = self.cache.batch(
-            self.teacher,
-            input.idx,
-            input.hb,
-            || self.tvis.for_pixels(input.pixels, &inner),
-            input.device,
-        );
+        let side = match &self.source {
+            Source::Live {
+                teacher,
+                cache,
+                tvis,
+                head,
+            } => TeacherSide::Live {
+                hidden: cache.batch(
+                    teacher,
+                    input.idx,
+                    input.hb,
+                    || tvis.for_pixels(input.pixels, &inner),
+                    input.device,
+                ),
+                head,
+            },
+            Source::Cached { cache, file } => TeacherSide::Cached {
+                cache,
+                file,
+                idx: input.idx,
+            },
+        };
         distill_loss(
             model,
             self.align.as_ref().map(|a| &a.0),
-            &self.teacher_head,
+            side,
             &self.spec,
             self.kernels,
             input.hb,
             input.visual,
-            t_hidden,
             input.want_relation,
             input.device,
         )
+    }
+}
+
+/// The teacher's side of one step: its last hidden states on the batch and its head, or the
+/// cached distributions of the batch's records.
+enum TeacherSide<'x> {
+    Live {
+        hidden: Tensor<3>,
+        head: &'x Tensor<2>,
+    },
+    Cached {
+        cache: &'x CachedTeacher,
+        file: &'x str,
+        idx: &'x [usize],
+    },
+}
+
+impl TeacherSide<'_> {
+    /// Vocabulary columns compared.
+    fn shared(&self) -> usize {
+        match self {
+            TeacherSide::Live { head, .. } => head.dims()[1],
+            TeacherSide::Cached { cache, .. } => cache.key().vocab,
+        }
     }
 }
 
@@ -119,36 +190,33 @@ fn mask_rows(mask: &[f32]) -> Vec<i64> {
 }
 
 /// Vocabulary columns per chunk of RDist's logits for `rows` visual tokens (32 MiB of f32).
-fn relation_cols(rows: usize) -> usize {
+pub(crate) fn relation_cols(rows: usize) -> usize {
     ((32usize << 20) / (4 * rows.max(1))).max(1)
 }
 
 /// One distillation loss evaluation: `student_visual` is the batch's visual input for the
-/// student, `t_hidden` the teacher's last hidden states on the same batch (live or from a
-/// [`TeacherCache`]) and `t_head` its LM head over the shared vocabulary. Every term reads
-/// logits only at the positions it compares, through the heads a chunk at a time (LLaVA's
-/// visual and prompt tokens are most of a batch, and a real vocabulary makes `[B, T, V]`
-/// logits the largest tensor of the step): neither model's logits exist whole. `kernels`
-/// decides, once, whether the divergences run the fused kernels.
+/// student, `teacher` the teacher's side of the same batch (live hidden states and head, from
+/// memory or computed now, or a teacher cache). Every term reads logits only at the positions
+/// it compares, through the heads a chunk at a time (LLaVA's visual and prompt tokens are most
+/// of a batch, and a real vocabulary makes `[B, T, V]` logits the largest tensor of the step):
+/// neither model's logits exist whole. `kernels` decides, once, whether the divergences run
+/// the fused kernels.
 #[allow(clippy::too_many_arguments)]
 fn distill_loss(
     student: &Mllm,
     align: Option<&HiddenProjection>,
-    t_head: &Tensor<2>,
+    teacher: TeacherSide,
     spec: &DistillSpec,
     kernels: Kernels,
     hb: &HostBatch,
     student_visual: Visual,
-    t_hidden: Tensor<3>,
     want_relation: bool,
     ad: &Device,
 ) -> StepLoss {
     let batch = hb.to_device(student_visual, ad);
     let (s_hidden, trace) = student.hidden_routed(&batch, crate::model::moe::Phase::Train);
     let (b, t) = (hb.b, hb.t);
-    let [_, _, ds] = s_hidden.dims();
-    let dt = t_hidden.dims()[2];
-    let shared = t_head.dims()[1];
+    let shared = teacher.shared();
     let full_head = student.llm.head_weight();
     let s_head = full_head.clone().narrow(1, 0, shared);
     let chunk = head_chunk_rows(shared);
@@ -158,24 +226,38 @@ fn distill_loss(
         if n == 0 {
             return s_hidden.clone().sum().mul_scalar(0.0);
         }
-        let index = Tensor::<1, Int>::from_data(TensorData::new(at, [n]), ad);
-        let hs = s_hidden
-            .clone()
-            .reshape([b * t, ds])
-            .select(0, index.clone());
-        let ht = t_hidden.clone().reshape([b * t, dt]).select(0, index);
-        let weight = Tensor::<1>::full([n], 1.0 / n as f64, ad);
         let temp = spec.divergence.temperature;
-        linear_divergence(
-            hs,
-            s_head.clone(),
-            ht,
-            t_head.clone(),
-            weight,
-            &spec.divergence,
-            kernels,
-            chunk,
-        ) * (temp * temp)
+        let weight = Tensor::<1>::full([n], 1.0 / n as f64, ad);
+        let rows = |x: &Tensor<3>, at: Vec<i64>| {
+            let d = x.dims()[2];
+            let index = Tensor::<1, Int>::from_data(TensorData::new(at, [n]), ad);
+            x.clone().reshape([b * t, d]).select(0, index)
+        };
+        let value = match &teacher {
+            TeacherSide::Live { hidden, head } => linear_divergence(
+                rows(&s_hidden, at.clone()),
+                s_head.clone(),
+                rows(hidden, at),
+                (*head).clone(),
+                weight,
+                &spec.divergence,
+                kernels,
+                chunk,
+            ),
+            TeacherSide::Cached { cache, file, idx } => {
+                let sparse = cache.rows(file, idx, t, &at, ad);
+                linear_sparse_divergence(
+                    rows(&s_hidden, at),
+                    s_head.clone(),
+                    &sparse,
+                    weight,
+                    &spec.divergence,
+                    kernels,
+                    chunk,
+                )
+            }
+        };
+        value * (temp * temp)
     };
 
     let mut total = Tensor::<1>::zeros([1], ad);
@@ -213,42 +295,54 @@ fn distill_loss(
         let n = student.config.vision.num_visual_tokens();
         if let Some(index) = hb.visual_index(n) {
             let index = Tensor::<1, Int>::from_data(TensorData::new(index, [b * n]), ad);
-            let (ys, yt) = (
-                rows(s_hidden.clone(), &index, b, n),
-                rows(t_hidden.clone(), &index, b, n),
-            );
-            let (rs, rt) = match spec.relation {
+            let ys = rows(s_hidden.clone(), &index, b, n);
+            let rs = match spec.relation {
                 RelationFeatures::Logits => {
-                    let cols = relation_cols(b * n);
-                    (
-                        linear_self_correlation(ys, s_head.clone(), cols),
-                        linear_self_correlation(yt.detach(), t_head.clone(), cols).detach(),
-                    )
+                    linear_self_correlation(ys, s_head.clone(), relation_cols(b * n))
                 }
-                RelationFeatures::Hidden => (self_correlation(ys), self_correlation(yt.detach())),
+                RelationFeatures::Hidden => self_correlation(ys),
             };
-            if want_relation {
-                let first = |r: &Tensor<3>| {
-                    r.clone()
-                        .slice(0..1)
-                        .detach()
-                        .into_data()
-                        .convert::<f32>()
-                        .try_to_vec::<f32>()
-                        .expect("f32 data")
-                };
-                relation = Some(RelationSnapshot {
-                    n,
-                    teacher: first(&rt),
-                    student: first(&rs),
-                });
+            let rt = match &teacher {
+                TeacherSide::Live { hidden, head } => {
+                    let yt = rows(hidden.clone(), &index, b, n).detach();
+                    Some(match spec.relation {
+                        RelationFeatures::Logits => {
+                            linear_self_correlation(yt, (*head).clone(), relation_cols(b * n))
+                                .detach()
+                        }
+                        RelationFeatures::Hidden => self_correlation(yt),
+                    })
+                }
+                TeacherSide::Cached { cache, file, idx } => {
+                    cache.relations(file, idx, spec.relation, ad)
+                }
+            };
+            if let Some(rt) = rt {
+                if want_relation {
+                    let first = |r: &Tensor<3>| {
+                        r.clone()
+                            .slice(0..1)
+                            .detach()
+                            .into_data()
+                            .convert::<f32>()
+                            .try_to_vec::<f32>()
+                            .expect("f32 data")
+                    };
+                    relation = Some(RelationSnapshot {
+                        n,
+                        teacher: first(&rt),
+                        student: first(&rs),
+                    });
+                }
+                add("rel", spec.rel, correlation_loss(rs, rt), &mut total);
             }
-            add("rel", spec.rel, correlation_loss(rs, rt), &mut total);
         }
     }
-    if spec.hidden > 0.0 {
+    if spec.hidden > 0.0
+        && let TeacherSide::Live { hidden, .. } = &teacher
+    {
         let align = align.expect("a hidden-alignment projection when hidden > 0");
-        let mse = hidden_mse(align.forward(s_hidden), t_hidden, token_mask);
+        let mse = hidden_mse(align.forward(s_hidden), hidden.clone(), token_mask);
         add("hidden", spec.hidden, mse, &mut total);
     }
     let total = router::add_router_losses(student, &trace, total, &mut terms);

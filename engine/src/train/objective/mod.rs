@@ -24,9 +24,11 @@ use burn::optim::ModuleOptimizer;
 use burn::prelude::*;
 
 pub use contrastive::{ContrastiveTargets, REGION_VIEW_SEPARATOR, info_nce};
+pub(crate) use distill::relation_cols;
 pub use preference::reference_logps;
 
 use super::teacher::Teacher;
+use super::teacher_cache::CachedTeacher;
 use super::visual::PixelBatch;
 use crate::backend::kernels::Kernels;
 use crate::config::{Objective, Recipe, StageSpec};
@@ -91,6 +93,9 @@ pub struct StageSetup<'a, 'm> {
     pub data: &'a Dataset,
     pub tokenizer: &'m TextTokenizer,
     pub teacher: Option<&'a Teacher>,
+    /// The teacher cache distillation stages read instead of the teacher, when the recipe has
+    /// one.
+    pub teacher_cache: Option<&'a CachedTeacher>,
     /// The student as it enters the stage (freeze policy applied).
     pub model: &'m Mllm,
     /// The checkpoint a mid-stage resume continues from.
