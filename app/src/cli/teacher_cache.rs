@@ -7,7 +7,8 @@
 use std::path::PathBuf;
 
 use condenser_engine::train::teacher_cache::{
-    self, BuildOptions, CachePositions, CachedTeacher, DEFAULT_TOP_K, Manifest, Shard,
+    self, BuildOptions, CachePositions, CachedTeacher, DEFAULT_TOP_K, EXAMPLES_PER_PART, Manifest,
+    Shard,
 };
 
 use super::{DeviceArgs, progress};
@@ -83,6 +84,10 @@ pub struct BuildArgs {
     /// Keep records without an image (recipes' `require_image = false`).
     #[arg(long)]
     pub allow_text_only: bool,
+    /// Examples per part file: the unit a resumed build keeps and shards split. Every shard of
+    /// one cache must use the same.
+    #[arg(long, default_value_t = EXAMPLES_PER_PART)]
+    pub part_size: usize,
     #[command(flatten)]
     pub device: DeviceArgs,
 }
@@ -167,6 +172,7 @@ fn build(a: BuildArgs) -> anyhow::Result<()> {
         batch_size: a.batch_size.max(1),
         max_positions: a.max_positions,
         require_image: !a.allow_text_only,
+        part_size: a.part_size,
     };
     let every = progress::log_every();
     let mut last: Option<std::time::Instant> = None;

@@ -287,6 +287,7 @@ impl Init {
             },
             max_positions: recipe.model.llm.max_positions,
             require_image: recipe.require_image,
+            part_size: teacher_cache::EXAMPLES_PER_PART,
         };
         let mut kinds: Vec<DataKind> = distill.iter().map(|(k, _)| *k).collect();
         kinds.sort();

@@ -12,8 +12,8 @@ use half::f16;
 
 use super::format::{CachedExample, decode_part, encode_part, fingerprint};
 use super::{
-    CacheKey, CachePositions, CachedFile, EXAMPLES_PER_PART, FORMAT, KEY_FILE, MANIFEST_FILE,
-    Manifest, PARTS_DIR, PartInfo, Shard, sha256_file,
+    CacheKey, CachePositions, CachedFile, FORMAT, KEY_FILE, MANIFEST_FILE, Manifest, PARTS_DIR,
+    PartInfo, Shard, sha256_file,
 };
 use crate::backend::kernels::Kernels;
 use crate::config::KernelPolicy;
@@ -47,6 +47,8 @@ pub struct BuildOptions {
     /// Longest tokenised record (the teacher's `max_positions` when `None`).
     pub max_positions: Option<usize>,
     pub require_image: bool,
+    /// Examples per part file ([`super::EXAMPLES_PER_PART`] by default).
+    pub part_size: usize,
 }
 
 /// Where a build stands, reported after every batch.
@@ -104,6 +106,7 @@ pub fn build(
         positions: opts.positions,
         max_positions,
         require_image: opts.require_image,
+        part_size: opts.part_size,
     };
     let files: Vec<(&str, &Dataset)> = data.iter().map(|(f, d)| (f.as_str(), d)).collect();
     build_from(
@@ -129,6 +132,7 @@ pub struct Settings {
     pub positions: CachePositions,
     pub max_positions: usize,
     pub require_image: bool,
+    pub part_size: usize,
 }
 
 /// Builds shard `shard` of the cache of `teacher` (loaded on the inner device `device`, with
@@ -147,6 +151,11 @@ pub fn build_from(
     device: &Device,
     progress: &mut dyn FnMut(&BuildProgress),
 ) -> Result<Manifest> {
+    if settings.part_size == 0 {
+        return Err(Error::Invalid(
+            "the part size must be at least 1 example".into(),
+        ));
+    }
     if settings.top_k == 0 {
         return Err(Error::Invalid("--top-k must be at least 1".into()));
     }
@@ -168,6 +177,7 @@ pub fn build_from(
         positions: settings.positions,
         max_positions: settings.max_positions,
         require_image: settings.require_image,
+        part_size: settings.part_size,
     };
     claim_folder(out, &key)?;
     let head = teacher.llm.head_weight();
@@ -176,20 +186,20 @@ pub fn build_from(
     let total: usize = files
         .iter()
         .map(|(_, d)| {
-            let parts = d.len().div_ceil(EXAMPLES_PER_PART);
+            let parts = d.len().div_ceil(key.part_size);
             shard
                 .parts(parts)
-                .map(|p| part_range(p, d.len()).len())
+                .map(|p| part_range(p, key.part_size, d.len()).len())
                 .sum::<usize>()
         })
         .sum();
     let (mut done, mut resumed) = (0, 0);
     let mut out_files = Vec::new();
     for (name, data) in files {
-        let parts = data.len().div_ceil(EXAMPLES_PER_PART);
+        let parts = data.len().div_ceil(key.part_size);
         let mut infos = Vec::new();
         for p in shard.parts(parts) {
-            let range = part_range(p, data.len());
+            let range = part_range(p, key.part_size, data.len());
             let rel = format!("{PARTS_DIR}/{name}-{p:05}.zst");
             let path = out.join(&rel);
             let positions = if path.exists() {
@@ -249,6 +259,7 @@ pub fn build_from(
             parts: infos,
         });
     }
+    out_files.sort_by(|a, b| a.file.cmp(&b.file));
     progress(&BuildProgress {
         file: String::new(),
         done,
@@ -272,9 +283,9 @@ pub fn build_from(
     Ok(manifest)
 }
 
-/// Examples of part `p` of a file of `n`.
-fn part_range(p: usize, n: usize) -> Range<usize> {
-    p * EXAMPLES_PER_PART..((p + 1) * EXAMPLES_PER_PART).min(n)
+/// Examples of part `p` (of `size` examples) of a file of `n`.
+fn part_range(p: usize, size: usize, n: usize) -> Range<usize> {
+    p * size..((p + 1) * size).min(n)
 }
 
 /// Records the build's key in `out`, or checks it against the one an earlier build left there.
@@ -313,6 +324,8 @@ pub(super) fn key_difference(a: &CacheKey, b: &CacheKey) -> String {
         format!("z-scoring {} vs {}", a.zscore, b.zscore)
     } else if a.positions != b.positions {
         format!("positions {:?} vs {:?}", a.positions, b.positions)
+    } else if a.part_size != b.part_size {
+        format!("part size {} vs {}", a.part_size, b.part_size)
     } else if a.max_positions != b.max_positions {
         format!("max positions {} vs {}", a.max_positions, b.max_positions)
     } else {

@@ -9,7 +9,7 @@
 //! ```text
 //! CACHE/
 //!   key.json              what every part here was built from (a resumed build checks it)
-//!   parts/<file>-NNNNN.zst  fixed runs of EXAMPLES_PER_PART examples of one data file
+//!   parts/<file>-NNNNN.zst  fixed runs of `part_size` examples of one data file
 //!   shard-I-of-N.json     a finished shard's manifest (`--shard I/N`)
 //!   manifest.json         the complete cache: every part of every file, with its SHA-256
 //! ```
@@ -36,8 +36,8 @@ pub use reader::CachedTeacher;
 use crate::config::MllmConfig;
 use crate::{Error, Result};
 
-/// Examples per part file: small enough that an interrupted build loses little, large enough
-/// that zstd sees repetition.
+/// Examples per part file by default: small enough that an interrupted build loses little,
+/// large enough that zstd sees repetition.
 pub const EXAMPLES_PER_PART: usize = 256;
 
 /// The default `k`: DistillKit and Megatron keep 64 to 128; at 64 the tail bucket of a trained
@@ -83,6 +83,8 @@ pub struct CacheKey {
     /// Tokenisation: the longest sequence kept and whether records without an image were kept.
     pub max_positions: usize,
     pub require_image: bool,
+    /// Examples per part file (shards of one cache split the same parts).
+    pub part_size: usize,
 }
 
 /// One part of one data file.
