@@ -1,6 +1,6 @@
 //! The teacher cache as a cluster uses it (docs/scale-out.md): a smoke teacher trained by
-//! `condenser run`, its cache built as two shards in two folders (`teacher-cache build --shard
-//! I/2`, as two array tasks would), merged, described by `teacher-cache info`, and read by a
+//! `condenser run`, its cache built as two shards (`teacher-cache build --shard I/2`, as two
+//! array tasks would) in two folders and in one shared folder, merged, described by `teacher-cache info`, and read by a
 //! distillation recipe (`[teacher] cache = ...`) whose run trains without the teacher. Bad
 //! input (a shard spec out of range, an unfinished shard set) gets a clear error, no panic.
 
@@ -84,6 +84,24 @@ fn sharded_cache_built_merged_and_distilled_from() {
     assert!(merged.contains("top-8 of 64 tokens"), "{merged}");
     let info = ok(bin().args(["teacher-cache", "info"]).arg(dir.join("cache")));
     assert!(info.contains("bytes per position"), "{info}");
+
+    // the cluster layout of docs/scale-out.md: every task writes into one shared folder, and
+    // the merge completes that folder in place; it equals the merge of separate folders
+    let shared = dir.join("shared");
+    for i in [1, 0] {
+        ok(&mut shard(&dir, &data, &runs, &format!("{i}/2"), &shared));
+    }
+    ok(bin()
+        .args(["teacher-cache", "merge", "-o"])
+        .arg(&shared)
+        .arg(&shared));
+    let manifest = |d: &Path| {
+        let mut m: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(d.join("manifest.json")).unwrap()).unwrap();
+        m.as_object_mut().unwrap().remove("build_seconds");
+        m
+    };
+    assert_eq!(manifest(&shared), manifest(&dir.join("cache")));
 
     // a KD recipe on the cache: the smoke-kd student with T = 1 everywhere, no hidden term
     let kd = std::fs::read_to_string(
