@@ -35,6 +35,9 @@ pub struct Args {
     /// Also write the figures and every step's batch shapes as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Split each step's batch over N workers (as `condenser run --data-parallel N`).
+    #[arg(long, default_value_t = 1)]
+    pub data_parallel: usize,
 }
 
 pub fn main(args: Args) -> anyhow::Result<()> {
@@ -53,6 +56,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         } else {
             0
         },
+        data_parallel: args.data_parallel.max(1),
     };
     let b = bench_step(&recipe, &device, &info, &opts)?;
     println!("{}", summary(&b));
@@ -76,7 +80,7 @@ fn summary(b: &StepBench) -> String {
         .peak_device_mib
         .map_or(String::new(), |m| format!(", device pool {m:.0} MiB"));
     format!(
-        "recipe {} stage {} on {} ({} threads)\n\
+        "recipe {} stage {} on {} ({} threads, {} data-parallel worker(s))\n\
          {} timed steps after {} warm-up: {:.1} tokens/s, {:.3} s/step, MFU {mfu} of a {peak} matmul peak\n\
          start-up (process start to first step): {:.1} s\n\
          peak memory: host {:.0} MiB{device_mib}",
@@ -84,6 +88,7 @@ fn summary(b: &StepBench) -> String {
         b.stage,
         b.device,
         b.threads,
+        b.data_parallel,
         b.timed_steps,
         b.warmup_steps,
         b.tokens_per_s,

@@ -53,6 +53,13 @@ pub struct Args {
     /// number of images (images past the budget are encoded again when seen again).
     #[arg(long, default_value_t = (condenser_engine::train::DEFAULT_FEATURE_CACHE_BYTES >> 20) as u64)]
     pub feature_cache_mib: u64,
+    /// Split each step's batch over N workers (data parallel, train::data_parallel): each runs
+    /// forward and backward on its share on its own thread, the gradients are summed on the
+    /// main device and one optimiser step is taken; the update equals the one-worker update.
+    /// Stages with a language-model objective and a dense model split; the others run on one
+    /// worker. On the CPU backend give each worker a thread (`--threads N`).
+    #[arg(long, default_value_t = 1)]
+    pub data_parallel: usize,
     /// Stop after this many optimiser steps, with a checkpoint written (as if killed).
     #[arg(long, hide = true)]
     pub stop_after: Option<usize>,
@@ -85,6 +92,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         eval_limit: None,
         feature_cache_bytes: (args.feature_cache_mib as usize) << 20,
         stop: Default::default(),
+        data_parallel: args.data_parallel.max(1),
     };
     if args.plan {
         let plan = plan_recipe(&recipe, &device, &info, &opts)?;

@@ -34,6 +34,8 @@ pub struct StepBenchOptions {
     pub runs_dir: PathBuf,
     /// Feature-cache budget; 0 makes a frozen tower encode every step, as a peer does.
     pub feature_cache_bytes: usize,
+    /// Data-parallel workers (`RunOptions::data_parallel`).
+    pub data_parallel: usize,
 }
 
 /// One batch row as a peer needs it: text tokens after the visual ones, labelled tokens last.
@@ -69,6 +71,8 @@ pub struct StepBench {
     pub data_sha256: String,
     pub device: String,
     pub threads: usize,
+    /// Data-parallel workers the batches were split over.
+    pub data_parallel: usize,
     pub warmup_steps: usize,
     pub timed_steps: usize,
     /// Real tokens (visual included) of the timed steps.
@@ -186,6 +190,7 @@ pub fn bench_step(
         stop_after_steps: Some(total),
         eval: false,
         feature_cache_bytes: opts.feature_cache_bytes,
+        data_parallel: opts.data_parallel,
         ..RunOptions::default()
     };
     let mut timings = Timings::default();
@@ -212,6 +217,7 @@ pub fn bench_step(
         data_sha256,
         device: format!("{} ({})", info.backend, info.name),
         threads: crate::backend::cpu_threads(),
+        data_parallel: opts.data_parallel,
         warmup_steps: opts.warmup,
         timed_steps: opts.steps,
         tokens,

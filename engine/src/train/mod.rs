@@ -17,6 +17,7 @@
 //! | `freeze.rs`, `order.rs`, `schedule.rs`, `clip.rs`, `mine.rs` | freeze policy, example order, learning rate, clipping, mined pairs |
 
 pub mod clip;
+pub mod data_parallel;
 pub mod events;
 pub mod flops;
 pub mod freeze;

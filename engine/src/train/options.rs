@@ -32,6 +32,9 @@ pub struct RunOptions {
     /// Raised by another thread (the desktop app's Stop button) to end the run after its
     /// current step with a checkpoint written, exactly as `--resume` expects.
     pub stop: StopFlag,
+    /// Workers a splittable stage's batch is split over (`train::data_parallel`): 1 trains on
+    /// the one device as before. The update equals the one-worker update.
+    pub data_parallel: usize,
 }
 
 impl RunOptions {
@@ -67,6 +70,7 @@ impl Default for RunOptions {
             eval_limit: None,
             feature_cache_bytes: DEFAULT_FEATURE_CACHE_BYTES,
             stop: StopFlag::default(),
+            data_parallel: 1,
         }
     }
 }

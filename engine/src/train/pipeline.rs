@@ -74,12 +74,15 @@ pub fn run_recipe(
     log::info!("student built in {:.1} s", t0.elapsed().as_secs_f64());
     model.set_kernels(kernels);
 
+    let workers = (opts.data_parallel > 1)
+        .then(|| super::data_parallel::Workers::on(&ad, opts.data_parallel));
     let ctx = RunContext {
         recipe,
         opts,
         inputs: &inputs,
         teacher: init.teacher.as_ref(),
         teacher_cache: init.teacher_cache.as_ref(),
+        workers: workers.as_ref(),
         kernels,
         device: &ad,
         resumed_from: resumed_from.as_deref(),

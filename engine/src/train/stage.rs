@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use burn::prelude::*;
 
+use super::data_parallel;
 use super::events::Event;
 use super::objective::{StageObjective, StageSetup, StepInput};
 use super::options::RunOptions;
@@ -34,6 +35,9 @@ pub struct RunContext<'a> {
     pub teacher: Option<&'a Teacher>,
     /// The teacher cache distillation stages read, when the recipe has one.
     pub teacher_cache: Option<&'a super::teacher_cache::CachedTeacher>,
+    /// Data-parallel workers (`RunOptions::data_parallel` > 1): splittable stages split each
+    /// batch over them.
+    pub workers: Option<&'a super::data_parallel::Workers>,
     /// Where the fused kernels run, resolved once for the run.
     pub kernels: Kernels,
     /// The autodiff device the student trains on.
@@ -139,6 +143,21 @@ fn train_on(
         device: ctx.device,
         feature_cache_bytes: ctx.opts.feature_cache_bytes,
     })?;
+    if let Some(w) = ctx.workers.filter(|w| w.len() > 1) {
+        if data_parallel::splittable(&objective, &model) {
+            log::info!(
+                "stage {:?}: each batch split over {} workers",
+                spec.name,
+                w.len()
+            );
+        } else {
+            log::info!(
+                "stage {:?}: on one worker (data parallelism splits language-model stages of \
+                 dense models only; this objective is not a sum over the batch's examples)",
+                spec.name
+            );
+        }
+    }
     // the stage's batches, known up front, so their images are decoded ahead of the steps
     let batches = stage_batches(ctx.recipe.seed, si, spec, data, start_step..steps);
     let mut prefetch = Prefetch::start(
@@ -226,6 +245,18 @@ struct Batch<'s> {
     started: Instant,
 }
 
+/// A step's loss must be a number; a NaN or infinity stops the run before the update.
+fn check_finite(loss: f32, spec: &crate::config::StageSpec, step: usize) -> Result<()> {
+    if loss.is_finite() {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!(
+            "stage {:?} step {step}: loss is {loss}; lower the learning rate",
+            spec.name
+        )))
+    }
+}
+
 /// One optimiser step: the batch, its loss, the update, and the step's events. Returns the
 /// updated model and the loss.
 #[allow(clippy::too_many_arguments)]
@@ -256,35 +287,58 @@ fn one_step(
         ctx.inputs.tokenizer.special.pad,
         Padding::Right,
     );
-    let (out, loss) = on_device((si, &spec.name, step), "the forward pass and loss", || {
-        let out = objective.loss(
-            &model,
-            StepInput {
-                hb: &hb,
-                idx,
-                visual: visual.for_pixels(&batch.pixels, ctx.device),
-                pixels: &batch.pixels,
-                want_relation: step == 0
-                    || (step + 1) % super::RELATION_EVERY == 0
-                    || step + 1 == steps,
-                device: ctx.device,
+    let workers = ctx
+        .workers
+        .filter(|w| w.len() > 1 && data_parallel::splittable(objective, &model));
+    let ((terms, routing, relation), model, stepped, loss) = if let Some(workers) = workers {
+        // the batch split over the workers, their gradients summed on the main device
+        let (loss, grads) = on_device(
+            (si, &spec.name, step),
+            "the data-parallel forward and backward passes",
+            || {
+                data_parallel::loss_and_grads(
+                    &model,
+                    workers,
+                    data,
+                    idx,
+                    &batch.pixels,
+                    visual,
+                    ctx.inputs.tokenizer.special.pad,
+                )
             },
-        );
-        let loss: f32 = out.total.clone().into_scalar::<f32>();
-        (out, loss)
-    })?;
-    if !loss.is_finite() {
-        return Err(Error::Invalid(format!(
-            "stage {:?} step {step}: loss is {loss}; lower the learning rate",
-            spec.name
-        )));
-    }
-    let total = out.total;
-    let (model, stepped) = on_device(
-        (si, &spec.name, step),
-        "the backward pass and optimiser update",
-        || update.step(model, total, objective, step),
-    )?;
+        )?;
+        check_finite(loss, spec, step)?;
+        let (model, stepped) = on_device((si, &spec.name, step), "the optimiser update", || {
+            update.step_grads(model, grads, step)
+        })?;
+        ((Default::default(), Vec::new(), None), model, stepped, loss)
+    } else {
+        let (out, loss) = on_device((si, &spec.name, step), "the forward pass and loss", || {
+            let out = objective.loss(
+                &model,
+                StepInput {
+                    hb: &hb,
+                    idx,
+                    visual: visual.for_pixels(&batch.pixels, ctx.device),
+                    pixels: &batch.pixels,
+                    want_relation: step == 0
+                        || (step + 1) % super::RELATION_EVERY == 0
+                        || step + 1 == steps,
+                    device: ctx.device,
+                },
+            );
+            let loss: f32 = out.total.clone().into_scalar::<f32>();
+            (out, loss)
+        })?;
+        check_finite(loss, spec, step)?;
+        let total = out.total.clone();
+        let (model, stepped) = on_device(
+            (si, &spec.name, step),
+            "the backward pass and optimiser update",
+            || update.step(model, total, objective, step),
+        )?;
+        ((out.terms, out.routing, out.relation), model, stepped, loss)
+    };
     *state = TrainState {
         stage: si,
         step: step + 1,
@@ -305,7 +359,7 @@ fn one_step(
         steps,
         global_step: state.global_step,
         loss,
-        terms: out.terms,
+        terms,
         lr: stepped.lr,
         grad_norm: stepped.grad_norm,
         tokens_per_s: tokens(&hb) as f64 / step_s,
@@ -313,9 +367,9 @@ fn one_step(
         tokens: tokens(&hb),
         step_s,
         mfu: (ctx.peak_flops > 0.0).then(|| flops / step_s / ctx.peak_flops),
-        routing: out.routing,
+        routing,
     })?;
-    if let Some(r) = out.relation {
+    if let Some(r) = relation {
         rec.emit(Event::Relation {
             stage: si,
             name: spec.name.clone(),

@@ -64,7 +64,18 @@ impl<'s> Update<'s> {
             let module = o.step(self.lr(step), module, g);
             *aux = Some((module, o));
         }
-        let mut grads = GradientsParams::from_grads(raw, &model);
+        let grads = GradientsParams::from_grads(raw, &model);
+        self.step_grads(model, grads, step)
+    }
+
+    /// Takes step `step` on `model` with gradients already formed (a data-parallel step's,
+    /// summed over its workers): clipping, then AdamW.
+    pub fn step_grads(
+        &mut self,
+        model: Mllm,
+        mut grads: GradientsParams,
+        step: usize,
+    ) -> (Mllm, Stepped) {
         let grad_norm = clip::clip_global_norm(&model, &mut grads, self.spec.grad_clip);
         let lr = self.lr(step);
         let model = self.optim.step(lr, model, grads);

@@ -34,6 +34,16 @@ impl PixelBatch {
         })
     }
 
+    /// Records `rows` of the batch, as their own batch (a data-parallel worker's shard).
+    pub fn rows(&self, rows: std::ops::Range<usize>) -> PixelBatch {
+        let len = self.image_len();
+        PixelBatch {
+            images: self.images[rows.clone()].to_vec(),
+            pixels: self.pixels[rows.start * len..rows.end * len].to_vec(),
+            size: self.size,
+        }
+    }
+
     fn image_len(&self) -> usize {
         3 * self.size * self.size
     }

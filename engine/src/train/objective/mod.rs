@@ -25,6 +25,7 @@ use burn::prelude::*;
 
 pub use contrastive::{ContrastiveTargets, REGION_VIEW_SEPARATOR, info_nce};
 pub(crate) use distill::relation_cols;
+pub(crate) use language_model::loss as language_model_loss;
 pub use preference::reference_logps;
 
 use super::teacher::Teacher;
