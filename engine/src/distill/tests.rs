@@ -447,7 +447,7 @@ fn binned_reference(
     tb.push(tail.exp());
     let norm: f64 = tb.iter().sum();
     let tb: Vec<f64> = tb.iter().map(|x| x / norm).collect();
-    let d = match spec.divergence {
+    match spec.divergence {
         Divergence::ForwardKl => kl(&tb, &sb),
         Divergence::ReverseKl => kl(&sb, &tb),
         Divergence::Jsd { beta } => {
@@ -457,9 +457,11 @@ fn binned_reference(
         Divergence::SkewForwardKl { alpha } => kl(&tb, &mix(alpha, &tb, &sb)),
         Divergence::SkewReverseKl { alpha } => kl(&sb, &mix(alpha, &sb, &tb)),
         Divergence::Tvd => 0.5 * tb.iter().zip(&sb).map(|(a, b)| (a - b).abs()).sum::<f64>(),
-    };
-    d
+    }
 }
+
+/// One row's top-k as the host sees it: ids, log-probs, tail log-mass.
+type HostTopK = (Vec<usize>, Vec<f64>, f64);
 
 /// Sparse rows for the teacher logits `zt` (`n` rows of `v`), from the engine's own top-k.
 fn sparse_rows(
@@ -469,7 +471,7 @@ fn sparse_rows(
     k: usize,
     spec: &DivergenceSpec,
     device: &Device,
-) -> (sparse::SparseRows, Vec<(Vec<usize>, Vec<f64>, f64)>) {
+) -> (sparse::SparseRows, Vec<HostTopK>) {
     let (mut ids, mut logp, mut tail, mut host_rows) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for r in 0..n {
@@ -539,15 +541,15 @@ fn sparse_matches_binned_on(device: Device, policy: KernelPolicy) {
             let (ids, lp, tail) = &host_rows[r];
             binned_reference(&zs[r * v..(r + 1) * v], ids, lp, *tail, &spec)
         };
-        for r in 0..n {
+        for (r, value) in values.iter().enumerate() {
             let want = binned(&zs, r);
             assert!(
-                (values[r] as f64 - want).abs() < 2e-5 + 1e-4 * want.abs(),
+                (*value as f64 - want).abs() < 2e-5 + 1e-4 * want.abs(),
                 "{} T={} z={} row {r}: {} vs {want}",
                 spec.divergence.label(),
                 spec.temperature,
                 spec.zscore,
-                values[r]
+                value
             );
         }
         let h = 1e-5;

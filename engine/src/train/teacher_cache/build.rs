@@ -159,7 +159,7 @@ pub fn build_from(
     if settings.top_k == 0 {
         return Err(Error::Invalid("--top-k must be at least 1".into()));
     }
-    if !(settings.temperature > 0.0) {
+    if settings.temperature.is_nan() || settings.temperature <= 0.0 {
         return Err(Error::Invalid(format!(
             "the temperature must be positive, not {}",
             settings.temperature
