@@ -150,25 +150,29 @@ pub fn linear_divergence(
             chunk,
         );
     }
-    let n = hidden.dims()[0];
-    let chunk = chunk.max(1);
-    let mut total: Option<Tensor<1>> = None;
-    for start in (0..n).step_by(chunk) {
-        let len = chunk.min(n - start);
+    sum_chunks(hidden.dims()[0], chunk, |start, len| {
         let s = hidden.clone().narrow(0, start, len).matmul(weight.clone());
         let t = teacher_hidden
             .clone()
             .narrow(0, start, len)
             .matmul(teacher_weight.clone());
-        let part = (token_divergence(s, t, spec, kernels)
-            * row_weight.clone().narrow(0, start, len))
-        .sum();
-        total = Some(match total {
-            None => part,
-            Some(sum) => sum + part,
-        });
-    }
-    total.unwrap_or_else(|| hidden.sum().mul_scalar(0.0))
+        (token_divergence(s, t, spec, kernels) * row_weight.clone().narrow(0, start, len)).sum()
+    })
+    .unwrap_or_else(|| hidden.sum().mul_scalar(0.0))
+}
+
+/// The sum of `part(start, len)` over `n` rows taken `chunk` at a time (`None` without rows):
+/// the chunk loop of the linear divergences, whose logits exist a chunk at a time.
+pub(crate) fn sum_chunks(
+    n: usize,
+    chunk: usize,
+    mut part: impl FnMut(usize, usize) -> Tensor<1>,
+) -> Option<Tensor<1>> {
+    let chunk = chunk.max(1);
+    (0..n)
+        .step_by(chunk)
+        .map(|start| part(start, chunk.min(n - start)))
+        .reduce(|sum, p| sum + p)
 }
 
 /// Mean divergence over the tokens where `mask` is 1, scaled by `T^2`: `student`/`teacher`

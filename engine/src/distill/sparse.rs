@@ -20,7 +20,7 @@ use burn::prelude::*;
 use burn::tensor::IndexingUpdateOp;
 use burn::tensor::activation::log_softmax;
 
-use super::divergence::{DivergenceSpec, token_divergence, zscore};
+use super::divergence::{DivergenceSpec, sum_chunks, token_divergence, zscore};
 use crate::backend::kernels::Kernels;
 
 /// Log-mass a tail bucket never goes below (an empty tail: `k` covers the vocabulary), kept
@@ -38,10 +38,6 @@ pub struct SparseRows {
 }
 
 impl SparseRows {
-    pub fn rows(&self) -> usize {
-        self.ids.dims()[0]
-    }
-
     /// Rows `start..start + len`.
     pub fn narrow(&self, start: usize, len: usize) -> SparseRows {
         SparseRows {
@@ -152,21 +148,13 @@ pub fn linear_sparse_divergence(
     chunk: usize,
 ) -> Tensor<1> {
     let row_weight = row_weight.detach();
-    let n = hidden.dims()[0];
-    let chunk = chunk.max(1);
-    let mut total: Option<Tensor<1>> = None;
-    for start in (0..n).step_by(chunk) {
-        let len = chunk.min(n - start);
+    sum_chunks(hidden.dims()[0], chunk, |start, len| {
         let s = hidden.clone().narrow(0, start, len).matmul(weight.clone());
-        let part = (sparse_token_divergence(s, &teacher.narrow(start, len), spec, kernels)
+        (sparse_token_divergence(s, &teacher.narrow(start, len), spec, kernels)
             * row_weight.clone().narrow(0, start, len))
-        .sum();
-        total = Some(match total {
-            None => part,
-            Some(sum) => sum + part,
-        });
-    }
-    total.unwrap_or_else(|| hidden.sum().mul_scalar(0.0))
+        .sum()
+    })
+    .unwrap_or_else(|| hidden.sum().mul_scalar(0.0))
 }
 
 /// One row's top-k from its scaled logits `z` (already divided by T, z-scored if asked): the

@@ -85,35 +85,33 @@ pub fn loss_and_grads(
     let main = &workers.devices[0];
     let nv = model.config.vision.num_visual_tokens();
     let parts = shards(idx.len(), workers.len());
-    let counted = |r: &Range<usize>| -> usize {
-        idx[r.clone()]
-            .iter()
-            .map(|&i| {
-                let a = &data.encoded[i].assistant;
-                a.iter().skip(1).filter(|x| **x).count()
-            })
-            .sum()
-    };
-    let total: usize = parts.iter().map(counted).sum::<usize>().max(1);
+    // each shard laid out as its own batch; its labelled tokens weigh its loss
+    let batches: Vec<_> = parts
+        .iter()
+        .map(|r| {
+            let examples: Vec<_> = idx[r.clone()].iter().map(|&i| &data.encoded[i]).collect();
+            host_batch(&examples, nv, pad, Padding::Right)
+        })
+        .collect();
+    let total: usize = batches.iter().map(|hb| hb.counted()).sum::<usize>().max(1);
     if parts.len() > 1 {
         SPLIT_STEPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
     let results: Vec<(f32, GradientsParams)> = std::thread::scope(|s| {
         let handles: Vec<_> = parts
             .iter()
+            .zip(&batches)
             .zip(&workers.devices)
-            .map(|(range, device)| {
-                let share = counted(range) as f64 / total as f64;
+            .map(|((range, hb), device)| {
+                let share = hb.counted() as f64 / total as f64;
                 s.spawn(move || {
                     let sub = &idx[range.clone()];
-                    let examples: Vec<_> = sub.iter().map(|&i| &data.encoded[i]).collect();
-                    let hb = host_batch(&examples, nv, pad, Padding::Right);
                     let px = pixels.rows(range.clone());
                     let replica = model.clone().fork(device);
                     let out = language_model_loss(
                         &replica,
                         StepInput {
-                            hb: &hb,
+                            hb,
                             idx: sub,
                             visual: visual.for_pixels(&px, device),
                             pixels: &px,

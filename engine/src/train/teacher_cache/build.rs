@@ -181,6 +181,8 @@ pub fn build_from(
     };
     claim_folder(out, &key)?;
     let head = teacher.llm.head_weight();
+    // the teacher's frozen tower, with no feature cache: a build passes over the data once
+    let vision = VisualSource::frozen(&teacher.vision, 0);
     let started = Instant::now();
     let mut computing = 0.0f64;
     let total: usize = files
@@ -202,7 +204,7 @@ pub fn build_from(
             let range = part_range(p, key.part_size, data.len());
             let rel = format!("{PARTS_DIR}/{name}-{p:05}.zst");
             let path = out.join(&rel);
-            let positions = if path.exists() {
+            let (bytes, examples) = if path.exists() {
                 let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
                 let (first, examples) = decode_part(&path, &bytes)?;
                 if first != range.start || examples.len() != range.len() {
@@ -217,7 +219,7 @@ pub fn build_from(
                 }
                 resumed += range.len();
                 done += range.len();
-                examples.iter().map(|e| e.positions.len() as u64).sum()
+                (bytes, examples)
             } else {
                 let t0 = Instant::now();
                 let mut examples = Vec::with_capacity(range.len());
@@ -225,7 +227,7 @@ pub fn build_from(
                 for s in starts {
                     let idx: Vec<usize> = (s..(s + batch_size.max(1)).min(range.end)).collect();
                     examples.extend(teacher_outputs(
-                        teacher, &head, data, &idx, tokenizer, &key, device,
+                        teacher, &head, &vision, data, &idx, tokenizer, &key, device,
                     )?);
                     done += idx.len();
                     progress(&BuildProgress {
@@ -239,9 +241,9 @@ pub fn build_from(
                 let bytes = encode_part(range.start, &examples);
                 crate::cache::write_atomic(&path, &bytes).map_err(|e| Error::io(&path, e))?;
                 computing += t0.elapsed().as_secs_f64();
-                examples.iter().map(|e| e.positions.len() as u64).sum()
+                (bytes, examples)
             };
-            let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+            let positions = examples.iter().map(|e| e.positions.len() as u64).sum();
             infos.push(PartInfo {
                 index: p,
                 first: range.start,
@@ -294,12 +296,11 @@ fn claim_folder(out: &Path, key: &CacheKey) -> Result<()> {
     if path.exists() {
         let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
         let theirs: CacheKey = serde_json::from_str(&text).map_err(|e| Error::json(&path, e))?;
-        if &theirs != key {
+        if let Some(diff) = theirs.difference(key) {
             return Err(Error::Invalid(format!(
-                "{} holds a teacher cache built with other settings ({}): resume only with the \
-                 same teacher, tokenizer and options, or build into another folder",
-                out.display(),
-                key_difference(&theirs, key)
+                "{} holds a teacher cache built with other settings ({diff}): resume only with \
+                 the same teacher, tokenizer and options, or build into another folder",
+                out.display()
             )));
         }
         return Ok(());
@@ -308,36 +309,13 @@ fn claim_folder(out: &Path, key: &CacheKey) -> Result<()> {
     crate::cache::write_atomic(&path, text.as_bytes()).map_err(|e| Error::io(&path, e))
 }
 
-/// The first field where two keys differ, for error messages.
-pub(super) fn key_difference(a: &CacheKey, b: &CacheKey) -> String {
-    if a.teacher_weights != b.teacher_weights {
-        "the teacher's weights differ".into()
-    } else if a.teacher != b.teacher {
-        "the teacher's shape or image processing differs".into()
-    } else if a.tokenizer != b.tokenizer {
-        "the tokenizer differs".into()
-    } else if a.top_k != b.top_k {
-        format!("top-k {} vs {}", a.top_k, b.top_k)
-    } else if a.temperature != b.temperature {
-        format!("temperature {} vs {}", a.temperature, b.temperature)
-    } else if a.zscore != b.zscore {
-        format!("z-scoring {} vs {}", a.zscore, b.zscore)
-    } else if a.positions != b.positions {
-        format!("positions {:?} vs {:?}", a.positions, b.positions)
-    } else if a.part_size != b.part_size {
-        format!("part size {} vs {}", a.part_size, b.part_size)
-    } else if a.max_positions != b.max_positions {
-        format!("max positions {} vs {}", a.max_positions, b.max_positions)
-    } else {
-        format!("require_image {} vs {}", a.require_image, b.require_image)
-    }
-}
-
 /// The teacher's cached outputs for records `idx` of `data`, batched as a training stage
 /// batches them (right padding, so each row is what the row would be alone).
+#[allow(clippy::too_many_arguments)]
 fn teacher_outputs(
     teacher: &Mllm,
     head: &Tensor<2>,
+    vision: &VisualSource,
     data: &Dataset,
     idx: &[usize],
     tokenizer: &TextTokenizer,
@@ -347,7 +325,7 @@ fn teacher_outputs(
     let nv = teacher.config.vision.num_visual_tokens();
     let examples: Vec<_> = idx.iter().map(|&i| &data.encoded[i]).collect();
     let hb = host_batch(&examples, nv, tokenizer.special.pad, Padding::Right);
-    let visual = VisualSource::frozen(&teacher.vision, 0).for_records(data, idx, device)?;
+    let visual = vision.for_records(data, idx, device)?;
     let h = teacher.hidden(&hb.to_device(visual, device));
     let [b, t, d] = h.dims();
     let vis = hb.visual_mask();

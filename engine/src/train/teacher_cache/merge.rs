@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::reader::same_key;
 use super::{CachedFile, FORMAT, KEY_FILE, MANIFEST_FILE, Manifest, Shard};
 use crate::{Error, Result};
 
@@ -35,7 +34,7 @@ pub fn merge(inputs: &[PathBuf], out: &Path) -> Result<Manifest> {
     let (_, first) = &shards[0];
     let count = first.shard.count;
     for (dir, m) in &shards {
-        if let Some(diff) = same_key(&first.key, &m.key) {
+        if let Some(diff) = first.key.difference(&m.key) {
             return Err(Error::Invalid(format!(
                 "{}: shard {} was built otherwise than shard {} ({diff})",
                 dir.display(),

@@ -87,6 +87,37 @@ pub struct CacheKey {
     pub part_size: usize,
 }
 
+impl CacheKey {
+    /// The first field where two keys differ, for error messages; `None` when they are equal.
+    pub fn difference(&self, other: &CacheKey) -> Option<String> {
+        let (a, b) = (self, other);
+        if a == b {
+            return None;
+        }
+        Some(if a.teacher_weights != b.teacher_weights {
+            "the teacher's weights differ".into()
+        } else if a.teacher != b.teacher {
+            "the teacher's shape or image processing differs".into()
+        } else if a.tokenizer != b.tokenizer {
+            "the tokenizer differs".into()
+        } else if a.top_k != b.top_k {
+            format!("top-k {} vs {}", a.top_k, b.top_k)
+        } else if a.temperature != b.temperature {
+            format!("temperature {} vs {}", a.temperature, b.temperature)
+        } else if a.zscore != b.zscore {
+            format!("z-scoring {} vs {}", a.zscore, b.zscore)
+        } else if a.positions != b.positions {
+            format!("positions {:?} vs {:?}", a.positions, b.positions)
+        } else if a.part_size != b.part_size {
+            format!("part size {} vs {}", a.part_size, b.part_size)
+        } else if a.max_positions != b.max_positions {
+            format!("max positions {} vs {}", a.max_positions, b.max_positions)
+        } else {
+            format!("require_image {} vs {}", a.require_image, b.require_image)
+        })
+    }
+}
+
 /// One part of one data file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PartInfo {
@@ -198,7 +229,7 @@ impl Manifest {
     }
 }
 
-/// The complete cache's manifest in `dir`, with a message that says how to make one.
+/// The complete cache's manifest in `dir`.
 pub fn manifest_path(dir: &Path) -> PathBuf {
     dir.join(MANIFEST_FILE)
 }

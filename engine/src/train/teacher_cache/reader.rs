@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
 
-use super::build::key_difference;
 use super::format::{CachedExample, decode_part, fingerprint};
 use super::{CacheKey, CachePositions, Manifest, manifest_path};
 use crate::config::{DistillSpec, KdTokens, MllmConfig, RelationFeatures};
@@ -295,9 +294,4 @@ impl CachedTeacher {
             bytes as f64 / positions.max(1) as f64
         )
     }
-}
-
-/// Whether two caches were built alike (for merge): `None`, or what differs.
-pub(super) fn same_key(a: &CacheKey, b: &CacheKey) -> Option<String> {
-    (a != b).then(|| key_difference(a, b))
 }
